@@ -1,0 +1,45 @@
+# Jobico: `make run` starts the platform locally, `make test` runs the suite.
+# Everything installs into .venv/ at the repository root.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-unit examples bench lint clean help
+
+help:
+	@echo "make run       start the whole platform locally (embedded defaults)"
+	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
+	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc)"
+	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest)"
+	@echo "make lint      byte-compile and run ruff when available"
+
+$(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
+	@scripts/bootstrap-venv.sh $(VENV)
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e . || $(PIP) install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/jobico run
+
+test: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+examples: install
+	$(PY) examples/jobicolets/build.py
+
+bench: install
+	$(PY) bench/run_all.py
+
+lint: install
+	$(PY) -m compileall -q jobico_core jobico_api jobico_worker jobico_cli tests bench
+	@if [ -x $(VENV)/bin/ruff ]; then $(VENV)/bin/ruff check .; else echo "ruff not installed: pip install ruff into .venv for style checks"; fi
+
+clean:
+	rm -rf $(VENV) .jobico .pytest_cache

@@ -1,0 +1,275 @@
+"""SQLAlchemy 2.0 models and session factory.
+
+PostgreSQL in production and tests; SQLite for the embedded default. The
+schema is created by Alembic (``migrations/``), never by ``create_all`` in
+the running platform.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, create_engine, event)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+_U64 = 1 << 64
+_I64 = 1 << 63
+
+
+class U64(TypeDecorator):
+    """An unsigned 64-bit integer kept losslessly in a signed BIGINT."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        if not 0 <= value < _U64:
+            raise ValueError(f"{value} is not an unsigned 64-bit integer")
+        return value - _U64 if value >= _I64 else value
+
+    def process_result_value(self, value: int | None, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        return value + _U64 if value < 0 else value
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # How the webhook authenticates callers: "key" (bearer key), "hmac" (signed) or "none".
+    webhook_auth: Mapped[str] = mapped_column(String(8), default="key")
+    signing_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    keys: Mapped[list["ApiKey"]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_api_keys_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # sha256 of the key: keys are 256-bit random tokens, so a fast hash is enough
+    # (like GitHub tokens); the key itself is shown once, at creation.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tenant: Mapped[Tenant] = relationship(back_populates="keys")
+
+
+class RepoFile(Base):
+    """A named file in a tenant's repository; its content is addressed by sha256."""
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_files_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # wasm | schema
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(256))
+    uploaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Package(Base):
+    __tablename__ = "packages"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_packages_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))  # the YAML's `id`
+    active_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    versions: Mapped[list["PackageVersion"]] = relationship(
+        back_populates="package", cascade="all, delete-orphan", order_by="PackageVersion.number")
+
+
+class PackageVersion(Base):
+    """An immutable deployed version: source YAML, parsed form and pinned file hashes."""
+    __tablename__ = "package_versions"
+    __table_args__ = (UniqueConstraint("package_id", "number", name="uq_package_versions_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict] = mapped_column(JSON)  # normalised package (jobico_core.package.PackageSpec.to_dict)
+    pins: Mapped[dict] = mapped_column(JSON)  # {file name: sha256}
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    package: Mapped[Package] = relationship(back_populates="versions")
+
+
+class EventRoute(Base):
+    """Which package owns an event id within a tenant (the webhook's lookup).
+
+    The unique key enforces the contract: an event id belongs to one package.
+    """
+    __tablename__ = "event_routes"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64), primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"), index=True)
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (
+        Index("ix_executions_tenant_id_desc", "tenant_id", "id"),
+        Index("ix_executions_tenant_package", "tenant_id", "package", "id"),
+        Index("ix_executions_tenant_status", "tenant_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    package: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    # PackageVersion.id: versions are immutable, so workers cache them by this id
+    # (a deleted and re-created package restarts its numbering, never its ids).
+    version_id: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON the guest receives
+    code: Mapped[int | None] = mapped_column(U64, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stdout: Mapped[str] = mapped_column(Text, default="")
+    limit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)  # trap / invalid-module / infra message
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    dead_lettered: Mapped[bool] = mapped_column(Boolean, default=False)
+    chained_from: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0)
+    submitter: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    trigger: Mapped[str] = mapped_column(String(16), default="webhook")
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    logs: Mapped[list["ExecutionLog"]] = relationship(
+        back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
+
+
+class ExecutionLog(Base):
+    __tablename__ = "execution_logs"
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    execution: Mapped[Execution] = relationship(back_populates="logs")
+
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
+                               "invalid_module", "cancelled"})
+STATUSES = ("queued", "running", *sorted(TERMINAL_STATUSES))
+
+
+# -- engine & sessions -----------------------------------------------------------
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(eng, "connect", _sqlite_pragmas)
+    else:
+        eng = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800,
+                            connect_args={"connect_timeout": 5})
+    return eng
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL and process (engines are not fork-safe: call after fork)."""
+    import os
+    key = f"{os.getpid()}:{url}"
+    with _engines_lock:
+        eng = _engines.get(key)
+        if eng is None:
+            eng = _engines[key] = make_engine(url)
+        return eng
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for eng in _engines.values():
+            eng.dispose()
+        _engines.clear()
+
+
+class Database:
+    """A session factory bound to one URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = get_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def ping(self) -> None:
+        from sqlalchemy import text
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+
+def upgrade_schema(url: str) -> None:
+    """Run Alembic migrations to head (used by `jobico migrate`, `jobico run` and tests)."""
+    from pathlib import Path
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")

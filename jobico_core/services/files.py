@@ -1,0 +1,127 @@
+"""The tenant's repository: uploaded schemas and modules, content-addressed."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import exceptions as js_exceptions
+from jsonschema import validators as js_validators
+from sqlalchemy import select
+
+from ..abi import InvalidModule, inspect_module
+from ..db import RepoFile, utcnow
+from ..errors import Invalid, NotFound, TooLarge
+from ..names import file_name_problem
+from ..storage import blob_key, sha256_hex
+from .context import Context
+
+KINDS = ("wasm", "schema")
+_EXT_KIND = {".wasm": "wasm", ".json": "schema"}
+
+
+def kind_from_name(name: str) -> str:
+    for ext, kind in _EXT_KIND.items():
+        if name.lower().endswith(ext):
+            return kind
+    raise Invalid(f"cannot tell the kind of {name!r} from its extension: use .wasm for modules and "
+                  ".json for schemas (or give the kind explicitly)", {"name": ["unknown extension"]})
+
+
+def check_schema_bytes(data: bytes) -> dict[str, Any]:
+    """A schema must be JSON and a valid JSON Schema; returns the parsed schema."""
+    try:
+        schema = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Invalid(f"schema is not valid JSON: {exc}", {"file": [str(exc)]}) from None
+    if not isinstance(schema, (dict, bool)):
+        raise Invalid("schema must be a JSON object (or a boolean)", {"file": ["not an object"]})
+    cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except js_exceptions.SchemaError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise Invalid(f"not a valid JSON Schema at {path}: {exc.message}",
+                      {"file": [{"path": path, "message": exc.message}]}) from None
+    return schema
+
+
+def check_module_bytes(data: bytes) -> None:
+    try:
+        inspect_module(data)
+    except InvalidModule as exc:
+        raise Invalid(f"not a valid jobicolet module: {exc}", {"file": [str(exc)]}) from None
+
+
+def upload(ctx: Context, tenant: str, name: str, data: bytes, kind: str | None = None) -> RepoFile:
+    problem = file_name_problem(name)
+    if problem:
+        raise Invalid(problem, {"name": [problem]})
+    kind = kind or kind_from_name(name)
+    if kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}", {"kind": [kind]})
+    limit = ctx.settings.max_upload_kb * 1024
+    if len(data) > limit:
+        raise TooLarge(f"file is {len(data)} bytes, more than the {ctx.settings.max_upload_kb} KB limit")
+    if not data:
+        raise Invalid("file is empty", {"file": ["empty"]})
+    if kind == "schema":
+        check_schema_bytes(data)
+    else:
+        check_module_bytes(data)
+    digest = sha256_hex(data)
+    key = blob_key(tenant, digest)
+    if not ctx.store.exists(key):
+        ctx.store.put(key, data)
+    with ctx.db.session() as s:
+        row = s.scalar(select(RepoFile).where(RepoFile.tenant_id == tenant, RepoFile.name == name))
+        if row is None:
+            row = RepoFile(tenant_id=tenant, name=name)
+            s.add(row)
+        row.kind, row.sha256, row.size, row.object_key, row.uploaded_at = kind, digest, len(data), key, utcnow()
+    return row
+
+
+def list_files(ctx: Context, tenant: str, kind: str | None = None) -> list[RepoFile]:
+    with ctx.db.session() as s:
+        q = select(RepoFile).where(RepoFile.tenant_id == tenant)
+        if kind:
+            q = q.where(RepoFile.kind == kind)
+        return list(s.scalars(q.order_by(RepoFile.name)))
+
+
+def get_file(ctx: Context, tenant: str, name: str) -> RepoFile:
+    with ctx.db.session() as s:
+        row = s.scalar(select(RepoFile).where(RepoFile.tenant_id == tenant, RepoFile.name == name))
+        if row is None:
+            raise NotFound(f"file {name!r} is not in tenant {tenant!r}'s repository")
+        return row
+
+
+def read_blob(ctx: Context, tenant: str, sha256: str) -> bytes:
+    """Bytes of a pinned file, verified against its hash."""
+    data = ctx.store.get(blob_key(tenant, sha256))
+    if sha256_hex(data) != sha256:
+        raise NotFound(f"stored object for {sha256} is corrupt (hash mismatch)")
+    return data
+
+
+_VALIDATORS: dict[tuple[str, str], Any] = {}
+_VALIDATORS_MAX = 4096
+
+
+def schema_validator(ctx: Context, tenant: str, sha256: str):
+    """A compiled validator for a pinned schema, cached per process by content hash.
+
+    Never built per request: the first event of a schema version compiles it.
+    ``$ref``s are resolved only inside the schema (jsonschema's ``referencing``
+    registry retrieves nothing remote).
+    """
+    validator = _VALIDATORS.get((tenant, sha256))
+    if validator is None:
+        schema = json.loads(read_blob(ctx, tenant, sha256).decode("utf-8"))
+        cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
+        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        if len(_VALIDATORS) >= _VALIDATORS_MAX:
+            _VALIDATORS.pop(next(iter(_VALIDATORS)))
+        _VALIDATORS[(tenant, sha256)] = validator
+    return validator

@@ -1,0 +1,158 @@
+"""The webhook's core: ``POST /events/<tenant>/<event>`` without the HTTP.
+
+Checks in the contract's order: body size (413), tenant exists (404),
+credentials (401/403), event exists (404), body shape (400), element size
+(413), schema (422); then idempotency, then rows + tasks (all or nothing).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Mapping
+
+from ..canonical import dumps, loads
+from ..db import Tenant
+from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, Unavailable
+from ..limits import resolve
+from .context import Context
+from .executions import enqueue, new_execution
+from .files import schema_validator
+from .packages import route
+from .tenants import check_webhook_credentials
+
+log = logging.getLogger(__name__)
+IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request to finish
+
+
+def _tenant(ctx: Context, tenant_id: str) -> Tenant:
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+    return tenant
+
+
+def _json_path(parts) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
+    errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
+            for e in errors[:limit]]
+
+
+def parse_body(ctx: Context, body: bytes) -> list[Any]:
+    try:
+        doc = loads(body)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not UTF-8: {exc}", {"body": ["not UTF-8"]}) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", {"body": ["not JSON"]}) from None
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise BadRequest('body must be a JSON object with a "data" array', {"data": ["missing"]})
+    data = doc["data"]
+    if not isinstance(data, list):
+        raise BadRequest('"data" must be an array of events', {"data": ["not an array"]})
+    if not data:
+        raise BadRequest('"data" is empty: send at least one event', {"data": ["empty"]})
+    if len(data) > ctx.settings.max_elements:
+        raise BadRequest(f'"data" has {len(data)} events; at most {ctx.settings.max_elements} per request',
+                         {"data": [f"more than {ctx.settings.max_elements} elements"]})
+    return data
+
+
+def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
+    """Validate, record and enqueue every element; returns execution ids in order."""
+    max_body = ctx.settings.max_body_kb * 1024
+    if len(body) > max_body:
+        raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
+    tenant = _tenant(ctx, tenant_id)
+    submitter = check_webhook_credentials(ctx, tenant, headers, body)
+    info = route(ctx, tenant_id, event)
+    if info is None:
+        raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
+    data = parse_body(ctx, body)
+
+    ev = info.spec.events[event]
+    runtime = info.spec.runtimes[ev.runtime]
+    limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, runtime.limits, ev.limits)
+    max_element = min(ctx.settings.max_element_kb, limits.input_kb) * 1024
+    payloads = [dumps(el) for el in data]
+    too_big = {str(i): [f"{len(p.encode())} bytes; the limit is {max_element // 1024} KB"]
+               for i, p in enumerate(payloads) if len(p.encode()) > max_element}
+    if too_big:
+        first = next(iter(too_big))
+        raise TooLarge(f"event {first} is larger than {max_element // 1024} KB", {"data": too_big})
+
+    validator = schema_validator(ctx, tenant_id, info.pins[ev.schema.schemaref])
+    problems = {}
+    for i, el in enumerate(data):
+        errs = schema_errors(validator, el)
+        if errs:
+            problems[str(i)] = errs
+    if problems:
+        i, errs = next(iter(problems.items()))
+        raise Invalid(f"event {i} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
+                      f"{errs[0]['message']}", {"data": problems})
+
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return _enqueue(ctx, info, event, payloads, submitter)
+    return _idempotent(ctx, tenant_id, key, event, payloads,
+                       lambda: _enqueue(ctx, info, event, payloads, submitter))
+
+
+def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str) -> list[str]:
+    rows = [new_execution(info, event, p, submitter=submitter, trigger="webhook") for p in payloads]
+    return enqueue(ctx, rows)
+
+
+def _idempotent(ctx: Context, tenant: str, key: str, event: str, payloads: list[str], run) -> list[str]:
+    if not key or len(key) > 255:
+        raise BadRequest("Idempotency-Key must be 1 to 255 characters", {"Idempotency-Key": ["bad length"]})
+    r = ctx.redis
+    rkey = f"jobico:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+    digest = hashlib.sha256((event + "\n" + "\n".join(payloads)).encode()).hexdigest()
+    try:
+        claimed = r.set(rkey, json.dumps({"hash": digest, "state": "pending"}), nx=True, ex=60)
+        if not claimed:
+            deadline = time.monotonic() + IDEMPOTENCY_PENDING_WAIT
+            while True:
+                raw = r.get(rkey)
+                if raw is None:  # the first request failed and released the key: take it
+                    if r.set(rkey, json.dumps({"hash": digest, "state": "pending"}), nx=True, ex=60):
+                        break
+                    continue
+                seen = json.loads(raw)
+                if seen["hash"] != digest:
+                    raise Invalid("idempotency_key_reused: this Idempotency-Key was already used with a different request",
+                                  {"Idempotency-Key": ["idempotency_key_reused"]}, status=422)
+                if seen["state"] == "done":
+                    return seen["ids"]
+                if time.monotonic() > deadline:
+                    raise Conflict("a request with this Idempotency-Key is still in progress; retry later",
+                                   {"Idempotency-Key": ["in progress"]})
+                time.sleep(0.05)
+    except (Invalid, Conflict):
+        raise
+    except Exception as exc:  # redis errors
+        raise Unavailable(f"the idempotency store (Redis) is unavailable: {exc}") from exc
+    try:
+        ids = run()
+    except BaseException:
+        try:
+            r.delete(rkey)
+        except Exception:  # pragma: no cover - Redis gone as well; the pending marker expires in 60 s
+            pass
+        raise
+    try:
+        r.set(rkey, json.dumps({"hash": digest, "state": "done", "ids": ids}), ex=ctx.settings.idempotency_ttl)
+    except Exception as exc:  # the events are accepted: answer 200 rather than invite a duplicate retry
+        log.warning("could not remember Idempotency-Key for tenant %s: %s", tenant, exc)
+    return ids

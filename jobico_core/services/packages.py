@@ -1,0 +1,248 @@
+"""Deploy, redeploy, roll back and delete packages; immutable numbered versions."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..abi import InvalidModule, inspect_module
+from ..db import EventRoute, Package, PackageVersion, RepoFile, Tenant
+from ..errors import Conflict, Invalid, NotFound
+from ..names import queue_name
+from ..package import PackageSpec, parse_package
+from .context import Context
+from .files import read_blob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """An immutable deployed version, as the ingest path and the worker need it."""
+    version_id: int
+    tenant: str
+    package: str
+    number: int
+    spec: PackageSpec
+    pins: dict[str, str]
+
+    def queue_for(self, event_id: str) -> str:
+        return queue_name(self.tenant, self.package, self.spec.events[event_id].supplierqueue)
+
+    def queues(self) -> list[str]:
+        return [queue_name(self.tenant, self.package, q) for q in self.spec.queue_ids()]
+
+
+_versions: dict[int, VersionInfo] = {}
+_versions_lock = threading.Lock()
+_VERSIONS_MAX = 4096
+
+
+def _version_info(tenant: str, package: str, row: PackageVersion) -> VersionInfo:
+    with _versions_lock:
+        info = _versions.get(row.id)
+        if info is None:
+            info = VersionInfo(row.id, tenant, package, row.number, PackageSpec.from_dict(row.spec), dict(row.pins))
+            if len(_versions) >= _VERSIONS_MAX:
+                _versions.pop(next(iter(_versions)))
+            _versions[row.id] = info
+        return info
+
+
+def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
+    """A version by id (cached: versions never change); None if its package was deleted."""
+    with _versions_lock:
+        info = _versions.get(version_id)
+    if info is not None:
+        return info
+    with ctx.db.session() as s:
+        row = s.get(PackageVersion, version_id)
+        if row is None:
+            return None
+        pkg = row.package
+        return _version_info(pkg.tenant_id, pkg.name, row)
+
+
+def forget_version(version_id: int) -> None:
+    with _versions_lock:
+        _versions.pop(version_id, None)
+
+
+def route(ctx: Context, tenant: str, event: str) -> VersionInfo | None:
+    """The active version owning an event id of a tenant (one query; spec cached)."""
+    with ctx.db.session() as s:
+        row = s.execute(
+            select(PackageVersion, Package.name)
+            .join(Package, Package.id == PackageVersion.package_id)
+            .join(EventRoute, EventRoute.package_id == Package.id)
+            .where(EventRoute.tenant_id == tenant, EventRoute.event == event,
+                   PackageVersion.number == Package.active_version)
+        ).first()
+        if row is None:
+            return None
+        return _version_info(tenant, row[1], row[0])
+
+
+# -- deploy -------------------------------------------------------------------------
+def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[str, str]:
+    """Every schemaref/moduleref exists with the right kind; returns the pins."""
+    files = {f.name: f for f in s.scalars(select(RepoFile).where(RepoFile.tenant_id == tenant))}
+    problems: list[dict[str, str]] = []
+    pins: dict[str, str] = {}
+    for eid, ev in spec.events.items():
+        if ev.schema is None:
+            continue
+        f = files.get(ev.schema.schemaref)
+        path = f"events.{eid}.schema.schemaref"
+        if f is None:
+            problems.append({"path": path, "message": f"schema file {ev.schema.schemaref!r} is not in the repository "
+                                                      "(upload it with `jobico upload-schema`)"})
+        elif f.kind != "schema":
+            problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a schema"})
+        else:
+            pins[f.name] = f.sha256
+    for rid, rt in spec.runtimes.items():
+        f = files.get(rt.moduleref)
+        path = f"runtimes.{rid}.moduleref"
+        if f is None:
+            problems.append({"path": path, "message": f"module file {rt.moduleref!r} is not in the repository "
+                                                      "(upload it with `jobico upload-wasm`)"})
+            continue
+        if f.kind != "wasm":
+            problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a WASM module"})
+            continue
+        pins[f.name] = f.sha256
+        try:
+            inspect_module(read_blob(ctx, tenant, f.sha256), main=rt.mainfuncname)
+        except InvalidModule as exc:
+            problems.append({"path": f"runtimes.{rid}.mainfuncname", "message": f"{f.name}: {exc}"})
+    if problems:
+        raise Invalid(f"invalid package: {problems[0]['path']}: {problems[0]['message']}"
+                      + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""), {"package": problems})
+    return pins
+
+
+def _claim_events(s, tenant: str, package: Package, spec: PackageSpec) -> None:
+    """Point the tenant's event routes at this package; 409 if another package owns one."""
+    owners = dict(s.execute(
+        select(EventRoute.event, Package.name).join(Package, Package.id == EventRoute.package_id)
+        .where(EventRoute.tenant_id == tenant, EventRoute.event.in_(list(spec.events)),
+               EventRoute.package_id != package.id)).all())
+    if owners:
+        eid, other = sorted(owners.items())[0]
+        raise Conflict(f"event id {eid!r} is already owned by package {other!r} of tenant {tenant!r}; "
+                       f"package {package.name!r} cannot define it",
+                       {"package": [{"path": f"events.{e}", "message": f"owned by package {o!r}"}
+                                    for e, o in sorted(owners.items())]})
+    s.execute(delete(EventRoute).where(EventRoute.package_id == package.id))
+    s.flush()
+    s.add_all(EventRoute(tenant_id=tenant, event=eid, package_id=package.id) for eid in spec.events)
+
+
+def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = False,
+           expected_id: str | None = None) -> VersionInfo:
+    """Create a package (or, with ``redeploy``, a new version of it) and make it active."""
+    spec = parse_package(source, maxima=ctx.settings.max_limits)
+    if spec.tenant is not None and spec.tenant != tenant:
+        raise Invalid(f"the package declares tenant {spec.tenant!r} but is deployed by tenant {tenant!r}",
+                      {"package": [{"path": "tenant", "message": f"must be {tenant!r} or absent"}]})
+    if expected_id is not None and spec.id != expected_id:
+        raise Invalid(f"the package's id is {spec.id!r}, not {expected_id!r}",
+                      {"package": [{"path": "id", "message": f"expected {expected_id!r}"}]})
+    text = source.decode("utf-8") if isinstance(source, bytes) else source
+    try:
+        with ctx.db.session() as s:
+            if s.get(Tenant, tenant) is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            pins = _check_references(ctx, s, tenant, spec)
+            pkg = s.scalar(select(Package).where(Package.tenant_id == tenant, Package.name == spec.id)
+                           .with_for_update())
+            if pkg is None and redeploy:
+                raise NotFound(f"package {spec.id!r} does not exist: use deploy to create it")
+            if pkg is not None and not redeploy:
+                raise Conflict(f"package {spec.id!r} already exists: use redeploy to create a new version")
+            if pkg is None:
+                pkg = Package(tenant_id=tenant, name=spec.id, active_version=1)
+                s.add(pkg)
+                s.flush()
+                number = 1
+            else:
+                number = (s.scalar(select(func.max(PackageVersion.number))
+                                   .where(PackageVersion.package_id == pkg.id)) or 0) + 1
+            _claim_events(s, tenant, pkg, spec)
+            row = PackageVersion(package_id=pkg.id, number=number, source=text, spec=spec.to_dict(), pins=pins)
+            s.add(row)
+            pkg.active_version = number
+            s.flush()
+            info = _version_info(tenant, spec.id, row)
+    except IntegrityError:
+        raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
+    announce_queues(ctx, info.queues())
+    return info
+
+
+def announce_queues(ctx: Context, names: list[str]) -> None:
+    """Declare queues and tell running workers to consume them (best effort:
+    workers also re-read deployed queues every JOBICO_QUEUE_REFRESH seconds)."""
+    from ..broker import broadcast_consume, declare_queues
+    try:
+        declare_queues(ctx.celery, names)
+        broadcast_consume(ctx.celery, names)
+    except Exception as exc:  # the deploy is committed; workers will catch up
+        log.warning("could not announce queues %s to workers: %s", names, exc)
+
+
+def rollback(ctx: Context, tenant: str, name: str, number: int) -> VersionInfo:
+    with ctx.db.session() as s:
+        pkg = _package(s, tenant, name, lock=True)
+        row = s.scalar(select(PackageVersion).where(PackageVersion.package_id == pkg.id,
+                                                    PackageVersion.number == number))
+        if row is None:
+            raise NotFound(f"package {name!r} has no version {number}")
+        info = _version_info(tenant, name, row)
+        _claim_events(s, tenant, pkg, info.spec)
+        pkg.active_version = number
+    announce_queues(ctx, info.queues())
+    return info
+
+
+def delete_package(ctx: Context, tenant: str, name: str) -> None:
+    with ctx.db.session() as s:
+        pkg = _package(s, tenant, name, lock=True)
+        ids = list(s.scalars(select(PackageVersion.id).where(PackageVersion.package_id == pkg.id)))
+        s.execute(delete(EventRoute).where(EventRoute.package_id == pkg.id))
+        s.delete(pkg)
+    for vid in ids:
+        forget_version(vid)
+
+
+def _package(s, tenant: str, name: str, lock: bool = False) -> Package:
+    q = select(Package).where(Package.tenant_id == tenant, Package.name == name)
+    if lock:
+        q = q.with_for_update()
+    pkg = s.scalar(q)
+    if pkg is None:
+        raise NotFound(f"package {name!r} does not exist in tenant {tenant!r}")
+    return pkg
+
+
+def get_package(ctx: Context, tenant: str, name: str) -> tuple[Package, list[PackageVersion]]:
+    with ctx.db.session() as s:
+        pkg = _package(s, tenant, name)
+        return pkg, list(pkg.versions)
+
+
+def list_packages(ctx: Context, tenant: str) -> list[Package]:
+    with ctx.db.session() as s:
+        return list(s.scalars(select(Package).where(Package.tenant_id == tenant).order_by(Package.name)))
+
+
+def active_queues(ctx: Context) -> set[str]:
+    """Every queue of every version that may still have work (all versions of live packages)."""
+    with ctx.db.session() as s:
+        rows = s.execute(select(Package.tenant_id, Package.name, PackageVersion.spec)
+                         .join(PackageVersion, PackageVersion.package_id == Package.id)).all()
+    return {queue_name(t, p, q["id"]) for t, p, spec in rows for q in spec["queues"]}

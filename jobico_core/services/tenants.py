@@ -1,0 +1,181 @@
+"""Tenants, their API keys and webhook credentials."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from sqlalchemy import select
+
+from ..db import ApiKey, Tenant
+from ..errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from ..names import name_problem
+from .context import Context
+
+KEY_PREFIX = "jbk_"
+WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
+HMAC_MAX_SKEW = 300  # seconds
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _check_name(value: str, what: str) -> None:
+    problem = name_problem(value, what)
+    if problem:
+        raise Invalid(problem, {what: [problem]})
+
+
+def create_tenant(ctx: Context, tenant_id: str, key_name: str = "default",
+                  webhook_auth: str = "key") -> tuple[Tenant, str]:
+    """Create a tenant and its first key; returns (tenant, plaintext key)."""
+    _check_name(tenant_id, "tenant")
+    _check_name(key_name, "key name")
+    if webhook_auth not in WEBHOOK_AUTH_MODES:
+        raise Invalid(f"webhook_auth must be one of {', '.join(WEBHOOK_AUTH_MODES)}")
+    key = new_key()
+    with ctx.db.session() as s:
+        if s.get(Tenant, tenant_id) is not None:
+            raise Conflict(f"tenant {tenant_id!r} already exists")
+        tenant = Tenant(id=tenant_id, webhook_auth=webhook_auth,
+                        signing_secret=secrets.token_hex(32) if webhook_auth == "hmac" else None)
+        s.add(tenant)
+        s.add(ApiKey(tenant_id=tenant_id, name=key_name, key_hash=hash_key(key), prefix=key[:12]))
+    return tenant, key
+
+
+def list_tenants(ctx: Context) -> list[Tenant]:
+    with ctx.db.session() as s:
+        return list(s.scalars(select(Tenant).order_by(Tenant.id)))
+
+
+def get_tenant(ctx: Context, tenant_id: str) -> Tenant:
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        return tenant
+
+
+def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secret: bool = False) -> Tenant:
+    if webhook_auth not in WEBHOOK_AUTH_MODES:
+        raise Invalid(f"webhook_auth must be one of {', '.join(WEBHOOK_AUTH_MODES)}",
+                      {"webhook_auth": [f"one of {', '.join(WEBHOOK_AUTH_MODES)}"]})
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        tenant.webhook_auth = webhook_auth
+        if webhook_auth == "hmac" and (rotate_secret or not tenant.signing_secret):
+            tenant.signing_secret = secrets.token_hex(32)
+        return tenant
+
+
+def delete_tenant(ctx: Context, tenant_id: str) -> None:
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        s.delete(tenant)
+
+
+def create_key(ctx: Context, tenant_id: str, name: str) -> tuple[ApiKey, str]:
+    _check_name(name, "key name")
+    key = new_key()
+    with ctx.db.session() as s:
+        if s.get(Tenant, tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        if s.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.name == name)):
+            raise Conflict(f"tenant {tenant_id!r} already has a key named {name!r}")
+        row = ApiKey(tenant_id=tenant_id, name=name, key_hash=hash_key(key), prefix=key[:12])
+        s.add(row)
+    return row, key
+
+
+def list_keys(ctx: Context, tenant_id: str) -> list[ApiKey]:
+    with ctx.db.session() as s:
+        return list(s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.name)))
+
+
+def delete_key(ctx: Context, tenant_id: str, name: str) -> None:
+    with ctx.db.session() as s:
+        row = s.scalar(select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.name == name))
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} has no key named {name!r}")
+        s.delete(row)
+
+
+# -- authentication -------------------------------------------------------------------
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def is_admin(ctx: Context, token: str | None) -> bool:
+    admin = ctx.settings.admin_token
+    return bool(token and admin and hmac.compare_digest(token.encode(), admin.encode()))
+
+
+def tenant_for_key(ctx: Context, token: str | None) -> tuple[str, str] | None:
+    """(tenant id, key name) owning this key, or None."""
+    if not token or not token.startswith(KEY_PREFIX):
+        return None
+    with ctx.db.session() as s:
+        row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+        if row is None:
+            return None
+        return row.tenant_id, row.name
+
+
+def authenticate_tenant(ctx: Context, authorization: str | None, tenant_id: str | None = None) -> tuple[str, str]:
+    """The calling tenant (and key name) from a bearer key; 401 missing/bad, 403 other tenant's."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized("missing credentials: send 'Authorization: Bearer <tenant key>'")
+    owner = tenant_for_key(ctx, token)
+    if owner is None:
+        raise Unauthorized("invalid credentials: the key is not known")
+    if tenant_id is not None and owner[0] != tenant_id:
+        raise Forbidden(f"this key belongs to another tenant and cannot act on {tenant_id!r}")
+    return owner
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes) -> str:
+    """Authenticate a webhook call per the tenant's mode; returns the submitter name."""
+    if tenant.webhook_auth == "none":
+        return "anonymous"
+    if tenant.webhook_auth == "hmac":
+        signature = headers.get("X-Jobico-Signature")
+        timestamp = headers.get("X-Jobico-Timestamp")
+        if not signature or not timestamp:
+            raise Unauthorized("missing credentials: this tenant requires X-Jobico-Signature and "
+                               "X-Jobico-Timestamp headers")
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            raise Unauthorized("invalid credentials: X-Jobico-Timestamp must be Unix seconds") from None
+        if abs(time.time() - ts) > HMAC_MAX_SKEW:
+            raise Unauthorized("invalid credentials: the signature timestamp is older than 5 minutes "
+                               "(or in the future)")
+        expected = sign(tenant.signing_secret or "", timestamp, body)
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            raise Unauthorized("invalid credentials: the signature does not match the body")
+        return "hmac"
+    _, key_name = authenticate_tenant(ctx, headers.get("Authorization"), tenant.id)
+    return key_name
+

@@ -1,0 +1,194 @@
+"""Every ``JOBICO_*`` environment variable, parsed once into ``Settings``.
+
+The README's configuration table is generated from ``VARIABLES`` below
+(``python -m jobico_core.settings``), so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import JobicoError
+
+
+class ConfigError(JobicoError):
+    """The platform cannot start with this configuration."""
+
+
+# name -> (default, description). Defaults given as text as they would be typed.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "JOBICO_EMBEDDED": ("0", "1 = embedded single-machine defaults (set by `jobico run`): a generated admin token and secret key are allowed"),
+    "JOBICO_DATA_DIR": (".jobico", "where the embedded defaults keep the SQLite file, objects, caches and logs"),
+    "JOBICO_DATABASE_URL": ("sqlite:///<data dir>/jobico.db", "SQLAlchemy URL; PostgreSQL in production: postgresql+psycopg://user:pass@host/db"),
+    "JOBICO_REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis for the Celery broker, pub/sub and idempotency keys (`jobico run` starts its own)"),
+    "JOBICO_STORAGE_URL": ("file://<data dir>/objects", "object store: file:///path or s3://bucket"),
+    "JOBICO_S3_ENDPOINT": ("", "S3/MinIO endpoint host:port (for s3:// storage)"),
+    "JOBICO_S3_ACCESS_KEY": ("", "S3 access key"),
+    "JOBICO_S3_SECRET_KEY": ("", "S3 secret key"),
+    "JOBICO_S3_SECURE": ("0", "1 = use HTTPS to reach S3"),
+    "JOBICO_S3_REGION": ("", "S3 region (optional)"),
+    "JOBICO_API_HOST": ("127.0.0.1", "address the API listens on"),
+    "JOBICO_API_PORT": ("8080", "port the API listens on"),
+    "JOBICO_ADMIN_TOKEN": ("", "admin bearer token (required outside the embedded default)"),
+    "JOBICO_SECRET_KEY": ("", "operator secret used to derive signing/encryption keys (required outside the embedded default)"),
+    "JOBICO_CACHE_DIR": ("<data dir>/cache", "worker-local cache of modules and compiled code (platform-owned, never tenant-writable)"),
+    "JOBICO_MAX_BODY_KB": ("10240", "largest webhook body accepted (413 above)"),
+    "JOBICO_MAX_ELEMENT_KB": ("128", "largest single event, as canonical JSON (413 above); never above the runtime's input limit"),
+    "JOBICO_MAX_ELEMENTS": ("1000", "most events in one webhook request (400 above)"),
+    "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
+    "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
+    "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
+    "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers an unacknowledged task (must exceed the longest execution)"),
+    "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
+    "JOBICO_LOG_LEVEL": ("INFO", "log level of API and worker"),
+    "JOBICO_LOG_FORMAT": ("text", "text or json"),
+    "JOBICO_LIMIT_<KEY>": ("see docs/limits.md", "default sandbox limit, e.g. JOBICO_LIMIT_TIMEOUT_MS"),
+    "JOBICO_MAX_<KEY>": ("see docs/limits.md", "platform maximum a package may ask for, e.g. JOBICO_MAX_MEMORY_MB"),
+}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, VARIABLES[name][0])
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive (got {value})")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    embedded: bool = False
+    data_dir: Path = Path(".jobico")
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_url: str = ""
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = False
+    s3_region: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    admin_token: str = ""
+    secret_key: str = ""
+    cache_dir: Path = Path(".jobico/cache")
+    max_body_kb: int = 10240
+    max_element_kb: int = 128
+    max_elements: int = 1000
+    max_upload_kb: int = 20480
+    idempotency_ttl: int = 86400
+    queue_refresh: int = 5
+    visibility_timeout: int = 3600
+    task_retries: int = 10
+    log_level: str = "INFO"
+    log_format: str = "text"
+    limit_defaults: Mapping[str, int] = field(default_factory=dict)
+    limit_maxima: Mapping[str, int] = field(default_factory=dict)
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
+        limit_defaults, limit_maxima = {}, {}
+        for key, value in env.items():
+            for prefix, target in (("JOBICO_LIMIT_", limit_defaults), ("JOBICO_MAX_", limit_maxima)):
+                if key.startswith(prefix) and key not in VARIABLES:
+                    try:
+                        target[key[len(prefix):].lower()] = int(value)
+                    except ValueError:
+                        raise ConfigError(f"{key}={value!r} is not an integer") from None
+        settings = cls(
+            embedded=_flag(env.get("JOBICO_EMBEDDED")),
+            data_dir=data_dir,
+            database_url=env.get("JOBICO_DATABASE_URL") or f"sqlite:///{data_dir / 'jobico.db'}",
+            redis_url=env.get("JOBICO_REDIS_URL") or VARIABLES["JOBICO_REDIS_URL"][0],
+            storage_url=env.get("JOBICO_STORAGE_URL") or f"file://{data_dir / 'objects'}",
+            s3_endpoint=env.get("JOBICO_S3_ENDPOINT", ""),
+            s3_access_key=env.get("JOBICO_S3_ACCESS_KEY", ""),
+            s3_secret_key=env.get("JOBICO_S3_SECRET_KEY", ""),
+            s3_secure=_flag(env.get("JOBICO_S3_SECURE")),
+            s3_region=env.get("JOBICO_S3_REGION", ""),
+            api_host=env.get("JOBICO_API_HOST", "127.0.0.1"),
+            api_port=_int(env, "JOBICO_API_PORT"),
+            admin_token=env.get("JOBICO_ADMIN_TOKEN", ""),
+            secret_key=env.get("JOBICO_SECRET_KEY", ""),
+            cache_dir=Path(env.get("JOBICO_CACHE_DIR") or data_dir / "cache").expanduser().absolute(),
+            max_body_kb=_int(env, "JOBICO_MAX_BODY_KB"),
+            max_element_kb=_int(env, "JOBICO_MAX_ELEMENT_KB"),
+            max_elements=_int(env, "JOBICO_MAX_ELEMENTS"),
+            max_upload_kb=_int(env, "JOBICO_MAX_UPLOAD_KB"),
+            idempotency_ttl=_int(env, "JOBICO_IDEMPOTENCY_TTL"),
+            queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
+            visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
+            task_retries=_int(env, "JOBICO_TASK_RETRIES"),
+            log_level=env.get("JOBICO_LOG_LEVEL", "INFO").upper(),
+            log_format=env.get("JOBICO_LOG_FORMAT", "text").lower(),
+            limit_defaults=limit_defaults,
+            limit_maxima=limit_maxima,
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def replace(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    # -- derived --------------------------------------------------------------
+    @property
+    def default_limits(self):
+        from .limits import Limits, MAX_LIMITS
+        return Limits.from_mapping(self.limit_defaults, base=Limits())
+
+    @property
+    def max_limits(self):
+        from .limits import Limits, MAX_LIMITS
+        return Limits.from_mapping(self.limit_maxima, base=MAX_LIMITS)
+
+    def check(self) -> "Settings":
+        """Refuse configurations the platform must not start with."""
+        problems = []
+        if not self.embedded:
+            if not self.admin_token:
+                problems.append("JOBICO_ADMIN_TOKEN is not set")
+            elif len(self.admin_token) < 16:
+                problems.append("JOBICO_ADMIN_TOKEN must be at least 16 characters")
+            if not self.secret_key:
+                problems.append("JOBICO_SECRET_KEY is not set")
+            elif len(self.secret_key) < 16:
+                problems.append("JOBICO_SECRET_KEY must be at least 16 characters")
+        if self.log_format not in ("text", "json"):
+            problems.append("JOBICO_LOG_FORMAT must be text or json")
+        if not (self.storage_url.startswith("file://") or self.storage_url.startswith("s3://")):
+            problems.append("JOBICO_STORAGE_URL must be file:///path or s3://bucket")
+        if self.storage_url.startswith("s3://") and not self.s3_endpoint:
+            problems.append("JOBICO_S3_ENDPOINT is required for s3:// storage")
+        defaults = self.default_limits
+        if self.max_element_kb > defaults.input_kb:
+            problems.append(f"JOBICO_MAX_ELEMENT_KB ({self.max_element_kb}) exceeds the runtime input limit "
+                            f"({defaults.input_kb} KB): an accepted event must be runnable")
+        if problems:
+            hint = "" if self.embedded else " (or run `jobico run` for the embedded defaults)"
+            raise ConfigError("refusing to start: " + "; ".join(problems) + hint)
+        return self
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{k}` | `{d}` | {m} |" for k, (d, m) in VARIABLES.items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(markdown_table() + "\n")
+
+
+__all__ = ["Settings", "ConfigError", "VARIABLES", "markdown_table", "fields"]
