@@ -1,0 +1,182 @@
+"""One execution, start to finish, without Celery: claim, run, record, chain, announce.
+
+Recording is exactly-once: the outcome, its logs and the chained execution
+are written in one transaction, and a redelivered task whose record is
+already final only makes sure the chained task was published.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from jobico_core.broker import publish, results_channel
+from jobico_core.abi import InvalidModule
+from jobico_core.canonical import dumps
+from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, utcnow
+from jobico_core.errors import NotFound
+from jobico_core.limits import resolve
+from jobico_core.services.context import Context
+from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
+from jobico_core.services.files import schema_validator
+from jobico_core.services.packages import VersionInfo, load_version
+from jobico_worker.modules import module_bytes
+
+log = logging.getLogger("jobico.worker")
+
+
+@dataclass
+class Finished:
+    execution: dict
+    chained: str | None
+
+
+def claim(ctx: Context, execution_id: str, worker: str) -> tuple[str, Execution | None]:
+    """Mark the row running. Returns (state, row): state is 'run', 'missing' or 'done'."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+        if row is None:
+            return "missing", None
+        if row.status in TERMINAL_STATUSES:
+            return "done", row
+        row.status = "running"
+        row.attempts += 1
+        row.started_at = utcnow()
+        row.worker = worker
+        return "run", row
+
+
+def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
+    ev = info.spec.events.get(event)
+    if ev is None:
+        return None
+    return ev.ok if status == "succeeded" else ev.error
+
+
+def _chained_row(ctx: Context, info: VersionInfo, row: Execution, status: str, code, result) -> tuple[Execution | None, str | None]:
+    target = _chain_target(info, row.event, status)
+    if target is None:
+        return None, None
+    if row.chain_depth + 1 > MAX_CHAIN_DEPTH:
+        return None, f"chained event {target!r} not fired: chains are at most {MAX_CHAIN_DEPTH} deep"
+    payload_obj = {"code": code, "result": result, "status": status, "chained_from": row.id}
+    ev = info.spec.events[target]
+    validator = schema_validator(ctx, info.tenant, info.pins[ev.schema.schemaref])
+    error = next(iter(validator.iter_errors(payload_obj)), None)
+    if error is not None:
+        return None, (f"chained event {target!r} not fired: its payload does not match schema "
+                      f"{ev.schema.schemaref!r}: {error.message}")
+    child = new_execution(info, target, dumps(payload_obj), submitter="chain", trigger="chain",
+                          chained_from=row.id, chain_depth=row.chain_depth + 1)
+    return child, None
+
+
+def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status: str, code=None, result=None,
+           stdout: str = "", limit: str | None = None, message: str | None = None, logs=(),
+           duration_ms: float | None = None) -> Finished:
+    """Write the outcome, its logs and the chained execution in one transaction."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+        if row is None:  # deleted meanwhile (its request was aborted)
+            return Finished({}, None)
+        if row.status in TERMINAL_STATUSES:  # another delivery recorded it first
+            return Finished(to_dict(row, logs=False), None)
+        row.status, row.code, row.result, row.stdout, row.limit = status, code, result, stdout or "", limit
+        row.finished_at = utcnow()
+        row.duration_ms = duration_ms
+        child, note = (None, None) if info is None else _chained_row(ctx, info, row, status, code, result)
+        row.message = "; ".join(m for m in (message, note) if m) or None
+        s.add_all(ExecutionLog(execution_id=row.id, idx=i, level=rec.level, message=rec.message)
+                  for i, rec in enumerate(logs))
+        if child is not None:
+            s.add(child)
+        s.flush()
+        data = to_dict(row, logs=False)
+        data["logs"] = [{"level": r.level, "message": r.message} for r in logs]
+    if child is not None:
+        publish(ctx.celery, [task_message(child)])
+    return Finished(data, child.id if child is not None else None)
+
+
+def republish_chain(ctx: Context, execution_id: str) -> None:
+    """After a redelivery of a recorded execution: make sure its chained task exists."""
+    with ctx.db.session() as s:
+        child = s.scalar(select(Execution).where(Execution.chained_from == execution_id,
+                                                 Execution.status == "queued"))
+    if child is not None:
+        publish(ctx.celery, [task_message(child)])
+
+
+def announce(ctx: Context, data: dict) -> None:
+    """Stream the finished execution on the tenant's pub/sub channel (at most once)."""
+    if not data:
+        return
+    try:
+        ctx.redis.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
+    except Exception as exc:  # the record is safe in the database; the stream replays from it
+        log.warning("could not publish execution %s on pub/sub: %s", data.get("id"), exc)
+
+
+def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker") -> dict:
+    """Execute one queued execution; returns its record. Raises only infrastructure errors."""
+    state, row = claim(ctx, execution_id, worker)
+    if state == "missing":
+        log.info("execution %s has no record (its request was aborted): dropped", execution_id)
+        return {}
+    if state == "done":
+        republish_chain(ctx, execution_id)
+        return to_dict(row, logs=False)
+    info = load_version(ctx, row.version_id)
+    if info is None:
+        fin = record(ctx, execution_id, None, status="cancelled",
+                     message=f"package {row.package!r} was deleted before the execution ran")
+        announce(ctx, fin.execution)
+        return fin.execution
+    ev = info.spec.events[row.event]
+    rt_spec = info.spec.runtimes[ev.runtime]
+    limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
+    sha = info.pins[rt_spec.moduleref]
+    try:
+        compiled = _compiled.get(runtime, ctx, info.tenant, sha)
+    except (InvalidModule, NotFound) as exc:
+        fin = record(ctx, execution_id, info, status="invalid_module", message=f"{rt_spec.moduleref}: {exc}")
+        announce(ctx, fin.execution)
+        return fin.execution
+    t0 = time.perf_counter()
+    out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+    status = out.status.value if hasattr(out.status, "value") else str(out.status)
+    fin = record(ctx, execution_id, info, status=status, code=out.code, result=out.result, stdout=out.stdout,
+                 limit=out.limit, message=out.message, logs=out.logs,
+                 duration_ms=round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3))
+    announce(ctx, fin.execution)
+    return fin.execution
+
+
+class _CompiledLRU:
+    """sha256 -> compiled module, so a warm worker never reads storage or hashes bytes."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.items: OrderedDict[str, object] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, runtime, ctx: Context, tenant: str, sha: str):
+        with self.lock:
+            cm = self.items.get(sha)
+            if cm is not None:
+                self.items.move_to_end(sha)
+                return cm
+        cm = runtime.load(module_bytes(ctx, tenant, sha), sha256=sha)
+        with self.lock:
+            self.items[sha] = cm
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return cm
+
+
+_compiled = _CompiledLRU()

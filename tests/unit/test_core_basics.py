@@ -1,0 +1,64 @@
+"""Canonical JSON, UUIDv7 ids, names and settings."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from jobico_core import canonical
+from jobico_core.ids import uuid7
+from jobico_core.names import file_name_problem, name_problem, queue_name
+from jobico_core.settings import ConfigError, Settings
+
+
+def test_canonical_json_is_compact_sorted_utf8():
+    assert canonical.dumps({"b": 1, "a": {"d": [1, 2.5], "c": "é<>&"}}) == '{"a":{"c":"é<>&","d":[1,2.5]},"b":1}'
+    big = 12345678901234567890123
+    assert canonical.dumps(canonical.loads(f'{{"n": {big}}}')) == f'{{"n":{big}}}'
+
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', '[Infinity]', '{"a": -Infinity}'])
+def test_non_json_constants_refused(text):
+    with pytest.raises(ValueError):
+        canonical.loads(text)
+
+
+def test_invalid_utf8_refused():
+    with pytest.raises(UnicodeDecodeError):
+        canonical.loads(b'{"a": "\xff"}')
+
+
+def test_uuid7_is_version_7_and_time_ordered():
+    ids = [uuid7() for _ in range(5000)]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_names():
+    assert name_problem("tenant_1") is None and name_problem("event_id_1_ok") is None
+    assert name_problem("a" * 64) is None
+    for bad in ("", "a" * 65, "_x", "a b", "a/b", "ü", ".."):
+        assert name_problem(bad) is not None, bad
+    assert file_name_problem("../x.wasm") and file_name_problem("a/b.wasm") and not file_name_problem("echo.wasm")
+    assert queue_name("t", "p", "q") == "jobico.t.p.q"
+
+
+def test_settings_refuse_production_without_secrets():
+    with pytest.raises(ConfigError, match="JOBICO_ADMIN_TOKEN is not set.*JOBICO_SECRET_KEY is not set"):
+        Settings.from_env({}).check()
+    Settings.from_env({"JOBICO_EMBEDDED": "1"}).check()
+    ok = Settings.from_env({"JOBICO_ADMIN_TOKEN": "x" * 20, "JOBICO_SECRET_KEY": "y" * 20}).check()
+    assert ok.api_port == 8080 and ok.database_url.startswith("sqlite:///")
+
+
+def test_settings_bad_values_are_named():
+    with pytest.raises(ConfigError, match="JOBICO_API_PORT='eighty'"):
+        Settings.from_env({"JOBICO_API_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="JOBICO_MAX_ELEMENT_KB"):
+        Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_MAX_ELEMENT_KB": "100000"}).check()
+
+
+def test_limit_overrides_from_env():
+    s = Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_LIMIT_TIMEOUT_MS": "250", "JOBICO_MAX_FUEL": "1000"})
+    assert s.default_limits.timeout_ms == 250
+    assert s.max_limits.fuel == 1000
