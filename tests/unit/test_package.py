@@ -157,3 +157,24 @@ runtimes: [{id: r, moduleref: m.wasm}]
 def test_python_runtime_is_refused_for_now_and_unknown_type():
     assert any("Python" in i["message"] for i in problems(DOC_EXAMPLE.replace("type: 0", "type: 1")))
     assert any("not known" in i["message"] for i in problems(DOC_EXAMPLE.replace("type: 0", "type: 7")))
+
+
+def test_published_json_schema_agrees_with_the_parser():
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads((ROOT / "docs" / "package.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for source in [DOC_EXAMPLE, *(p.read_text() for p in (ROOT / "examples" / "packages").glob("*.yaml"))]:
+        doc = yaml.safe_load(source)
+        parse_package(source)
+        assert not list(validator.iter_errors(doc)), source
+    for bad in (DOC_EXAMPLE.replace("supplierqueue: main\n      runtime: greeter\n    result",
+                                    "supplierqeue: main\n      runtime: greeter\n    result"),
+                DOC_EXAMPLE.replace("id: greet ", "id: 'bad id' ")):
+        with pytest.raises(Invalid):
+            parse_package(bad)
+        assert list(validator.iter_errors(yaml.safe_load(bad)))
