@@ -1,0 +1,27 @@
+"""The jobicolet runtime: a wasmtime host of the jobicolet ABI (no Celery, no DB).
+
+    from jobico_worker.runtime import Runtime, Outcome, Status, LogRecord, CancelToken
+    rt = Runtime(cache_dir=None, memory_cache_entries=64)
+    out = rt.run(module_bytes, b'{"name":"x"}', main="event", limits=Limits())
+"""
+from jobico_core.abi import InvalidModule, ModuleInfo, inspect_module
+from jobico_core.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
+
+from ._runtime import (
+    ENGINE_CONFIG,
+    TICK_S,
+    WASMTIME_VERSION,
+    CancelToken,
+    CompiledModule,
+    LogRecord,
+    Outcome,
+    Runtime,
+    Status,
+    get_runtime,
+)
+
+__all__ = [
+    "Runtime", "Outcome", "Status", "LogRecord", "CancelToken", "InvalidModule", "Limits",
+    "CompiledModule", "ModuleInfo", "inspect_module", "get_runtime", "DEFAULT_LIMITS", "MAX_LIMITS",
+    "ENGINE_CONFIG", "TICK_S", "WASMTIME_VERSION",
+]
