@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from jobico_core.broker import publish, results_channel
 from jobico_core.abi import InvalidModule
+from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, utcnow
 from jobico_core.errors import NotFound
@@ -142,7 +141,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
     sha = info.pins[rt_spec.moduleref]
     try:
-        compiled = _compiled.get(runtime, ctx, info.tenant, sha)
+        compiled = _compiled_module(runtime, ctx, info.tenant, sha)
     except (InvalidModule, NotFound) as exc:
         fin = record(ctx, execution_id, info, status="invalid_module", message=f"{rt_spec.moduleref}: {exc}")
         announce(ctx, fin.execution)
@@ -157,26 +156,8 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     return fin.execution
 
 
-class _CompiledLRU:
-    """sha256 -> compiled module, so a warm worker never reads storage or hashes bytes."""
-
-    def __init__(self, size: int = 256):
-        self.size = size
-        self.items: OrderedDict[str, object] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, runtime, ctx: Context, tenant: str, sha: str):
-        with self.lock:
-            cm = self.items.get(sha)
-            if cm is not None:
-                self.items.move_to_end(sha)
-                return cm
-        cm = runtime.load(module_bytes(ctx, tenant, sha), sha256=sha)
-        with self.lock:
-            self.items[sha] = cm
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return cm
+_compiled: LRU = LRU(256)  # sha256 -> compiled module: a warm worker never reads storage
 
 
-_compiled = _CompiledLRU()
+def _compiled_module(runtime, ctx: Context, tenant: str, sha: str):
+    return _compiled.get_or_create(sha, lambda: runtime.load(module_bytes(ctx, tenant, sha), sha256=sha))

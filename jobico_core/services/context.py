@@ -7,6 +7,7 @@ from functools import cached_property
 from celery import Celery
 
 from ..broker import make_celery, redis_client
+from ..cache import LRU
 from ..db import Database
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
@@ -30,6 +31,18 @@ class Context:
         if self._celery is None:
             self._celery = make_celery(self.settings)
         return self._celery
+
+    # In-process caches live on the Context, not in module globals: a cache keyed
+    # by database ids is only valid for the database it was filled from.
+    @cached_property
+    def versions(self) -> LRU:
+        """PackageVersion.id -> VersionInfo (versions are immutable)."""
+        return LRU(4096)
+
+    @cached_property
+    def validators(self) -> LRU:
+        """(tenant, schema sha256) -> compiled JSON Schema validator."""
+        return LRU(4096)
 
     @property
     def redis(self):

@@ -105,10 +105,6 @@ def read_blob(ctx: Context, tenant: str, sha256: str) -> bytes:
     return data
 
 
-_VALIDATORS: dict[tuple[str, str], Any] = {}
-_VALIDATORS_MAX = 4096
-
-
 def schema_validator(ctx: Context, tenant: str, sha256: str):
     """A compiled validator for a pinned schema, cached per process by content hash.
 
@@ -116,12 +112,8 @@ def schema_validator(ctx: Context, tenant: str, sha256: str):
     ``$ref``s are resolved only inside the schema (jsonschema's ``referencing``
     registry retrieves nothing remote).
     """
-    validator = _VALIDATORS.get((tenant, sha256))
-    if validator is None:
+    def build():
         schema = json.loads(read_blob(ctx, tenant, sha256).decode("utf-8"))
         cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
-        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-        if len(_VALIDATORS) >= _VALIDATORS_MAX:
-            _VALIDATORS.pop(next(iter(_VALIDATORS)))
-        _VALIDATORS[(tenant, sha256)] = validator
-    return validator
+        return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return ctx.validators.get_or_create((tenant, sha256), build)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
@@ -36,26 +35,14 @@ class VersionInfo:
         return [queue_name(self.tenant, self.package, q) for q in self.spec.queue_ids()]
 
 
-_versions: dict[int, VersionInfo] = {}
-_versions_lock = threading.Lock()
-_VERSIONS_MAX = 4096
-
-
-def _version_info(tenant: str, package: str, row: PackageVersion) -> VersionInfo:
-    with _versions_lock:
-        info = _versions.get(row.id)
-        if info is None:
-            info = VersionInfo(row.id, tenant, package, row.number, PackageSpec.from_dict(row.spec), dict(row.pins))
-            if len(_versions) >= _VERSIONS_MAX:
-                _versions.pop(next(iter(_versions)))
-            _versions[row.id] = info
-        return info
+def _version_info(ctx: Context, tenant: str, package: str, row: PackageVersion) -> VersionInfo:
+    return ctx.versions.get_or_create(row.id, lambda: VersionInfo(
+        row.id, tenant, package, row.number, PackageSpec.from_dict(row.spec), dict(row.pins)))
 
 
 def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
     """A version by id (cached: versions never change); None if its package was deleted."""
-    with _versions_lock:
-        info = _versions.get(version_id)
+    info = ctx.versions.get(version_id)
     if info is not None:
         return info
     with ctx.db.session() as s:
@@ -63,12 +50,7 @@ def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
         if row is None:
             return None
         pkg = row.package
-        return _version_info(pkg.tenant_id, pkg.name, row)
-
-
-def forget_version(version_id: int) -> None:
-    with _versions_lock:
-        _versions.pop(version_id, None)
+        return _version_info(ctx, pkg.tenant_id, pkg.name, row)
 
 
 def route(ctx: Context, tenant: str, event: str) -> VersionInfo | None:
@@ -83,7 +65,7 @@ def route(ctx: Context, tenant: str, event: str) -> VersionInfo | None:
         ).first()
         if row is None:
             return None
-        return _version_info(tenant, row[1], row[0])
+        return _version_info(ctx, tenant, row[1], row[0])
 
 
 # -- deploy -------------------------------------------------------------------------
@@ -177,7 +159,7 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
             s.add(row)
             pkg.active_version = number
             s.flush()
-            info = _version_info(tenant, spec.id, row)
+            info = _version_info(ctx, tenant, spec.id, row)
     except IntegrityError:
         raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
     announce_queues(ctx, info.queues())
@@ -202,7 +184,7 @@ def rollback(ctx: Context, tenant: str, name: str, number: int) -> VersionInfo:
                                                     PackageVersion.number == number))
         if row is None:
             raise NotFound(f"package {name!r} has no version {number}")
-        info = _version_info(tenant, name, row)
+        info = _version_info(ctx, tenant, name, row)
         _claim_events(s, tenant, pkg, info.spec)
         pkg.active_version = number
     announce_queues(ctx, info.queues())
@@ -216,7 +198,7 @@ def delete_package(ctx: Context, tenant: str, name: str) -> None:
         s.execute(delete(EventRoute).where(EventRoute.package_id == pkg.id))
         s.delete(pkg)
     for vid in ids:
-        forget_version(vid)
+        ctx.versions.pop(vid)
 
 
 def _package(s, tenant: str, name: str, lock: bool = False) -> Package:

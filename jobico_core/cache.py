@@ -1,0 +1,49 @@
+"""A small thread-safe LRU used for every in-process cache (versions, schema
+validators, compiled modules): one implementation, bounded everywhere."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Generic, Hashable, TypeVar
+
+V = TypeVar("V")
+
+
+class LRU(Generic[V]):
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
+            return value
+
+    def put(self, key: Hashable, value: V) -> V:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def get_or_create(self, key: Hashable, create: Callable[[], V]) -> V:
+        value = self.get(key)
+        if value is None:
+            value = self.put(key, create())
+        return value
+
+    def pop(self, key: Hashable) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
