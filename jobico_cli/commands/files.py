@@ -1,0 +1,97 @@
+"""``jobico upload-wasm``, ``upload-schema``, ``upload`` and ``files``: the tenant's file repository."""
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ..client import Client, UsageProblem
+from ..output import cells, console, err_console, human_size, info, print_json, safe, short
+from ._common import JsonOpt, client, command, read_local
+
+KINDS = {".wasm": "wasm", ".json": "schema"}
+
+
+class Kind(str, Enum):
+    wasm = "wasm"
+    schema = "schema"
+
+
+FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False,
+                                         help="Local file to upload.")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", show_default=False,
+                                                help="Name in the repository (default: the file's name).")]
+
+
+def kind_for(path: Path) -> str:
+    kind = KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise UsageProblem(f"cannot tell the kind of {str(path)!r} from its extension: "
+                           "use .wasm (module) or .json (schema), or upload-wasm / upload-schema")
+    return kind
+
+
+def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> list[dict]:
+    """Upload (path, kind, name) triples with a progress bar on a terminal; return the answers."""
+    payloads = [(path, kind, name or path.name, read_local(path)) for path, kind, name in files]
+    results: list[dict] = []
+    if not payloads:
+        return results
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=err_console, transient=True, disable=not err_console.is_terminal)
+    with progress:
+        for path, kind, name, data in payloads:
+            task = progress.add_task(f"{safe(name)} ({kind})", total=len(data))
+            advance: Callable[[int], None] = lambda n, t=task: progress.advance(t, n)  # noqa: E731
+            res = c.upload_file(name, data, kind, on_progress=advance) or {}
+            progress.update(task, completed=len(data))
+            results.append(res)
+            info(f"Uploaded {safe(res.get('name', name))} ({safe(res.get('kind', kind))}, "
+                 f"{human_size(res.get('size', len(data)))}, sha256 {safe(short(res.get('sha256'), 12))})")
+    return results
+
+
+def _upload_one(path: Path, kind: str, name: Optional[str], json_: bool) -> None:
+    [res] = upload_files(client(), [(path, kind, name)])
+    if json_:
+        print_json(res)
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "upload-wasm")
+    def upload_wasm(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+        """Upload a WebAssembly module to the tenant's repository (a runtime's moduleref)."""
+        _upload_one(file, "wasm", name, json_)
+
+    @command(app, "upload-schema")
+    def upload_schema(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+        """Upload a JSON Schema to the tenant's repository (an event's schemaref)."""
+        _upload_one(file, "schema", name, json_)
+
+    @command(app, "upload")
+    def upload(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+        """Upload a file, its kind taken from the extension: .wasm (module) or .json (schema)."""
+        _upload_one(file, kind_for(file), name, json_)
+
+    @command(app, "files")
+    def files(
+        kind: Annotated[Optional[Kind], typer.Option("--kind", "-k", help="Only files of this kind.",
+                                                     show_default=False)] = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        """List the files in the tenant's repository."""
+        res = client().list_files(kind.value if kind else None) or {}
+        if json_:
+            print_json(res)
+            return
+        items = res.get("items", [])
+        if not items:
+            info("No files." if kind is None else f"No {kind.value} files.")
+            return
+        table = Table("NAME", "KIND", "SIZE", "SHA256", "UPLOADED", box=None, header_style="bold")
+        for f in items:
+            table.add_row(*cells([f.get("name"), f.get("kind"), human_size(f.get("size")),
+                                  short(f.get("sha256"), 12), f.get("uploaded_at")]))
+        console.print(table)

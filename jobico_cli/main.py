@@ -1,0 +1,71 @@
+"""The ``jobico`` command line: typer app, command registration, exit codes.
+
+Exit codes (public contract): 0 success, 1 the server refused (its message
+says why), 2 usage error, 3 cannot reach the server. Failures are raised as
+``jobico_cli.client.CliError`` (click exceptions), so typer prints them
+without a traceback whether the app runs from ``main()`` or a CliRunner.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from .commands import auth, events, executions, files, packages, tenants
+from .commands._common import ApiUrlOpt, TokenOpt, remember
+
+app = typer.Typer(
+    name="jobico",
+    help="Jobico: run tenants' WebAssembly jobs in response to events.\n\n"
+         "Connection: --api-url/--token, else JOBICO_API_URL/JOBICO_TOKEN, else the config file "
+         "written by `jobico login` ($JOBICO_HOME/config.toml, default ~/.config/jobico/config.toml).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(api_url: ApiUrlOpt = None, token: TokenOpt = None) -> None:
+    remember(api_url, token)
+
+
+auth.register(app)
+tenants.register(app)
+files.register(app)
+packages.register(app)
+executions.register(app)
+events.register(app)
+
+# `jobico run` / `jobico migrate` live in jobico_cli/ops.py (optional module).
+try:
+    from . import ops as _ops
+except ImportError as _exc:  # only "the module is absent"; a broken ops.py must not hide
+    if getattr(_exc, "name", None) not in (f"{__package__}.ops",):
+        raise
+else:
+    _ops.register(app)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: run the app, turn every failure into an exit code."""
+    try:
+        app(args=argv, prog_name="jobico")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("\nInterrupted.\n")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line, not a traceback, unless JOBICO_DEBUG=1
+        if os.environ.get("JOBICO_DEBUG"):
+            raise
+        from .output import sanitize
+        sys.stderr.write(f"jobico: internal error: {sanitize(type(exc).__name__)}: {sanitize(exc)}\n"
+                         "  (set JOBICO_DEBUG=1 for the traceback)\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
