@@ -148,6 +148,7 @@ class Execution(Base):
         Index("ix_executions_tenant_id_desc", "tenant_id", "id"),
         Index("ix_executions_tenant_package", "tenant_id", "package", "id"),
         Index("ix_executions_tenant_status", "tenant_id", "status"),
+        Index("ix_executions_tenant_seq", "tenant_id", "seq"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -176,8 +177,26 @@ class Execution(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Position in the stream of finished executions (the SSE `id:`), assigned when recorded.
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     logs: Mapped[list["ExecutionLog"]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
+
+
+class Counter(Base):
+    """Named monotonic counters for databases without sequences (SQLite)."""
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def next_seq(session: Session, name: str = "execution_seq") -> int:
+    """The next value of a monotonic sequence (PostgreSQL SEQUENCE, or a counter row)."""
+    from sqlalchemy import text, update
+    if session.bind.dialect.name == "postgresql":
+        return int(session.execute(text(f"SELECT nextval('{name}')")).scalar_one())
+    return int(session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
+                               .returning(Counter.value)).scalar_one())
 
 
 class ExecutionLog(Base):

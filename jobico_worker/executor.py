@@ -17,7 +17,7 @@ from jobico_core.broker import publish, results_channel
 from jobico_core.abi import InvalidModule
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
-from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, utcnow
+from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
 from jobico_core.errors import NotFound
 from jobico_core.limits import resolve
 from jobico_core.services.context import Context
@@ -88,6 +88,7 @@ def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status:
         row.status, row.code, row.result, row.stdout, row.limit = status, code, result, stdout or "", limit
         row.finished_at = utcnow()
         row.duration_ms = duration_ms
+        row.seq = next_seq(s)
         child, note = (None, None) if info is None else _chained_row(ctx, info, row, status, code, result)
         row.message = "; ".join(m for m in (message, note) if m) or None
         s.add_all(ExecutionLog(execution_id=row.id, idx=i, level=rec.level, message=rec.message)

@@ -56,7 +56,7 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "status": e.status, "code": e.code, "result": e.result, "stdout": e.stdout or "", "limit": e.limit,
         "message": e.message, "attempts": e.attempts, "dead_lettered": e.dead_lettered,
         "chained_from": e.chained_from, "submitter": e.submitter, "trigger": e.trigger, "worker": e.worker,
-        "duration_ms": e.duration_ms,
+        "duration_ms": e.duration_ms, "seq": e.seq,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:

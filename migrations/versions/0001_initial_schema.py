@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('created_at', jobico_core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('started_at', jobico_core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', jobico_core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('seq', sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('executions', schema=None) as batch_op:
@@ -49,6 +50,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_executions_tenant_id_desc', ['tenant_id', 'id'], unique=False)
         batch_op.create_index('ix_executions_tenant_package', ['tenant_id', 'package', 'id'], unique=False)
         batch_op.create_index('ix_executions_tenant_status', ['tenant_id', 'status'], unique=False)
+        batch_op.create_index('ix_executions_tenant_seq', ['tenant_id', 'seq'], unique=False)
+
+    op.create_table('counters',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('value', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
+    # the stream sequence of finished executions: a real SEQUENCE where there is one
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE SEQUENCE execution_seq")
+    else:
+        op.execute("INSERT INTO counters (name, value) VALUES ('execution_seq', 0)")
 
     op.create_table('tenants',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -157,6 +170,9 @@ def downgrade() -> None:
 
     op.drop_table('files')
     op.drop_table('execution_logs')
+    op.drop_table('counters')
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP SEQUENCE execution_seq")
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_keys_tenant_id'))
 

@@ -68,6 +68,7 @@ def test_success_with_ok_chain_and_pubsub(platform):
     child = p.wait(key, first["chain"][0])
     assert child["event"] == "hello_done" and child["chained_from"] == ids[0]
     assert child["status"] == "succeeded"
+    assert isinstance(first["seq"], int) and child["seq"] > first["seq"]  # stream order of finishing
     assert json.loads(child["result"]) == {"chained_from": ids[0], "code": 0, "result": "Bonjour, Ada!",
                                            "status": "succeeded"}
     # every finished execution was streamed on the tenant's channel

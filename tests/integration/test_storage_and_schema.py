@@ -9,7 +9,7 @@ from jobico_core.db import Database, Execution, Tenant, upgrade_schema
 from jobico_core.errors import Unavailable
 from jobico_core.storage import FileStore, ObjectNotFound, S3Store, blob_key, sha256_hex
 
-TABLES = {"tenants", "api_keys", "files", "packages", "package_versions", "event_routes", "executions",
+TABLES = {"counters", "tenants", "api_keys", "files", "packages", "package_versions", "event_routes", "executions",
           "execution_logs", "alembic_version"}
 
 
