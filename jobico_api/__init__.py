@@ -1,0 +1,97 @@
+"""The Jobico HTTP API: a thin Flask + flask-smorest layer over ``jobico_core.services``.
+
+``create_app(settings=None, ctx=None)`` builds the app; ``jobico_api.wsgi:app``
+is what gunicorn serves.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_smorest import Api
+
+from jobico_core.services.context import Context
+from jobico_core.settings import Settings
+
+from . import errors
+from .auth import BEARER_SCHEME
+
+__all__ = ["create_app"]
+
+API_VERSION = "v1"
+SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
+# room for the largest body any endpoint accepts; each endpoint enforces its own limit
+_PACKAGE_SOURCE_KB = 1024
+
+
+class JobicoApi(Api):
+    """flask-smorest's Api with Jobico's error bodies (always code/status/message/errors)."""
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)
+
+
+def _configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jobico_api").setLevel(settings.log_level)
+
+
+def create_app(settings: Settings | None = None, ctx: Context | None = None) -> Flask:
+    """The Flask app. ``ctx`` wins over ``settings``; neither: from the environment.
+
+    Refuses to start (``ConfigError``) with a configuration ``Settings.check``
+    rejects (outside the embedded default: no admin token or secret key).
+    """
+    if ctx is None:
+        settings = settings or Settings.from_env()
+        settings.check()
+        ctx = Context(settings)
+    else:
+        settings = ctx.settings
+        settings.check()
+    _configure_logging(settings)
+
+    app = Flask("jobico_api")
+    app.config.update(
+        API_TITLE="Jobico",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="api/v1/openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_CDN,
+        API_SPEC_OPTIONS={
+            "info": {"description": "Multi-tenant platform running tenants' WebAssembly jobicolets in response "
+                                    "to events. Errors: `{code, status, message, errors}`."},
+            "servers": [{"url": "/"}],
+        },
+        MAX_CONTENT_LENGTH=(max(settings.max_body_kb, settings.max_upload_kb, _PACKAGE_SOURCE_KB) + 64) * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["jobico"] = ctx
+
+    api = JobicoApi(app)
+    api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
+    from .blueprints import admin, executions, files, health, metrics, packages, webhook
+    for bp in (admin.blp, files.blp, packages.blp, executions.blp, webhook.blp, health.blp, metrics.blp):
+        api.register_blueprint(bp)
+    from .blueprints import stream  # GET /api/v1/executions/stream (SSE)
+    api.register_blueprint(stream.blp)
+    errors.register_error_handlers(app)
+
+    @app.before_request
+    def _refuse_control_characters():
+        # no id or file name may hold one, and PostgreSQL refuses NUL in a query (a 500 otherwise)
+        from flask import request
+        from jobico_core.errors import NotFound
+        if request.endpoint == "webhook.post_events":
+            return  # its own order (body size first); jobico_core.services.ingest copes with NUL
+        if any(c < " " or c == "\x7f" for c in request.path) or \
+                any("\x00" in v for vs in request.args.lists() for v in [vs[0], *vs[1]]):
+            raise NotFound("not found: the URL holds a control character (NUL, newline...), which no "
+                           "tenant, event, package or file name may contain", {"url": ["control character"]})
+    app.json.sort_keys = False
+    return app

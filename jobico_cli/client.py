@@ -249,6 +249,10 @@ class Client:
     def list_tenants(self) -> dict:
         return self.request("GET", "/api/v1/tenants")
 
+    def update_tenant(self, tenant: str, webhook_auth: str, rotate_secret: bool = False) -> dict:
+        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}",
+                            json_body={"webhook_auth": webhook_auth, "rotate_secret": rotate_secret})
+
     def delete_tenant(self, tenant: str) -> None:
         self.request("DELETE", f"/api/v1/tenants/{_seg(tenant)}")
 
@@ -292,6 +296,9 @@ class Client:
 
     def list_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions", params=filters)
+
+    def retry_execution(self, execution_id: str) -> dict:
+        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/retry")
 
     def get_execution(self, execution_id: str) -> dict:
         return self.request("GET", f"/api/v1/executions/{_seg(execution_id)}")

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from .commands import auth, events, executions, files, packages, tenants
+from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ files.register(app)
 packages.register(app)
 executions.register(app)
 events.register(app)
+stream_commands.register(app)
 
 # `jobico run` / `jobico migrate` live in jobico_cli/ops.py (optional module).
 try:

@@ -194,7 +194,7 @@ def run(
                                   "--without-mingle"], env)
         if flower:
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
-                                      f"--address=127.0.0.1", f"--port={flower_port}"], env)
+                                      "--address=127.0.0.1", f"--port={flower_port}"], env)
         _wait_ready(api_url, children)
         key = _bootstrap_demo(api_url, settings.admin_token, data_dir)
         from jobico_cli.config import config_path, write_config

@@ -146,3 +146,15 @@ def cells(values: Iterable[Any]) -> list[Text]:
 def safe(value: Any) -> str:
     """Untrusted text to embed in a rich markup string: sanitized and markup-escaped."""
     return escape(sanitize(value))
+
+
+def json_line(document: Any) -> str:
+    """One compact JSON document on one line (JSON Lines), control characters escaped like ``json_text``."""
+    raw = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", raw)
+
+
+def one_line(value: Any, n: int = 60) -> str:
+    """Untrusted text for a one-line display: sanitized, line breaks shown as ``⏎``, at most ``n`` characters."""
+    s = sanitize(value).replace("\n", "⏎").replace("\t", " ")
+    return s if len(s) <= n else s[:max(n - 1, 0)] + "…"

@@ -54,8 +54,12 @@ class TaskMessage:
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def publish(app: Celery, messages: Iterable[TaskMessage]) -> None:
-    """Put every message on its queue; raises ``Unavailable`` if the broker refuses."""
+def publish(app: Celery, messages: Iterable[TaskMessage], countdown: float | None = None) -> None:
+    """Put every message on its queue; raises ``Unavailable`` if the broker refuses.
+
+    ``countdown`` delays execution (a retry's backoff); it must stay well under
+    the broker's visibility timeout, which it does (backoff is capped at 60 s).
+    """
     messages = list(messages)
     if not messages:
         return
@@ -70,7 +74,7 @@ def publish(app: Celery, messages: Iterable[TaskMessage]) -> None:
                     EXECUTE_TASK, args=(m.execution_id, m.payload),
                     kwargs={"tenant": m.tenant, "package": m.package, "event": m.event},
                     task_id=m.execution_id, queue=q, exchange=q.exchange, routing_key=q.routing_key,
-                    declare=[q], producer=producer, retry=True, retry_policy=PUBLISH_RETRY,
+                    declare=[q], producer=producer, retry=True, retry_policy=PUBLISH_RETRY, countdown=countdown,
                     shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]",
                 )
     except Exception as exc:  # kombu/redis connection errors of every flavour

@@ -7,18 +7,35 @@ numbers as Python's ``json`` reads and writes them. Non-standard tokens
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def _parse_float(token: str) -> float:
+    value = float(token)
+    if math.isinf(value):  # 1e400: Python reads inf, which no JSON can carry back out
+        raise ValueError(f"number {token[:40]} is out of range (beyond a 64-bit float)")
+    return value
+
+
 def loads(text: str | bytes) -> Any:
-    """Strict JSON parsing: no NaN/Infinity; bytes must be UTF-8."""
+    """Strict JSON parsing: no NaN/Infinity (nor 1e400), no lone surrogates; bytes must be UTF-8."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")  # raises UnicodeDecodeError on invalid UTF-8
-    return json.loads(text, parse_constant=_refuse_constant)
+    value = json.loads(text, parse_constant=_refuse_constant, parse_float=_parse_float)
+    if _SURROGATE_ESCAPE.search(text):  # "\ud800" unpaired cannot be written back as UTF-8
+        try:
+            dumps(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF escape)") from None
+    return value
 
 
 def dumps(value: Any) -> str:

@@ -57,6 +57,12 @@ class Invalid(JobicoError):
     reason = "invalid"
 
 
+class TooManyRequests(JobicoError):
+    """Rate limit or queue cap reached (HTTP 429, with Retry-After)."""
+    status = 429
+    reason = "too_many_requests"
+
+
 class Unavailable(JobicoError):
     """A backing service (broker, database, object store) is unreachable."""
     status = 503

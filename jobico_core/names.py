@@ -14,7 +14,7 @@ def name_problem(value: object, what: str = "id") -> str | None:
     """Return a message when ``value`` breaks the id rule, else None."""
     if not isinstance(value, str):
         return f"{what} must be a string matching {NAME_RULE}"
-    if not _NAME_RE.match(value) or value in (".", ".."):
+    if not _NAME_RE.fullmatch(value) or value in (".", ".."):
         return f"{what} {value!r} is not valid: it must match {NAME_RULE}"
     return None
 
@@ -26,7 +26,7 @@ def is_valid_name(value: object) -> bool:
 def file_name_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return f"file name must be a string matching {FILE_RULE}"
-    if not _FILE_RE.match(value) or ".." in value:
+    if not _FILE_RE.fullmatch(value) or ".." in value:
         return (f"file name {value!r} is not valid: it must match {FILE_RULE} "
                 "(no directories, no '..')")
     return None

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import Invalid
+from .limits import MAX_LIMITS, Limits
 from .names import file_name_problem, name_problem
 
 MAX_SOURCE_BYTES = 1 << 20
@@ -57,7 +58,17 @@ def load_yaml(text: str | bytes) -> Any:
         raise Invalid(f"package source is larger than {MAX_SOURCE_BYTES // 1024} KB",
                       {"package": [{"path": "", "message": "too large"}]})
     try:
+        depth = 0
         for ev in yaml.parse(text, Loader=_StrictLoader):
+            if isinstance(ev, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:  # the composer recurses: refuse before a RecursionError
+                    line = ev.start_mark.line + 1
+                    raise Invalid(f"package nests deeper than {MAX_DEPTH} levels (line {line})",
+                                  {"package": [{"path": "", "message": f"nested deeper than {MAX_DEPTH} levels",
+                                                "line": line}]})
+            elif isinstance(ev, yaml.CollectionEndEvent):
+                depth -= 1
             if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
                 mark = ev.start_mark
                 raise Invalid(f"YAML anchors and aliases are not allowed (line {mark.line + 1})",
@@ -70,6 +81,10 @@ def load_yaml(text: str | bytes) -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         raise Invalid(f"package is not valid YAML{where}: {problem}",
                       {"package": [{"path": "", "message": f"{problem}{where}"}]}) from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        # a scalar PyYAML resolves but cannot build: 2001-13-45, !!int abc, a 5000-digit integer...
+        raise Invalid(f"package is not valid YAML: a value cannot be read: {exc}",
+                      {"package": [{"path": "", "message": str(exc)}]}) from None
     if len(docs) != 1:
         raise Invalid("package must be exactly one YAML document",
                       {"package": [{"path": "", "message": f"found {len(docs)} documents"}]})
@@ -239,7 +254,6 @@ def _list(obj: dict, key: str, path: str, p: _Problems, *, required: bool = True
 
 
 def _limits(value: Any, path: str, p: _Problems, maxima: Any) -> dict[str, int]:
-    from .limits import Limits, MAX_LIMITS
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -298,7 +312,6 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
 
 def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageSpec:
     """Parse and validate a package; raises ``Invalid`` listing every problem."""
-    from .limits import Limits, MAX_LIMITS
     maxima = maxima or MAX_LIMITS
     raw = source if isinstance(source, dict) else load_yaml(source)
     p = _Problems()

@@ -43,8 +43,14 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers an unacknowledged task (must exceed the longest execution)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
+    "JOBICO_RATE_LIMIT": ("1000", "webhook events per second a tenant may send (token bucket; 429 with Retry-After above)"),
+    "JOBICO_RATE_BURST": ("5000", "events a tenant may send at once before the rate limit applies"),
+    "JOBICO_MAX_QUEUED": ("100000", "events waiting on one queue before the webhook answers 429"),
+    "JOBICO_MAX_ATTEMPTS": ("5", "deliveries of one execution (worker crashes included) before it is dead-lettered"),
     "JOBICO_LOG_LEVEL": ("INFO", "log level of API and worker"),
     "JOBICO_LOG_FORMAT": ("text", "text or json"),
+    "JOBICO_WORKER_TENANTS": ("", "comma-separated tenant ids: a worker consumes only these tenants' queues (a per-tenant pool); empty = every tenant"),
+    "JOBICO_WORKER_METRICS_PORT": ("", "port on which a worker serves Prometheus metrics (/metrics); empty = off. PROMETHEUS_MULTIPROC_DIR: see docs/operating.md"),
     "JOBICO_LIMIT_<KEY>": ("see docs/limits.md", "default sandbox limit, e.g. JOBICO_LIMIT_TIMEOUT_MS"),
     "JOBICO_MAX_<KEY>": ("see docs/limits.md", "platform maximum a package may ask for, e.g. JOBICO_MAX_MEMORY_MB"),
 }
@@ -90,8 +96,14 @@ class Settings:
     queue_refresh: int = 5
     visibility_timeout: int = 3600
     task_retries: int = 10
+    rate_limit: int = 1000
+    rate_burst: int = 5000
+    max_queued: int = 100000
+    max_attempts: int = 5
     log_level: str = "INFO"
     log_format: str = "text"
+    worker_tenants: tuple[str, ...] = ()
+    worker_metrics_port: int | None = None
     limit_defaults: Mapping[str, int] = field(default_factory=dict)
     limit_maxima: Mapping[str, int] = field(default_factory=dict)
 
@@ -132,8 +144,14 @@ class Settings:
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
+            rate_limit=_int(env, "JOBICO_RATE_LIMIT"),
+            rate_burst=_int(env, "JOBICO_RATE_BURST"),
+            max_queued=_int(env, "JOBICO_MAX_QUEUED"),
+            max_attempts=_int(env, "JOBICO_MAX_ATTEMPTS"),
             log_level=env.get("JOBICO_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("JOBICO_LOG_FORMAT", "text").lower(),
+            worker_tenants=tuple(t.strip() for t in env.get("JOBICO_WORKER_TENANTS", "").split(",") if t.strip()),
+            worker_metrics_port=_int(env, "JOBICO_WORKER_METRICS_PORT") if env.get("JOBICO_WORKER_METRICS_PORT") else None,
             limit_defaults=limit_defaults,
             limit_maxima=limit_maxima,
         )
@@ -145,7 +163,7 @@ class Settings:
     # -- derived --------------------------------------------------------------
     @property
     def default_limits(self):
-        from .limits import Limits, MAX_LIMITS
+        from .limits import Limits
         return Limits.from_mapping(self.limit_defaults, base=Limits())
 
     @property
@@ -165,12 +183,19 @@ class Settings:
                 problems.append("JOBICO_SECRET_KEY is not set")
             elif len(self.secret_key) < 16:
                 problems.append("JOBICO_SECRET_KEY must be at least 16 characters")
+        if self.worker_tenants:
+            from .names import name_problem
+            problems += [f"JOBICO_WORKER_TENANTS: {p}" for p in
+                         filter(None, (name_problem(t, "tenant id") for t in self.worker_tenants))]
         if self.log_format not in ("text", "json"):
             problems.append("JOBICO_LOG_FORMAT must be text or json")
         if not (self.storage_url.startswith("file://") or self.storage_url.startswith("s3://")):
             problems.append("JOBICO_STORAGE_URL must be file:///path or s3://bucket")
         if self.storage_url.startswith("s3://") and not self.s3_endpoint:
             problems.append("JOBICO_S3_ENDPOINT is required for s3:// storage")
+        if self.rate_burst < self.max_elements:
+            problems.append(f"JOBICO_RATE_BURST ({self.rate_burst}) must be at least JOBICO_MAX_ELEMENTS "
+                            f"({self.max_elements}), or a full request could never be accepted")
         defaults = self.default_limits
         if self.max_element_kb > defaults.input_kb:
             problems.append(f"JOBICO_MAX_ELEMENT_KB ({self.max_element_kb}) exceeds the runtime input limit "

@@ -8,9 +8,11 @@ periodic re-read every JOBICO_QUEUE_REFRESH seconds.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 from celery import bootsteps
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 from jobico_core.broker import celery_queue, make_celery
 from jobico_core.settings import Settings
@@ -19,6 +21,12 @@ log = logging.getLogger("jobico.worker")
 
 settings = Settings.from_env().check()
 app = make_celery(settings, name="jobico_worker")
+
+if settings.worker_metrics_port and not (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                                         or os.environ.get("prometheus_multiproc_dir")):
+    # prefork children write their samples to files the main process's /metrics adds up;
+    # must be set before prometheus_client makes the first metric (jobico_core.metrics)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobico-worker-metrics-")
 
 
 class QueueDiscovery(bootsteps.StartStopStep):
@@ -42,8 +50,9 @@ class QueueDiscovery(bootsteps.StartStopStep):
     def refresh(self, c):
         from jobico_core.services.packages import active_queues
         from .context import worker_context
+        pool = settings.worker_tenants or None  # JOBICO_WORKER_TENANTS: a per-tenant pool
         try:
-            wanted = active_queues(worker_context(settings, celery=app))
+            wanted = active_queues(worker_context(settings, celery=app), tenants=pool)
         except Exception as exc:  # database unreachable: keep what we consume, try again later
             log.warning("could not read deployed queues: %s", exc)
             return
@@ -52,6 +61,45 @@ class QueueDiscovery(bootsteps.StartStopStep):
             q = celery_queue(name)
             c.add_task_queue(q.name, exchange=q.exchange.name, exchange_type="direct", routing_key=q.routing_key)
             log.info("consuming %s", name)
+        if pool:  # drop another tenant's queue a prefix look-alike (dotted tenant ids) let in
+            for name in sorted(n for n in consuming - wanted if n.startswith("jobico.")
+                               and n != app.conf.task_default_queue):
+                c.cancel_task_queue(name)
+                log.info("stopped consuming %s (not one of JOBICO_WORKER_TENANTS)", name)
+
+
+def in_pool(queue: str, tenants=None) -> bool:
+    """Whether a per-tenant pool consumes ``queue`` (``jobico.<tenant>.<package>.<queue>``).
+
+    By prefix, so cheap enough for the ``add_consumer`` broadcast; tenant ids may
+    contain dots, so ``refresh`` re-checks against the database and drops a
+    look-alike.
+    """
+    tenants = settings.worker_tenants if tenants is None else tenants
+    if not tenants or not queue.startswith("jobico.") or queue == app.conf.task_default_queue:
+        return True
+    return any(queue.startswith(f"jobico.{t}.") for t in tenants)
+
+
+def _pooled_add_consumer():
+    """A per-tenant pool ignores a deploy's ``add_consumer`` broadcast for other tenants' queues."""
+    from celery.worker.control import Panel
+    builtin = Panel.data["add_consumer"]
+    if getattr(builtin, "_jobico_pool", False):
+        return
+
+    def add_consumer(state, queue, *args, **kwargs):
+        if not in_pool(queue):
+            log.debug("ignoring add_consumer %s: not one of JOBICO_WORKER_TENANTS", queue)
+            return {"ok": f"ignored {queue}: not in this worker's tenant pool"}
+        return builtin(state, queue, *args, **kwargs)
+
+    add_consumer._jobico_pool = True
+    Panel.data["add_consumer"] = add_consumer
+
+
+if settings.worker_tenants:
+    _pooled_add_consumer()
 
 
 app.steps["consumer"].add(QueueDiscovery)
@@ -61,6 +109,14 @@ app.steps["consumer"].add(QueueDiscovery)
 def _logging(**_):
     from jobico_core.logs import configure_logging
     configure_logging(settings)
+
+
+@worker_init.connect
+def _metrics_server(**_):
+    """JOBICO_WORKER_METRICS_PORT: Prometheus metrics from the main process (all pool children)."""
+    if settings.worker_metrics_port:
+        from jobico_core.metrics import serve_worker_metrics
+        serve_worker_metrics(settings.worker_metrics_port)
 
 
 @worker_process_init.connect

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
 from jobico_core.abi import InvalidModule
 from jobico_core.cache import LRU
@@ -36,18 +38,21 @@ class Finished:
 
 
 def claim(ctx: Context, execution_id: str, worker: str) -> tuple[str, Execution | None]:
-    """Mark the row running. Returns (state, row): state is 'run', 'missing' or 'done'."""
+    """Mark the row running. Returns (state, row): state is 'run', 'missing', 'done',
+    or 'redelivered' when the row was already running (its worker died mid-execution,
+    or the broker's visibility timeout expired)."""
     with ctx.db.session() as s:
         row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
         if row is None:
             return "missing", None
         if row.status in TERMINAL_STATUSES:
             return "done", row
+        state = "redelivered" if row.status == "running" else "run"
         row.status = "running"
         row.attempts += 1
         row.started_at = utcnow()
         row.worker = worker
-        return "run", row
+        return state, row
 
 
 def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
@@ -77,7 +82,7 @@ def _chained_row(ctx: Context, info: VersionInfo, row: Execution, status: str, c
 
 def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status: str, code=None, result=None,
            stdout: str = "", limit: str | None = None, message: str | None = None, logs=(),
-           duration_ms: float | None = None) -> Finished:
+           duration_ms: float | None = None, dead_lettered: bool = False) -> Finished:
     """Write the outcome, its logs and the chained execution in one transaction."""
     with ctx.db.session() as s:
         row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
@@ -86,6 +91,7 @@ def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status:
         if row.status in TERMINAL_STATUSES:  # another delivery recorded it first
             return Finished(to_dict(row, logs=False), None)
         row.status, row.code, row.result, row.stdout, row.limit = status, code, result, stdout or "", limit
+        row.dead_lettered = dead_lettered
         row.finished_at = utcnow()
         row.duration_ms = duration_ms
         row.seq = next_seq(s)
@@ -119,24 +125,53 @@ def announce(ctx: Context, data: dict) -> None:
     try:
         ctx.redis.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
     except Exception as exc:  # the record is safe in the database; the stream replays from it
-        log.warning("could not publish execution %s on pub/sub: %s", data.get("id"), exc)
+        log.warning("could not publish execution %s on pub/sub: %s", data.get("id"), exc,
+                    extra={"execution_id": data.get("id"), "tenant": data.get("tenant")})
+
+
+def _finish(ctx: Context, execution_id: str, info: VersionInfo | None, tenant: str, **outcome) -> dict:
+    """Record a final outcome, count it and stream it."""
+    fin = record(ctx, execution_id, info, **outcome)
+    metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"))
+    announce(ctx, fin.execution)
+    return fin.execution
+
+
+def requeue(ctx: Context, execution_id: str, note: str, countdown: float) -> None:
+    """Put a claimed execution back on its queue for another attempt (guest retry)."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+        if row is None or row.status in TERMINAL_STATUSES:
+            return
+        row.status, row.message = "queued", note
+        msg = task_message(row)
+    publish(ctx.celery, [msg], countdown=countdown)
+
+
+def retry_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(base / 2, min(cap, base * (2 ** attempt)))
 
 
 def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker") -> dict:
     """Execute one queued execution; returns its record. Raises only infrastructure errors."""
     state, row = claim(ctx, execution_id, worker)
     if state == "missing":
-        log.info("execution %s has no record (its request was aborted): dropped", execution_id)
+        log.info("execution %s has no record (its request was aborted): dropped", execution_id,
+                 extra={"execution_id": execution_id})
         return {}
     if state == "done":
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
+    if state == "redelivered" and row.attempts > ctx.settings.max_attempts:  # it keeps killing its worker
+        return _finish(ctx, execution_id, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
+                       dead_lettered=True,
+                       message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
+                               "earlier attempts")
     info = load_version(ctx, row.version_id)
     if info is None:
-        fin = record(ctx, execution_id, None, status="cancelled",
-                     message=f"package {row.package!r} was deleted before the execution ran")
-        announce(ctx, fin.execution)
-        return fin.execution
+        return _finish(ctx, execution_id, None, row.tenant_id, status="cancelled",
+                       message=f"package {row.package!r} was deleted before the execution ran")
     ev = info.spec.events[row.event]
     rt_spec = info.spec.runtimes[ev.runtime]
     limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
@@ -144,21 +179,39 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     try:
         compiled = _compiled_module(runtime, ctx, info.tenant, sha)
     except (InvalidModule, NotFound) as exc:
-        fin = record(ctx, execution_id, info, status="invalid_module", message=f"{rt_spec.moduleref}: {exc}")
-        announce(ctx, fin.execution)
-        return fin.execution
+        return _finish(ctx, execution_id, info, info.tenant, status="invalid_module",
+                       message=f"{rt_spec.moduleref}: {exc}")
     t0 = time.perf_counter()
     out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
     status = out.status.value if hasattr(out.status, "value") else str(out.status)
-    fin = record(ctx, execution_id, info, status=status, code=out.code, result=out.result, stdout=out.stdout,
-                 limit=out.limit, message=out.message, logs=out.logs,
-                 duration_ms=round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3))
-    announce(ctx, fin.execution)
-    return fin.execution
+    duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
+    retryable = status not in ("succeeded", "cancelled", "invalid_module")
+    if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
+        delay = retry_delay(row.attempts)
+        requeue(ctx, execution_id, f"attempt {row.attempts} {status}"
+                + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
+        return {"id": execution_id, "status": "queued", "attempts": row.attempts}
+    return _finish(ctx, execution_id, info, info.tenant, status=status, code=out.code, result=out.result,
+                   stdout=out.stdout, limit=out.limit, message=out.message, logs=out.logs, duration_ms=duration,
+                   dead_lettered=retryable and ev.retries > 0)
+
+
+def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:
+    """Infrastructure retries exhausted: park the execution for `jobico executions retry`."""
+    with ctx.db.session() as s:
+        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
+        if row is None or row.status in TERMINAL_STATUSES:
+            return
+        row.status, row.dead_lettered, row.message = "queued", True, f"dead-lettered: {reason}"
 
 
 _compiled: LRU = LRU(256)  # sha256 -> compiled module: a warm worker never reads storage
 
 
 def _compiled_module(runtime, ctx: Context, tenant: str, sha: str):
-    return _compiled.get_or_create(sha, lambda: runtime.load(module_bytes(ctx, tenant, sha), sha256=sha))
+    compiled = _compiled.get(sha)
+    if compiled is not None:
+        metrics.MODULE_CACHE_HITS.inc()
+        return compiled
+    metrics.MODULE_CACHE_MISSES.inc()
+    return _compiled.put(sha, runtime.load(module_bytes(ctx, tenant, sha), sha256=sha))

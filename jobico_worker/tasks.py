@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -11,17 +10,13 @@ from jobico_core.errors import Unavailable
 
 from .app import app, settings
 from .context import worker_context
-from .executor import run_execution
+from .executor import dead_letter, retry_delay, run_execution
 
 log = logging.getLogger("jobico.worker")
 
 # Infrastructure failures (database, object store, broker): retried with
 # exponential backoff and jitter. Guest failures are results, never retried here.
 INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError)
-
-
-def backoff(retries: int, base: float = 0.5, cap: float = 60.0) -> float:
-    return random.uniform(0, min(cap, base * (2 ** retries)))
 
 
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -35,9 +30,20 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
     try:
         record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker")
     except INFRA_ERRORS as exc:
-        delay = backoff(self.request.retries)
+        extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
+        if self.request.retries >= self.max_retries:
+            log.error("execution %s: infrastructure failure after %d retries (%s): dead-lettered",
+                      execution_id, self.request.retries, exc, extra=extra)
+            try:
+                dead_letter(ctx, execution_id, f"infrastructure failure after {self.request.retries} retries: {exc}")
+            except Exception as again:  # the database is what failed: the record stays 'running'
+                log.error("execution %s: could not dead-letter it either: %s", execution_id, again, extra=extra)
+            return
+        delay = retry_delay(self.request.retries, base=0.5)
         log.warning("execution %s: infrastructure failure (%s); retry %d in %.1fs",
-                    execution_id, exc, self.request.retries + 1, delay)
+                    execution_id, exc, self.request.retries + 1, delay, extra=extra)
         raise self.retry(exc=exc, countdown=delay)
     if record:
-        log.info("execution %s %s/%s/%s -> %s", execution_id, tenant, package, event, record.get("status"))
+        log.info("execution %s %s/%s/%s -> %s", execution_id, tenant, package, event, record.get("status"),
+                 extra={"execution_id": execution_id, "tenant": tenant, "package": package, "event": event,
+                        "status": record.get("status")})

@@ -180,3 +180,16 @@ def s3_bucket(s3_server) -> str:
         for obj in client.list_objects(name, recursive=True):
             client.remove_object(name, obj.object_name)
         client.remove_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server) -> str:
+    """A database migrated once to head; each test's database is a copy of it
+    (defined once here so every test package shares the same template)."""
+    from jobico_core.db import upgrade_schema
+    url = postgres_server.create_database(MIGRATED_TEMPLATE_DB)
+    upgrade_schema(url)
+    return MIGRATED_TEMPLATE_DB
+
+
+MIGRATED_TEMPLATE_DB = "jobico_api_tests_template"

@@ -61,13 +61,7 @@ def executions(
     if not items:
         info("No executions.")
     else:
-        table = Table("ID", "PACKAGE", "VER", "EVENT", "STATUS", "CODE", "CREATED", "MS",
-                      box=None, header_style="bold")
-        table.columns[0].no_wrap = True
-        for e in items:
-            table.add_row(*cells([e.get("id"), e.get("package"), e.get("version"), e.get("event"),
-                                  status_text(e.get("status"), bool(e.get("dead_lettered"))),
-                                  e.get("code"), e.get("created_at"), e.get("duration_ms")]))
+        table = executions_table(items, console.width)
         console.print(table)
     nxt = res.get("next_cursor")
     if nxt:
@@ -80,6 +74,74 @@ def executions(
             args += ["--limit", str(limit)]
         args += ["--cursor", nxt]
         info(f"More: {safe(shlex.join(args))}")
+
+
+WIDE = 120  # from this width on, every column; below it the ids stay whole and less useful columns go
+
+
+def _created(value: Any, wide: bool) -> str:
+    s = sanitize(value)
+    if not wide and len(s) >= 19:
+        return s[11:19]  # HH:MM:SS
+    return s[:19].replace("T", " ") if len(s) >= 19 else s
+
+
+def executions_table(items: list[dict], width: int) -> Table:
+    """The listing: whole ids always (copy them into `jobico executions show`), columns dropped when narrow.
+
+    >= 120 columns: ID PACKAGE VER EVENT STATUS CODE CREATED MS; narrower: ID PACKAGE@VER
+    EVENT STATUS (" DL": dead-lettered) CODE (and CREATED as HH:MM:SS from 96 on), long names
+    folded rather than cut.
+    """
+    wide = width >= WIDE
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("ID", no_wrap=True, min_width=36)
+    show_created = wide or width >= 96
+    if wide:
+        table.add_column("PACKAGE", overflow="fold")
+        table.add_column("VER", justify="right")
+        table.add_column("EVENT", overflow="fold")
+        table.add_column("STATUS", no_wrap=True)
+        table.add_column("CODE", overflow="fold", justify="right")
+    else:
+        # fixed widths: rich would otherwise squeeze the last columns away
+        status_w = max([6] + [len(sanitize(e.get("status"))) + (3 if e.get("dead_lettered") else 0)
+                              for e in items])
+        code_w = min(max([4] + [len(sanitize(e.get("code"))) for e in items]), 10)
+        rest = width - 36 - status_w - code_w - (9 if show_created else 0) - 5
+        pkg_w = max(8, min(max([7] + [len(sanitize(e.get("package"))) + 3 + len(str(e.get("version")))
+                                      for e in items]), rest // 2))
+        ev_w = max(8, rest - pkg_w)
+        over = 36 + pkg_w + ev_w + status_w + code_w + (9 if show_created else 0) + 5 - width
+        if over > 0:
+            code_w = max(4, code_w - over)
+        table.add_column("PACKAGE", overflow="fold", width=pkg_w)
+        table.add_column("EVENT", overflow="fold", width=ev_w)
+        table.add_column("STATUS", no_wrap=True, width=status_w)
+        table.add_column("CODE", overflow="fold", justify="right", width=code_w)
+    if show_created:
+        table.add_column("CREATED", no_wrap=True)
+    if wide:
+        table.add_column("MS", justify="right")
+    for e in items:
+        row: list[Any] = [e.get("id")]
+        if wide:
+            row += [e.get("package"), e.get("version")]
+        else:
+            row.append(f"{sanitize(e.get('package'))}@v{sanitize(e.get('version'))}")
+        if wide:
+            status = status_text(e.get("status"), bool(e.get("dead_lettered")))
+        else:
+            status = status_text(e.get("status"))
+            if e.get("dead_lettered"):
+                status.append(" DL", style="dim")
+        row += [e.get("event"), status, e.get("code")]
+        if show_created:
+            row.append(_created(e.get("created_at"), wide))
+        if wide:
+            row.append(e.get("duration_ms"))
+        table.add_row(*cells(row))
+    return table
 
 
 def _field_rows(rec: dict[str, Any]) -> Table:
@@ -139,3 +201,18 @@ def show(
         for child in chain:
             parts.append(Text.assemble(("→ ", "dim"), text(child)))
         console.print(Panel(Group(*parts), title="chain", title_align="left", border_style="dim"))
+
+
+@command(executions_app, "retry")
+def retry(
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="A dead-lettered execution's id.",
+                                                show_default=False)],
+    json_: JsonOpt = False,
+) -> None:
+    """Replay a dead-lettered execution (same id and payload; its attempts carry on)."""
+    rec = client().retry_execution(execution_id) or {}
+    if json_:
+        print_json(rec)
+        return
+    console.print(Text.assemble("queued again: ", text(rec.get("id", execution_id)),
+                                (f" (attempts so far: {rec.get('attempts')})", "dim")))

@@ -71,6 +71,30 @@ def tenant_list(json_: JsonOpt = False) -> None:
     console.print(table)
 
 
+@command(tenant_app, "webhook")
+def tenant_webhook(
+    tenant: TenantArg,
+    auth: Annotated[WebhookAuth, typer.Option(
+        "--auth", help="How webhooks authenticate: a tenant key, an HMAC signature, or none.",
+        case_sensitive=False, show_default=False)],
+    rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="With hmac: issue a new signing secret "
+                                                "(the old one stops working).")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Change how a tenant's webhooks authenticate (PATCH /api/v1/tenants/<tenant>)."""
+    if rotate_secret and auth is not WebhookAuth.hmac:
+        raise UsageProblem("--rotate-secret needs --auth hmac")
+    res = client().update_tenant(tenant, auth.value, rotate_secret) or {}
+    if json_:
+        print_json(res)
+        return
+    info(f"Tenant [bold]{safe(res.get('id', tenant))}[/]: webhooks now use "
+         f"{safe(res.get('webhook_auth', auth.value))}.")
+    if res.get("signing_secret") and (rotate_secret or auth is WebhookAuth.hmac):
+        info("Webhook signing secret:")
+        typer.echo(sanitize(res["signing_secret"]))
+
+
 @command(tenant_app, "delete")
 def tenant_delete(
     tenant: TenantArg,

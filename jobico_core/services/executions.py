@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from ..broker import TaskMessage, publish
-from ..db import STATUSES, Execution
-from ..errors import BadRequest, Invalid, NotFound
+from ..db import STATUSES, Execution, ExecutionLog, PackageVersion
+from ..errors import BadRequest, Conflict, Invalid, NotFound
 from ..ids import is_uuid, uuid7
 from .context import Context
 from .packages import VersionInfo
@@ -120,6 +120,82 @@ def list_executions(ctx: Context, tenant: str, *, package: str | None = None, ev
     return items, nxt
 
 
-def executions_by_id(ctx: Context, ids: Iterable[str]) -> list[Execution]:
+def retry_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any]:
+    """Replay a dead-lettered execution: same id and payload, attempts carry on."""
+    if not is_uuid(execution_id):
+        raise NotFound(f"execution {execution_id!r} does not exist")
     with ctx.db.session() as s:
-        return list(s.scalars(select(Execution).where(Execution.id.in_(list(ids)))))
+        e = s.scalar(select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant)
+                     .with_for_update())
+        if e is None:
+            raise NotFound(f"execution {execution_id!r} does not exist")
+        if not e.dead_lettered:
+            raise Conflict(f"execution {execution_id} is not dead-lettered (status {e.status}); "
+                           "only dead-lettered executions can be retried")
+        if s.get(PackageVersion, e.version_id) is None:
+            raise Conflict(f"execution {execution_id} cannot be retried: package {e.package!r} version "
+                           f"{e.version} was deleted")
+        s.execute(delete(ExecutionLog).where(ExecutionLog.execution_id == e.id))
+        e.status, e.dead_lettered, e.message = "queued", False, f"retried by the tenant after: {e.message or e.status}"
+        e.code = e.result = e.limit = e.finished_at = e.seq = e.duration_ms = None
+        e.stdout = ""
+        msg = task_message(e)
+        data = to_dict(e, logs=False)
+    publish(ctx.celery, [msg])
+    return data
+
+
+# -- the live stream's replay (GET /api/v1/executions/stream) --------------------------------
+def _finished_query(tenant: str, package: str | None, event: str | None, status: str | None):
+    q = (select(Execution).options(selectinload(Execution.logs))
+         .where(Execution.tenant_id == tenant, Execution.seq.is_not(None)))
+    for column, value in ((Execution.package, package), (Execution.event, event), (Execution.status, status)):
+        if value is not None:
+            q = q.where(column == value)
+    return q
+
+
+def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None = None,
+                   event: str | None = None, status: str | None = None, limit: int = 500,
+                   lookback_seconds: float = 0.0, lookback_seqs: int = 20000) -> list[dict[str, Any]]:
+    """Finished executions of ``tenant`` with ``seq > after``, in seq order, with logs (at most ``limit``).
+
+    ``lookback_seconds`` > 0 also returns those with ``seq <= after`` that finished
+    at most that long before the execution whose seq is ``after`` (and within
+    ``lookback_seqs`` positions of it, which bounds the index scan): a recording
+    transaction can commit after one holding a higher seq (PostgreSQL sequences
+    are not commit-ordered), so the stream re-checks that window and the client
+    deduplicates by execution ``id``.
+    """
+    import datetime as dt
+    q = _finished_query(tenant, package, event, status)
+    with ctx.db.session() as s:
+        rows = list(s.scalars(q.where(Execution.seq > after).order_by(Execution.seq).limit(limit)))
+        if lookback_seconds > 0:
+            ref = s.scalar(select(Execution.finished_at)
+                           .where(Execution.tenant_id == tenant, Execution.seq == after))
+            if ref is not None:
+                since = ref - dt.timedelta(seconds=lookback_seconds)
+                late = list(s.scalars(q.where(Execution.seq <= after, Execution.seq > after - lookback_seqs,
+                                              Execution.finished_at >= since)
+                                      .order_by(Execution.seq).limit(limit)))
+                rows = late + rows
+        return [to_dict(e) for e in rows]
+
+
+def recent_finished(ctx: Context, tenant: str, n: int, *, package: str | None = None,
+                    event: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """The ``n`` most recently finished executions of ``tenant`` (filtered), oldest first, with logs."""
+    if n <= 0:
+        return []
+    q = _finished_query(tenant, package, event, status)
+    with ctx.db.session() as s:
+        rows = list(s.scalars(q.order_by(Execution.seq.desc()).limit(n)))
+        return [to_dict(e) for e in reversed(rows)]
+
+
+def last_seq(ctx: Context, tenant: str) -> int:
+    """The highest stream position among ``tenant``'s finished executions (0 when none)."""
+    from sqlalchemy import func
+    with ctx.db.session() as s:
+        return int(s.scalar(select(func.max(Execution.seq)).where(Execution.tenant_id == tenant)) or 0)

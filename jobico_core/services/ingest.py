@@ -12,9 +12,10 @@ import logging
 import time
 from typing import Any, Mapping
 
+from .. import metrics
 from ..canonical import dumps, loads
 from ..db import Tenant
-from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, Unavailable
+from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..limits import resolve
 from .context import Context
 from .executions import enqueue, new_execution
@@ -28,7 +29,7 @@ IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request 
 
 def _tenant(ctx: Context, tenant_id: str) -> Tenant:
     with ctx.db.session() as s:
-        tenant = s.get(Tenant, tenant_id)
+        tenant = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
     if tenant is None:
         raise NotFound(f"tenant {tenant_id!r} does not exist")
     return tenant
@@ -42,7 +43,10 @@ def _json_path(parts) -> str:
 
 
 def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
-    errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    try:
+        errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    except RecursionError:  # a recursive schema ($ref: "#") and an element nested hundreds deep
+        return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
     return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
             for e in errors[:limit]]
 
@@ -74,7 +78,7 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
     tenant = _tenant(ctx, tenant_id)
     submitter = check_webhook_credentials(ctx, tenant, headers, body)
-    info = route(ctx, tenant_id, event)
+    info = route(ctx, tenant_id, event) if "\x00" not in event else None  # PostgreSQL refuses NUL
     if info is None:
         raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
     data = parse_body(ctx, body)
@@ -108,9 +112,30 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
                        lambda: _enqueue(ctx, info, event, payloads, submitter))
 
 
+def _admit(ctx: Context, info, event: str, n: int) -> None:
+    """Rate limit (per tenant) and queue cap (per queue): 429 with Retry-After."""
+    from .. import ratelimit
+    try:
+        wait = ratelimit.take(ctx.redis, info.tenant, n, ctx.settings.rate_limit, ctx.settings.rate_burst)
+        depth = ctx.redis.llen(info.queue_for(event))
+    except Exception as exc:  # redis errors
+        raise Unavailable(f"the message broker is unavailable: {exc}") from exc
+    if wait:
+        raise TooManyRequests(f"tenant {info.tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
+                              f"events/s; retry after {ratelimit.retry_after(wait)} s",
+                              headers={"Retry-After": ratelimit.retry_after(wait)})
+    if depth + n > ctx.settings.max_queued:
+        raise TooManyRequests(f"queue {info.queue_for(event)!r} already holds {depth} events (the cap is "
+                              f"{ctx.settings.max_queued}); retry when the workers have caught up",
+                              headers={"Retry-After": "30"})
+
+
 def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str) -> list[str]:
+    _admit(ctx, info, event, len(payloads))
     rows = [new_execution(info, event, p, submitter=submitter, trigger="webhook") for p in payloads]
-    return enqueue(ctx, rows)
+    ids = enqueue(ctx, rows)
+    metrics.accepted(info.tenant, len(ids))
+    return ids
 
 
 def _idempotent(ctx: Context, tenant: str, key: str, event: str, payloads: list[str], run) -> list[str]:

@@ -222,9 +222,15 @@ def list_packages(ctx: Context, tenant: str) -> list[Package]:
         return list(s.scalars(select(Package).where(Package.tenant_id == tenant).order_by(Package.name)))
 
 
-def active_queues(ctx: Context) -> set[str]:
-    """Every queue of every version that may still have work (all versions of live packages)."""
+def active_queues(ctx: Context, tenants=None) -> set[str]:
+    """Every queue of every version that may still have work (all versions of live packages).
+
+    ``tenants``: only these tenants' queues (a per-tenant worker pool); None = all.
+    """
+    query = (select(Package.tenant_id, Package.name, PackageVersion.spec)
+             .join(PackageVersion, PackageVersion.package_id == Package.id))
+    if tenants is not None:
+        query = query.where(Package.tenant_id.in_(list(tenants)))
     with ctx.db.session() as s:
-        rows = s.execute(select(Package.tenant_id, Package.name, PackageVersion.spec)
-                         .join(PackageVersion, PackageVersion.package_id == Package.id)).all()
+        rows = s.execute(query).all()
     return {queue_name(t, p, q["id"]) for t, p, spec in rows for q in spec["queues"]}

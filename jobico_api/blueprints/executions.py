@@ -1,0 +1,95 @@
+"""Execution records of the calling tenant."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import g
+from flask_smorest import Blueprint
+
+from jobico_core.db import STATUSES
+from jobico_core.services import executions as svc
+
+from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+
+blp = Blueprint("executions", __name__, url_prefix="/api/v1/executions",
+                description="What happened to each event: status, code, result, logs.")
+
+
+class LogSchema(ma.Schema):
+    level = ma.fields.Integer(metadata={"description": "0-6"})
+    message = ma.fields.String()
+
+
+class ExecutionSummarySchema(ma.Schema):
+    id = ma.fields.String(metadata={"description": "UUIDv7"})
+    tenant = ma.fields.String()
+    package = ma.fields.String()
+    version = ma.fields.Integer()
+    event = ma.fields.String()
+    status = ma.fields.String(metadata={"enum": list(STATUSES)})
+    code = ma.fields.Integer(allow_none=True, metadata={"description": "unsigned 64-bit result code"})
+    result = ma.fields.String(allow_none=True)
+    stdout = ma.fields.String()
+    limit = ma.fields.String(allow_none=True, metadata={"description": "which limit stopped it"})
+    message = ma.fields.String(allow_none=True)
+    attempts = ma.fields.Integer()
+    dead_lettered = ma.fields.Boolean()
+    chained_from = ma.fields.String(allow_none=True)
+    submitter = ma.fields.String(allow_none=True)
+    trigger = ma.fields.String()
+    worker = ma.fields.String(allow_none=True)
+    duration_ms = ma.fields.Float(allow_none=True)
+    seq = ma.fields.Integer(allow_none=True, metadata={"description": "position in the stream of finished executions (the SSE id)"})
+    created_at = ma.fields.String(allow_none=True)
+    started_at = ma.fields.String(allow_none=True)
+    finished_at = ma.fields.String(allow_none=True)
+
+
+class ExecutionSchema(ExecutionSummarySchema):
+    logs = ma.fields.List(ma.fields.Nested(LogSchema))
+    payload = ma.fields.String(metadata={"description": "the canonical JSON the guest received"})
+    chain = ma.fields.List(ma.fields.String(), metadata={"description": "executions chained from this one"})
+
+
+class ExecutionPageSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(ExecutionSummarySchema))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+class ListArgs(ma.Schema):
+    package = ma.fields.String()
+    event = ma.fields.String()
+    status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+    submitter = ma.fields.String()
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
+    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
+
+
+@blp.route("", methods=["GET"])
+@blp.doc(security=SECURITY, summary="List executions, newest first (cursor-paginated)")
+@tenant_required
+@blp.arguments(ListArgs, location="query")
+@blp.response(200, ExecutionPageSchema)
+def list_executions(args):
+    items, nxt = svc.list_executions(ctx(), g.tenant, package=args.get("package"), event=args.get("event"),
+                                     status=args.get("status"), submitter=args.get("submitter"),
+                                     limit=args["limit"], cursor=args.get("cursor"))
+    return {"items": items, "next_cursor": nxt}
+
+
+@blp.route("/<execution_id>", methods=["GET"])
+@blp.doc(security=SECURITY, summary="One execution record, with its logs")
+@tenant_required
+@blp.response(200, ExecutionSchema)
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="no such execution in this tenant")
+def show(execution_id):
+    return svc.get_execution(ctx(), g.tenant, execution_id)
+
+
+@blp.route("/<execution_id>/retry", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Replay a dead-lettered execution (same id and payload)")
+@tenant_required
+@blp.response(202, ExecutionSchema)
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="no such execution in this tenant")
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="the execution is not dead-lettered")
+def retry(execution_id):
+    return svc.retry_execution(ctx(), g.tenant, execution_id)

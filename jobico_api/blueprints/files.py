@@ -1,0 +1,90 @@
+"""The tenant's repository: WASM modules and JSON schemas, uploaded as raw bytes."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import Response, g
+from flask_smorest import Blueprint
+
+from jobico_core.errors import TooLarge
+from jobico_core.services import files as svc
+
+from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..body import read_body
+
+blp = Blueprint("files", __name__, url_prefix="/api/v1/files",
+                description="The tenant's repository of modules (.wasm) and schemas (.json).")
+
+
+class FileSchema(ma.Schema):
+    name = ma.fields.String()
+    kind = ma.fields.String(metadata={"description": "wasm or schema"})
+    sha256 = ma.fields.String()
+    size = ma.fields.Integer()
+    uploaded_at = ma.fields.DateTime()
+
+
+class FileListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(FileSchema))
+
+
+class KindArgs(ma.Schema):
+    kind = ma.fields.String(validate=ma.validate.OneOf(svc.KINDS),
+                            metadata={"description": "wasm or schema (default: from the extension)"})
+
+
+def _out(row) -> dict:
+    return {"name": row.name, "kind": row.kind, "sha256": row.sha256, "size": row.size,
+            "uploaded_at": row.uploaded_at}
+
+
+@blp.route("/<path:name>", methods=["PUT"])
+@blp.doc(security=SECURITY, summary="Upload (or replace) a file",
+         description="Raw bytes. A schema must be a valid JSON Schema; a module must be a valid jobicolet "
+                     "(WASM with the ABI's exports and only allowed imports). Re-uploading changes only "
+                     "package versions deployed later.",
+         requestBody={"required": True, "content": {"application/octet-stream": {
+             "schema": {"type": "string", "format": "binary"}}}})
+@tenant_required
+@blp.arguments(KindArgs, location="query")
+@blp.response(201, FileSchema)
+@blp.alt_response(413, schema=ERROR_SCHEMA, description="larger than JOBICO_MAX_UPLOAD_KB")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid name, JSON, JSON Schema or module")
+def upload(args, name):
+    c = ctx()
+    limit_kb = c.settings.max_upload_kb
+    data = read_body(limit_kb * 1024, lambda size: TooLarge(
+        f"file is {size} bytes, more than the {limit_kb} KB upload limit" if size is not None
+        else f"file is larger than the {limit_kb} KB upload limit"))
+    row = svc.upload(c, g.tenant, name, data, kind=args.get("kind"))
+    return _out(row)
+
+
+@blp.route("", methods=["GET"])
+@blp.doc(security=SECURITY, summary="List files")
+@tenant_required
+@blp.arguments(KindArgs, location="query")
+@blp.response(200, FileListSchema)
+def list_files(args):
+    return {"items": [_out(r) for r in svc.list_files(ctx(), g.tenant, kind=args.get("kind"))]}
+
+
+@blp.route("/<path:name>/content", methods=["GET"])
+@blp.doc(security=SECURITY, summary="Download a file's current bytes",
+         responses={"200": {"description": "the bytes", "content": {
+             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+@tenant_required
+def content(name):
+    c = ctx()
+    row = svc.get_file(c, g.tenant, name)
+    data = svc.read_blob(c, g.tenant, row.sha256)
+    mimetype = "application/json" if row.kind == "schema" else "application/wasm"
+    return Response(data, mimetype=mimetype, headers={"ETag": f'"{row.sha256}"',
+                                                      "X-Content-SHA256": row.sha256})
+
+
+@blp.route("/<path:name>", methods=["GET"])
+@blp.doc(security=SECURITY, summary="A file's metadata")
+@tenant_required
+@blp.response(200, FileSchema)
+def show(name):
+    return _out(svc.get_file(ctx(), g.tenant, name))

@@ -1,0 +1,154 @@
+"""Deploy, redeploy, roll back, delete and inspect packages (YAML in, JSON out)."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import g, request
+from flask_smorest import Blueprint
+
+from jobico_core.errors import JobicoError, TooLarge
+from jobico_core.package import MAX_SOURCE_BYTES
+from jobico_core.services import packages as svc
+
+from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..body import read_body
+
+blp = Blueprint("packages", __name__, url_prefix="/api/v1/packages",
+                description="Packages: immutable numbered versions of a YAML definition.")
+
+YAML_BODY = {"required": True, "content": {
+    media: {"schema": {"type": "string"}} for media in ("application/yaml", "text/yaml", "text/plain")}}
+
+
+class VersionSummarySchema(ma.Schema):
+    number = ma.fields.Integer()
+    created_at = ma.fields.DateTime()
+    active = ma.fields.Boolean()
+
+
+class VersionSchema(ma.Schema):
+    number = ma.fields.Integer()
+    source = ma.fields.String(metadata={"description": "the YAML as deployed"})
+    spec = ma.fields.Dict(metadata={"description": "the normalised package"})
+    pins = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(),
+                          metadata={"description": "file name -> sha256 pinned by this version"})
+    created_at = ma.fields.DateTime()
+
+
+class PackageSchema(ma.Schema):
+    id = ma.fields.String()
+    active_version = ma.fields.Integer()
+    version = ma.fields.Nested(VersionSchema)
+    versions = ma.fields.List(ma.fields.Nested(VersionSummarySchema))
+
+
+class PackageListItemSchema(ma.Schema):
+    id = ma.fields.String()
+    active_version = ma.fields.Integer()
+    versions = ma.fields.Integer(metadata={"description": "number of versions"})
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class PackageListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(PackageListItemSchema))
+
+
+class ShowArgs(ma.Schema):
+    version = ma.fields.Integer(validate=ma.validate.Range(min=1),
+                                metadata={"description": "a version number (default: the active one)"})
+
+
+class RollbackSchema(ma.Schema):
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _source() -> bytes:
+    if request.mimetype in _FORM_TYPES:
+        raise JobicoError(f"send the package YAML as the raw body (Content-Type: application/yaml), "
+                          f"not as {request.mimetype}", {"body": ["not YAML"]}, status=415)
+    return read_body(MAX_SOURCE_BYTES, lambda size: TooLarge(
+        f"package source is larger than {MAX_SOURCE_BYTES // 1024} KB"))
+
+
+def _show(tenant: str, name: str, number: int | None = None) -> dict:
+    pkg, versions = svc.get_package(ctx(), tenant, name)
+    number = number or pkg.active_version
+    chosen = next((v for v in versions if v.number == number), None)
+    if chosen is None:
+        from jobico_core.errors import NotFound
+        raise NotFound(f"package {name!r} has no version {number}")
+    return {
+        "id": pkg.name, "active_version": pkg.active_version,
+        "version": {"number": chosen.number, "source": chosen.source, "spec": chosen.spec, "pins": chosen.pins,
+                    "created_at": chosen.created_at},
+        "versions": [{"number": v.number, "created_at": v.created_at, "active": v.number == pkg.active_version}
+                     for v in versions],
+    }
+
+
+@blp.route("", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Deploy a new package (version 1)", requestBody=YAML_BODY,
+         description="Every file the package references must be in the repository; its sha256 is pinned. "
+                     "An existing package id is refused (409): use PUT /api/v1/packages/<id> to redeploy.")
+@tenant_required
+@blp.response(201, PackageSchema)
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="the package exists, or another package owns one of its event ids")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package (every problem listed with its path)")
+def deploy():
+    info = svc.deploy(ctx(), g.tenant, _source())
+    return _show(g.tenant, info.package, info.number)
+
+
+@blp.route("", methods=["GET"])
+@blp.doc(security=SECURITY, summary="List packages")
+@tenant_required
+@blp.response(200, PackageListSchema)
+def list_packages():
+    c = ctx()
+    items = []
+    for pkg in svc.list_packages(c, g.tenant):
+        _, versions = svc.get_package(c, g.tenant, pkg.name)
+        items.append({"id": pkg.name, "active_version": pkg.active_version, "versions": len(versions),
+                      "created_at": pkg.created_at, "updated_at": pkg.updated_at})
+    return {"items": items}
+
+
+@blp.route("/<package>", methods=["PUT"])
+@blp.doc(security=SECURITY, summary="Redeploy: a new version of an existing package", requestBody=YAML_BODY)
+@tenant_required
+@blp.response(201, PackageSchema)
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="no such package")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package, or its id differs from the URL")
+def redeploy(package):
+    info = svc.deploy(ctx(), g.tenant, _source(), redeploy=True, expected_id=package)
+    return _show(g.tenant, info.package, info.number)
+
+
+@blp.route("/<package>", methods=["GET"])
+@blp.doc(security=SECURITY, summary="Show a package and one of its versions")
+@tenant_required
+@blp.arguments(ShowArgs, location="query")
+@blp.response(200, PackageSchema)
+def show(args, package):
+    return _show(g.tenant, package, args.get("version"))
+
+
+@blp.route("/<package>/rollback", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Make an earlier version active again")
+@tenant_required
+@blp.arguments(RollbackSchema)
+@blp.response(200, PackageSchema)
+def rollback(body, package):
+    info = svc.rollback(ctx(), g.tenant, package, body["version"])
+    return _show(g.tenant, package, info.number)
+
+
+@blp.route("/<package>", methods=["DELETE"])
+@blp.doc(security=SECURITY, summary="Delete a package and all its versions")
+@tenant_required
+@blp.response(204)
+def delete(package):
+    svc.delete_package(ctx(), g.tenant, package)

@@ -1,0 +1,66 @@
+"""``POST /events/<tenant>/<event>``: the original Jobico's webhook.
+
+The body size is checked here (Content-Length first, then a capped read);
+``jobico_core.services.ingest.accept`` does every other check, in the
+contract's order, and the all-or-nothing enqueue.
+"""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import request
+from flask_smorest import Blueprint
+
+from jobico_core.errors import TooLarge
+from jobico_core.services import ingest
+
+from ..auth import ERROR_SCHEMA, SECURITY, ctx
+from ..body import read_body
+
+blp = Blueprint("webhook", __name__, url_prefix="/events",
+                description="Submit events: each element of `data` becomes one execution.")
+
+
+class AcceptedSchema(ma.Schema):
+    executions = ma.fields.List(ma.fields.String(), metadata={"description": "one execution id per element, "
+                                                                             "in order"})
+
+
+EVENTS_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "array", "minItems": 1, "items": {},
+                            "description": "the events; each is validated against the event's schema"}},
+}, "example": {"data": [{"name": "Ada"}]}}}}
+
+DESCRIPTION = """Checked in this order: body size (413), tenant exists (404), credentials (401 missing/bad,
+403 another tenant's key), event exists (404), body shape (400), element size (413), schema (422).
+Credentials depend on the tenant's webhook mode: `key` (Authorization: Bearer <tenant key>),
+`hmac` (`X-Jobico-Timestamp: <unix seconds>` and `X-Jobico-Signature: sha256=<hex of
+HMAC-SHA256(secret, "<timestamp>.<raw body>")>`, at most 5 minutes old) or `none`.
+`Idempotency-Key` (per tenant, 24 h by default) replays the first answer; reused with another body: 422.
+A 503 (with Retry-After) means nothing was enqueued."""
+
+
+@blp.route("/<tenant>/<event>", methods=["POST"])
+@blp.doc(security=SECURITY + [{}], summary="Submit events", description=DESCRIPTION, requestBody=EVENTS_BODY,
+         parameters=[
+             {"in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string",
+                                                                                       "maxLength": 255}},
+             {"in": "header", "name": "X-Jobico-Timestamp", "required": False, "schema": {"type": "string"}},
+             {"in": "header", "name": "X-Jobico-Signature", "required": False, "schema": {"type": "string"}},
+         ])
+@blp.response(200, AcceptedSchema)
+@blp.alt_response(400, schema=ERROR_SCHEMA, description="body is not JSON, has no `data` array, or too many elements")
+@blp.alt_response(401, schema=ERROR_SCHEMA, description="missing or invalid credentials")
+@blp.alt_response(403, schema=ERROR_SCHEMA, description="the key belongs to another tenant")
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="unknown tenant or event")
+@blp.alt_response(413, schema=ERROR_SCHEMA, description="body or an element too large")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="an element does not match the schema, or Idempotency-Key reused")
+@blp.alt_response(503, schema=ERROR_SCHEMA, description="broker or database unavailable; retry after Retry-After seconds")
+def post_events(tenant, event):
+    c = ctx()
+    limit_kb = c.settings.max_body_kb
+    body = read_body(limit_kb * 1024, lambda size: TooLarge(
+        f"body is {size} bytes; the limit is {limit_kb} KB" if size is not None
+        else f"body is larger than the {limit_kb} KB limit", {"body": [f"more than {limit_kb} KB"]}))
+    ids = ingest.accept(c, tenant, event, body, request.headers)
+    return {"executions": ids}

@@ -1,0 +1,40 @@
+"""gunicorn defaults for the Jobico API.
+
+``gunicorn -c python:jobico_api.gunicorn_conf jobico_api.wsgi:app``
+
+gthread workers: the live stream (SSE) holds a connection for minutes, and a
+sync worker would be blocked by one client. Everything comes from the
+environment: JOBICO_API_HOST/JOBICO_API_PORT (bind), JOBICO_API_WORKERS
+(default: 2 x cores + 1, at most 8), JOBICO_API_THREADS (default 8),
+JOBICO_API_TIMEOUT, JOBICO_LOG_LEVEL.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+
+def _int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+bind = f"{os.environ.get('JOBICO_API_HOST', '127.0.0.1')}:{os.environ.get('JOBICO_API_PORT', '8080')}"
+worker_class = "gthread"
+workers = _int("JOBICO_API_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8))
+threads = _int("JOBICO_API_THREADS", 8)
+# a gthread worker heartbeats from its main loop, so long-lived streams do not trip this
+timeout = _int("JOBICO_API_TIMEOUT", 60)
+graceful_timeout = 30
+keepalive = 5
+# fork first, then each worker builds its own engine/pools (jobico_core keys them by pid)
+preload_app = False
+max_requests = _int("JOBICO_API_MAX_REQUESTS", 10000)
+max_requests_jitter = 500
+loglevel = os.environ.get("JOBICO_LOG_LEVEL", "info").lower()
+accesslog = "-"
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+limit_request_field_size = 16384

@@ -1,0 +1,164 @@
+"""The live stream (GET /api/v1/executions/stream) and `jobico stream-from-recorder`,
+end to end: real API, real Celery worker, real Redis/PostgreSQL/S3."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from jobico_cli.client import Client
+from jobico_cli.stream import ExecutionStream
+
+from .streamkit import EVIL_RESULT, CuttableProxy, SSEReader, post_ids, setup_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBICO = ROOT / ".venv" / "bin" / "jobico"
+
+
+def _cli_env(url: str, key: str, home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
+    env.update({"JOBICO_API_URL": url, "JOBICO_TOKEN": key, "JOBICO_HOME": str(home), "COLUMNS": "200"})
+    return env
+
+
+def test_stream_live_filters_isolation_cli_and_hygiene(platform):
+    p = platform
+    key_a = setup_tenant(p, "tenant_a", prefix="a_")
+    key_b = setup_tenant(p, "tenant_b", prefix="b_")
+    everything = SSEReader(p.url, key_a)
+    failed_only = SSEReader(p.url, key_a, {"status": "failed"})
+    by_event = SSEReader(p.url, key_a, {"event": "a_ok", "package": "tools"})
+    other_tenant = SSEReader(p.url, key_b)
+    # no credentials / a bad Last-Event-ID: refused before streaming
+    assert requests.get(p.url + "/api/v1/executions/stream", timeout=5).status_code == 401
+    r = p.call(key_a, "GET", "/api/v1/executions/stream", headers={"Last-Event-ID": "nope"})
+    assert r.status_code == 400 and r.json()["code"] == 400
+    p.start_worker()
+    ok = post_ids(p, key_a, "tenant_a", "a_ok", [{"n": 1}, {"n": 2}])
+    fail = post_ids(p, key_a, "tenant_a", "a_fail", [{}])
+    evil = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
+    b_ok = post_ids(p, key_b, "tenant_b", "b_ok", [{"n": 3}])
+    everything.wait_for(ok + fail + evil)
+    failed_only.wait_for(fail)
+    by_event.wait_for(ok)
+    other_tenant.wait_for(b_ok)
+    time.sleep(0.3)
+    # filters, isolation, no duplicates, monotonic ids = the records' seq
+    assert sorted(everything.ids()) == sorted(ok + fail + evil)
+    assert failed_only.ids() == fail
+    assert sorted(by_event.ids()) == sorted(ok)
+    assert other_tenant.ids() == b_ok
+    for seq, d in everything.events:
+        assert seq == d["seq"] and d["tenant"] == "tenant_a" and d["status"] != "queued"
+        assert isinstance(d["logs"], list)
+    assert everything.events[0][1]["status"] in ("succeeded", "failed")
+    evil_rec = next(d for _, d in everything.events if d["id"] == evil[0])
+    assert evil_rec["result"] == EVIL_RESULT  # the API carries the exact text; the CLI shows it inert
+    for reader in (everything, failed_only, by_event, other_tenant):
+        reader.close()
+
+    # replay: Last-Event-ID (header or query) sends what followed, then live
+    first_seq = min(seq for seq, _ in everything.events)
+    replay = SSEReader(p.url, key_a, {"follow": "false"}, headers={"Last-Event-ID": str(first_seq)})
+    assert replay.ended.wait(10)
+    assert set(replay.ids()) >= set(ok + fail + evil) - {everything.events[0][1]["id"]}
+    assert len(replay.ids()) == len(set(replay.ids()))
+    replay_q = SSEReader(p.url, key_a, {"follow": "false", "last_event_id": str(max(s for s, _ in everything.events))})
+    assert replay_q.ended.wait(10)
+    assert len(replay_q.ids()) == len(set(replay_q.ids()))  # only the lookback window, never twice
+
+    home = p.tmp / "cli-home"
+    env = _cli_env(p.url, key_a, home)
+    # without --follow: the recent ones of the package, then exit 0
+    run = subprocess.run([str(JOBICO), "stream-from-recorder", "tools", "--logs"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    for eid in ok + fail + evil:
+        assert any(eid in line for line in lines), run.stdout
+    assert "\x1b" not in run.stdout  # not a terminal: no colours, and the guest's escape is stripped
+    evil_line = next(line for line in lines if evil[0] in line)
+    assert "[red]x[/red]" in evil_line and "succeeded" in evil_line
+    fail_line = next(line for line in lines if fail[0] in line)
+    assert "failed" in fail_line and "code=3" in fail_line and "invalid order" in fail_line
+    # --json: JSON Lines, complete records, escapes kept inert as \u001b
+    run = subprocess.run([str(JOBICO), "stream-from-recorder", "tools", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert {r["id"] for r in records} == set(ok + fail + evil)
+    assert "\x1b" not in run.stdout and "\\u001b" in run.stdout
+    assert next(r for r in records if r["id"] == evil[0])["result"] == EVIL_RESULT
+    # an unknown package is refused (exit 1)
+    run = subprocess.run([str(JOBICO), "stream-from-recorder", "nope"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1 and "nope" in run.stderr
+
+    # --follow: prints executions as they finish, in a rich terminal too (forced colour): markup stays inert
+    follow = subprocess.Popen([str(JOBICO), "stream-from-recorder", "tools", "--follow", "--recent", "0"],
+                              env={**env, "FORCE_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.extend(iter(follow.stdout.readline, "")), daemon=True)
+        reader.start()
+        time.sleep(1.0)
+        more = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
+        deadline = time.monotonic() + 30
+        while not any(more[0] in line for line in got) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        line = next(line for line in got if more[0] in line)
+        assert "[red]x[/red]" in line and "\x1b[2J" not in line
+        assert "\x1b[" in line  # coloured status: the only escapes are the CLI's own
+        assert not any(eid in "".join(got) for eid in ok)  # --recent 0: only new ones
+    finally:
+        follow.terminate()
+        follow.wait(10)
+
+
+def test_disconnect_loses_nothing(platform):
+    """Executions finishing while the client is cut off arrive after its reconnect, each exactly once."""
+    p = platform
+    key = setup_tenant(p, "tenant_r")
+    p.start_worker()
+    proxy = CuttableProxy(int(p.url.rsplit(":", 1)[1]))
+    states: list[str] = []
+    stream = ExecutionStream(Client(proxy.url, key), follow=True, on_state=states.append, max_backoff=0.5)
+    got: list[dict] = []
+    t = threading.Thread(target=lambda: got.extend(stream) if False else [got.append(e) for e in stream],
+                         daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "connected" not in states and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(5)])
+        for eid in before:
+            p.wait(key, eid)
+        while len(got) < 5 and time.monotonic() < deadline + 20:
+            time.sleep(0.05)
+        # cut the connection and keep the server "down" while more executions finish
+        proxy.refuse = True
+        proxy.cut()
+        during = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(5, 12)])
+        during += post_ids(p, key, "tenant_r", "fail", [{}, {}])
+        for eid in during:
+            p.wait(key, eid)
+        proxy.refuse = False
+        after = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(12, 15)])
+        expected = before + during + after
+        deadline = time.monotonic() + 30
+        while len({e["id"] for e in got}) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        ids = [e["id"] for e in got]
+        assert sorted(ids) == sorted(expected), (len(ids), len(expected))  # all N, exactly once
+        assert states.count("connected") >= 2 and "reconnecting" in states
+    finally:
+        stream.close()
+        proxy.close()

@@ -1,0 +1,193 @@
+"""The repository (uploads) and packages (deploy, redeploy, rollback, delete, show) through the API."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from .conftest import PACKAGE, PERSON_SCHEMA, package_yaml, wasm, wat
+
+pytestmark = pytest.mark.services
+
+FORBIDDEN_IMPORT = """
+(module
+  (import "env" "socket" (func (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "free") (param i32))
+  (func (export "event") (param i32 i32 i32)))
+"""
+
+
+def test_uploads_validate_and_store_files(api):
+    t = api.tenant("tenant_1")
+    c = api.client
+    echo = wasm("echo")
+    r = api.upload(t, "echo.wasm", echo)
+    assert r.status_code == 201, r.get_json()
+    meta = r.get_json()
+    assert meta["name"] == "echo.wasm" and meta["kind"] == "wasm" and meta["size"] == len(echo)
+    assert meta["sha256"] == hashlib.sha256(echo).hexdigest() and meta["uploaded_at"]
+    schema = json.dumps(PERSON_SCHEMA).encode()
+    r = api.upload(t, "person.json", schema)
+    assert r.status_code == 201 and r.get_json()["kind"] == "schema"
+    # the kind can be explicit, whatever the extension
+    r = api.upload(t, "person-schema", schema, kind="schema")
+    assert r.status_code == 201 and r.get_json()["kind"] == "schema"
+
+    r = c.get(f"/api/v1/files/echo.wasm/content", headers=t.headers)
+    assert r.status_code == 200 and r.data == echo
+    assert c.get("/api/v1/files/echo.wasm", headers=t.headers).get_json() == meta
+    assert [f["name"] for f in c.get("/api/v1/files", headers=t.headers).get_json()["items"]] == \
+        ["echo.wasm", "person-schema", "person.json"]
+    assert [f["name"] for f in c.get("/api/v1/files?kind=wasm", headers=t.headers).get_json()["items"]] == \
+        ["echo.wasm"]
+    assert c.get("/api/v1/files?kind=zip", headers=t.headers).status_code == 422
+    assert c.get("/api/v1/files/missing.wasm", headers=t.headers).status_code == 404
+    assert c.get("/api/v1/files/missing.wasm/content", headers=t.headers).status_code == 404
+    # the object is in S3, content-addressed
+    assert api.ctx.store.get(f"tenants/tenant_1/blobs/{meta['sha256']}") == echo
+
+
+def test_upload_refusals_are_precise(api):
+    t = api.tenant("tenant_1")
+    cases = [
+        ("bad.json", b'{"type": "object",', None, "schema is not valid JSON"),
+        ("bad.json", b'{"type": 12}', None, "not a valid JSON Schema"),
+        ("bad.json", b'[1, 2]', None, "JSON object"),
+        ("bad.wasm", b"hello, not wasm", None, "not a valid jobicolet module"),
+        ("bad.wasm", wat(FORBIDDEN_IMPORT), None, "env.socket"),
+        ("empty.wasm", b"", None, "empty"),
+        ("notes.txt", b"hi", None, "extension"),
+        ("x.wasm", wasm("echo"), "zip", "kind"),
+        ("..secret.json", b"{}", None, "file name"),
+        ("..%2F..%2Fetc%2Fpasswd", b"{}", "schema", "file name"),
+        ("a%2Fb.json", b"{}", None, "no directories"),
+    ]
+    for name, data, kind, text in cases:
+        r = api.upload(t, name, data, kind)
+        body = r.get_json()
+        assert r.status_code == 422, (name, body)
+        assert text in body["message"], (name, body)
+    r = api.upload(t, "bad.wasm", wat(FORBIDDEN_IMPORT))
+    assert "unsupported import `env.socket`" in r.get_json()["message"]
+    assert api.client.get("/api/v1/files", headers=t.headers).get_json()["items"] == []
+    # too large: 413 (limit 256 KB), refused from Content-Length before reading
+    r = api.upload(t, "big.wasm", b"\0asm" + b"\0" * (300 * 1024))
+    assert r.status_code == 413 and "256 KB" in r.get_json()["message"]
+    # without credentials nothing is looked at
+    r = api.client.put("/api/v1/files/x.json", data=b"{}")
+    assert r.status_code == 401
+
+
+def test_deploy_refusals(api):
+    t = api.tenant("tenant_1")
+    assert api.upload(t, "echo.wasm", wasm("echo")).status_code == 201
+    # a referenced file is missing: named in the message
+    r = api.deploy(t, PACKAGE)
+    assert r.status_code == 422 and "person.json" in r.get_json()["message"], r.get_json()
+    assert any(p["path"] == "jobs[0].event.schema.schemaref" or "schemaref" in p["path"]
+               for p in r.get_json()["errors"]["package"])
+    assert api.upload(t, "person.json", PERSON_SCHEMA).status_code == 201
+    # an unknown key, with a suggestion
+    r = api.deploy(t, PACKAGE.replace("supplierqueue:", "supplierqueu:"))
+    assert r.status_code == 422
+    assert "did you mean 'supplierqueue'" in r.get_json()["message"]
+    # a form instead of the raw YAML
+    r = api.client.post("/api/v1/packages", data={"file": PACKAGE}, headers=t.headers)
+    assert r.status_code == 415 and "application/yaml" in r.get_json()["message"]
+    # not YAML
+    r = api.deploy(t, "id: [unclosed")
+    assert r.status_code == 422 and "not valid YAML" in r.get_json()["message"]
+    # a module file where a schema is expected
+    r = api.deploy(t, PACKAGE.replace("schemaref: person.json", "schemaref: echo.wasm"))
+    assert r.status_code == 422 and "not a schema" in r.get_json()["message"]
+
+    r = api.deploy(t, PACKAGE)
+    assert r.status_code == 201
+    # the same id again: 409, use redeploy
+    r = api.deploy(t, PACKAGE)
+    assert r.status_code == 409 and "use redeploy" in r.get_json()["message"]
+    # an event id owned by another package: 409 naming both
+    r = api.deploy(t, package_yaml("other", "person_added"))
+    msg = r.get_json()["message"]
+    assert r.status_code == 409 and "'person_added'" in msg and "'people'" in msg and "'other'" in msg
+    assert api.client.get("/api/v1/packages/other", headers=t.headers).status_code == 404
+    # redeploy of an unknown package, and an id that differs from the URL
+    r = api.deploy(t, package_yaml("ghost", "ghost_ev"), package="ghost")
+    assert r.status_code == 404
+    r = api.deploy(t, package_yaml("people", "person_added"), package="someone")
+    assert r.status_code == 422 and "'people'" in r.get_json()["message"]
+    # the tenant declared in the package must be the caller
+    r = api.deploy(t, "tenant: tenant_2\n" + package_yaml("p3", "ev3"))
+    assert r.status_code == 422 and "tenant_2" in r.get_json()["message"]
+
+
+def test_redeploy_rollback_and_pinned_schemas(api):
+    t = api.deployed_tenant("tenant_1")
+    c = api.client
+    v1 = c.get("/api/v1/packages/people", headers=t.headers).get_json()
+    assert v1["active_version"] == 1 and v1["version"]["number"] == 1
+    assert v1["version"]["source"] == PACKAGE and v1["version"]["spec"]["id"] == "people"
+    old_pin = v1["version"]["pins"]["person.json"]
+    assert old_pin == hashlib.sha256(json.dumps(PERSON_SCHEMA).encode()).hexdigest()
+
+    # re-upload the schema: version 1 keeps its pin, so events still validate the old way
+    v2_schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    assert api.upload(t, "person.json", v2_schema).status_code == 201
+    assert api.post_events("tenant_1", "person_added", {"data": [{"name": "a"}]}, t.headers).status_code == 200
+    assert api.post_events("tenant_1", "person_added", {"data": [{"age": 1}]}, t.headers).status_code == 422
+
+    r = api.deploy(t, PACKAGE, package="people")
+    assert r.status_code == 201, r.get_json()
+    v2 = r.get_json()
+    assert v2["active_version"] == 2 and v2["version"]["number"] == 2
+    assert v2["version"]["pins"]["person.json"] != old_pin
+    assert v2["versions"] == [{"number": 1, "created_at": v1["version"]["created_at"], "active": False},
+                              {"number": 2, "created_at": v2["version"]["created_at"], "active": True}]
+    # new events validate against the new schema version
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "a"}]}, t.headers)
+    assert r.status_code == 422 and "'age' is a required property" in r.get_json()["message"]
+    r = api.post_events("tenant_1", "person_added", {"data": [{"age": 7}]}, t.headers)
+    assert r.status_code == 200
+    eid = r.get_json()["executions"][0]
+    assert c.get(f"/api/v1/executions/{eid}", headers=t.headers).get_json()["version"] == 2
+
+    # show a given version
+    r = c.get("/api/v1/packages/people?version=1", headers=t.headers)
+    assert r.get_json()["version"]["pins"]["person.json"] == old_pin and r.get_json()["active_version"] == 2
+    assert c.get("/api/v1/packages/people?version=9", headers=t.headers).status_code == 404
+    assert c.get("/api/v1/packages/people?version=zero", headers=t.headers).status_code == 422
+
+    # rollback to 1: the old schema again
+    r = c.post("/api/v1/packages/people/rollback", json={"version": 1}, headers=t.headers)
+    assert r.status_code == 200 and r.get_json()["active_version"] == 1
+    assert r.get_json()["version"]["number"] == 1
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "b"}]}, t.headers)
+    assert r.status_code == 200
+    eid = r.get_json()["executions"][0]
+    assert c.get(f"/api/v1/executions/{eid}", headers=t.headers).get_json()["version"] == 1
+    assert c.post("/api/v1/packages/people/rollback", json={"version": 5}, headers=t.headers).status_code == 404
+    assert c.post("/api/v1/packages/people/rollback", json={}, headers=t.headers).status_code == 422
+    assert c.post("/api/v1/packages/ghost/rollback", json={"version": 1}, headers=t.headers).status_code == 404
+    assert api.lists() == {"jobico.tenant_1.people.main": 3}
+
+
+def test_list_and_delete_packages(api):
+    t = api.deployed_tenant("tenant_1")
+    c = api.client
+    assert api.deploy(t, package_yaml("billing", "invoice", extra_events=("refund",))).status_code == 201
+    assert api.deploy(t, package_yaml("billing", "invoice"), package="billing").status_code == 201
+    items = c.get("/api/v1/packages", headers=t.headers).get_json()["items"]
+    assert [(p["id"], p["active_version"], p["versions"]) for p in items] == [("billing", 2, 2), ("people", 1, 1)]
+    assert all(p["created_at"] and p["updated_at"] for p in items)
+    # version 2 dropped the event `refund`: it no longer routes
+    assert api.post_events("tenant_1", "refund", {"data": [{"name": "a"}]}, t.headers).status_code == 404
+    assert api.post_events("tenant_1", "invoice", {"data": [{"name": "a"}]}, t.headers).status_code == 200
+
+    assert c.delete("/api/v1/packages/billing", headers=t.headers).status_code == 204
+    assert c.delete("/api/v1/packages/billing", headers=t.headers).status_code == 404
+    assert c.get("/api/v1/packages/billing", headers=t.headers).status_code == 404
+    assert api.post_events("tenant_1", "invoice", {"data": [{"name": "a"}]}, t.headers).status_code == 404
+    assert [p["id"] for p in c.get("/api/v1/packages", headers=t.headers).get_json()["items"]] == ["people"]

@@ -1,0 +1,261 @@
+"""POST /events/<tenant>/<event>: the contract's check order, 422 shape, enqueueing, idempotency, auth modes."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import time
+
+import pytest
+
+from jobico_core.embedded import free_port
+
+from .conftest import PACKAGE
+
+pytestmark = pytest.mark.services
+
+QUEUE = "jobico.tenant_1.people.main"
+OK = {"data": [{"name": "Ada"}]}
+
+
+def _sig(secret: str, ts: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def test_accepts_events_one_task_per_element_on_the_tenant_queue(api):
+    t = api.deployed_tenant("tenant_1")
+    assert api.lists() == {}
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Ada"}, {"name": "Bob", "age": 3},
+                                                               {"name": "Cy"}]}, t.headers)
+    assert r.status_code == 200, r.get_json()
+    ids = r.get_json()["executions"]
+    assert len(ids) == 3 and len(set(ids)) == 3 and ids == sorted(ids)  # UUIDv7: time-ordered
+    assert api.lists() == {QUEUE: 3}  # exactly one task per element, on that list only
+    tasks = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, -1)]
+    assert sorted(m["headers"]["id"] for m in tasks) == sorted(ids)
+    rows = api.executions_in_db()
+    assert [e.id for e in rows] == ids and {e.status for e in rows} == {"queued"}
+    assert [json.loads(e.payload) for e in rows] == [{"name": "Ada"}, {"name": "Bob", "age": 3}, {"name": "Cy"}]
+    assert rows[1].payload == '{"age":3,"name":"Bob"}'  # canonical JSON
+    assert {e.submitter for e in rows} == {"default"}
+
+    r = api.client.get(f"/api/v1/executions/{ids[1]}", headers=t.headers)
+    rec = r.get_json()
+    assert r.status_code == 200
+    assert {k: rec[k] for k in ("id", "tenant", "package", "version", "event", "status", "code", "result",
+                                "logs", "chained_from", "attempts", "dead_lettered")} == {
+        "id": ids[1], "tenant": "tenant_1", "package": "people", "version": 1, "event": "person_added",
+        "status": "queued", "code": None, "result": None, "logs": [], "chained_from": None, "attempts": 0,
+        "dead_lettered": False}
+    assert rec["payload"] == '{"age":3,"name":"Bob"}' and rec["created_at"].endswith("Z")
+
+
+def test_check_order_body_size_first(api):
+    t = api.deployed_tenant("tenant_1")
+    big = b'{"data": [' + b'"x",' * 20000 + b'"x"]}'  # > 64 KB
+    for tenant, event, headers in [("no_such_tenant", "no_such_event", {}),
+                                   ("tenant_1", "no_such_event", {"Authorization": "Bearer nope"}),
+                                   ("tenant_1", "person_added", t.headers)]:
+        r = api.post_events(tenant, event, big, headers)
+        assert r.status_code == 413, (tenant, event, r.get_json())
+        assert r.get_json()["code"] == 413 and "64 KB" in r.get_json()["message"]
+    # without Content-Length (chunked, as gunicorn passes it), the read is capped
+    r = api.client.post("/events/no_such_tenant/x", input_stream=io.BytesIO(big),
+                        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                        environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 413 and r.get_json()["message"] == "body is larger than the 64 KB limit"
+    # the same small body without Content-Length goes on to the next check
+    r = api.client.post("/events/no_such_tenant/x", input_stream=io.BytesIO(b'{"data": [1]}'),
+                        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                        environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 404
+    assert api.lists() == {} and api.executions_in_db() == []
+
+
+def test_check_order_tenant_credentials_event_shape_element_schema(make_api):
+    api = make_api(max_elements=3)
+    t = api.deployed_tenant("tenant_1")
+    other = api.tenant("tenant_2")
+    bad = {"Authorization": "Bearer jbk_not_a_key"}
+    ev = "person_added"
+    huge = {"name": "x" * 3000}  # > 2 KB element
+    cases = [
+        # unknown tenant beats credentials, event and body
+        (("nobody", ev, b"not json", bad), 404, "tenant 'nobody'"),
+        (("nobody", "nope", b"{}", {}), 404, "tenant"),
+        # credentials beat the event and the body
+        (("tenant_1", "nope", b"not json", {}), 401, "missing credentials"),
+        (("tenant_1", "nope", b"not json", bad), 401, "invalid credentials"),
+        (("tenant_1", "nope", b"not json", {"Authorization": "Basic abc"}), 401, "missing credentials"),
+        (("tenant_1", "nope", b"not json", other.headers), 403, "another tenant"),
+        # the event beats the body
+        (("tenant_1", "nope", b"not json", t.headers), 404, "event 'nope'"),
+        # body shape (400)
+        (("tenant_1", ev, b"not json", t.headers), 400, "not valid JSON"),
+        (("tenant_1", ev, b"\xff\xfe", t.headers), 400, "not UTF-8"),
+        (("tenant_1", ev, b'[{"name": "a"}]', t.headers), 400, '"data" array'),
+        (("tenant_1", ev, b'{"items": []}', t.headers), 400, '"data" array'),
+        (("tenant_1", ev, b'{"data": {"name": "a"}}', t.headers), 400, "must be an array"),
+        (("tenant_1", ev, b'{"data": []}', t.headers), 400, "empty"),
+        # too many elements beats element size and schema
+        (("tenant_1", ev, json.dumps({"data": [huge, 1, 2, 3]}), t.headers), 400, "at most 3"),
+        # element size beats schema
+        (("tenant_1", ev, json.dumps({"data": [{"age": -1}, huge]}), t.headers), 413, "event 1 is larger"),
+        # schema
+        (("tenant_1", ev, json.dumps({"data": [{"name": "a"}, {"age": -1}]}), t.headers), 422, "event 1"),
+    ]
+    for (tenant, event, body, headers), status, text in cases:
+        r = api.post_events(tenant, event, body, headers)
+        payload = r.get_json()
+        assert r.status_code == status, (tenant, event, body[:40], payload)
+        assert set(payload) == {"code", "status", "message", "errors"}
+        assert payload["code"] == status and text in payload["message"], payload
+    assert api.lists() == {} and api.executions_in_db() == []
+
+
+def test_schema_errors_shape(api):
+    t = api.deployed_tenant("tenant_1")
+    body = {"data": [{"name": "ok"}, {"name": ""}, {"age": "old"}, {"name": "fine", "age": 1}]}
+    r = api.post_events("tenant_1", "person_added", body, t.headers)
+    assert r.status_code == 422
+    payload = r.get_json()
+    assert payload["status"] == "Unprocessable Entity"
+    errors = payload["errors"]["data"]
+    assert sorted(errors) == ["1", "2"]  # only the bad elements, by index
+    assert errors["1"] == [{"path": "$.name", "rule": "minLength", "message": errors["1"][0]["message"]}]
+    rules = {(e["path"], e["rule"]) for e in errors["2"]}
+    assert rules == {("$", "required"), ("$.age", "type")}
+    assert all(set(e) == {"path", "rule", "message"} and e["message"] for e in errors["2"])
+    # message repeats the first problem in words
+    first = errors["1"][0]
+    assert payload["message"].startswith("event 1 ") and first["path"] in payload["message"] \
+        and first["message"] in payload["message"]
+    assert api.lists() == {} and api.executions_in_db() == []  # all or nothing
+
+
+def test_idempotency_key_replays_and_refuses_reuse(api):
+    t = api.deployed_tenant("tenant_1")
+    headers = {**t.headers, "Idempotency-Key": "order-42"}
+    body = {"data": [{"name": "Ada"}, {"name": "Bob"}]}
+    r1 = api.post_events("tenant_1", "person_added", body, headers)
+    assert r1.status_code == 200
+    ids = r1.get_json()["executions"]
+    assert api.lists() == {QUEUE: 2}
+    r2 = api.post_events("tenant_1", "person_added", body, headers)
+    assert r2.status_code == 200 and r2.get_json()["executions"] == ids
+    assert api.lists() == {QUEUE: 2} and len(api.executions_in_db()) == 2  # nothing enqueued again
+
+    r3 = api.post_events("tenant_1", "person_added", {"data": [{"name": "Eve"}]}, headers)
+    assert r3.status_code == 422 and "idempotency_key_reused" in r3.get_json()["message"]
+    assert api.lists() == {QUEUE: 2}
+    # another key is another request
+    r4 = api.post_events("tenant_1", "person_added", body, {**t.headers, "Idempotency-Key": "order-43"})
+    assert r4.status_code == 200 and set(r4.get_json()["executions"]).isdisjoint(ids)
+    assert api.lists() == {QUEUE: 4}
+    # a key that failed validation was not consumed
+    bad = api.post_events("tenant_1", "person_added", {"data": [{"age": 1}]},
+                          {**t.headers, "Idempotency-Key": "order-44"})
+    assert bad.status_code == 422
+    ok = api.post_events("tenant_1", "person_added", {"data": [{"name": "Z"}]},
+                         {**t.headers, "Idempotency-Key": "order-44"})
+    assert ok.status_code == 200
+
+
+def test_idempotency_keys_are_scoped_to_the_tenant(api):
+    t1 = api.deployed_tenant("tenant_1")
+    t2 = api.deployed_tenant("tenant_2")
+    r1 = api.post_events("tenant_1", "person_added", OK, {**t1.headers, "Idempotency-Key": "same"})
+    r2 = api.post_events("tenant_2", "person_added", OK, {**t2.headers, "Idempotency-Key": "same"})
+    assert r1.status_code == r2.status_code == 200
+    assert r1.get_json()["executions"] != r2.get_json()["executions"]
+    assert api.lists() == {QUEUE: 1, "jobico.tenant_2.people.main": 1}
+
+
+def test_hmac_mode(api):
+    api.deployed_tenant("tenant_1")
+    r = api.client.patch("/api/v1/tenants/tenant_1", json={"webhook_auth": "hmac"}, headers=api.admin)
+    secret = r.get_json()["signing_secret"]
+    body = json.dumps({"data": [{"name": "Ada"}]}).encode()
+    now = str(int(time.time()))
+
+    def post(headers, data=body):
+        return api.post_events("tenant_1", "person_added", data, headers)
+
+    r = post({"X-Jobico-Timestamp": now, "X-Jobico-Signature": _sig(secret, now, body)})
+    assert r.status_code == 200, r.get_json()
+    assert api.executions_in_db()[0].submitter == "hmac"
+    # missing / bad / stale / other secret / signature of another body
+    assert post({}).status_code == 401
+    r = post({"X-Jobico-Timestamp": now, "X-Jobico-Signature": "sha256=" + "0" * 64})
+    assert r.status_code == 401 and "does not match" in r.get_json()["message"]
+    stale = str(int(time.time()) - 400)
+    r = post({"X-Jobico-Timestamp": stale, "X-Jobico-Signature": _sig(secret, stale, body)})
+    assert r.status_code == 401 and "5 minutes" in r.get_json()["message"]
+    r = post({"X-Jobico-Timestamp": now, "X-Jobico-Signature": _sig("other", now, body)})
+    assert r.status_code == 401
+    other_body = json.dumps({"data": [{"name": "Eve"}]}).encode()
+    r = post({"X-Jobico-Timestamp": now, "X-Jobico-Signature": _sig(secret, now, body)}, other_body)
+    assert r.status_code == 401
+    r = post({"X-Jobico-Timestamp": "yesterday", "X-Jobico-Signature": _sig(secret, "yesterday", body)})
+    assert r.status_code == 401
+    # a bearer key is not enough in hmac mode
+    key = api.client.post("/api/v1/tenants/tenant_1/keys", json={"name": "k2"}, headers=api.admin).get_json()["key"]
+    assert post({"Authorization": f"Bearer {key}"}).status_code == 401
+    assert api.lists() == {QUEUE: 1}
+
+
+def test_none_mode_accepts_anonymous_calls(api):
+    api.deployed_tenant("tenant_1", webhook_auth="none")
+    r = api.post_events("tenant_1", "person_added", OK)
+    assert r.status_code == 200
+    assert api.executions_in_db()[0].submitter == "anonymous"
+    # the rest of the checks still apply
+    assert api.post_events("tenant_1", "nope", OK).status_code == 404
+    assert api.post_events("tenant_1", "person_added", {"data": [{}]}).status_code == 422
+    assert api.lists() == {QUEUE: 1}
+
+
+def test_broker_down_is_503_with_retry_after_and_nothing_recorded(api, make_api):
+    t = api.deployed_tenant("tenant_1")
+    down = make_api(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    r = down.post_events("tenant_1", "person_added", {"data": [{"name": "a"}, {"name": "b"}]}, t.headers)
+    assert r.status_code == 503, r.get_json()
+    assert int(r.headers["Retry-After"]) > 0 and r.get_json()["code"] == 503
+    assert time.monotonic() - started < 20  # answers promptly
+    assert api.executions_in_db() == [] and api.lists() == {}
+    r = down.post_events("tenant_1", "person_added", OK, {**t.headers, "Idempotency-Key": "k"})
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert api.executions_in_db() == []
+    # once the broker is back, the same key works (it was never consumed)
+    r = api.post_events("tenant_1", "person_added", OK, {**t.headers, "Idempotency-Key": "k"})
+    assert r.status_code == 200 and api.lists() == {QUEUE: 1}
+
+
+def test_database_down_is_503(api, make_api):
+    t = api.deployed_tenant("tenant_1")
+    down = make_api(database_url=f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/db")
+    r = down.post_events("tenant_1", "person_added", OK, t.headers)
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert "Traceback" not in r.get_data(as_text=True) and "u:p" not in r.get_data(as_text=True)
+    assert api.lists() == {}
+
+
+def test_other_tenants_key_is_403_and_enqueues_nothing(api):
+    api.deployed_tenant("tenant_1")
+    t2 = api.deployed_tenant("tenant_2")
+    r = api.post_events("tenant_1", "person_added", OK, t2.headers)
+    assert r.status_code == 403
+    assert api.lists() == {}
+
+
+def test_deleted_package_is_404_on_the_webhook(api):
+    t = api.deployed_tenant("tenant_1")
+    assert api.client.delete("/api/v1/packages/people", headers=t.headers).status_code == 204
+    r = api.post_events("tenant_1", "person_added", OK, t.headers)
+    assert r.status_code == 404 and "person_added" in r.get_json()["message"]
+    # the event id is free again
+    assert api.deploy(t, PACKAGE.replace("id: people", "id: people2")).status_code == 201
+    assert api.post_events("tenant_1", "person_added", OK, t.headers).status_code == 200
+    assert api.lists() == {"jobico.tenant_1.people2.main": 1}
