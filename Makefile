@@ -12,7 +12,7 @@ help:
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest)"
-	@echo "make lint      byte-compile and run ruff when available"
+	@echo "make lint      byte-compile and run ruff (pyflakes + pycodestyle rules)"
 
 $(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
 	@scripts/bootstrap-venv.sh $(VENV)
@@ -39,7 +39,7 @@ bench: install
 
 lint: install
 	$(PY) -m compileall -q jobico_core jobico_api jobico_worker jobico_cli tests bench
-	@if [ -x $(VENV)/bin/ruff ]; then $(VENV)/bin/ruff check .; else echo "ruff not installed: pip install ruff into .venv for style checks"; fi
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .jobico .pytest_cache

@@ -60,7 +60,7 @@ def metric(text: str, name: str, **labels) -> float:
         have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
         if all(have.get(k) == v for k, v in labels.items()):
             total, found = total + float(m.group(4)), True
-    assert found, f"no sample {name}{labels} in:\n" + "\n".join(l for l in text.splitlines() if name in l)
+    assert found, f"no sample {name}{labels} in:\n" + "\n".join(x for x in text.splitlines() if name in x)
     return total
 
 
