@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-__all__ = ["console", "err_console", "sanitize", "text", "escape", "print_json", "json_text",
+__all__ = ["console", "err_console", "report_error", "sanitize", "text", "escape", "print_json", "json_text",
            "status_text", "level_text", "LEVELS"]
 
 console = Console(highlight=False, soft_wrap=False)
@@ -158,3 +158,8 @@ def one_line(value: Any, n: int = 60) -> str:
     """Untrusted text for a one-line display: sanitized, line breaks shown as ``⏎``, at most ``n`` characters."""
     s = sanitize(value).replace("\n", "⏎").replace("\t", " ")
     return s if len(s) <= n else s[:max(n - 1, 0)] + "…"
+
+
+def report_error(message: str) -> None:
+    """One error for people on stderr, never folded (``message`` is already sanitized)."""
+    err_console.print(Text.assemble(("Error: ", "bold red"), message), soft_wrap=True)

@@ -13,7 +13,8 @@ except ImportError:  # pragma: no cover
     from click import get_current_context
 
 from .. import config as cfg
-from ..client import Client, UsageProblem
+from ..client import CliError, Client, UsageProblem
+from ..output import report_error
 
 API_URL_HELP = "Jobico API URL \\[env: JOBICO_API_URL; else the config file; default: http://127.0.0.1:8080]"
 TOKEN_HELP = "Bearer token: a tenant key or the admin token \\[env: JOBICO_TOKEN; else the config file]"
@@ -53,6 +54,20 @@ def client() -> Client:
     return Client(conf.api_url, conf.token)
 
 
+def plain_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Our errors as one plain ``Error: ...`` line on stderr (not a boxed panel, where a
+    long path or URL would be folded across lines and could not be copied), with the
+    error's exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            report_error(exc.format_message())
+            raise typer.Exit(exc.exit_code) from None
+    return wrapper
+
+
 def with_connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--api-url`` and ``--token`` to a command (they also work before the command name)."""
     sig = inspect.signature(fn)
@@ -64,7 +79,7 @@ def with_connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, api_url: Optional[str] = None, token: Optional[str] = None, **kwargs: Any) -> Any:
         remember(api_url, token)
-        return fn(*args, **kwargs)
+        return plain_errors(fn)(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "api_url": ApiUrlOpt, "token": TokenOpt}

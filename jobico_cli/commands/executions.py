@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..output import cells, console, info, level_text, print_json, safe, sanitize, status_text, text
-from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, remember
+from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
 STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
             "invalid_module", "cancelled"]
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 @executions_app.callback(invoke_without_command=True)
+@plain_errors
 def executions(
     ctx: typer.Context,
     package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
