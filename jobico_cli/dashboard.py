@@ -345,9 +345,11 @@ class Dashboard:
                     s.message = ""
             self._update(apply)
         except CliError as exc:
-            self._update(lambda s: setattr(s, "message", f"refresh failed: {exc.format_message()}"))
+            msg = f"refresh failed: {exc.format_message()}"
+            self._update(lambda s: setattr(s, "message", msg))
         except Exception as exc:  # never let the thread die
-            self._update(lambda s: setattr(s, "message", f"refresh failed: {type(exc).__name__}: {exc}"))
+            msg = f"refresh failed: {type(exc).__name__}: {exc}"
+            self._update(lambda s: setattr(s, "message", msg))
 
     def _refresher(self) -> None:
         while not self.stop.is_set():
@@ -372,7 +374,8 @@ class Dashboard:
                 self._update(lambda s: (setattr(s, "connection", "down"), setattr(s, "message", msg)))
                 self.stop.wait(3)
             except Exception as exc:
-                self._update(lambda s: setattr(s, "message", f"stream: {type(exc).__name__}: {exc}"))
+                msg = f"stream: {type(exc).__name__}: {exc}"
+                self._update(lambda s: setattr(s, "message", msg))
                 self.stop.wait(3)
 
     def run(self) -> None:

@@ -88,20 +88,6 @@ class ExecutionStream:
             shutdown(resp)
 
 
-def shutdown(resp: requests.Response) -> None:
-    """Shut a streaming response's socket down, then close it (``close`` alone can wait for the next read)."""
-    import socket
-    sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    try:
-        resp.close()
-    except Exception:
-        pass
-
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {k: v for k, v in self.filters.items() if v is not None}
         if not self.follow:
@@ -188,3 +174,21 @@ def shutdown(resp: requests.Response) -> None:
             self.on_state("reconnecting")
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+
+def shutdown(resp: requests.Response) -> None:
+    """Shut a streaming response's socket down, then close it (``close`` alone can wait for the next read)."""
+    import socket
+    sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+    if sock is None:  # "Connection: close": http.client handed the socket over to the response's file
+        fp = getattr(getattr(resp.raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    try:
+        resp.close()
+    except Exception:
+        pass

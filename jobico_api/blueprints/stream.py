@@ -174,10 +174,12 @@ def _events(c, tenant: str, flt: _Filter, last: int | None, recent: int, waterma
         high = max(high, int(seq))
         return _frame(d)
 
-    def catch_up(after: int, lookback: float) -> Iterator[str]:
+    floor = watermark  # where this connection starts: older ones are history (or the replay's lookback)
+
+    def catch_up(after: int, lookback: float, not_below: int | None = floor) -> Iterator[str]:
         while True:
             rows = svc.finished_after(c, tenant, after, limit=REPLAY_BATCH, lookback_seconds=lookback,
-                                      **flt.kwargs())
+                                      not_below=not_below, **flt.kwargs())
             for d in rows:
                 out = emit(d)
                 if out:
@@ -191,7 +193,7 @@ def _events(c, tenant: str, flt: _Filter, last: int | None, recent: int, waterma
     try:
         yield f"retry: {RETRY_MS}\n: executions of {tenant}\n\n"
         if last is not None:
-            yield from catch_up(last, LOOKBACK_SECONDS)
+            yield from catch_up(last, LOOKBACK_SECONDS, not_below=None)
         elif recent:
             for d in svc.recent_finished(c, tenant, recent, **flt.kwargs()):
                 out = emit(d)

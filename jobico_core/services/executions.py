@@ -157,7 +157,8 @@ def _finished_query(tenant: str, package: str | None, event: str | None, status:
 
 def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None = None,
                    event: str | None = None, status: str | None = None, limit: int = 500,
-                   lookback_seconds: float = 0.0, lookback_seqs: int = 20000) -> list[dict[str, Any]]:
+                   lookback_seconds: float = 0.0, lookback_seqs: int = 20000,
+                   not_below: int | None = None) -> list[dict[str, Any]]:
     """Finished executions of ``tenant`` with ``seq > after``, in seq order, with logs (at most ``limit``).
 
     ``lookback_seconds`` > 0 also returns those with ``seq <= after`` that finished
@@ -165,7 +166,8 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
     ``lookback_seqs`` positions of it, which bounds the index scan): a recording
     transaction can commit after one holding a higher seq (PostgreSQL sequences
     are not commit-ordered), so the stream re-checks that window and the client
-    deduplicates by execution ``id``.
+    deduplicates by execution ``id``. ``not_below``: the lookback never goes to
+    seq <= this (where a connection started).
     """
     import datetime as dt
     q = _finished_query(tenant, package, event, status)
@@ -176,7 +178,8 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
                            .where(Execution.tenant_id == tenant, Execution.seq == after))
             if ref is not None:
                 since = ref - dt.timedelta(seconds=lookback_seconds)
-                late = list(s.scalars(q.where(Execution.seq <= after, Execution.seq > after - lookback_seqs,
+                floor = after - lookback_seqs if not_below is None else max(not_below, after - lookback_seqs)
+                late = list(s.scalars(q.where(Execution.seq <= after, Execution.seq > floor,
                                               Execution.finished_at >= since)
                                       .order_by(Execution.seq).limit(limit)))
                 rows = late + rows
