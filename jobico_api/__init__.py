@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
     _configure_logging(settings)
 
     app = Flask("jobico_api")
+    app.url_map.merge_slashes = False  # `/events/a//b` is a JSON 404, not werkzeug's HTML 308 redirect
     app.config.update(
         API_TITLE="Jobico",
         API_VERSION=API_VERSION,

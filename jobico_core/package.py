@@ -54,7 +54,7 @@ def load_yaml(text: str | bytes) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise Invalid("package source is not UTF-8", {"package": [{"path": "", "message": str(exc)}]}) from None
-    if len(text.encode("utf-8")) > MAX_SOURCE_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:  # the YAML reader refuses surrogates
         raise Invalid(f"package source is larger than {MAX_SOURCE_BYTES // 1024} KB",
                       {"package": [{"path": "", "message": "too large"}]})
     try:
@@ -81,8 +81,11 @@ def load_yaml(text: str | bytes) -> Any:
         problem = getattr(exc, "problem", None) or str(exc)
         raise Invalid(f"package is not valid YAML{where}: {problem}",
                       {"package": [{"path": "", "message": f"{problem}{where}"}]}) from None
-    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
-        # a scalar PyYAML resolves but cannot build: 2001-13-45, !!int abc, a 5000-digit integer...
+    except Exception as exc:  # noqa: BLE001
+        # a scalar PyYAML resolves but cannot build (ValueError, IndexError...): 2001-13-45,
+        # `!!int` with no value, a 5000-digit integer...
+        if isinstance(exc, Invalid):
+            raise
         raise Invalid(f"package is not valid YAML: a value cannot be read: {exc}",
                       {"package": [{"path": "", "message": str(exc)}]}) from None
     if len(docs) != 1:
@@ -358,7 +361,8 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         else:
             rs.mainfuncname = main
         rtype, lang = r.get("type"), r.get("language")
-        by_type = {0: "wasm", 1: "python", None: None}.get(rtype, "?") if not isinstance(rtype, bool) else "?"
+        by_type = ({0: "wasm", 1: "python", None: None}.get(rtype, "?")
+                   if rtype is None or (isinstance(rtype, int) and not isinstance(rtype, bool)) else "?")
         if by_type == "?":
             p.add(f"{path}.type", f"runtime type {rtype!r} is not known: 0 (WASM) or 1 (Python)")
         if lang is not None and lang not in ("wasm", "python"):
