@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
-from jsonschema import exceptions as js_exceptions
-from jsonschema import validators as js_validators
-from jsonschema_specifications import REGISTRY as _SPECIFICATIONS
 from sqlalchemy import select
 
 from ..abi import InvalidModule, inspect_module
-from ..canonical import loads as strict_loads
 from ..db import RepoFile, utcnow
 from ..errors import Invalid, NotFound, TooLarge
 from ..names import file_name_problem
+from ..schemas import check_schema_bytes, compile_validator
 from ..storage import blob_key, sha256_hex
 from .context import Context
 
@@ -30,87 +23,6 @@ def kind_from_name(name: str) -> str:
             return kind
     raise Invalid(f"cannot tell the kind of {name!r} from its extension: use .wasm for modules and "
                   ".json for schemas (or give the kind explicitly)", {"name": ["unknown extension"]})
-
-
-def _refuse_retrieval(uri: str):
-    # jsonschema's default registry would fetch http(s) $refs with urllib (SSRF): never
-    raise referencing.exceptions.NoSuchResource(ref=uri)
-
-
-# the metaschemas (bundled, no network) + nothing else: any other $ref must resolve inside the schema
-_NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))
-
-
-def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
-    """Every ``$ref``/``$dynamicRef`` of ``schema`` that does not resolve within it (or a metaschema).
-
-    Local (``#...``) refs and refs to subschemas the schema embeds with ``$id`` are fine;
-    a remote one (``http://...``, ``file:...``, ``other.json``) is refused: nothing is ever fetched.
-    """
-    if not isinstance(schema, dict):
-        return []
-    meta = cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id") or ""
-    spec = referencing.jsonschema.specification_with(meta, default=referencing.jsonschema.DRAFT202012)
-    paths: dict[int, str] = {}
-
-    def index(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            paths[id(node)] = path
-            for k, v in node.items():
-                index(v, f"{path}/{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                index(v, f"{path}/{i}")
-    index(schema, "")
-    resource = spec.create_resource(schema)
-    registry = _NO_REMOTE.with_resource(resource.id() or "", resource).crawl()
-    problems: list[dict[str, str]] = []
-
-    def walk(resolver, res) -> None:
-        node = res.contents
-        if isinstance(node, dict):
-            for kw in ("$ref", "$dynamicRef", "$recursiveRef"):
-                ref = node.get(kw)
-                if not isinstance(ref, str):
-                    continue
-                try:
-                    resolver.lookup(ref)
-                except referencing.exceptions.Unresolvable as exc:
-                    path = f"{paths.get(id(node), '')}/{kw}".lstrip("/")
-                    if ref.startswith("#"):
-                        why = f"{kw} {ref!r} does not resolve within the schema ({type(exc).__name__})"
-                    else:
-                        why = (f"remote {kw} {ref!r} is not allowed: a schema may only refer to itself (#...) "
-                               "or to subschemas it embeds with $id; nothing is fetched")
-                    problems.append({"path": path, "message": why})
-        for sub in res.subresources():
-            walk(resolver.in_subresource(sub), sub)
-    walk(registry.resolver(base_uri=resource.id() or ""), resource)
-    return problems
-
-
-def check_schema_bytes(data: bytes) -> dict[str, Any]:
-    """A schema must be JSON and a valid JSON Schema; returns the parsed schema."""
-    try:
-        schema = strict_loads(data)  # UTF-8, no NaN/Infinity
-    except (ValueError, RecursionError) as exc:
-        raise Invalid(f"schema is not valid JSON: {exc}", {"file": [str(exc)]}) from None
-    if not isinstance(schema, (dict, bool)):
-        raise Invalid("schema must be a JSON object (or a boolean)", {"file": ["not an object"]})
-    cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-        problems = ref_problems(schema, cls)
-    except RecursionError:
-        raise Invalid("schema is nested too deeply to be checked", {"file": ["nested too deeply"]}) from None
-    except js_exceptions.SchemaError as exc:
-        path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise Invalid(f"not a valid JSON Schema at {path}: {exc.message}",
-                      {"file": [{"path": path, "message": exc.message}]}) from None
-    if problems:
-        raise Invalid(f"not a usable JSON Schema at {problems[0]['path']}: {problems[0]['message']}",
-                      {"file": problems})
-    return schema
 
 
 def check_module_bytes(data: bytes) -> None:
@@ -182,11 +94,5 @@ def schema_validator(ctx: Context, tenant: str, sha256: str):
     refused them is a 422 naming the ref, not a fetch).
     """
     def build():
-        schema = json.loads(read_blob(ctx, tenant, sha256).decode("utf-8"))
-        cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
-        problems = ref_problems(schema, cls)
-        if problems:
-            raise Invalid(f"the event's schema cannot be used: {problems[0]['path']}: {problems[0]['message']}; "
-                          "upload a fixed schema and redeploy", {"schema": problems})
-        return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_REMOTE)
+        return compile_validator(json.loads(read_blob(ctx, tenant, sha256).decode("utf-8")))
     return ctx.validators.get_or_create((tenant, sha256), build)

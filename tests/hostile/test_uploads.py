@@ -172,7 +172,7 @@ def test_validator_registry_refuses_retrieval_directly(ref_server):
     import referencing.exceptions
     from jsonschema import Draft202012Validator
 
-    from jobico_core.services.files import _NO_REMOTE
+    from jobico_core.schemas import _NO_REMOTE
 
     base, hits = ref_server
     v = Draft202012Validator({"$ref": f"{base}/x.json"}, registry=_NO_REMOTE)
