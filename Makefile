@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit examples bench lint clean help
+.PHONY: install run test chaos test-unit examples bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults)"
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
+	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc)"
-	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest)"
+	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
 	@echo "make lint      byte-compile and run ruff (pyflakes + pycodestyle rules)"
 
 $(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
@@ -26,7 +27,11 @@ run: install
 	$(VENV)/bin/jobico run
 
 test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos
+
+# crash/outage scenarios on private servers (docs/delivery.md); ~4 min, run by .ci/run after `make test`
+chaos: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/chaos
 
 test-unit: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
@@ -35,7 +40,9 @@ examples: install
 	$(PY) examples/jobicolets/build.py
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PIP) install -q -r bench/requirements.txt
+	@command -v wrk >/dev/null || echo "NOTE: wrk not found (Debian: apt-get install -y wrk): ingest/scaling fall back to a slower Python load generator"
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m compileall -q jobico_core jobico_api jobico_worker jobico_cli tests bench
