@@ -9,8 +9,13 @@ Why these values (delivery guarantees, see docs/architecture.md):
   execution is recorded, and a worker process that dies mid-task puts it back.
 - prefetch_multiplier=1: a worker reserves one task per process, so a long
   execution does not hold other tenants' events hostage in its buffer.
-- visibility_timeout: Redis redelivers unacknowledged tasks after it; it must
-  exceed the longest allowed execution (the platform maximum timeout).
+- visibility_timeout: Redis redelivers unacknowledged tasks after it. It is
+  JOBICO_VISIBILITY_TIMEOUT exactly (``Settings.check`` refuses one shorter
+  than twice the platform maximum execution time, JOBICO_MAX_TIMEOUT_MS), so a
+  worker killed mid-execution has its task run elsewhere that many seconds
+  later. kombu sweeps the ``unacked`` hash for expired messages from every
+  consuming worker every ``unacked_restore_interval`` seconds (throttle 1: each
+  tick really scans), and once when a worker starts. See docs/delivery.md.
 """
 from __future__ import annotations
 
@@ -18,8 +23,7 @@ from typing import Any
 
 
 def make_config(settings: Any) -> dict[str, Any]:
-    max_exec_s = settings.max_limits.timeout_ms / 1000
-    visibility = max(settings.visibility_timeout, int(max_exec_s * 4) + 60)
+    visibility = settings.visibility_timeout
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
@@ -27,6 +31,9 @@ def make_config(settings: Any) -> dict[str, Any]:
         "broker_pool_limit": 16,
         "broker_transport_options": {
             "visibility_timeout": visibility,
+            # kombu 5.7 default: a sweep every 10 s, scanning every 10th: ~100 s to notice a dead worker
+            "unacked_restore_interval": max(1, min(10, visibility // 5)),
+            "unacked_restore_throttle": 1,
             "fanout_prefix": True,
             "fanout_patterns": True,
             "socket_timeout": 10,

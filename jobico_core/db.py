@@ -7,6 +7,7 @@ the running platform.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -227,13 +228,60 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+# PostgreSQL statements of the running platform (not migrations) are bounded: server-side by
+# statement_timeout (this default, or the URL's own: ?options=-c%20statement_timeout%3D<ms>) and
+# client-side by STATEMENT_GRACE_S more, so a server that accepted the connection but answers
+# nothing (frozen, SIGSTOP, a hung host) costs a request or a task that long, then a 503 / a retry.
+DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
+STATEMENT_GRACE_S = 2.0
+_PG_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                    "keepalives_count": 3}
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_connection_class():
+    import psycopg
+    wait_timeout = getattr(psycopg.errors, "_WaitTimeout", None)
+
+    class BoundedConnection(psycopg.Connection):
+        jobico_wait_s: float | None = None
+
+        def wait(self, gen, interval=0.1, timeout=None):  # psycopg's hook for every statement round trip
+            timeout = self.jobico_wait_s if timeout is None else timeout
+            try:
+                return super().wait(gen, interval=interval, timeout=timeout)
+            except Exception as exc:
+                if wait_timeout is None or not isinstance(exc, wait_timeout):
+                    raise
+                self.pgconn.finish()  # state unknown: closed, so the pool discards it
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {timeout:g} s (connection closed)") from None
+
+    return BoundedConnection
+
+
+def _bounded_connect(dialect: Any, _record: Any, cargs: tuple, cparams: dict) -> Any:
+    import re
+    options = cparams.get("options") or ""
+    found = re.search(r"statement_timeout\s*=\s*(\d+)", options)
+    if found is None:
+        cparams["options"] = f"{options} -c statement_timeout={DEFAULT_STATEMENT_TIMEOUT_MS}".strip()
+    ms = int(found.group(1)) if found else DEFAULT_STATEMENT_TIMEOUT_MS
+    conn = _bounded_connection_class().connect(*cargs, **cparams)
+    conn.jobico_wait_s = ms / 1000 + STATEMENT_GRACE_S if ms else None
+    return conn
+
+
+def make_engine(url: str, bounded: bool = False) -> Engine:
+    """``bounded``: the platform's engines (see DEFAULT_STATEMENT_TIMEOUT_MS); migrations are not."""
     if url.startswith("sqlite"):
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(eng, "connect", _sqlite_pragmas)
     else:
         eng = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800,
-                            connect_args={"connect_timeout": 5})
+                            connect_args=dict(_PG_CONNECT_ARGS))
+        if bounded and eng.dialect.driver == "psycopg":
+            event.listen(eng, "do_connect", _bounded_connect)
     return eng
 
 
@@ -244,7 +292,7 @@ def get_engine(url: str) -> Engine:
     with _engines_lock:
         eng = _engines.get(key)
         if eng is None:
-            eng = _engines[key] = make_engine(url)
+            eng = _engines[key] = make_engine(url, bounded=True)
         return eng
 
 
@@ -273,6 +321,15 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def session_or(self, existing: Session | None) -> Iterator[Session]:
+        """The caller's session when given (it owns the commit), else a unit of work."""
+        if existing is not None:
+            yield existing
+        else:
+            with self.session() as s:
+                yield s
 
     def ping(self) -> None:
         from sqlalchemy import text

@@ -47,7 +47,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
-    "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers an unacknowledged task (must exceed the longest execution)"),
+    "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
     "JOBICO_RATE_LIMIT": ("1000", "webhook events per second a tenant may send (token bucket; 429 with Retry-After above)"),
     "JOBICO_RATE_BURST": ("5000", "events a tenant may send at once before the rate limit applies"),
@@ -55,8 +55,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_ATTEMPTS": ("5", "deliveries of one execution (worker crashes included) before it is dead-lettered"),
     "JOBICO_LOG_LEVEL": ("INFO", "log level of API and worker"),
     "JOBICO_LOG_FORMAT": ("text", "text or json"),
-    "JOBICO_WORKER_TENANTS": ("", "comma-separated tenant ids: a worker consumes only these tenants' queues (a per-tenant pool); empty = every tenant"),
-    "JOBICO_WORKER_METRICS_PORT": ("", "port on which a worker serves Prometheus metrics (/metrics); empty = off. PROMETHEUS_MULTIPROC_DIR: see docs/operating.md"),
+    "JOBICO_WORKER_TENANTS": ("", "comma-separated tenant ids: a worker consumes only these tenants' queues "
+                                  "(a per-tenant pool); empty = every tenant"),
+    "JOBICO_WORKER_METRICS_PORT": ("", "port on which a worker serves Prometheus metrics (/metrics); empty = off. "
+                                       "PROMETHEUS_MULTIPROC_DIR: see docs/operating.md"),
     "JOBICO_LIMIT_<KEY>": ("see docs/limits.md", "default sandbox limit, e.g. JOBICO_LIMIT_TIMEOUT_MS"),
     "JOBICO_MAX_<KEY>": ("see docs/limits.md", "platform maximum a package may ask for, e.g. JOBICO_MAX_MEMORY_MB"),
 }
@@ -157,7 +159,8 @@ class Settings:
             log_level=env.get("JOBICO_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("JOBICO_LOG_FORMAT", "text").lower(),
             worker_tenants=tuple(t.strip() for t in env.get("JOBICO_WORKER_TENANTS", "").split(",") if t.strip()),
-            worker_metrics_port=_int(env, "JOBICO_WORKER_METRICS_PORT") if env.get("JOBICO_WORKER_METRICS_PORT") else None,
+            worker_metrics_port=(_int(env, "JOBICO_WORKER_METRICS_PORT")
+                                 if env.get("JOBICO_WORKER_METRICS_PORT") else None),
             limit_defaults=limit_defaults,
             limit_maxima=limit_maxima,
         )
@@ -206,6 +209,11 @@ class Settings:
         if self.max_element_kb > defaults.input_kb:
             problems.append(f"JOBICO_MAX_ELEMENT_KB ({self.max_element_kb}) exceeds the runtime input limit "
                             f"({defaults.input_kb} KB): an accepted event must be runnable")
+        max_exec_s = self.max_limits.timeout_ms / 1000
+        if self.visibility_timeout < 2 * max_exec_s:
+            problems.append(f"JOBICO_VISIBILITY_TIMEOUT ({self.visibility_timeout} s) must be at least twice the "
+                            f"longest execution (JOBICO_MAX_TIMEOUT_MS = {max_exec_s:g} s), or Redis would "
+                            "redeliver tasks that are still running")
         if problems:
             hint = "" if self.embedded else " (or run `jobico run` for the embedded defaults)"
             raise ConfigError("refusing to start: " + "; ".join(problems) + hint)

@@ -35,6 +35,7 @@ log = logging.getLogger("jobico.worker")
 class Finished:
     execution: dict
     chained: str | None
+    recorded: bool = True  # False: another delivery recorded it first (nothing written now)
 
 
 def claim(ctx: Context, execution_id: str, worker: str) -> tuple[str, Execution | None]:
@@ -89,7 +90,7 @@ def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status:
         if row is None:  # deleted meanwhile (its request was aborted)
             return Finished({}, None)
         if row.status in TERMINAL_STATUSES:  # another delivery recorded it first
-            return Finished(to_dict(row, logs=False), None)
+            return Finished(to_dict(row, logs=False), None, recorded=False)
         row.status, row.code, row.result, row.stdout, row.limit = status, code, result, stdout or "", limit
         row.dead_lettered = dead_lettered
         row.finished_at = utcnow()
@@ -132,8 +133,9 @@ def announce(ctx: Context, data: dict) -> None:
 def _finish(ctx: Context, execution_id: str, info: VersionInfo | None, tenant: str, **outcome) -> dict:
     """Record a final outcome, count it and stream it."""
     fin = record(ctx, execution_id, info, **outcome)
-    metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"))
-    announce(ctx, fin.execution)
+    if fin.recorded:  # a concurrent duplicate delivery neither counts nor streams it a second time
+        metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"))
+        announce(ctx, fin.execution)
     return fin.execution
 
 
@@ -150,11 +152,25 @@ def requeue(ctx: Context, execution_id: str, note: str, countdown: float) -> Non
 
 def retry_delay(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(base / 2, min(cap, base * (2 ** attempt)))
+    return random.uniform(min(base, cap) / 2, min(cap, base * (2 ** attempt)))
 
 
-def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker") -> dict:
-    """Execute one queued execution; returns its record. Raises only infrastructure errors."""
+def backoff_cap(settings) -> float:
+    """Longest retry countdown: 60 s, and under half the visibility timeout.
+
+    A countdown task waits unacknowledged in a worker; one longer than the
+    visibility timeout would be restored by Redis and delivered a second time.
+    """
+    return min(60.0, settings.visibility_timeout / 2)
+
+
+def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker",
+                  infra_retries: int = 0) -> dict:
+    """Execute one queued execution; returns its record. Raises only infrastructure errors.
+
+    ``infra_retries``: how many times this task was retried after an infrastructure failure
+    (each of those claimed the row too); they do not count towards the crash-loop bound.
+    """
     state, row = claim(ctx, execution_id, worker)
     if state == "missing":
         log.info("execution %s has no record (its request was aborted): dropped", execution_id,
@@ -163,7 +179,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     if state == "done":
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
-    if state == "redelivered" and row.attempts > ctx.settings.max_attempts:  # it keeps killing its worker
+    if state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries:  # it kills its worker
         return _finish(ctx, execution_id, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
@@ -187,7 +203,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
     retryable = status not in ("succeeded", "cancelled", "invalid_module")
     if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
-        delay = retry_delay(row.attempts)
+        delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
         requeue(ctx, execution_id, f"attempt {row.attempts} {status}"
                 + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
         return {"id": execution_id, "status": "queued", "attempts": row.attempts}

@@ -10,7 +10,7 @@ from jobico_core.errors import Unavailable
 
 from .app import app, settings
 from .context import worker_context
-from .executor import dead_letter, retry_delay, run_execution
+from .executor import backoff_cap, dead_letter, retry_delay, run_execution
 
 log = logging.getLogger("jobico.worker")
 
@@ -28,7 +28,8 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
     ctx = worker_context(settings, celery=app)
     runtime = get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
     try:
-        record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker")
+        record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",
+                               infra_retries=self.request.retries)
     except INFRA_ERRORS as exc:
         extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
         if self.request.retries >= self.max_retries:
@@ -36,10 +37,15 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
                       execution_id, self.request.retries, exc, extra=extra)
             try:
                 dead_letter(ctx, execution_id, f"infrastructure failure after {self.request.retries} retries: {exc}")
-            except Exception as again:  # the database is what failed: the record stays 'running'
-                log.error("execution %s: could not dead-letter it either: %s", execution_id, again, extra=extra)
+            except Exception as again:  # the database is what failed: nothing recorded its fate yet
+                # Acknowledging now would lose an accepted event (its row stuck 'running' or 'queued'):
+                # keep the task alive, at the longest backoff, until the database can take either outcome.
+                log.error("execution %s: could not dead-letter it either (%s); retrying", execution_id, again,
+                          extra=extra)
+                raise self.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
+                                 max_retries=self.request.retries + 1)
             return
-        delay = retry_delay(self.request.retries, base=0.5)
+        delay = retry_delay(self.request.retries, base=0.5, cap=backoff_cap(settings))
         log.warning("execution %s: infrastructure failure (%s); retry %d in %.1fs",
                     execution_id, exc, self.request.retries + 1, delay, extra=extra)
         raise self.retry(exc=exc, countdown=delay)
