@@ -20,11 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Services, table  # noqa: E402
 
-from jobico_core.broker import EXECUTE_TASK, PUBLISH_RETRY, TaskMessage, celery_queue, publish  # noqa: E402
+from jobico_core.broker import EXECUTE_TASK, TaskMessage, celery_queue, publish  # noqa: E402
+
+# the retry policy the old loop used
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def publish_unbatched(app, messages) -> None:
-    """The pre-change publish loop (for comparison only)."""
+    """The original publish loop: Celery send_task per message, routed through the queue's exchange
+    (a binding lookup per message), one LPUSH each (for comparison only)."""
     declared = {}
     with app.producer_or_acquire() as producer:
         for m in messages:

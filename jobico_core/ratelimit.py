@@ -1,30 +1,52 @@
-"""Per-tenant token bucket in Redis: shared by every API process."""
+"""Webhook admission in one Redis round trip: the tenant's token bucket (shared by
+every API process) and the target queue's depth, decided atomically in Lua."""
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from dataclasses import dataclass
 
-_BUCKET = """
-local rate, burst, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+import redis
+
+# KEYS[1] bucket, KEYS[2] queue list; ARGV rate, burst, now, n, max_queued.
+# Returns {verdict, tokens, depth}: 1 admitted, 0 over the rate, 2 queue full (no token spent).
+_ADMIT = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local depth = redis.call('LLEN', KEYS[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
 local ts = tonumber(b[2]) or now
 if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate) end
-local ok = 0
-if tokens >= n then tokens = tokens - n; ok = 1 end
+local verdict = 0
+if depth + n > cap then verdict = 2 elseif tokens >= n then tokens = tokens - n; verdict = 1 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return {ok, tostring(tokens)}
+return {verdict, tostring(tokens), depth}
 """
+_SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
 
 
-def take(redis_client, tenant: str, n: int, rate: int, burst: int) -> float:
-    """Take ``n`` tokens; returns 0 when allowed, else the seconds to wait."""
-    script = redis_client.register_script(_BUCKET)
-    ok, tokens = script(keys=[f"jobico:rate:{tenant}"], args=[rate, burst, repr(time.time()), n])
-    if int(ok):
-        return 0.0
-    return max(0.001, (n - float(tokens)) / rate)
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    queue_full: bool
+    wait: float      # seconds until the bucket holds enough tokens (0 when admitted)
+    depth: int       # events already waiting on the queue
+
+
+def admit(client: redis.Redis, tenant: str, queue: str, n: int, rate: int, burst: int,
+          max_queued: int) -> Admission:
+    args = (rate, burst, repr(time.time()), n, max_queued)
+    keys = (f"jobico:rate:{tenant}", queue)
+    try:
+        verdict, tokens, depth = client.evalsha(_SHA, 2, *keys, *args)
+    except redis.exceptions.NoScriptError:
+        verdict, tokens, depth = client.eval(_ADMIT, 2, *keys, *args)
+    verdict, depth = int(verdict), int(depth)
+    wait = 0.0 if verdict != 0 else max(0.001, (n - float(tokens)) / rate)
+    return Admission(verdict == 1, verdict == 2, wait, depth)
 
 
 def retry_after(seconds: float) -> str:

@@ -31,23 +31,27 @@ def task_message(e: Execution) -> TaskMessage:
                        event=e.event, queue=e.queue)
 
 
-def enqueue(ctx: Context, rows: list[Execution]) -> list[str]:
+def enqueue(ctx: Context, rows: list[Execution], session=None) -> list[str]:
     """Commit the rows as ``queued``, then publish their tasks.
 
     Rows first, so a worker never receives a task before its row exists. If
     the broker refuses, the rows are removed again and ``Unavailable`` is
     raised: nothing of the request stays enqueued (a task already published
     for a removed row is dropped by the worker, which finds no row).
+    ``session``: the caller's session, committed here (one connection per request).
     """
-    with ctx.db.session() as s:
+    messages = [task_message(e) for e in rows]
+    ids = [e.id for e in rows]
+    with ctx.db.session_or(session) as s:
         s.add_all(rows)
-    try:
-        publish(ctx.celery, [task_message(e) for e in rows])
-    except Exception:
-        with ctx.db.session() as s:
-            s.execute(delete(Execution).where(Execution.id.in_([e.id for e in rows])))
-        raise
-    return [e.id for e in rows]
+        s.commit()
+        try:
+            publish(ctx.celery, messages)
+        except Exception:
+            s.execute(delete(Execution).where(Execution.id.in_(ids)))
+            s.commit()
+            raise
+    return ids
 
 
 def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:

@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request to finish
 
 
-def _tenant(ctx: Context, tenant_id: str) -> Tenant:
-    with ctx.db.session() as s:
-        tenant = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
+def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]):
+    """Tenant (404), credentials (401/403), event (404), in that order."""
+    tenant = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
     if tenant is None:
         raise NotFound(f"tenant {tenant_id!r} does not exist")
-    return tenant
+    submitter = check_webhook_credentials(ctx, tenant, headers, body, session=s)
+    info = route(ctx, tenant_id, event, session=s) if "\x00" not in event else None
+    if info is None:
+        raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
+    return submitter, info
 
 
 def _json_path(parts) -> str:
@@ -72,17 +76,26 @@ def parse_body(ctx: Context, body: bytes) -> list[Any]:
 
 
 def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
-    """Validate, record and enqueue every element; returns execution ids in order."""
+    """Validate, record and enqueue every element; returns execution ids in order.
+
+    One database session (one connection) serves the whole request: the
+    lookups, then the rows, committed before their tasks are published.
+    """
     max_body = ctx.settings.max_body_kb * 1024
     if len(body) > max_body:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
-    tenant = _tenant(ctx, tenant_id)
-    submitter = check_webhook_credentials(ctx, tenant, headers, body)
-    info = route(ctx, tenant_id, event) if "\x00" not in event else None  # PostgreSQL refuses NUL
-    if info is None:
-        raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
-    data = parse_body(ctx, body)
+    with ctx.db.session() as s:
+        submitter, info = _identify(ctx, s, tenant_id, event, body, headers)
+        payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
+        key = headers.get("Idempotency-Key")
+        if key is None:
+            return _enqueue(ctx, s, info, event, payloads, submitter)
+        return _idempotent(ctx, tenant_id, key, event, payloads,
+                           lambda: _enqueue(ctx, s, info, event, payloads, submitter))
 
+
+def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]:
+    """Element size (413), then schema (422); returns each element as canonical JSON."""
     ev = info.spec.events[event]
     runtime = info.spec.runtimes[ev.runtime]
     limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, runtime.limits, ev.limits)
@@ -94,7 +107,7 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
         first = next(iter(too_big))
         raise TooLarge(f"event {first} is larger than {max_element // 1024} KB", {"data": too_big})
 
-    validator = schema_validator(ctx, tenant_id, info.pins[ev.schema.schemaref])
+    validator = schema_validator(ctx, info.tenant, info.pins[ev.schema.schemaref])
     problems = {}
     for i, el in enumerate(data):
         errs = schema_errors(validator, el)
@@ -104,36 +117,32 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
         i, errs = next(iter(problems.items()))
         raise Invalid(f"event {i} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
                       f"{errs[0]['message']}", {"data": problems})
-
-    key = headers.get("Idempotency-Key")
-    if key is None:
-        return _enqueue(ctx, info, event, payloads, submitter)
-    return _idempotent(ctx, tenant_id, key, event, payloads,
-                       lambda: _enqueue(ctx, info, event, payloads, submitter))
+    return payloads
 
 
 def _admit(ctx: Context, info, event: str, n: int) -> None:
-    """Rate limit (per tenant) and queue cap (per queue): 429 with Retry-After."""
+    """Queue cap (per queue) and rate limit (per tenant): 429 with Retry-After."""
     from .. import ratelimit
+    queue = info.queue_for(event)
     try:
-        wait = ratelimit.take(ctx.redis, info.tenant, n, ctx.settings.rate_limit, ctx.settings.rate_burst)
-        depth = ctx.redis.llen(info.queue_for(event))
+        a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
+                            ctx.settings.max_queued)
     except Exception as exc:  # redis errors
         raise Unavailable(f"the message broker is unavailable: {exc}") from exc
-    if wait:
-        raise TooManyRequests(f"tenant {info.tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
-                              f"events/s; retry after {ratelimit.retry_after(wait)} s",
-                              headers={"Retry-After": ratelimit.retry_after(wait)})
-    if depth + n > ctx.settings.max_queued:
-        raise TooManyRequests(f"queue {info.queue_for(event)!r} already holds {depth} events (the cap is "
+    if a.queue_full:
+        raise TooManyRequests(f"queue {queue!r} already holds {a.depth} events (the cap is "
                               f"{ctx.settings.max_queued}); retry when the workers have caught up",
                               headers={"Retry-After": "30"})
+    if not a.admitted:
+        raise TooManyRequests(f"tenant {info.tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
+                              f"events/s; retry after {ratelimit.retry_after(a.wait)} s",
+                              headers={"Retry-After": ratelimit.retry_after(a.wait)})
 
 
-def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str) -> list[str]:
+def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str) -> list[str]:
     _admit(ctx, info, event, len(payloads))
     rows = [new_execution(info, event, p, submitter=submitter, trigger="webhook") for p in payloads]
-    ids = enqueue(ctx, rows)
+    ids = enqueue(ctx, rows, session=s)
     metrics.accepted(info.tenant, len(ids))
     return ids
 
@@ -156,7 +165,8 @@ def _idempotent(ctx: Context, tenant: str, key: str, event: str, payloads: list[
                     continue
                 seen = json.loads(raw)
                 if seen["hash"] != digest:
-                    raise Invalid("idempotency_key_reused: this Idempotency-Key was already used with a different request",
+                    raise Invalid("idempotency_key_reused: this Idempotency-Key was already used with a "
+                                  "different request",
                                   {"Idempotency-Key": ["idempotency_key_reused"]}, status=422)
                 if seen["state"] == "done":
                     return seen["ids"]

@@ -53,9 +53,9 @@ def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
         return _version_info(ctx, pkg.tenant_id, pkg.name, row)
 
 
-def route(ctx: Context, tenant: str, event: str) -> VersionInfo | None:
+def route(ctx: Context, tenant: str, event: str, session=None) -> VersionInfo | None:
     """The active version owning an event id of a tenant (one query; spec cached)."""
-    with ctx.db.session() as s:
+    with ctx.db.session_or(session) as s:
         row = s.execute(
             select(PackageVersion, Package.name)
             .join(Package, Package.id == PackageVersion.package_id)

@@ -126,23 +126,24 @@ def is_admin(ctx: Context, token: str | None) -> bool:
     return bool(token and admin and hmac.compare_digest(token.encode(), admin.encode()))
 
 
-def tenant_for_key(ctx: Context, token: str | None) -> tuple[str, str] | None:
+def tenant_for_key(ctx: Context, token: str | None, session=None) -> tuple[str, str] | None:
     """(tenant id, key name) owning this key, or None."""
     if not token or not token.startswith(KEY_PREFIX):
         return None
-    with ctx.db.session() as s:
+    with ctx.db.session_or(session) as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
         if row is None:
             return None
         return row.tenant_id, row.name
 
 
-def authenticate_tenant(ctx: Context, authorization: str | None, tenant_id: str | None = None) -> tuple[str, str]:
+def authenticate_tenant(ctx: Context, authorization: str | None, tenant_id: str | None = None,
+                        session=None) -> tuple[str, str]:
     """The calling tenant (and key name) from a bearer key; 401 missing/bad, 403 other tenant's."""
     token = bearer_token(authorization)
     if token is None:
         raise Unauthorized("missing credentials: send 'Authorization: Bearer <tenant key>'")
-    owner = tenant_for_key(ctx, token)
+    owner = tenant_for_key(ctx, token, session)
     if owner is None:
         raise Unauthorized("invalid credentials: the key is not known")
     if tenant_id is not None and owner[0] != tenant_id:
@@ -155,7 +156,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes) -> str:
+def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes, session=None) -> str:
     """Authenticate a webhook call per the tenant's mode; returns the submitter name."""
     if tenant.webhook_auth == "none":
         return "anonymous"
@@ -176,6 +177,6 @@ def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes
         if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
             raise Unauthorized("invalid credentials: the signature does not match the body")
         return "hmac"
-    _, key_name = authenticate_tenant(ctx, headers.get("Authorization"), tenant.id)
+    _, key_name = authenticate_tenant(ctx, headers.get("Authorization"), tenant.id, session)
     return key_name
 
