@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
@@ -38,22 +38,29 @@ class Finished:
     recorded: bool = True  # False: another delivery recorded it first (nothing written now)
 
 
-def claim(ctx: Context, execution_id: str, worker: str) -> tuple[str, Execution | None]:
+_EX = Execution.__table__
+_TERMINAL = sorted(TERMINAL_STATUSES)
+
+
+def claim(ctx: Context, execution_id: str, worker: str):
     """Mark the row running. Returns (state, row): state is 'run', 'missing', 'done',
     or 'redelivered' when the row was already running (its worker died mid-execution,
-    or the broker's visibility timeout expired)."""
+    or the broker's visibility timeout expired).
+
+    One statement: the row is locked, flipped to ``running`` unless final, and
+    returned with the status it had.
+    """
+    prev = (select(_EX.c.id, _EX.c.status.label("prev_status")).where(_EX.c.id == execution_id)
+            .with_for_update().subquery())
+    stmt = (update(_EX).where(_EX.c.id == prev.c.id, prev.c.prev_status.notin_(_TERMINAL))
+            .values(status="running", attempts=_EX.c.attempts + 1, started_at=utcnow(), worker=worker)
+            .returning(prev.c.prev_status, *_EX.c))
     with ctx.db.session() as s:
-        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
-        if row is None:
-            return "missing", None
-        if row.status in TERMINAL_STATUSES:
-            return "done", row
-        state = "redelivered" if row.status == "running" else "run"
-        row.status = "running"
-        row.attempts += 1
-        row.started_at = utcnow()
-        row.worker = worker
-        return state, row
+        row = s.execute(stmt).first()
+        if row is not None:
+            return ("redelivered" if row.prev_status == "running" else "run"), row
+        row = s.execute(select(_EX).where(_EX.c.id == execution_id)).first()
+    return ("missing", None) if row is None else ("done", row)
 
 
 def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
@@ -63,7 +70,8 @@ def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
     return ev.ok if status == "succeeded" else ev.error
 
 
-def _chained_row(ctx: Context, info: VersionInfo, row: Execution, status: str, code, result) -> tuple[Execution | None, str | None]:
+def _chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
+                 result) -> tuple[Execution | None, str | None]:
     target = _chain_target(info, row.event, status)
     if target is None:
         return None, None
@@ -81,28 +89,35 @@ def _chained_row(ctx: Context, info: VersionInfo, row: Execution, status: str, c
     return child, None
 
 
-def record(ctx: Context, execution_id: str, info: VersionInfo | None, *, status: str, code=None, result=None,
+def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code=None, result=None,
            stdout: str = "", limit: str | None = None, message: str | None = None, logs=(),
            duration_ms: float | None = None, dead_lettered: bool = False) -> Finished:
-    """Write the outcome, its logs and the chained execution in one transaction."""
+    """Write the outcome, its logs and the chained execution in one transaction.
+
+    ``claimed`` is the row as ``claim`` returned it. The update only applies to a
+    row that is not final yet, so a second delivery never records twice (nor
+    fires its chain twice); the stream position comes from the same statement.
+    """
+    child, note = (None, None) if info is None else _chained_row(ctx, info, claimed, status, code, result)
     with ctx.db.session() as s:
-        row = s.scalar(select(Execution).where(Execution.id == execution_id).with_for_update())
-        if row is None:  # deleted meanwhile (its request was aborted)
-            return Finished({}, None)
-        if row.status in TERMINAL_STATUSES:  # another delivery recorded it first
-            return Finished(to_dict(row, logs=False), None, recorded=False)
-        row.status, row.code, row.result, row.stdout, row.limit = status, code, result, stdout or "", limit
-        row.dead_lettered = dead_lettered
-        row.finished_at = utcnow()
-        row.duration_ms = duration_ms
-        row.seq = next_seq(s)
-        child, note = (None, None) if info is None else _chained_row(ctx, info, row, status, code, result)
-        row.message = "; ".join(m for m in (message, note) if m) or None
-        s.add_all(ExecutionLog(execution_id=row.id, idx=i, level=rec.level, message=rec.message)
-                  for i, rec in enumerate(logs))
+        seq = func.nextval("execution_seq") if s.bind.dialect.name == "postgresql" else next_seq(s)
+        stmt = (update(_EX).where(_EX.c.id == claimed.id, _EX.c.status.notin_(_TERMINAL))
+                .values(status=status, code=code, result=result, stdout=stdout or "", limit=limit,
+                        dead_lettered=dead_lettered, finished_at=utcnow(), duration_ms=duration_ms, seq=seq,
+                        message="; ".join(m for m in (message, note) if m) or None)
+                .returning(*_EX.c))
+        row = s.execute(stmt).first()
+        if row is None:
+            s.rollback()
+            row = s.execute(select(_EX).where(_EX.c.id == claimed.id)).first()
+            if row is None:  # deleted meanwhile (its request was aborted)
+                return Finished({}, None, recorded=False)
+            return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
+        if logs:
+            s.execute(insert(ExecutionLog), [{"execution_id": row.id, "idx": i, "level": rec.level,
+                                              "message": rec.message} for i, rec in enumerate(logs)])
         if child is not None:
             s.add(child)
-        s.flush()
         data = to_dict(row, logs=False)
         data["logs"] = [{"level": r.level, "message": r.message} for r in logs]
     if child is not None:
@@ -130,9 +145,9 @@ def announce(ctx: Context, data: dict) -> None:
                     extra={"execution_id": data.get("id"), "tenant": data.get("tenant")})
 
 
-def _finish(ctx: Context, execution_id: str, info: VersionInfo | None, tenant: str, **outcome) -> dict:
+def _finish(ctx: Context, claimed, info: VersionInfo | None, tenant: str, **outcome) -> dict:
     """Record a final outcome, count it and stream it."""
-    fin = record(ctx, execution_id, info, **outcome)
+    fin = record(ctx, claimed, info, **outcome)
     if fin.recorded:  # a concurrent duplicate delivery neither counts nor streams it a second time
         metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"))
         announce(ctx, fin.execution)
@@ -180,13 +195,13 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
     if state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries:  # it kills its worker
-        return _finish(ctx, execution_id, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
+        return _finish(ctx, row, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
                                "earlier attempts")
     info = load_version(ctx, row.version_id)
     if info is None:
-        return _finish(ctx, execution_id, None, row.tenant_id, status="cancelled",
+        return _finish(ctx, row, None, row.tenant_id, status="cancelled",
                        message=f"package {row.package!r} was deleted before the execution ran")
     ev = info.spec.events[row.event]
     rt_spec = info.spec.runtimes[ev.runtime]
@@ -195,7 +210,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     try:
         compiled = _compiled_module(runtime, ctx, info.tenant, sha)
     except (InvalidModule, NotFound) as exc:
-        return _finish(ctx, execution_id, info, info.tenant, status="invalid_module",
+        return _finish(ctx, row, info, info.tenant, status="invalid_module",
                        message=f"{rt_spec.moduleref}: {exc}")
     t0 = time.perf_counter()
     out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
@@ -207,7 +222,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
         requeue(ctx, execution_id, f"attempt {row.attempts} {status}"
                 + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
         return {"id": execution_id, "status": "queued", "attempts": row.attempts}
-    return _finish(ctx, execution_id, info, info.tenant, status=status, code=out.code, result=out.result,
+    return _finish(ctx, row, info, info.tenant, status=status, code=out.code, result=out.result,
                    stdout=out.stdout, limit=out.limit, message=out.message, logs=out.logs, duration_ms=duration,
                    dead_lettered=retryable and ev.retries > 0)
 
