@@ -157,12 +157,127 @@ def _wait_process_exit(proc: subprocess.Popen, timeout: float) -> bool:
         return False
 
 
+class ManagedServer:
+    """What every server process we start shares: its own session (a terminal Ctrl-C
+    reaches us first), output appended to ``log_path``, a readiness probe polled until
+    ``startup_timeout`` (an early exit or a timeout raises ``ServiceStartError`` with
+    the log's tail), the atexit backstop, a retry on a lost port race, and a context
+    manager. Subclasses provide ``_command()``, ``_probe()`` and ``log_path``, and keep
+    their own stop semantics (``stop``/``_stop``/``kill``).
+    """
+
+    label = "server"
+    poll_interval = 0.1
+    startup_timeout: float = 30.0
+    proc: Optional[subprocess.Popen] = None
+    startup_seconds: Optional[float] = None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _probe(self) -> object:
+        """None when ready; otherwise why not (kept for the timeout message)."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return ""
+
+    def _popen_kwargs(self) -> dict:
+        return {}
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _launch(self) -> float:
+        """Start the process and wait until it is ready; returns the seconds it took."""
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== jobico: starting {self.label} ({self._describe()}) ===\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, **self._popen_kwargs())
+        _register_live(self)
+        try:
+            self._wait_ready(t0)
+        except BaseException:
+            self.kill()
+            raise
+        return time.monotonic() - t0
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.startup_timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceStartError(
+                    f"{self.label} exited with code {self.proc.returncode} during startup "
+                    f"({self._describe()}); log tail:\n{log_tail(self.log_path)}")
+            try:
+                last = self._probe()
+                if last is None:
+                    return
+            except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
+                last = exc
+            time.sleep(self.poll_interval)
+        raise ServiceStartError(
+            f"{self.label} not ready within {self.startup_timeout:.0f}s ({self._describe()}; "
+            f"last: {last!r}); log tail:\n{log_tail(self.log_path)}")
+
+    def _start_with_port_retries(self, attempts: int, repick) -> None:
+        """``_start_once()``, picking new ports when a bind race was lost."""
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                return
+            except ServiceStartError as exc:
+                if attempt + 1 < attempts and "already in use" in str(exc).lower():
+                    repick()
+                    continue
+                raise
+
+    def _start_once(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self, timeout: float) -> None:
+        """Graceful stop in the server's own way; escalates to ``kill()``."""
+        raise NotImplementedError
+
+    stop_timeout = 10.0
+    cleanup = True
+    _own_dir = False
+
+    @property
+    def root_dir(self) -> Path:
+        """The directory holding the server's data and log."""
+        raise NotImplementedError
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Graceful stop; removes the directory when we created it and ``cleanup`` is set."""
+        self._stop(self.stop_timeout if timeout is None else timeout)
+        if self.cleanup and self._own_dir:
+            shutil.rmtree(self.root_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 # ---------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """A real ``redis-server`` subprocess on 127.0.0.1.
 
     :param port: TCP port; ``None`` picks a free one (and retries on a bind race).
@@ -226,12 +341,11 @@ class RedisServer:
     def url(self) -> str:
         return self.url_for(0)
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc is not None else None
+    label = "redis-server"
+    poll_interval = 0.05
 
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def _describe(self) -> str:
+        return f"127.0.0.1:{self.port}, dir {self.data_dir}"
 
     def client(self, db: int = 0, **kwargs):
         import redis
@@ -261,42 +375,19 @@ class RedisServer:
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> "RedisServer":
-        if self.is_running():
-            return self
-        attempts = 3 if self._auto_port else 1
-        for attempt in range(attempts):
-            try:
-                self._start_once()
-                return self
-            except ServiceStartError as exc:
-                if attempt + 1 < attempts and "Address already in use" in str(exc):
-                    self.port = free_port()
-                    continue
-                raise
-        return self  # pragma: no cover
+        if not self.is_running():
+            self._start_with_port_retries(3 if self._auto_port else 1, self._repick_port)
+        return self
+
+    def _repick_port(self) -> None:
+        self.port = free_port()
 
     def _start_once(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== jobico: starting redis-server on 127.0.0.1:{self.port} ===\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(self.data_dir),
-                start_new_session=True,  # terminal Ctrl-C does not hit it; we stop it
-                close_fds=True,
-            )
-        _register_live(self)
-        try:
-            self._wait_ready(t0)
-        except BaseException:
-            self.kill()
-            raise
-        self.startup_seconds = time.monotonic() - t0
+        self.startup_seconds = self._launch()
+
+    def _popen_kwargs(self) -> dict:
+        return {"cwd": str(self.data_dir)}
 
     def _raw(self, *commands: tuple, timeout: float = 2.0) -> list[bytes]:
         """Send RESP commands over a fresh TCP connection; return each reply's first line.
@@ -323,36 +414,16 @@ class RedisServer:
                 replies.append(line)
         return replies
 
-    def _wait_ready(self, t0: float) -> None:
-        deadline = t0 + self.startup_timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceStartError(
-                    f"redis-server exited with code {self.proc.returncode} during startup "
-                    f"(port {self.port}, dir {self.data_dir}); log tail:\n{log_tail(self.log_path)}"
-                )
-            try:
-                reply = self._raw(("PING",))[-1]
-                if reply == b"+PONG":
-                    return
-                last = reply  # e.g. -LOADING while replaying the AOF
-            except OSError as exc:
-                last = exc
-            time.sleep(0.05)
-        raise ServiceStartError(
-            f"redis-server did not answer PING on 127.0.0.1:{self.port} within "
-            f"{self.startup_timeout:.0f}s (last: {last!r}); log tail:\n"
-            f"{log_tail(self.log_path)}"
-        )
+    def _probe(self) -> object:
+        reply = self._raw(("PING",))[-1]
+        return None if reply == b"+PONG" else reply  # e.g. -LOADING while replaying the AOF
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful shutdown (``SHUTDOWN``, then SIGTERM, then SIGKILL)."""
-        self._stop(timeout)
-        if self.cleanup and self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+    @property
+    def root_dir(self) -> Path:
+        return self.data_dir
 
     def _stop(self, timeout: float) -> None:
+        """``SHUTDOWN``, then SIGTERM, then SIGKILL."""
         proc = self.proc
         if proc is None:
             return
@@ -389,12 +460,6 @@ class RedisServer:
         self._stop(timeout)
         self._start_once()  # same port on purpose: clients keep their URL
         return self
-
-    def __enter__(self) -> "RedisServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -74,11 +74,10 @@ from pathlib import Path
 from typing import Optional
 
 from jobico_core.embedded import (
+    ManagedServer,
     ServiceStartError,
-    _register_live,
     _unregister_live,
     free_port,
-    log_tail,
     port_is_free,
 )
 
@@ -183,7 +182,7 @@ def _ensure_os_user() -> Optional[pwd.struct_passwd]:
             raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
 
 
-class PostgresServer:
+class PostgresServer(ManagedServer):
     """A real PostgreSQL server (pgserver wheel binaries) on 127.0.0.1:<port>.
 
     :param port: TCP port, ``None`` = a free one.
@@ -262,12 +261,6 @@ class PostgresServer:
         """libpq URI for ``psycopg.connect``."""
         return self.url_for(dbname, driver="")
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc is not None else None
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # -- process plumbing -------------------------------------------------------
     def _popen_kwargs(self) -> dict:
@@ -346,73 +339,44 @@ class PostgresServer:
         return cmd
 
     # -- lifecycle ---------------------------------------------------------------
+    label = "postgres"
+
+    def _describe(self) -> str:
+        return f"127.0.0.1:{self.port}, dir {self.base_dir}"
+
     def start(self) -> "PostgresServer":
         if self.is_running():
             return self
         t0 = time.monotonic()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        attempts = 3 if self._auto_port else 1
-        for attempt in range(attempts):
-            try:
-                self._start_once()
-                break
-            except ServiceStartError as exc:
-                if attempt + 1 < attempts and "already in use" in str(exc):
-                    self.port = free_port()
-                    continue
-                raise
+        self._start_with_port_retries(3 if self._auto_port else 1, self._repick_port)
         self._ensure_database(self.dbname)
         self.startup_seconds = time.monotonic() - t0
         return self
 
-    def _start_once(self) -> None:
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== jobico: starting postgres on 127.0.0.1:{self.port} ===\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, **self._popen_kwargs(),
-            )
-        self.frozen = False
-        _register_live(self)
-        try:
-            self._wait_ready(t0)
-        except BaseException:
-            self.kill()
-            raise
+    def _repick_port(self) -> None:
+        self.port = free_port()
 
-    def _wait_ready(self, t0: float) -> None:
+    def _start_once(self) -> None:
+        self.frozen = False
+        self._launch()
+
+    def _probe(self) -> object:
         import psycopg
 
-        deadline = t0 + self.startup_timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceStartError(
-                    f"postgres exited with code {self.proc.returncode} during startup "
-                    f"(port {self.port}, dir {self.base_dir}); log tail:\n{log_tail(self.log_path)}"
-                )
-            try:
-                with psycopg.connect(self.dsn("postgres"), connect_timeout=2) as conn:
-                    conn.execute("SELECT 1")
-                return
-            except psycopg.OperationalError as exc:
-                last = exc
-            time.sleep(0.1)
-        raise ServiceStartError(
-            f"postgres did not accept connections on 127.0.0.1:{self.port} within "
-            f"{self.startup_timeout:.0f}s (last error: {last!r}); log tail:\n{log_tail(self.log_path)}"
-        )
+        with psycopg.connect(self.dsn("postgres"), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Fast shutdown (SIGINT: roll back, checkpoint), then SIGQUIT, then SIGKILL."""
-        self._stop(timeout)
-        if self.cleanup and self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+    stop_timeout = 20.0
+
+    @property
+    def root_dir(self) -> Path:
+        return self.base_dir
 
     def _stop(self, timeout: float) -> None:
+        """Fast shutdown (SIGINT: roll back, checkpoint), then SIGQUIT, then SIGKILL."""
         proc = self.proc
         if proc is None:
             return
@@ -438,7 +402,7 @@ class PostgresServer:
         if proc is None:
             _unregister_live(self)
             return
-        _signal_group(proc, signal.SIGKILL)
+        self._signal_all(signal.SIGKILL)  # children setsid(): a group kill would orphan them
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         _wait_group_gone(proc.pid, 10)
@@ -446,14 +410,34 @@ class PostgresServer:
         self.frozen = False
         _unregister_live(self)
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process it forked. PostgreSQL's children call
+        ``setsid()``, so signalling the postmaster's process group misses them."""
+        if self.proc is None:
+            return []
+        root = self.proc.pid
+        pids = [root]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+                        pids.append(int(entry.name))
+        return pids
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def freeze(self) -> None:
-        """SIGSTOP the whole server (postmaster + backends): connections hang, nothing errors."""
-        _signal_group(self.proc, signal.SIGSTOP)
+        """SIGSTOP the whole server (postmaster and every backend): connections hang, nothing errors."""
+        self._signal_all(signal.SIGSTOP)
         self.frozen = True
 
     def thaw(self) -> None:
         """SIGCONT after :meth:`freeze`."""
-        _signal_group(self.proc, signal.SIGCONT)
+        self._signal_all(signal.SIGCONT)
         self.frozen = False
 
     def restart(self, timeout: float = 20.0) -> "PostgresServer":
@@ -499,12 +483,6 @@ class PostgresServer:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
 
-    def __enter__(self) -> "PostgresServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = "frozen" if self.frozen else ("running" if self.is_running() else "stopped")
         return f"<PostgresServer 127.0.0.1:{self.port} {state} dir={self.base_dir}>"
@@ -535,7 +513,7 @@ _WEED_PORTS = (
 _GRPC_OFFSET = 10000
 
 
-class S3Server:
+class S3Server(ManagedServer):
     """SeaweedFS ``weed mini`` as an authenticated S3 endpoint on 127.0.0.1.
 
     Anonymous requests are refused (an ``-s3.config`` identity is configured).
@@ -608,12 +586,6 @@ class S3Server:
     def config_path(self) -> Path:
         return self.base_dir / "s3.json"
 
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc is not None else None
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def client(self, **kwargs):
         """An authenticated ``minio.Minio`` client."""
@@ -654,83 +626,49 @@ class S3Server:
         return cmd
 
     # -- lifecycle ---------------------------------------------------------------
+    label = "weed mini"
+
+    def _describe(self) -> str:
+        return f"S3 {self.endpoint}, dir {self.base_dir}"
+
     def start(self) -> "S3Server":
-        if self.is_running():
-            return self
-        for attempt in range(3):
-            try:
-                self._start_once()
-                return self
-            except ServiceStartError as exc:
-                if attempt < 2 and "address already in use" in str(exc).lower() \
-                        and not self.data_dir.joinpath("filer").exists():
-                    self._pick_ports()  # lost a port race on first start; retry
-                    continue
-                raise
-        return self  # pragma: no cover
+        if not self.is_running():
+            # a lost port race can only be retried before the first start wrote its data
+            fresh = not self.data_dir.joinpath("filer").exists()
+            self._start_with_port_retries(3 if fresh else 1, self._pick_ports)
+        return self
 
     def _start_once(self) -> None:
-        t0 = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.base_dir / "admin").mkdir(exist_ok=True)
         (self.base_dir / "logs").mkdir(exist_ok=True)
         (self.base_dir / "tmp").mkdir(exist_ok=True)
         self._write_config()
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n=== jobico: starting weed mini, S3 on {self.endpoint} ===\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=str(self.base_dir), start_new_session=True, close_fds=True,
-                env={**os.environ, "TMPDIR": str(self.base_dir / "tmp")},
-            )
-        _register_live(self)
-        try:
-            self._wait_ready(t0)
-        except BaseException:
-            self.kill()
-            raise
-        self.startup_seconds = time.monotonic() - t0
+        self._phase, self._client = "listen", None
+        self.startup_seconds = self._launch()
 
-    def _wait_ready(self, t0: float) -> None:
-        deadline = t0 + self.startup_timeout
-        last: object = None
-        phase = "listen"
-        client = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceStartError(
-                    f"weed mini exited with code {self.proc.returncode} during startup "
-                    f"(S3 {self.endpoint}, dir {self.base_dir}); log tail:\n{log_tail(self.log_path)}"
-                )
-            try:
-                if phase == "listen":
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        pass
-                    phase = "auth"
-                    client = self._probe_client()
-                if phase == "auth":
-                    client.list_buckets()
-                    phase = "write" if self.probe_write else "done"
-                if phase == "write":
-                    # volume servers register with the master asynchronously: make sure
-                    # a write really succeeds before handing the server to tests.
-                    bucket = "jobico-startup-probe"
-                    if not client.bucket_exists(bucket):
-                        client.make_bucket(bucket)
-                    client.put_object(bucket, "probe", io.BytesIO(b"ok"), 2)
-                    client.remove_object(bucket, "probe")
-                    client.remove_bucket(bucket)
-                    phase = "done"
-                if phase == "done":
-                    return
-            except Exception as exc:  # noqa: BLE001 - anything means "not ready yet"
-                last = exc
-            time.sleep(0.1)
-        raise ServiceStartError(
-            f"weed mini S3 on {self.endpoint} not ready within {self.startup_timeout:.0f}s "
-            f"(phase {phase}, last error: {last!r}); log tail:\n{log_tail(self.log_path)}"
-        )
+    def _popen_kwargs(self) -> dict:
+        return {"cwd": str(self.base_dir), "env": {**os.environ, "TMPDIR": str(self.base_dir / "tmp")}}
+
+    def _probe(self) -> object:
+        """Listening, then authenticated listing, then (volume servers register with the
+        master asynchronously) a real write: only then is it handed to tests."""
+        if self._phase == "listen":
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+            self._phase, self._client = "auth", self._probe_client()
+        if self._phase == "auth":
+            self._client.list_buckets()
+            self._phase = "write" if self.probe_write else "done"
+        if self._phase == "write":
+            bucket = "jobico-startup-probe"
+            if not self._client.bucket_exists(bucket):
+                self._client.make_bucket(bucket)
+            self._client.put_object(bucket, "probe", io.BytesIO(b"ok"), 2)
+            self._client.remove_object(bucket, "probe")
+            self._client.remove_bucket(bucket)
+            self._phase = "done"
+        return None
 
     def _probe_client(self):
         import minio
@@ -741,10 +679,11 @@ class S3Server:
         return minio.Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
                            secure=False, region=self.region, http_client=http)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop(timeout)
-        if self.cleanup and self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+    stop_timeout = 15.0
+
+    @property
+    def root_dir(self) -> Path:
+        return self.base_dir
 
     def _stop(self, timeout: float) -> None:
         proc = self.proc
@@ -792,12 +731,6 @@ class S3Server:
         name = name or f"t-{uuid.uuid4().hex[:20]}"
         self.client().make_bucket(name)
         return name
-
-    def __enter__(self) -> "S3Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import threading
 import time
 import uuid
@@ -100,7 +99,7 @@ def chaos_pg():
         yield server
     finally:
         if server.frozen:
-            thaw_pg(server)
+            server.thaw()
         server.stop()
 
 
@@ -115,38 +114,6 @@ def chaos_s3():
 
 
 _dbs = itertools.count(1)
-
-
-def _pg_processes(pg: PostgresServer) -> list[int]:
-    """The postmaster and every backend/auxiliary process it forked.
-
-    ``PostgresServer.freeze()`` signals the postmaster's process group only, but
-    PostgreSQL children call ``setsid()``: established connections would keep
-    working. A real freeze stops them all.
-    """
-    root = pg.proc.pid
-    pids = [root]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == root:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def freeze_pg(pg: PostgresServer) -> None:
-    for pid in _pg_processes(pg):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    pg.frozen = True
-
-
-def thaw_pg(pg: PostgresServer) -> None:
-    for pid in _pg_processes(pg):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-    pg.frozen = False
 
 
 @pytest.fixture(scope="session")
@@ -349,7 +316,7 @@ def chaos(chaos_redis, chaos_pg, chaos_s3, spin_wasm, tmp_path):
         with contextlib.suppress(Exception):
             app.extensions["jobico"].db.engine.dispose()
         if chaos_pg.frozen:
-            thaw_pg(chaos_pg)
+            chaos_pg.thaw()
         if not chaos_pg.is_running():
             chaos_pg.restart()
         with contextlib.suppress(Exception):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import Sender, freeze_pg, thaw_pg
+from .conftest import Sender
 
 # seconds PostgreSQL is away: a frozen server costs a request up to 5 s (statement bound of this
 # suite's URL: 3 s + 2 s) on its pooled connection, then 5 s (connect_timeout) for a new one
@@ -28,12 +28,12 @@ def test_postgres_outage(chaos, chaos_pg, how):
         time.sleep(3)
         before = len(s.accepted)
         t0 = time.monotonic()
-        chaos_pg._stop(20) if how == "stop" else freeze_pg(chaos_pg)
+        chaos_pg._stop(20) if how == "stop" else chaos_pg.freeze()
         time.sleep(OUTAGE[how])
         if how == "stop":
             chaos_pg.restart()
         else:
-            thaw_pg(chaos_pg)
+            chaos_pg.thaw()
         t1 = time.monotonic()
         restored = len(s.accepted)
         deadline = time.monotonic() + 40

@@ -169,7 +169,9 @@ def test_postgres_freeze_thaw_and_crash_restart():
     # default base_dir (a fresh /tmp/jobico-pg-*), NOT tmp_path: as root, postgres runs
     # as `pgserver`, and any concurrent pytest session re-chmods /tmp/pytest-of-root
     # to 0700, which would make the data dir unreachable mid-test.
-    with PostgresServer(startup_timeout=60) as pg:
+    # durable: the crash below kills every process at once, so a commit must be on disk
+    # (the default test server runs with synchronous_commit=off and would lose it)
+    with PostgresServer(startup_timeout=60, durable=True) as pg:
         port, url = pg.port, pg.url
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE t (v text)")
