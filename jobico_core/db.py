@@ -327,6 +327,13 @@ class Database:
                 raise
 
     @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """A connection in autocommit: a single statement is its own transaction
+        (no BEGIN/COMMIT round trips)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
+    @contextmanager
     def session_or(self, existing: Session | None) -> Iterator[Session]:
         """The caller's session when given (it owns the commit), else a unit of work."""
         if existing is not None:

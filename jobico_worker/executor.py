@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
@@ -40,6 +40,30 @@ class Finished:
 
 _EX = Execution.__table__
 _TERMINAL = sorted(TERMINAL_STATUSES)
+_SELECT_BY_ID = select(_EX).where(_EX.c.id == bindparam("b_id"))
+
+# Built once (statement construction was a visible share of an event's cost); the
+# parameters are bound per call. Names are prefixed so none collides with a column.
+_PREV = (select(_EX.c.id, _EX.c.status.label("prev_status")).where(_EX.c.id == bindparam("b_id"))
+         .with_for_update().subquery())
+_CLAIM = (update(_EX).where(_EX.c.id == _PREV.c.id, _PREV.c.prev_status.notin_(_TERMINAL))
+          .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
+                  worker=bindparam("b_worker"))
+          .returning(_PREV.c.prev_status, *_EX.c))
+# SQLite: RETURNING may only name the target table's columns, so the previous status is
+# read first, in the same transaction (SQLite serialises writers anyway).
+_CLAIM_SQLITE = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(_TERMINAL))
+                 .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
+                         worker=bindparam("b_worker"))
+                 .returning(*_EX.c))
+_STATUS_BY_ID = select(_EX.c.status).where(_EX.c.id == bindparam("b_id"))
+_RECORD_VALUES = {name: bindparam(f"b_{name}", type_=_EX.c[name].type) for name in (
+    "status", "code", "result", "stdout", "limit", "dead_lettered", "finished_at", "duration_ms", "message")}
+_RECORD = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(_TERMINAL))
+           .values(**_RECORD_VALUES).returning(*_EX.c))
+_RECORD_PG = _RECORD.values(seq=func.nextval("execution_seq"))   # the stream position, same statement
+_RECORD_SEQ = _RECORD.values(seq=bindparam("b_seq", type_=_EX.c.seq.type))  # SQLite: a counter row
+_INSERT_LOGS = insert(ExecutionLog)
 
 
 def claim(ctx: Context, execution_id: str, worker: str):
@@ -47,19 +71,27 @@ def claim(ctx: Context, execution_id: str, worker: str):
     or 'redelivered' when the row was already running (its worker died mid-execution,
     or the broker's visibility timeout expired).
 
-    One statement: the row is locked, flipped to ``running`` unless final, and
-    returned with the status it had.
+    One statement, in autocommit (one round trip): the row is locked, flipped to
+    ``running`` unless final, and returned with the status it had.
     """
-    prev = (select(_EX.c.id, _EX.c.status.label("prev_status")).where(_EX.c.id == execution_id)
-            .with_for_update().subquery())
-    stmt = (update(_EX).where(_EX.c.id == prev.c.id, prev.c.prev_status.notin_(_TERMINAL))
-            .values(status="running", attempts=_EX.c.attempts + 1, started_at=utcnow(), worker=worker)
-            .returning(prev.c.prev_status, *_EX.c))
-    with ctx.db.session() as s:
-        row = s.execute(stmt).first()
+    params = {"b_id": execution_id, "b_now": utcnow(), "b_worker": worker}
+    if ctx.db.engine.dialect.name != "postgresql":
+        return _claim_sqlite(ctx, params)
+    with ctx.db.autocommit() as conn:
+        row = conn.execute(_CLAIM, params).first()
         if row is not None:
             return ("redelivered" if row.prev_status == "running" else "run"), row
-        row = s.execute(select(_EX).where(_EX.c.id == execution_id)).first()
+        row = conn.execute(_SELECT_BY_ID, params).first()
+    return ("missing", None) if row is None else ("done", row)
+
+
+def _claim_sqlite(ctx: Context, params: dict):
+    with ctx.db.session() as s:
+        prev = s.execute(_STATUS_BY_ID, params).scalar()
+        row = s.execute(_CLAIM_SQLITE, params).first() if prev is not None else None
+        if row is not None:
+            return ("redelivered" if prev == "running" else "run"), row
+        row = s.execute(_SELECT_BY_ID, params).first()
     return ("missing", None) if row is None else ("done", row)
 
 
@@ -99,22 +131,23 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
     fires its chain twice); the stream position comes from the same statement.
     """
     child, note = (None, None) if info is None else _chained_row(ctx, info, claimed, status, code, result)
+    params = {"b_id": claimed.id, "b_status": status, "b_code": code, "b_result": result,
+              "b_stdout": stdout or "", "b_limit": limit, "b_dead_lettered": dead_lettered,
+              "b_finished_at": utcnow(), "b_duration_ms": duration_ms,
+              "b_message": "; ".join(m for m in (message, note) if m) or None}
     with ctx.db.session() as s:
-        seq = func.nextval("execution_seq") if s.bind.dialect.name == "postgresql" else next_seq(s)
-        stmt = (update(_EX).where(_EX.c.id == claimed.id, _EX.c.status.notin_(_TERMINAL))
-                .values(status=status, code=code, result=result, stdout=stdout or "", limit=limit,
-                        dead_lettered=dead_lettered, finished_at=utcnow(), duration_ms=duration_ms, seq=seq,
-                        message="; ".join(m for m in (message, note) if m) or None)
-                .returning(*_EX.c))
-        row = s.execute(stmt).first()
+        if s.bind.dialect.name == "postgresql":
+            row = s.execute(_RECORD_PG, params).first()
+        else:
+            row = s.execute(_RECORD_SEQ, {**params, "b_seq": next_seq(s)}).first()
         if row is None:
             s.rollback()
-            row = s.execute(select(_EX).where(_EX.c.id == claimed.id)).first()
+            row = s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first()
             if row is None:  # deleted meanwhile (its request was aborted)
                 return Finished({}, None, recorded=False)
             return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
         if logs:
-            s.execute(insert(ExecutionLog), [{"execution_id": row.id, "idx": i, "level": rec.level,
+            s.execute(_INSERT_LOGS, [{"execution_id": row.id, "idx": i, "level": rec.level,
                                               "message": rec.message} for i, rec in enumerate(logs)])
         if child is not None:
             s.add(child)

