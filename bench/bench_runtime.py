@@ -191,16 +191,19 @@ def main() -> int:
         "wasmtime": wasmtime.__name__ and __import__("importlib.metadata").metadata.version("wasmtime"),
     }
     rows = [
-        ("warm echo (Rust-SDK style) per event", f"p50 {res['warm_echo_p50_ms']:.3f} ms", f"p99 {res['warm_echo_p99_ms']:.3f} ms"),
+        ("warm echo (Rust-SDK style) per event", f"p50 {res['warm_echo_p50_ms']:.3f} ms",
+         f"p99 {res['warm_echo_p99_ms']:.3f} ms"),
         ("warm echo (TinyGo style, WASI) per event", f"p50 {res['warm_echo_tinygo_p50_ms']:.3f} ms",
          f"p99 {res['warm_echo_tinygo_p99_ms']:.3f} ms"),
-        ("bare floor (store+instantiate+call)", f"p50 {res['bare_floor_p50_ms']:.3f} ms", f"p99 {res['bare_floor_p99_ms']:.3f} ms"),
+        ("bare floor (store+instantiate+call)", f"p50 {res['bare_floor_p50_ms']:.3f} ms",
+         f"p99 {res['bare_floor_p99_ms']:.3f} ms"),
         ("ratio warm echo / bare floor (p50)", f"{res['ratio_p50']:.2f}x", "goal <= 3x"),
         ("floor + 4-page memory touched", f"p50 {res['floor_with_memory_p50_ms']:.3f} ms",
          f"ratio {res['ratio_to_floor_with_memory_p50']:.2f}x"),
         (f"cold compile, {len(big)} B module (Runtime.load)", f"{res['cold_compile_ms']:.2f} ms",
          f"raw {res['raw_compile_ms']:.2f} ms"),
-        ("disk-cache load (Runtime.load)", f"{res['disk_load_ms']:.3f} ms", f"raw {res['raw_deserialize_file_ms']:.3f} ms"),
+        ("disk-cache load (Runtime.load)", f"{res['disk_load_ms']:.3f} ms",
+         f"raw {res['raw_deserialize_file_ms']:.3f} ms"),
         ("disk-cache speedup", f"{res['disk_speedup']:.1f}x", "goal >= 50x"),
         ("cancel latency", f"p50 {res['cancel_latency_p50_ms']:.2f} ms", f"max {res['cancel_latency_max_ms']:.2f} ms"),
     ]

@@ -210,7 +210,8 @@ class Client:
                               f"(connect {self.timeout[0]:g}s, read {self.timeout[1]:g}s)") from None
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: {_reason(exc)}\n"
-                              "  Is it running? Set the URL with --api-url, JOBICO_API_URL or `jobico login`.") from None
+                              "  Is it running? Set the URL with --api-url, JOBICO_API_URL or `jobico login`."
+                              ) from None
         except requests.exceptions.RequestException as exc:
             raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: {exc}") from None
         return self._answer(resp)

@@ -38,7 +38,8 @@ class ExecutionSummarySchema(ma.Schema):
     trigger = ma.fields.String()
     worker = ma.fields.String(allow_none=True)
     duration_ms = ma.fields.Float(allow_none=True)
-    seq = ma.fields.Integer(allow_none=True, metadata={"description": "position in the stream of finished executions (the SSE id)"})
+    seq = ma.fields.Integer(allow_none=True, metadata={
+        "description": "position in the stream of finished executions (the SSE id)"})
     created_at = ma.fields.String(allow_none=True)
     started_at = ma.fields.String(allow_none=True)
     finished_at = ma.fields.String(allow_none=True)

@@ -95,7 +95,8 @@ def _show(tenant: str, name: str, number: int | None = None) -> dict:
                      "An existing package id is refused (409): use PUT /api/v1/packages/<id> to redeploy.")
 @tenant_required
 @blp.response(201, PackageSchema)
-@blp.alt_response(409, schema=ERROR_SCHEMA, description="the package exists, or another package owns one of its event ids")
+@blp.alt_response(409, schema=ERROR_SCHEMA,
+                  description="the package exists, or another package owns one of its event ids")
 @blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package (every problem listed with its path)")
 def deploy():
     info = svc.deploy(ctx(), g.tenant, _source())

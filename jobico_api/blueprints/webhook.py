@@ -54,8 +54,10 @@ A 503 (with Retry-After) means nothing was enqueued."""
 @blp.alt_response(403, schema=ERROR_SCHEMA, description="the key belongs to another tenant")
 @blp.alt_response(404, schema=ERROR_SCHEMA, description="unknown tenant or event")
 @blp.alt_response(413, schema=ERROR_SCHEMA, description="body or an element too large")
-@blp.alt_response(422, schema=ERROR_SCHEMA, description="an element does not match the schema, or Idempotency-Key reused")
-@blp.alt_response(503, schema=ERROR_SCHEMA, description="broker or database unavailable; retry after Retry-After seconds")
+@blp.alt_response(422, schema=ERROR_SCHEMA,
+                  description="an element does not match the schema, or Idempotency-Key reused")
+@blp.alt_response(503, schema=ERROR_SCHEMA,
+                  description="broker or database unavailable; retry after Retry-After seconds")
 def post_events(tenant, event):
     c = ctx()
     limit_kb = c.settings.max_body_kb

@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from jobico_core.db import TERMINAL_STATUSES, Execution, upgrade_schema
 from jobico_core.embedded import RedisServer
 from jobico_core.settings import Settings
-from tests.e2e.conftest import ADMIN, Platform, _serve, example
+from tests.e2e.conftest import Platform, _serve, example, platform_env
 from tests.services import PostgresServer, S3Server
 
 HERE = Path(__file__).resolve().parent
@@ -265,28 +265,11 @@ class Sender:
 
 
 def chaos_env(pg_url: str, redis_url: str, s3: S3Server, bucket: str, tmp: Path) -> dict[str, str]:
-    return {
-        "JOBICO_EMBEDDED": "0",
-        "JOBICO_DATABASE_URL": pg_url,
-        "JOBICO_REDIS_URL": redis_url,
-        "JOBICO_STORAGE_URL": f"s3://{bucket}",
-        "JOBICO_S3_ENDPOINT": s3.endpoint,
-        "JOBICO_S3_ACCESS_KEY": s3.access_key,
-        "JOBICO_S3_SECRET_KEY": s3.secret_key,
-        "JOBICO_ADMIN_TOKEN": ADMIN,
-        "JOBICO_SECRET_KEY": "secret-key-for-tests-0123456789",
-        "JOBICO_DATA_DIR": str(tmp / "data"),
-        "JOBICO_CACHE_DIR": str(tmp / "cache"),
-        "JOBICO_QUEUE_REFRESH": "1",
-        "JOBICO_LOG_LEVEL": "INFO",
-        "JOBICO_VISIBILITY_TIMEOUT": str(VISIBILITY),
-        "JOBICO_MAX_TIMEOUT_MS": str(MAX_TIMEOUT_MS),
-        "JOBICO_LIMIT_TIMEOUT_MS": str(MAX_TIMEOUT_MS),
-        "JOBICO_LIMIT_FUEL": "10000000000",
-        "JOBICO_TASK_RETRIES": "30",
-        "JOBICO_RATE_LIMIT": "100000",
-        "JOBICO_RATE_BURST": "100000",
-    }
+    """The e2e platform's environment with small maxima, so recovery takes seconds."""
+    return platform_env(pg_url, redis_url, s3, bucket, tmp,
+                        JOBICO_VISIBILITY_TIMEOUT=str(VISIBILITY), JOBICO_MAX_TIMEOUT_MS=str(MAX_TIMEOUT_MS),
+                        JOBICO_LIMIT_TIMEOUT_MS=str(MAX_TIMEOUT_MS), JOBICO_LIMIT_FUEL="10000000000",
+                        JOBICO_TASK_RETRIES="30", JOBICO_RATE_LIMIT="100000", JOBICO_RATE_BURST="100000")
 
 
 @pytest.fixture

@@ -137,23 +137,29 @@ def _serve(app):
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
-@pytest.fixture
-def platform(pg_url, redis_url, s3_server, s3_bucket, tmp_path):
-    env = {
+def platform_env(pg_url: str, redis_url: str, s3, bucket: str, tmp: Path, **extra: str) -> dict[str, str]:
+    """The JOBICO_* environment of a platform on the given real services (API, workers)."""
+    return {
         "JOBICO_EMBEDDED": "0",
         "JOBICO_DATABASE_URL": pg_url,
         "JOBICO_REDIS_URL": redis_url,
-        "JOBICO_STORAGE_URL": f"s3://{s3_bucket}",
-        "JOBICO_S3_ENDPOINT": s3_server.endpoint,
-        "JOBICO_S3_ACCESS_KEY": s3_server.access_key,
-        "JOBICO_S3_SECRET_KEY": s3_server.secret_key,
+        "JOBICO_STORAGE_URL": f"s3://{bucket}",
+        "JOBICO_S3_ENDPOINT": s3.endpoint,
+        "JOBICO_S3_ACCESS_KEY": s3.access_key,
+        "JOBICO_S3_SECRET_KEY": s3.secret_key,
         "JOBICO_ADMIN_TOKEN": ADMIN,
         "JOBICO_SECRET_KEY": "secret-key-for-tests-0123456789",
-        "JOBICO_DATA_DIR": str(tmp_path / "data"),
-        "JOBICO_CACHE_DIR": str(tmp_path / "cache"),
+        "JOBICO_DATA_DIR": str(tmp / "data"),
+        "JOBICO_CACHE_DIR": str(tmp / "cache"),
         "JOBICO_QUEUE_REFRESH": "1",
         "JOBICO_LOG_LEVEL": "INFO",
+        **extra,
     }
+
+
+@pytest.fixture
+def platform(pg_url, redis_url, s3_server, s3_bucket, tmp_path):
+    env = platform_env(pg_url, redis_url, s3_server, s3_bucket, tmp_path)
     settings = Settings.from_env(env)
     upgrade_schema(pg_url)
     from jobico_api import create_app

@@ -46,8 +46,8 @@ def test_concurrent_streams_on_gunicorn_do_not_starve_the_api(platform):
            "JOBICO_API_THREADS": "12"}
     log = open(p.tmp / "gunicorn.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "jobico_api/gunicorn_conf.py",
-                             "--graceful-timeout", "2", "jobico_api.wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                             "--graceful-timeout", "2", "jobico_api.wsgi:app"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     readers = []
     try:

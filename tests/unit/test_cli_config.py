@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 from jobico_cli import config as cfg
 from jobico_cli.main import app
 
-from .test_cli_errors import closed_port  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """CLI exit codes without a server: 3 unreachable, 2 usage errors; never a traceback."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,6 @@ from jobico_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = ROOT / ".venv" / "bin" / "jobico"
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then closed: connecting is refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture

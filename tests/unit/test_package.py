@@ -93,8 +93,9 @@ def test_unknown_key_names_path_and_closest_key():
 
 
 def test_undefined_runtime_and_queue_are_named():
-    items = problems(DOC_EXAMPLE.replace("runtime: greeter\n    result", "runtime: greetr\n    result")
-                     .replace("supplierqueue: main\n      runtime: greetr", "supplierqueue: mian\n      runtime: greetr"))
+    source = DOC_EXAMPLE.replace("runtime: greeter\n    result", "runtime: greetr\n    result")
+    items = problems(source.replace("supplierqueue: main\n      runtime: greetr",
+                                    "supplierqueue: mian\n      runtime: greetr"))
     messages = " | ".join(i["message"] for i in items)
     assert "runtime 'greetr' is not defined" in messages and "did you mean 'greeter'" in messages
     assert "queue 'mian' is not defined" in messages
