@@ -50,37 +50,31 @@ class TaskMessage:
     queue: str             # jobico.<tenant>.<package>.<queue>
 
 
-# Short, bounded retries: the webhook must answer 503 promptly when Redis is down.
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.05, "interval_step": 0.2, "interval_max": 0.5}
-
-
 def publish(app: Celery, messages: Iterable[TaskMessage], countdown: float | None = None) -> None:
     """Put every message on its queue; raises ``Unavailable`` if the broker refuses.
 
-    ``countdown`` delays execution (a retry's backoff); it must stay well under
-    the broker's visibility timeout, which it does (backoff is capped at 60 s).
+    Each message is Celery's own protocol-2 task message (``app.amqp.as_task_v2``),
+    published through kombu to the anonymous exchange with the queue's name as
+    routing key: the Redis transport then LPUSHes it onto exactly that list, with
+    no per-message binding lookup (and no chance of landing in a second queue).
+    All of a call's messages leave in one Redis pipeline (``producer.batch()``);
+    a failed flush raises here, and the caller (ingest) deletes its rows and
+    answers 503, while a worker drops any task whose row does not exist.
+    ``countdown`` delays execution (a retry's backoff, capped well under the
+    visibility timeout). Measured in bench/bench_publish.py.
     """
     messages = list(messages)
     if not messages:
         return
-    declared: dict[str, Queue] = {}
     try:
-        # producer.batch() (kombu >= 5.7): the LPUSHes of all messages go out in one Redis
-        # pipeline when the block exits (bench/bench_publish.py: 100 messages ~1.75x faster).
-        # A failed flush raises here, like a failed single publish: the caller (ingest)
-        # deletes the rows and answers 503; a worker drops a task with no row.
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
-                q = declared.get(m.queue)
-                if q is None:
-                    q = declared[m.queue] = celery_queue(m.queue)
-                app.send_task(
-                    EXECUTE_TASK, args=(m.execution_id, m.payload),
-                    kwargs={"tenant": m.tenant, "package": m.package, "event": m.event},
-                    task_id=m.execution_id, queue=q, exchange=q.exchange, routing_key=q.routing_key,
-                    declare=[q], producer=producer, retry=True, retry_policy=PUBLISH_RETRY, countdown=countdown,
-                    shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]",
-                )
+                req = app.amqp.as_task_v2(
+                    m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload),
+                    kwargs={"tenant": m.tenant, "package": m.package, "event": m.event}, countdown=countdown,
+                    shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]")
+                producer.publish(req.body, exchange="", routing_key=m.queue, headers=req.headers,
+                                 serializer="json", retry=False, **req.properties)
     except Exception as exc:  # kombu/redis connection errors of every flavour
         raise Unavailable(f"the message broker is unavailable: {type(exc).__name__}: {exc}") from exc
 

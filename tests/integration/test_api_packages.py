@@ -36,7 +36,7 @@ def test_uploads_validate_and_store_files(api):
     r = api.upload(t, "person-schema", schema, kind="schema")
     assert r.status_code == 201 and r.get_json()["kind"] == "schema"
 
-    r = c.get(f"/api/v1/files/echo.wasm/content", headers=t.headers)
+    r = c.get("/api/v1/files/echo.wasm/content", headers=t.headers)
     assert r.status_code == 200 and r.data == echo
     assert c.get("/api/v1/files/echo.wasm", headers=t.headers).get_json() == meta
     assert [f["name"] for f in c.get("/api/v1/files", headers=t.headers).get_json()["items"]] == \
