@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Callable
 
 from flask import current_app, g, request
+from flask_smorest.error_handler import ErrorSchema as ERROR_SCHEMA  # noqa: F401  (re-exported: documents error bodies)
 
 from jobico_core.errors import Forbidden, Unauthorized
 from jobico_core.services import tenants as tenant_svc
