@@ -37,7 +37,8 @@ queues: [{{id: q}}]
 jobs:
   - event: {{id: {event}, schema: {{id: s, schemaref: any.json}}, supplierqueue: q, runtime: echo}}
 runtimes:
-  - {{id: echo, moduleref: {module}}}
+  # echo returns its input: the result limit must hold the largest payload benched (100 KB)
+  - {{id: echo, moduleref: {module}, limits: {{result_kb: 256}}}}
 """
 
 
