@@ -18,7 +18,7 @@ help:
 $(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
 	@scripts/bootstrap-venv.sh $(VENV)
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e . || $(PIP) install -q --no-deps -e .
+	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
