@@ -300,13 +300,6 @@ def get_engine(url: str) -> Engine:
         return eng
 
 
-def dispose_engines() -> None:
-    with _engines_lock:
-        for eng in _engines.values():
-            eng.dispose()
-        _engines.clear()
-
-
 class Database:
     """A session factory bound to one URL."""
 

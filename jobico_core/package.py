@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -162,9 +162,6 @@ class PackageSpec:
 
     def schema_files(self) -> set[str]:
         return {e.schema.schemaref for e in self.events.values() if e.schema}
-
-    def module_files(self) -> set[str]:
-        return {r.moduleref for r in self.runtimes.values()}
 
     def queue_ids(self) -> list[str]:
         return [q.id for q in self.queues]
@@ -449,11 +446,3 @@ def _event_path(raw: dict, eid: str) -> str:
             if isinstance(r, dict) and r.get("id") == eid:
                 return f"jobs[{i}].result.{role}"
     return f"events.{eid}"
-
-
-def iter_chain_roles(spec: PackageSpec) -> Iterator[tuple[str, str, str]]:
-    for ev in spec.events.values():
-        for role in ("ok", "error"):
-            target = getattr(ev, role)
-            if target:
-                yield ev.id, role, target

@@ -119,9 +119,6 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def is_cancelled(self) -> bool:
-        return self._event.is_set()
-
 
 # --------------------------------------------------------------------------
 # raw ctypes plumbing
@@ -632,10 +629,6 @@ class Runtime:
         except WasmtimeError as exc:
             raise InvalidModule(f"cannot link module: {_short(str(exc)).splitlines()[0]}") from None
         return CompiledModule(sha, info, wasm, module, pre, stack_kb, self._owner)
-
-    def clear_memory_cache(self) -> None:
-        with self._lock:
-            self._modules.clear()
 
     # -- running ------------------------------------------------------
     def run(self, module: bytes | CompiledModule, payload: bytes | str, main: str = "event",
