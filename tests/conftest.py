@@ -176,10 +176,7 @@ def s3_bucket(s3_server) -> str:
     name = s3_server.create_bucket(f"t-{uuid.uuid4().hex[:24]}")
     yield name
     with contextlib.suppress(Exception):
-        client = s3_server.client()
-        for obj in client.list_objects(name, recursive=True):
-            client.remove_object(name, obj.object_name)
-        client.remove_bucket(name)
+        s3_server.drop_bucket(name)
 
 
 @pytest.fixture(scope="session")

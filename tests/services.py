@@ -732,6 +732,13 @@ class S3Server(ManagedServer):
         self.client().make_bucket(name)
         return name
 
+    def drop_bucket(self, name: str) -> None:
+        """Empty and delete a bucket (the server refuses to delete a non-empty one)."""
+        client = self.client()
+        for obj in client.list_objects(name, recursive=True):
+            client.remove_object(name, obj.object_name)
+        client.remove_bucket(name)
+
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"<S3Server {self.url} {state} dir={self.base_dir}>"

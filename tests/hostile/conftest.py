@@ -148,10 +148,7 @@ def hostile_settings(postgres_server, migrated_template, redis_server, s3_server
     with contextlib.suppress(Exception):
         postgres_server.drop_database(db_url.rsplit("/", 1)[1])
     with contextlib.suppress(Exception):
-        c = s3_server.client()
-        for obj in c.list_objects(bucket, recursive=True):
-            c.remove_object(bucket, obj.object_name)
-        c.remove_bucket(bucket)
+        s3_server.drop_bucket(bucket)
 
 
 @pytest.fixture(scope="package")
