@@ -101,8 +101,9 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
     limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, runtime.limits, ev.limits)
     max_element = min(ctx.settings.max_element_kb, limits.input_kb) * 1024
     payloads = [dumps(el) for el in data]
-    too_big = {str(i): [f"{len(p.encode())} bytes; the limit is {max_element // 1024} KB"]
-               for i, p in enumerate(payloads) if len(p.encode()) > max_element}
+    sizes = [len(p.encode()) for p in payloads]
+    too_big = {str(i): [f"{n} bytes; the limit is {max_element // 1024} KB"]
+               for i, n in enumerate(sizes) if n > max_element}
     if too_big:
         first = next(iter(too_big))
         raise TooLarge(f"event {first} is larger than {max_element // 1024} KB", {"data": too_big})
