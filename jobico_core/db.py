@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, create_engine, event)
+                        UniqueConstraint, create_engine, event, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -72,6 +72,9 @@ class Tenant(Base):
     # How the webhook authenticates callers: "key" (bearer key), "hmac" (signed) or "none".
     webhook_auth: Mapped[str] = mapped_column(String(8), default="key")
     signing_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # A request header whose value names the submitter of a webhook event (e.g. X-User);
+    # None: the submitter is the key's name ("hmac"/"anonymous" for those modes).
+    submitter_header: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     keys: Mapped[list["ApiKey"]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
 
@@ -150,6 +153,9 @@ class Execution(Base):
         Index("ix_executions_tenant_package", "tenant_id", "package", "id"),
         Index("ix_executions_tenant_status", "tenant_id", "status"),
         Index("ix_executions_tenant_seq", "tenant_id", "seq"),
+        # A schedule fires a given time once, whichever beat process fires it (cron triggers only).
+        Index("uq_executions_scheduled_fire", "tenant_id", "event", "scheduled_at", unique=True,
+              postgresql_where=text("scheduled_at IS NOT NULL"), sqlite_where=text("scheduled_at IS NOT NULL")),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -172,7 +178,8 @@ class Execution(Base):
     chained_from: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     chain_depth: Mapped[int] = mapped_column(Integer, default=0)
     submitter: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    trigger: Mapped[str] = mapped_column(String(16), default="webhook")
+    trigger: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | cron | chain
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)  # cron: the fire time
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -193,7 +200,7 @@ class Counter(Base):
 
 def next_seq(session: Session, name: str = "execution_seq") -> int:
     """The next value of a monotonic sequence (PostgreSQL SEQUENCE, or a counter row)."""
-    from sqlalchemy import text, update
+    from sqlalchemy import update
     if session.bind.dialect.name == "postgresql":
         return int(session.execute(text(f"SELECT nextval('{name}')")).scalar_one())
     return int(session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)

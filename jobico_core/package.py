@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .canonical import dumps
+from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
 from .limits import MAX_LIMITS, Limits
 from .names import file_name_problem, name_problem
@@ -103,6 +105,17 @@ class SchemaRef:
 
 
 @dataclass
+class ScheduleSpec:
+    """``schedule:`` of an event: fire it on a cron expression with a fixed payload."""
+    cron: str
+    timezone: str = "UTC"
+    payload: str = "{}"  # canonical JSON; checked against the event's schema at deploy time
+
+    def parsed(self) -> Cron:
+        return Cron(self.cron, self.timezone)
+
+
+@dataclass
 class EventSpec:
     id: str
     name: str = ""
@@ -114,6 +127,7 @@ class EventSpec:
     limits: dict[str, int] = field(default_factory=dict)
     ok: str | None = None      # event id fired when code == 0
     error: str | None = None   # event id fired on any other outcome
+    schedule: ScheduleSpec | None = None  # cron trigger (beside the webhook)
 
 
 @dataclass
@@ -155,6 +169,7 @@ class PackageSpec:
         for k, v in d["events"].items():
             v = dict(v)
             v["schema"] = SchemaRef(**v["schema"]) if v.get("schema") else None
+            v["schedule"] = ScheduleSpec(**v["schedule"]) if v.get("schedule") else None
             events[k] = EventSpec(**v)
         return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"),
                    queues=[QueueSpec(**q) for q in d["queues"]], events=events,
@@ -162,6 +177,9 @@ class PackageSpec:
 
     def schema_files(self) -> set[str]:
         return {e.schema.schemaref for e in self.events.values() if e.schema}
+
+    def scheduled_events(self) -> dict[str, ScheduleSpec]:
+        return {eid: e.schedule for eid, e in self.events.items() if e.schedule is not None}
 
     def queue_ids(self) -> list[str]:
         return [q.id for q in self.queues]
@@ -175,9 +193,10 @@ _RESULT_KEYS = {"ok", "error"}
 _EVENT_KEYS = {"id", "name", "datatype", "schema", "supplierqueue", "runtime", "retries", "limits",
                "schedule", "mqtt", "environment", "locks"}
 _SCHEMA_KEYS = {"id", "name", "schemaref"}
+_SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
 _RESERVED = {  # reserved extensions that have not landed yet
-    "schedule": "cron triggers", "mqtt": "MQTT triggers", "environment": "environment and secrets",
+    "mqtt": "MQTT triggers", "environment": "environment and secrets",
     "locks": "named locks",
 }
 MAX_RETRIES = 10
@@ -199,9 +218,11 @@ class _Problems:
 
 
 def _lower_keys(value: Any) -> Any:
-    """The ``package:`` dialect uses camel-case keys (ID, schemaRef, ...): fold them."""
+    """The ``package:`` dialect uses camel-case keys (ID, schemaRef, ...): fold them
+    (not inside a schedule's ``payload``, which is the tenant's data)."""
     if isinstance(value, dict):
-        return {k.lower() if isinstance(k, str) else k: _lower_keys(v) for k, v in value.items()}
+        return {k.lower() if isinstance(k, str) else k:
+                v if isinstance(k, str) and k.lower() == "payload" else _lower_keys(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_lower_keys(v) for v in value]
     return value
@@ -307,7 +328,47 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
     else:
         ev.retries = retries
     ev.limits = _limits(raw.get("limits"), f"{path}.limits", p, maxima)
+    if raw.get("schedule") is not None:
+        ev.schedule = _schedule(raw["schedule"], f"{path}.schedule", p)
     return ev
+
+
+def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
+    """``schedule: "<cron>"`` or ``schedule: {cron, timezone, payload}``."""
+    if isinstance(raw, str):
+        raw = {"cron": raw}
+    if not isinstance(raw, dict):
+        p.add(path, "'schedule' must be a cron expression or a mapping with 'cron', 'timezone' and 'payload'")
+        return None
+    _check_keys(raw, _SCHEDULE_KEYS, path, p)
+    ok = True
+    expression, timezone = raw.get("cron"), raw.get("timezone", "UTC")
+    if expression is None:
+        p.add(f"{path}.cron", "'cron' is required: 5 fields (minute hour day month weekday), or 6 with "
+                              "leading seconds")
+        ok = False
+    else:
+        try:
+            expression = check_expression(expression)
+        except CronError as exc:
+            p.add(f"{path}.cron", f"'cron' {exc}")
+            ok = False
+    try:
+        timezone = zone(timezone).key
+    except CronError as exc:
+        p.add(f"{path}.timezone", f"'timezone' {exc}")
+        ok = False
+    payload = raw.get("payload", {})
+    try:
+        text = dumps(payload)
+        text.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        p.add(f"{path}.payload", f"'payload' must be plain JSON (mappings, lists, strings, numbers, true/false, "
+                                 f"null): {exc}")
+        ok = False
+    if not ok:
+        return None
+    return ScheduleSpec(cron=expression, timezone=timezone, payload=text)
 
 
 def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageSpec:

@@ -47,6 +47,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
+    "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
     "JOBICO_RATE_LIMIT": ("1000", "webhook events per second a tenant may send (token bucket; 429 with Retry-After above)"),
@@ -102,6 +103,7 @@ class Settings:
     max_upload_kb: int = 20480
     idempotency_ttl: int = 86400
     queue_refresh: int = 5
+    schedule_refresh: int = 5
     visibility_timeout: int = 3600
     task_retries: int = 10
     rate_limit: int = 1000
@@ -150,6 +152,7 @@ class Settings:
             max_upload_kb=_int(env, "JOBICO_MAX_UPLOAD_KB"),
             idempotency_ttl=_int(env, "JOBICO_IDEMPOTENCY_TTL"),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
+            schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
             rate_limit=_int(env, "JOBICO_RATE_LIMIT"),

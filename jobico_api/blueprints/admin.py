@@ -35,6 +35,8 @@ class TenantCreatedSchema(ma.Schema):
 class TenantSchema(ma.Schema):
     id = ma.fields.String()
     webhook_auth = ma.fields.String()
+    submitter_header = ma.fields.String(allow_none=True, metadata={
+        "description": "request header naming a webhook execution's submitter (null: the key's name)"})
     created_at = ma.fields.DateTime()
 
 
@@ -47,8 +49,18 @@ class TenantListSchema(ma.Schema):
 
 
 class TenantPatchSchema(ma.Schema):
-    webhook_auth = ma.fields.String(required=True, validate=ma.validate.OneOf(WEBHOOK_MODES))
+    webhook_auth = ma.fields.String(validate=ma.validate.OneOf(WEBHOOK_MODES))
     rotate_secret = ma.fields.Boolean(load_default=False)
+    submitter_header = ma.fields.String(allow_none=True, metadata={
+        "description": "a request header (e.g. X-Submitter) whose value becomes the submitter of the webhook's "
+                       "executions when present; null or \"\" = the key's name again", "example": "X-Submitter"})
+
+    @ma.validates_schema
+    def _something(self, data, **_):
+        if "webhook_auth" not in data and "submitter_header" not in data:
+            raise ma.ValidationError("give webhook_auth and/or submitter_header", "_schema")
+        if data.get("rotate_secret") and "webhook_auth" not in data:
+            raise ma.ValidationError("rotate_secret needs webhook_auth", "rotate_secret")
 
 
 class KeyCreateSchema(ma.Schema):
@@ -79,7 +91,8 @@ class WhoamiSchema(ma.Schema):
 
 
 def _tenant_out(t, *, secret: bool = False) -> dict:
-    out = {"id": t.id, "webhook_auth": t.webhook_auth, "created_at": t.created_at}
+    out = {"id": t.id, "webhook_auth": t.webhook_auth, "submitter_header": t.submitter_header,
+           "created_at": t.created_at}
     if secret:
         out["signing_secret"] = t.signing_secret if t.webhook_auth == "hmac" else None
     return out
@@ -114,12 +127,18 @@ def get_tenant(tenant):
 
 
 @blp.route("/tenants/<tenant>", methods=["PATCH"])
-@blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret)")
+@blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret) "
+                                    "and/or its submitter header")
 @admin_required
 @blp.arguments(TenantPatchSchema)
 @blp.response(200, TenantWithSecretSchema)
 def patch_tenant(body, tenant):
-    t = svc.update_webhook(ctx(), tenant, body["webhook_auth"], rotate_secret=body["rotate_secret"])
+    c = ctx()
+    t = svc.get_tenant(c, tenant)  # 404 before any change
+    if "submitter_header" in body:
+        t = svc.set_submitter_header(c, tenant, body["submitter_header"] or None)
+    if "webhook_auth" in body:
+        t = svc.update_webhook(c, tenant, body["webhook_auth"], rotate_secret=body["rotate_secret"])
     return _tenant_out(t, secret=True)
 
 

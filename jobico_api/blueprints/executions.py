@@ -34,9 +34,13 @@ class ExecutionSummarySchema(ma.Schema):
     attempts = ma.fields.Integer()
     dead_lettered = ma.fields.Boolean()
     chained_from = ma.fields.String(allow_none=True)
-    submitter = ma.fields.String(allow_none=True)
-    trigger = ma.fields.String()
-    worker = ma.fields.String(allow_none=True)
+    submitter = ma.fields.String(allow_none=True, metadata={
+        "description": "who submitted it: the key's name (hmac, anonymous), the tenant's submitter header, "
+                       "cron or chain"})
+    trigger = ma.fields.String(metadata={"enum": ["webhook", "cron", "chain"]})
+    worker = ma.fields.String(allow_none=True, metadata={"description": "the worker (Celery hostname) that "
+                                                                         "claimed it last"})
+    scheduled_at = ma.fields.String(allow_none=True, metadata={"description": "trigger cron: the fire time"})
     duration_ms = ma.fields.Float(allow_none=True)
     seq = ma.fields.Integer(allow_none=True, metadata={
         "description": "position in the stream of finished executions (the SSE id)"})
@@ -56,11 +60,33 @@ class ExecutionPageSchema(ma.Schema):
     next_cursor = ma.fields.String(allow_none=True)
 
 
+class RunningExecutionSchema(ExecutionSummarySchema):
+    age_s = ma.fields.Float(allow_none=True, metadata={"description": "seconds since it started (this attempt)"})
+
+
+class RunningPackageSchema(ma.Schema):
+    package = ma.fields.String()
+    running = ma.fields.Integer()
+    items = ma.fields.List(ma.fields.Nested(RunningExecutionSchema))
+
+
+class RunningSchema(ma.Schema):
+    packages = ma.fields.List(ma.fields.Nested(RunningPackageSchema),
+                              metadata={"description": "by package name; oldest start first within one"})
+    total = ma.fields.Integer()
+    truncated = ma.fields.Boolean(metadata={"description": "more were running than limit"})
+
+
+class RunningArgs(ma.Schema):
+    package = ma.fields.String()
+    limit = ma.fields.Integer(load_default=200, validate=ma.validate.Range(min=1, max=1000))
+
+
 class ListArgs(ma.Schema):
     package = ma.fields.String()
     event = ma.fields.String()
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
-    submitter = ma.fields.String()
+    submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron or chain"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
     cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
 
@@ -75,6 +101,15 @@ def list_executions(args):
                                      status=args.get("status"), submitter=args.get("submitter"),
                                      limit=args["limit"], cursor=args.get("cursor"))
     return {"items": items, "next_cursor": nxt}
+
+
+@blp.route("/running", methods=["GET"])
+@blp.doc(security=SECURITY, summary="What runs now, per package: worker, attempt and age of each execution")
+@tenant_required
+@blp.arguments(RunningArgs, location="query")
+@blp.response(200, RunningSchema)
+def running(args):
+    return svc.running_executions(ctx(), g.tenant, package=args.get("package"), limit=args["limit"])
 
 
 @blp.route("/<execution_id>", methods=["GET"])

@@ -16,7 +16,7 @@ STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", 
             "invalid_module", "cancelled"]
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)
 
-executions_app = typer.Typer(help="List executions (newest first), or show one.")
+executions_app = typer.Typer(help="List executions (newest first), show one, or what runs now.")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,8 @@ def executions(
     status: Annotated[Optional[Status], typer.Option("--status", "-s",
                                                   help="Only executions in this status.",
                                                   show_default=False)] = None,
-    submitter: Annotated[Optional[str], typer.Option("--submitter", help="Only those submitted by this key.",
+    submitter: Annotated[Optional[str], typer.Option("--submitter", help="Only those of this submitter: a key's name, "
+                                                     "the value of the tenant's submitter header, cron or chain.",
                                                      show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
     cursor: Annotated[Optional[str], typer.Option("--cursor", help="Continue from a previous page.",
@@ -47,7 +48,9 @@ def executions(
 
     \b
       jobico executions --package greet --status failed
+      jobico executions --submitter cron
       jobico executions show <execution-id>
+      jobico executions running
     """
     remember(api_url, token)
     if ctx.invoked_subcommand is not None:
@@ -155,7 +158,7 @@ def _field_rows(rec: dict[str, Any]) -> Table:
         ("event", rec.get("event")), ("tenant", rec.get("tenant")),
         ("code", rec.get("code")), ("limit", rec.get("limit")), ("message", rec.get("message")),
         ("attempts", rec.get("attempts")), ("submitter", rec.get("submitter")),
-        ("trigger", rec.get("trigger")), ("worker", rec.get("worker")),
+        ("trigger", rec.get("trigger")), ("scheduled", rec.get("scheduled_at")), ("worker", rec.get("worker")),
         ("created", rec.get("created_at")), ("started", rec.get("started_at")),
         ("finished", rec.get("finished_at")), ("duration", None if rec.get("duration_ms") is None
                                                  else f"{rec['duration_ms']} ms"),
@@ -217,3 +220,51 @@ def retry(
         return
     console.print(Text.assemble("queued again: ", text(rec.get("id", execution_id)),
                                 (f" (attempts so far: {rec.get('attempts')})", "dim")))
+
+
+def age_text(seconds: Any) -> str:
+    """12.3s, 4m05s, 2h03m."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def running_table(doc: dict) -> Table:
+    """One block per package: its running executions, oldest first."""
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for name, kw in (("ID", {"no_wrap": True, "min_width": 36}), ("EVENT", {"overflow": "fold"}),
+                     ("WORKER", {"overflow": "fold"}), ("ATTEMPT", {"justify": "right"}),
+                     ("AGE", {"justify": "right", "no_wrap": True}), ("SUBMITTER", {"overflow": "fold"})):
+        table.add_column(name, **kw)
+    for group in doc.get("packages") or []:
+        table.add_row(Text.assemble(text(group.get("package"), "bold"),
+                                    (f"  {sanitize(group.get('running'))} running", "dim")))
+        for e in group.get("items") or []:
+            table.add_row(*cells([e.get("id"), e.get("event"), e.get("worker"), e.get("attempts"),
+                                  age_text(e.get("age_s")), e.get("submitter")]))
+    return table
+
+
+@command(executions_app, "running")
+def running(
+    package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
+                                                   show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 200,
+    json_: JsonOpt = False,
+) -> None:
+    """What runs now, per package: each execution's worker, attempt and age (GET /api/v1/executions/running)."""
+    doc = client().running_executions(package=package, limit=limit) or {}
+    if json_:
+        print_json(doc)
+        return
+    if not doc.get("packages"):
+        info("Nothing is running.")
+        return
+    console.print(running_table(doc))
+    if doc.get("truncated"):
+        info(f"Only the first {limit} are shown: --limit shows more, --package narrows it down.")

@@ -1,6 +1,6 @@
 """``jobico tenant ...``: tenants and their keys (admin token)."""
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -65,9 +65,10 @@ def tenant_list(json_: JsonOpt = False) -> None:
     if not items:
         info("No tenants.")
         return
-    table = Table("TENANT", "WEBHOOK AUTH", "CREATED", box=None, header_style="bold")
+    table = Table("TENANT", "WEBHOOK AUTH", "SUBMITTER HEADER", "CREATED", box=None, header_style="bold")
     for t in items:
-        table.add_row(*cells([t.get("id"), t.get("webhook_auth"), t.get("created_at")]))
+        table.add_row(*cells([t.get("id"), t.get("webhook_auth"), t.get("submitter_header") or "-",
+                              t.get("created_at")]))
     console.print(table)
 
 
@@ -93,6 +94,38 @@ def tenant_webhook(
     if res.get("signing_secret") and (rotate_secret or auth is WebhookAuth.hmac):
         info("Webhook signing secret:")
         typer.echo(sanitize(res["signing_secret"]))
+
+
+@command(tenant_app, "submitter-header")
+def tenant_submitter_header(
+    tenant: TenantArg,
+    header: Annotated[Optional[str], typer.Argument(
+        help="Request header whose value names the submitter, e.g. X-Submitter.", show_default=False)] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Go back to the key's name as the submitter.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Name the header that says who submitted a webhook event (PATCH /api/v1/tenants/<tenant>).
+
+    A webhook request carrying that header records its value as the executions'
+    submitter (`jobico executions --submitter NAME`); without it, the submitter
+    is the key's name ("hmac" or "anonymous" in those webhook modes). Cron
+    triggers record "cron", chained events "chain".
+
+    \b
+      jobico tenant submitter-header acme X-Submitter
+      jobico tenant submitter-header acme --clear
+    """
+    if (header is None) == (not clear):
+        raise UsageProblem("give a HEADER, or --clear")
+    res = client().set_submitter_header(tenant, None if clear else header) or {}
+    if json_:
+        print_json(res)
+        return
+    if res.get("submitter_header"):
+        info(f"Tenant [bold]{safe(res.get('id', tenant))}[/]: the submitter of a webhook event is its "
+             f"{safe(res['submitter_header'])} header (else the key's name).")
+    else:
+        info(f"Tenant [bold]{safe(res.get('id', tenant))}[/]: the submitter of a webhook event is the key's name.")
 
 
 @command(tenant_app, "delete")

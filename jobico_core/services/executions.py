@@ -19,11 +19,11 @@ MAX_CHAIN_DEPTH = 16
 
 
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
-                  chained_from: str | None = None, chain_depth: int = 0) -> Execution:
+                  chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None) -> Execution:
     return Execution(id=uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
                      version_id=info.version_id, event=event, queue=info.queue_for(event), status="queued",
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
-                     chain_depth=chain_depth, submitter=submitter, trigger=trigger)
+                     chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at)
 
 
 def task_message(e: Execution) -> TaskMessage:
@@ -60,7 +60,7 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "status": e.status, "code": e.code, "result": e.result, "stdout": e.stdout or "", "limit": e.limit,
         "message": e.message, "attempts": e.attempts, "dead_lettered": e.dead_lettered,
         "chained_from": e.chained_from, "submitter": e.submitter, "trigger": e.trigger, "worker": e.worker,
-        "duration_ms": e.duration_ms, "seq": e.seq,
+        "scheduled_at": _iso(e.scheduled_at), "duration_ms": e.duration_ms, "seq": e.seq,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:
@@ -122,6 +122,27 @@ def list_executions(ctx: Context, tenant: str, *, package: str | None = None, ev
         items = [to_dict(e, logs=False) for e in rows[:limit]]
     nxt = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return items, nxt
+
+
+def running_executions(ctx: Context, tenant: str, *, package: str | None = None,
+                       limit: int = 200) -> dict[str, Any]:
+    """What runs now, per package (packages by name, oldest start first within each), with
+    each execution's worker, attempt and age in seconds; at most ``limit`` (``truncated`` says
+    whether there were more)."""
+    from ..db import utcnow
+    q = select(Execution).where(Execution.tenant_id == tenant, Execution.status == "running")
+    if package is not None:
+        q = q.where(Execution.package == package)
+    with ctx.db.session() as s:
+        rows = list(s.scalars(q.order_by(Execution.package, Execution.started_at, Execution.id).limit(limit + 1)))
+    now = utcnow()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for e in rows[:limit]:
+        d = to_dict(e, logs=False)
+        d["age_s"] = round((now - e.started_at).total_seconds(), 3) if e.started_at else None
+        groups.setdefault(e.package, []).append(d)
+    return {"packages": [{"package": p, "running": len(items), "items": items} for p, items in groups.items()],
+            "total": min(len(rows), limit), "truncated": len(rows) > limit}
 
 
 def retry_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .context import Context
 from .executions import enqueue, new_execution
 from .files import schema_validator
 from .packages import route
-from .tenants import check_webhook_credentials
+from .tenants import check_webhook_credentials, webhook_submitter
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request to finish
@@ -36,7 +36,7 @@ def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers:
     info = route(ctx, tenant_id, event, session=s) if "\x00" not in event else None
     if info is None:
         raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
-    return submitter, info
+    return webhook_submitter(tenant, headers, submitter), info
 
 
 def _json_path(parts) -> str:
@@ -140,9 +140,20 @@ def _admit(ctx: Context, info, event: str, n: int) -> None:
                               headers={"Retry-After": ratelimit.retry_after(a.wait)})
 
 
-def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str) -> list[str]:
+def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: str, trigger: str,
+           **row_values) -> list[str]:
+    """The path every trigger takes (webhook, cron): admission, rows ``queued``, then tasks.
+
+    ``payloads``: canonical JSON already checked against the event's schema;
+    ``row_values``: further execution columns (``scheduled_at``).
+    """
+    return _enqueue(ctx, None, info, event, payloads, submitter, trigger, **row_values)
+
+
+def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
+             **row_values) -> list[str]:
     _admit(ctx, info, event, len(payloads))
-    rows = [new_execution(info, event, p, submitter=submitter, trigger="webhook") for p in payloads]
+    rows = [new_execution(info, event, p, submitter=submitter, trigger=trigger, **row_values) for p in payloads]
     ids = enqueue(ctx, rows, session=s)
     metrics.accepted(info.tenant, len(ids))
     return ids

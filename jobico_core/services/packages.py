@@ -13,9 +13,10 @@ from ..errors import Conflict, Invalid, NotFound
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from .context import Context
-from .files import read_blob
+from .files import read_blob, schema_validator
 
 log = logging.getLogger(__name__)
+SCHEDULES_CHANGED = "jobico:schedules:generation"  # bumped on every change of deployed schedules
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,46 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
             inspect_module(read_blob(ctx, tenant, f.sha256), main=rt.mainfuncname)
         except InvalidModule as exc:
             problems.append({"path": f"runtimes.{rid}.mainfuncname", "message": f"{f.name}: {exc}"})
+    if not problems:
+        problems += _schedule_problems(ctx, tenant, spec, pins)
     if problems:
         raise Invalid(f"invalid package: {problems[0]['path']}: {problems[0]['message']}"
                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""), {"package": problems})
     return pins
+
+
+def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[str, str]) -> list[dict]:
+    """A schedule's fixed payload must be an event its webhook would accept: size, then schema."""
+    from ..canonical import loads
+    from ..limits import resolve
+    from .ingest import schema_errors
+    problems = []
+    for eid, sched in spec.scheduled_events().items():
+        ev = spec.events[eid]
+        path = f"events.{eid}.schedule.payload"
+        limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits,
+                         spec.runtimes[ev.runtime].limits, ev.limits)
+        max_element = min(ctx.settings.max_element_kb, limits.input_kb) * 1024
+        size = len(sched.payload.encode("utf-8"))
+        if size > max_element:
+            problems.append({"path": path, "message": f"the payload is {size} bytes; an event may be at most "
+                                                      f"{max_element // 1024} KB"})
+            continue
+        errs = schema_errors(schema_validator(ctx, tenant, pins[ev.schema.schemaref]), loads(sched.payload), 1)
+        if errs:
+            problems.append({"path": path, "message": f"the payload does not match schema "
+                                                      f"{ev.schema.schemaref!r}: {errs[0]['path']}: "
+                                                      f"{errs[0]['message']}"})
+    return problems
+
+
+def schedules_changed(ctx: Context) -> None:
+    """Tell running beat processes to re-read the deployed schedules now (best effort: they also
+    re-read every JOBICO_SCHEDULE_REFRESH seconds)."""
+    try:
+        ctx.redis.incr(SCHEDULES_CHANGED)
+    except Exception as exc:  # the change is committed; beat catches up on its next re-read
+        log.warning("could not notify beat of a schedule change: %s", exc)
 
 
 def _claim_events(s, tenant: str, package: Package, spec: PackageSpec) -> None:
@@ -163,6 +200,8 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
     except IntegrityError:
         raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
     announce_queues(ctx, info.queues())
+    if spec.scheduled_events() or redeploy:
+        schedules_changed(ctx)
     return info
 
 
@@ -188,6 +227,7 @@ def rollback(ctx: Context, tenant: str, name: str, number: int) -> VersionInfo:
         _claim_events(s, tenant, pkg, info.spec)
         pkg.active_version = number
     announce_queues(ctx, info.queues())
+    schedules_changed(ctx)
     return info
 
 
@@ -199,6 +239,7 @@ def delete_package(ctx: Context, tenant: str, name: str) -> None:
         s.delete(pkg)
     for vid in ids:
         ctx.versions.pop(vid)
+    schedules_changed(ctx)
 
 
 def _package(s, tenant: str, name: str, lock: bool = False) -> Package:

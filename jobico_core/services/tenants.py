@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
 from sqlalchemy import select
 
 from ..db import ApiKey, Tenant
-from ..errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from ..names import name_problem
 from .context import Context
 
 KEY_PREFIX = "jbk_"
 WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
 HMAC_MAX_SKEW = 300  # seconds
+MAX_SUBMITTER = 128  # characters of a submitter name (executions.submitter)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
+# headers that already mean something to the webhook (or to HTTP) cannot name the submitter
+_RESERVED_HEADERS = ("authorization", "proxy-authorization", "cookie", "host", "idempotency-key",
+                     "content-type", "content-length", "content-encoding", "transfer-encoding")
 
 
 def hash_key(key: str) -> str:
@@ -77,12 +83,52 @@ def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secre
         return tenant
 
 
+def submitter_header_problem(name: str) -> str | None:
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        return "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-, at most 64 characters)"
+    if name.lower().startswith("x-jobico-") or name.lower() in _RESERVED_HEADERS:
+        return f"{name!r} already means something to the webhook; choose another header (e.g. X-Submitter)"
+    return None
+
+
+def set_submitter_header(ctx: Context, tenant_id: str, header: str | None) -> Tenant:
+    """Name the request header whose value becomes a webhook execution's submitter (None: the key's name)."""
+    if header is not None:
+        problem = submitter_header_problem(header)
+        if problem:
+            raise Invalid(f"submitter_header {problem}", {"submitter_header": [problem]})
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        tenant.submitter_header = header
+        return tenant
+
+
+def webhook_submitter(tenant: Tenant, headers, authenticated: str) -> str:
+    """Who submitted a webhook request: the tenant's submitter header when the request carries it,
+    else ``authenticated`` (the key's name, "hmac" or "anonymous"). 400 for an unusable value."""
+    name = tenant.submitter_header
+    if not name:
+        return authenticated
+    value = headers.get(name)
+    if value is None or not value.strip():
+        return authenticated
+    value = value.strip()
+    if len(value) > MAX_SUBMITTER or not value.isprintable():
+        problem = f"must be printable text of at most {MAX_SUBMITTER} characters"
+        raise BadRequest(f"header {name} (this tenant's submitter header) {problem}", {name: [problem]})
+    return value
+
+
 def delete_tenant(ctx: Context, tenant_id: str) -> None:
     with ctx.db.session() as s:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         s.delete(tenant)
+    from .packages import schedules_changed
+    schedules_changed(ctx)  # its schedules stop
 
 
 def create_key(ctx: Context, tenant_id: str, name: str) -> tuple[ApiKey, str]:

@@ -39,6 +39,12 @@ class Platform:
         self.workers.append(w)
         return w
 
+    def start_beat(self, name: str = "beat1", extra_env: dict | None = None) -> "Beat":
+        b = Beat(self, name, 0, extra_env or {})
+        b.start()
+        self.workers.append(b)
+        return b
+
     # -- HTTP helpers ----------------------------------------------------------
     def admin(self, method: str, path: str, **kw) -> requests.Response:
         return requests.request(method, self.url + path, headers={"Authorization": f"Bearer {ADMIN}"},
@@ -129,6 +135,31 @@ class Worker:
         self._log.close()
 
 
+class Beat(Worker):
+    """``celery beat`` with Jobico's scheduler (what `jobico run`, the chart and compose start)."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        from jobico_cli.ops import BEAT_SCHEDULER
+        env = {**os.environ, **self.platform.env, **self.extra_env}
+        self.log_path = self.platform.tmp / f"beat-{self.name}.log"
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
+             "--scheduler", BEAT_SCHEDULER],
+            cwd=self.platform.tmp, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while b"beat: Starting" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"beat exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"beat not started after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def holds_lock(self) -> bool:
+        return b"holds the lock" in self.log_path.read_bytes()
+
+
 def _serve(app):
     from werkzeug.serving import make_server
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -152,6 +183,7 @@ def platform_env(pg_url: str, redis_url: str, s3, bucket: str, tmp: Path, **extr
         "JOBICO_DATA_DIR": str(tmp / "data"),
         "JOBICO_CACHE_DIR": str(tmp / "cache"),
         "JOBICO_QUEUE_REFRESH": "1",
+        "JOBICO_SCHEDULE_REFRESH": "1",
         "JOBICO_LOG_LEVEL": "INFO",
         **extra,
     }

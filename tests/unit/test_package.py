@@ -127,8 +127,8 @@ def test_not_yaml_reports_line():
 def test_event_defined_twice_and_reserved_extensions():
     twice = DOC_EXAMPLE.replace("id: hello_ok", "id: hello")
     assert any("defined twice" in i["message"] for i in problems(twice))
-    sched = DOC_EXAMPLE.replace("      datatype: 0\n", "      datatype: 0\n      schedule: '* * * * *'\n", 1)
-    assert any("reserved for cron triggers" in i["message"] for i in problems(sched))
+    locks = DOC_EXAMPLE.replace("      datatype: 0\n", "      datatype: 0\n      locks: [a]\n", 1)
+    assert any("reserved for named locks" in i["message"] for i in problems(locks))
 
 
 def test_limits_within_platform_maxima():
