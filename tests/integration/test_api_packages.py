@@ -191,3 +191,58 @@ def test_list_and_delete_packages(api):
     assert c.get("/api/v1/packages/billing", headers=t.headers).status_code == 404
     assert api.post_events("tenant_1", "invoice", {"data": [{"name": "a"}]}, t.headers).status_code == 404
     assert [p["id"] for p in c.get("/api/v1/packages", headers=t.headers).get_json()["items"]] == ["people"]
+
+
+def test_schedules_are_checked_at_deploy_and_kept_per_version(api):
+    t = api.tenant("tenant_1")
+    assert api.upload(t, "echo.wasm", wasm("echo")).status_code == 201
+    assert api.upload(t, "person.json", PERSON_SCHEMA).status_code == 201
+
+    def scheduled(schedule: str) -> str:
+        return PACKAGE.replace("      runtime: echo\n", f"      runtime: echo\n      schedule: {schedule}\n")
+
+    # the payload must be an event the webhook would accept: schema, then size
+    r = api.deploy(t, scheduled("{cron: '0 8 * * *', payload: {age: 3}}"))
+    body = r.get_json()
+    assert r.status_code == 422, body
+    [problem] = body["errors"]["package"]
+    assert problem["path"] == "events.person_added.schedule.payload"
+    assert "does not match schema 'person.json'" in problem["message"] and "'name' is a required" in \
+        problem["message"]
+    assert "events.person_added.schedule.payload" in body["message"]
+    r = api.deploy(t, scheduled("{cron: '0 8 * * *'}"))  # no payload is {}: not a person either
+    assert r.status_code == 422 and "'name' is a required" in r.get_json()["message"]
+    big = "x" * (api.settings.max_element_kb * 1024 + 1)
+    r = api.deploy(t, scheduled(f"{{cron: '0 8 * * *', payload: {{name: {big}}}}}"))
+    assert r.status_code == 422 and f"an event may be at most {api.settings.max_element_kb} KB" in r.get_json()["message"]
+    # expression and time zone: named fields, before any file is looked at
+    r = api.deploy(t, scheduled("{cron: '0 25 * * *', timezone: Europe/Atlantis, payload: {name: a}}"))
+    paths = {p["path"] for p in r.get_json()["errors"]["package"]}
+    assert r.status_code == 422 and paths == {"jobs[0].event.schedule.cron", "jobs[0].event.schedule.timezone"}
+
+    r = api.deploy(t, scheduled("{cron: '*/5 * * * * *', timezone: Asia/Tokyo, payload: {name: cron}}"))
+    assert r.status_code == 201, r.get_json()
+    shown = api.client.get("/api/v1/packages/people", headers=t.headers).get_json()
+    assert "schedule:" in shown["version"]["source"]
+
+
+def test_submitter_header_setting(api):
+    api.tenant("tenant_1")
+    c, admin = api.client, api.admin
+    r = c.patch("/api/v1/tenants/tenant_1", json={"submitter_header": "X-User"}, headers=admin)
+    assert r.status_code == 200 and r.get_json()["submitter_header"] == "X-User", r.get_json()
+    assert r.get_json()["webhook_auth"] == "key"  # unchanged
+    for bad, words in (("Authorization", "already means something"), ("X-Jobico-Signature", "already means"),
+                       ("bad header", "HTTP header name"), ("x" * 65, "HTTP header name")):
+        r = c.patch("/api/v1/tenants/tenant_1", json={"submitter_header": bad}, headers=admin)
+        assert r.status_code == 422 and words in r.get_json()["errors"]["submitter_header"][0], r.get_json()
+    r = c.patch("/api/v1/tenants/tenant_1", json={}, headers=admin)
+    assert r.status_code == 422
+    r = c.patch("/api/v1/tenants/tenant_1", json={"rotate_secret": True, "submitter_header": None}, headers=admin)
+    assert r.status_code == 422 and "rotate_secret" in str(r.get_json()["errors"])
+    r = c.patch("/api/v1/tenants/ghost", json={"submitter_header": "X-User"}, headers=admin)
+    assert r.status_code == 404
+    listed = c.get("/api/v1/tenants", headers=admin).get_json()["items"]
+    assert listed[0]["submitter_header"] == "X-User"
+    r = c.patch("/api/v1/tenants/tenant_1", json={"submitter_header": ""}, headers=admin)
+    assert r.status_code == 200 and r.get_json()["submitter_header"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from jobico_core.db import Database, Execution, Tenant, upgrade_schema
+from jobico_core.db import Base, Database, Execution, Tenant, upgrade_schema
 from jobico_core.errors import Unavailable
 from jobico_core.storage import FileStore, ObjectNotFound, S3Store, blob_key, sha256_hex
 
@@ -62,3 +62,25 @@ def test_migrations_run_on_both_databases(backend, pg_url, tmp_path):
                         version_id=1, event="e", queue="q", payload="{}", code=big))
     with db.session() as s:
         assert s.get(Execution, "01a00000-0000-7000-8000-000000000001").code == big
+    # the models and the migrated schema agree (nothing a migration forgot)
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    # a cron fire time is recorded once per tenant and event; webhook rows (no scheduled_at) never collide
+    import datetime as dt
+    from sqlalchemy.exc import IntegrityError
+    when = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.timezone.utc)
+
+    def row(n: int, **kw) -> Execution:
+        return Execution(id=f"01a00000-0000-7000-8000-00000000010{n}", tenant_id="t", package="p", version=1,
+                         version_id=1, event="e", queue="q", payload="{}", **kw)
+    with db.session() as s:
+        s.add_all([row(1), row(2), row(3, trigger="cron", scheduled_at=when)])
+    with pytest.raises(IntegrityError):
+        with db.session() as s:
+            s.add(row(4, trigger="cron", scheduled_at=when))
+    with db.session() as s:
+        s.add(row(5, trigger="cron", scheduled_at=when + dt.timedelta(seconds=1)))
+        s.flush()
+        assert s.get(Execution, row(3).id).scheduled_at == when
