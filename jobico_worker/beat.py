@@ -25,9 +25,11 @@ import datetime as dt
 import logging
 import os
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from celery.beat import Scheduler
 
@@ -41,6 +43,7 @@ LOCK_TTL = 10.0        # seconds a dead holder keeps the lock
 MISFIRE_GRACE = 60.0   # seconds late a missed fire time may still be fired
 MAX_CATCH_UP = 100     # most fire times of one schedule made up at once
 TICK = 1.0             # longest sleep between ticks (lock renewal, change counter)
+ALIVE_FILE = Path(tempfile.gettempdir()) / "jobico-beat.alive"  # touched every tick (a liveness probe's)
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
@@ -83,6 +86,10 @@ class JobicoScheduler(Scheduler):
                 f"and on deploy)\n    . lock -> redis {LOCK_KEY} as {self.token}")
 
     def tick(self, *args, **kwargs) -> float:
+        try:
+            ALIVE_FILE.touch()
+        except OSError:  # pragma: no cover - a read-only /tmp: no liveness file
+            pass
         try:
             return self._tick()
         except Exception as exc:  # Redis or the database is down: keep beating, try again shortly

@@ -168,7 +168,7 @@ def test_schema_refuses_bad_values():
 def test_default_install_wiring():
     docs = documents(render(values("default")))
     deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {"rel-jobico-api", "rel-jobico-worker", "rel-jobico-flower"}
+    assert set(deployments) == {"rel-jobico-api", "rel-jobico-worker", "rel-jobico-flower", "rel-jobico-beat"}
     cm = by_kind(docs, "ConfigMap")["rel-jobico"]["data"]
     assert cm["JOBICO_STORAGE_URL"] == "s3://jobico" and cm["JOBICO_S3_ENDPOINT"] == "minio:9000"
     assert cm["JOBICO_CACHE_DIR"] == "/var/cache/jobico" and cm["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
@@ -213,6 +213,11 @@ def test_default_install_wiring():
     assert "inspect ping" in " ".join(wc["livenessProbe"]["exec"]["command"])
     flower = container(deployments["rel-jobico-flower"])
     assert flower["args"] == ["flower"] and flower["livenessProbe"]["httpGet"]["path"] == "/healthcheck"
+    beat = deployments["rel-jobico-beat"]  # cron triggers: exactly one, never two during a rollout
+    assert container(beat)["args"] == ["beat"]
+    assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
+    assert "/tmp/jobico-beat.alive" in " ".join(container(beat)["livenessProbe"]["exec"]["command"])
+    assert cm["JOBICO_SCHEDULE_REFRESH"] == "5"
 
     pdbs = by_kind(docs, "PodDisruptionBudget")
     assert set(pdbs) == {"rel-jobico-api", "rel-jobico-worker"}
@@ -343,7 +348,7 @@ def test_docker_compose_config_is_valid():
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)
     services = cfg["services"]
-    assert {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "flower"} <= set(services)
+    assert {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "flower", "beat"} <= set(services)
     # without the operator's secrets it refuses to start
     env.pop("JOBICO_ADMIN_TOKEN")
     r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "-q"],
@@ -371,4 +376,5 @@ def test_docker_compose_config_is_valid():
         assert services[name]["environment"]["JOBICO_STORAGE_URL"].startswith("s3://")
     assert services["migrate"]["command"] == ["migrate"] and services["worker"]["command"] == ["worker"]
     assert services["flower"]["command"] == ["flower"] and services["api"]["command"] == ["api"]
+    assert services["beat"]["command"] == ["beat"] and services["beat"]["depends_on"]["migrate"]
     assert "mb" in services["minio-init"]["entrypoint"]

@@ -66,6 +66,7 @@ JOBICO_S3_REGION: {{ .Values.storage.s3.region | quote }}
 JOBICO_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 JOBICO_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 JOBICO_QUEUE_REFRESH: {{ .Values.config.queueRefresh | quote }}
+JOBICO_SCHEDULE_REFRESH: {{ .Values.config.scheduleRefresh | quote }}
 JOBICO_CACHE_DIR: "/var/cache/jobico"
 PROMETHEUS_MULTIPROC_DIR: "/tmp/jobico-metrics"
 {{- range $k, $v := .Values.config.extraEnv }}
