@@ -1,15 +1,16 @@
 """``jobico dashboard``: a full-screen terminal UI over the API (rich ``Live`` on the alternate screen).
 
 Panes: packages (and the selected package's versions), the repository's
-files, and the live stream of results (``GET /api/v1/executions/stream``)
-with the selected result's details. Keys: tab / shift-tab (or ←/→) move
+files, the live stream of results (``GET /api/v1/executions/stream``)
+with the selected result's details, and what runs now
+(``GET /api/v1/executions/running``: worker, attempt, age). Keys: tab / shift-tab (or ←/→) move
 between panes, ↑/↓ (j/k), PgUp/PgDn, Home/End move within one, ``r``
 refreshes, ``q`` (or Ctrl-C) quits and restores the terminal.
 
 The state (``DashboardState``) and the rendering (``render``) are plain
 functions of data, tested without a terminal; ``run`` wires them to a
 terminal in cbreak mode, a refresher thread (packages, versions, files every
-``refresh`` seconds and on ``r``) and a stream thread (``ExecutionStream``).
+``refresh`` seconds and on ``r``, the running executions too) and a stream thread (``ExecutionStream``).
 Everything a tenant's module produced is shown through ``output.text`` /
 ``one_line``: sanitized, never parsed as markup.
 """
@@ -33,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import Client, CliError, UsageProblem
-from .output import human_size, level_text, one_line, sanitize, status_text, text
+from .output import human_size, level_text, one_line, sanitize, short, status_text, text
 
 PANES = ("packages", "files", "results")
 MAX_RESULTS = 500
@@ -47,6 +48,9 @@ class DashboardState:
     package: dict | None = None  # GET /packages/<selected>: its versions
     files: list[dict] = field(default_factory=list)
     results: deque = field(default_factory=lambda: deque(maxlen=MAX_RESULTS))  # newest first
+    running: list[dict] = field(default_factory=list)  # GET /executions/running, flattened
+    running_total: int = 0
+    running_at: float = 0.0  # time.monotonic() of that answer: ages grow from there
     seen: set = field(default_factory=set)
     focus: int = 0
     selected: dict = field(default_factory=lambda: {p: 0 for p in PANES})
@@ -62,6 +66,11 @@ class DashboardState:
     def set_files(self, items: list[dict]) -> None:
         self.files = sorted(items, key=lambda f: str(f.get("name")))
         self._clamp("files")
+
+    def set_running(self, doc: dict, at: float | None = None) -> None:
+        self.running = [e for g in doc.get("packages") or [] for e in g.get("items") or []]
+        self.running_total = int(doc.get("total") or len(self.running))
+        self.running_at = time.monotonic() if at is None else at
 
     def add_execution(self, e: dict) -> bool:
         """Add a streamed execution (newest first); False when already shown."""
@@ -246,6 +255,25 @@ def _results_table(state: DashboardState, height: int, width: int) -> Renderable
     return table
 
 
+def _running_table(state: DashboardState, height: int) -> RenderableType:
+    if not state.running:
+        return Text("nothing is running", style="dim")
+    from .commands.executions import age_text
+    since = max(0.0, time.monotonic() - state.running_at) if state.running_at else 0.0
+    table = Table(box=None, header_style="bold", expand=True, pad_edge=False)
+    table.add_column("PACKAGE/EVENT", overflow="ellipsis", no_wrap=True, ratio=2)
+    table.add_column("WORKER", overflow="ellipsis", no_wrap=True, ratio=1)
+    table.add_column("ATTEMPT", justify="right", no_wrap=True)
+    table.add_column("AGE", justify="right", no_wrap=True)
+    table.add_column("ID", no_wrap=True)
+    for e in state.running[:max(1, height - 1)]:
+        age = e.get("age_s")
+        table.add_row(text(f"{sanitize(e.get('package'))}/{sanitize(e.get('event'))}"), text(e.get("worker")),
+                      text(e.get("attempts")), text(age_text(age + since if isinstance(age, (int, float)) else None)),
+                      text(short(e.get("id"))))
+    return table
+
+
 def _detail(state: DashboardState, height: int) -> RenderableType:
     e = state.selected_result()
     if e is None:
@@ -274,7 +302,8 @@ def render(state: DashboardState, width: int = 120, height: int = 40) -> Layout:
     ver_h = max(4, int(body_h * 0.24))
     files_h = max(4, body_h - pk_h - ver_h)
     detail_h = max(6, min(12, body_h // 3))
-    results_h = max(4, body_h - detail_h)
+    running_h = max(4, min(8, body_h // 5))
+    results_h = max(4, body_h - detail_h - running_h)
     left_w = max(30, int(width * 0.38))
 
     header = Text.assemble(("Jobico", "bold cyan"), "  tenant ", (sanitize(state.tenant), "bold"),
@@ -306,6 +335,8 @@ def render(state: DashboardState, width: int = 120, height: int = 40) -> Layout:
     right.split_column(
         Layout(_pane("Live results", _results_table(state, results_h - 2, width - left_w - 4),
                      state.focus_name == "results", "(newest first)"), size=results_h),
+        Layout(_pane("Running now", _running_table(state, running_h - 2), False,
+                     f"({state.running_total})"), size=running_h),
         Layout(_pane("Selected result", _detail(state, detail_h - 2), False), name="detail"),
     )
     return layout
@@ -333,7 +364,8 @@ class Dashboard:
         try:
             packages = (self.client.list_packages() or {}).get("items", [])
             files = (self.client.list_files() or {}).get("items", [])
-            self._update(lambda s: (s.set_packages(packages), s.set_files(files)))
+            running = self.client.running_executions(limit=50) or {}
+            self._update(lambda s: (s.set_packages(packages), s.set_files(files), s.set_running(running)))
             selected = self.state.selected_package()
             detail = self.client.get_package(selected) if selected else None
             stamp = time.strftime("%H:%M:%S")

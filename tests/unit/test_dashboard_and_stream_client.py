@@ -91,6 +91,23 @@ def test_render_shows_panes_and_keeps_guest_text_inert():
     assert "\x1b[2J" not in out and "\x1b]0;" not in out and "[red]x[/red]" in out
 
 
+def test_render_shows_what_runs_now_with_growing_ages():
+    import time
+    s = DashboardState(tenant="acme", api_url="http://127.0.0.1:1", connection="live")
+    text = _screen(render(s, 120, 40), 120, 40)
+    assert "Running now" in text and "nothing is running" in text
+    s.set_running({"packages": [{"package": "sleepy", "running": 2, "items": [
+        {"id": "01a00000-0000-7000-8000-000000000001", "package": "sleepy", "event": "nap",
+         "worker": "w1@host", "attempts": 2, "age_s": 75.0},
+        {"id": "01a00000-0000-7000-8000-000000000002", "package": "sleepy", "event": "nap[red]x",
+         "worker": "w2@host", "attempts": 1, "age_s": 3.2}]}], "total": 2, "truncated": False},
+        at=time.monotonic() - 10)
+    text = _screen(render(s, 120, 40), 120, 40)
+    for needle in ("Running now (2)", "sleepy/nap", "w1@host", "1m25s", "13.2s", "w2@host", "nap[red]x",
+                   "01a00000-000"):
+        assert needle in text, (needle, text)
+
+
 def test_stream_line_logs_and_json_line_are_inert():
     e = _exec(4, result=EVIL, status="failed", code=3, logs=[{"level": 2, "message": "warn \x1b[2J[b]x"}])
     line = execution_line(e)
