@@ -1,4 +1,5 @@
-"""Celery beat's scheduler for cron triggers: ``celery -A jobico_worker.app beat -S jobico_worker.beat:JobicoScheduler``.
+"""Celery beat's scheduler for cron triggers:
+``celery -A jobico_worker.app beat --scheduler jobico_worker.beat:JobicoScheduler``.
 
 The schedules are the ``schedule:`` of every package's active version, read
 from the database at start, whenever a deploy, redeploy, rollback or delete

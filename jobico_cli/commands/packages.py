@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         package: PackageArg,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     ) -> None:
-        """Delete a package and all its versions (its events stop being accepted)."""
+        """Delete a package and all its versions (its events stop being accepted, its schedules firing)."""
         if not yes:
             if not sys.stdin.isatty():
                 raise UsageProblem(f"refusing to delete package {package!r} without confirmation: pass --yes")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JOBICO = Path(sys.executable).parent / "jobico"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(330)
 def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
     port, flower = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
@@ -56,6 +56,22 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
             time.sleep(0.5)
         assert rec["status"] == "succeeded" and rec["result"] == "Bonjour, Ada!", rec
         assert rec["logs"] == [{"level": 1, "message": "lang=fr"}]
+        # the README's cron example, deployed with the command the banner prints: beat fires it
+        deploy = re.search(r"(\S+ deploy \S+cron\.yaml)", banner).group(1)
+        deployed = subprocess.run(shlex.split(deploy), env=cli_env, capture_output=True, text=True, timeout=60)
+        assert deployed.returncode == 0, deployed.stderr
+        deadline = time.monotonic() + 75  # it fires at :00 and :30
+        while True:
+            listed = subprocess.run([str(JOBICO), "executions", "--submitter", "cron", "--json"], env=cli_env,
+                                    capture_output=True, text=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr
+            fired = [e for e in json.loads(listed.stdout)["items"] if e["status"] == "succeeded"]
+            if fired:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
+            time.sleep(1)
+        assert fired[0]["result"] == "Bonjour, cron!" and fired[0]["trigger"] == "cron", fired
+        assert fired[0]["scheduled_at"][17:19] in ("00", "30"), fired
         assert requests.get(f"http://127.0.0.1:{flower}/", timeout=10).status_code in (200, 401)
         assert "admin token" in banner and str(tmp_path / "home" / "config.toml") in banner
         assert shlex.split(curl)[0] == "curl"
