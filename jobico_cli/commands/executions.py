@@ -81,6 +81,7 @@ def executions(
 
 
 WIDE = 120  # from this width on, every column; below it the ids stay whole and less useful columns go
+WIDER = 140  # ... and the submitter too
 
 
 def _created(value: Any, wide: bool) -> str:
@@ -93,7 +94,7 @@ def _created(value: Any, wide: bool) -> str:
 def executions_table(items: list[dict], width: int) -> Table:
     """The listing: whole ids always (copy them into `jobico executions show`), columns dropped when narrow.
 
-    >= 120 columns: ID PACKAGE VER EVENT STATUS CODE CREATED MS; narrower: ID PACKAGE@VER
+    >= 120 columns: ID PACKAGE VER EVENT STATUS CODE CREATED MS (and SUBMITTER from 140 on); narrower: ID PACKAGE@VER
     EVENT STATUS (" DL": dead-lettered) CODE (and CREATED as HH:MM:SS from 96 on), long names
     folded rather than cut.
     """
@@ -127,6 +128,9 @@ def executions_table(items: list[dict], width: int) -> Table:
         table.add_column("CREATED", no_wrap=True)
     if wide:
         table.add_column("MS", justify="right")
+    wider = width >= WIDER
+    if wider:
+        table.add_column("SUBMITTER", overflow="fold")
     for e in items:
         row: list[Any] = [e.get("id")]
         if wide:
@@ -144,6 +148,8 @@ def executions_table(items: list[dict], width: int) -> Table:
             row.append(_created(e.get("created_at"), wide))
         if wide:
             row.append(e.get("duration_ms"))
+        if wider:
+            row.append(e.get("submitter"))
         table.add_row(*cells(row))
     return table
 

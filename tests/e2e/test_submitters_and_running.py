@@ -17,7 +17,7 @@ id: sleepy
 queues: [{id: q}]
 jobs:
   - event: {id: nap, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
-            limits: {timeout_ms: 8000, fuel: 10000000000}}
+            limits: {timeout_ms: 5000, fuel: 10000000000}}
 runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
 """
 

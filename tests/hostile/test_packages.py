@@ -100,8 +100,16 @@ CASES = [
     ("queue-does-not-exist", BASE.replace("supplierqueue: main", "supplierqueue: mian"), 422,
      ["queue 'mian' is not defined", "did you mean 'main'"]),
     ("non-string-key", BASE + "1: x\n", 422, ["not a string"]),
-    ("reserved-extension", BASE.replace("runtime: rt", "runtime: rt\n      schedule: '* * * * *'"), 422,
-     ["reserved for cron triggers"]),
+    ("reserved-extension", BASE.replace("runtime: rt", "runtime: rt\n      mqtt: {topic: x}"), 422,
+     ["reserved for MQTT triggers"]),
+    ("cron-out-of-range", BASE.replace("runtime: rt", "runtime: rt\n      schedule: '99 * * * *'"), 422,
+     ["jobs[0].event.schedule.cron", "not a valid cron expression"]),
+    ("cron-never-fires", BASE.replace("runtime: rt", "runtime: rt\n      schedule: '0 0 31 2 *'"), 422,
+     ["never fires"]),
+    ("cron-timezone-path", BASE.replace("runtime: rt", "runtime: rt\n      schedule: {cron: '* * * * *', "
+                                        "timezone: ../../etc/passwd}"), 422, ["not a known IANA time zone"]),
+    ("cron-payload-nan", BASE.replace("runtime: rt", "runtime: rt\n      schedule: {cron: '* * * * *', "
+                                      "payload: .nan}"), 422, ["schedule.payload", "plain JSON"]),
     ("retries-infinite", BASE.replace("runtime: rt", "runtime: rt\n      retries: .inf"), 422, ["retries"]),
     ("datatype-not-json", BASE.replace("runtime: rt", "runtime: rt\n      datatype: 1"), 422,
      ["datatype 1 is not supported"]),

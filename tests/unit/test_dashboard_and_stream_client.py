@@ -134,3 +134,10 @@ def test_executions_table_readable_in_80_columns():
     wide.print(executions_table(items, 160))
     wide_text = wide.export_text()
     assert "CREATED" in wide_text and " MS" in wide_text
+    items[0]["submitter"] = "ci-bot"
+    for width, shown in ((120, False), (160, True)):
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(executions_table(items, width))
+        text = console.export_text()
+        assert all(e["id"] in text for e in items) and all(len(line) <= width for line in text.splitlines())
+        assert ("SUBMITTER" in text and "ci-bot" in text) is shown
