@@ -119,9 +119,8 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
             return got
         try:
             ready = interpreter.is_ready(cache)
-        except interpreter.InterpreterMissing as exc:
-            raise interpreter.InterpreterNotReady(f"Python jobicolets are unavailable on this host: {exc}",
-                                                  retry_after=60) from None
+        except interpreter.InterpreterMissing as exc:  # an operator's problem, said on the record
+            raise InvalidModule(f"Python jobicolets are unavailable on this host: {exc}") from None
         if not ready:
             raise interpreter.not_ready(cache)   # starts preparing it in the background
         eng = rt._engine(stack_kb)
@@ -279,7 +278,10 @@ def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "e
     if len(payload) > limits.input_bytes:
         return rt._done(t0, Outcome(Status.LIMIT_EXCEEDED, limit="input",
                                     message=f"input is {len(payload)} bytes; the limit is {limits.input_kb} KiB"))
-    interp = _interpreter(rt, limits.stack_kb)
+    try:
+        interp = _interpreter(rt, limits.stack_kb)
+    except InvalidModule as exc:
+        return rt._done(t0, Outcome(Status.INVALID_MODULE, message=str(exc)))
     exe = _PyExecution(limits, cancel, t0, module, mode, main, payload)
     out = _execute(rt, interp, exe)
     out.logs = exe.logs
