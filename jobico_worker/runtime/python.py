@@ -36,7 +36,7 @@ from wasmtime import ExitTrap, Trap, WasmtimeError
 from jobico_core.abi import InvalidModule
 from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
 
-from . import interpreter
+from . import _wasi_clock, interpreter
 from ._runtime import (
     _EXTERN_FUNC, _EXTERN_MEMORY, _NULL_FINALIZER, _TRAP_PTR, _VAL_RAW, CancelToken, Outcome, Status, _active,
     _active_lock, _Caller, _epoch_cb, _epoch_callback, _Execution, _export_get, _func_call, _mem_data, _mem_size,
@@ -139,13 +139,14 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
 def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    kept = _wasi_clock.define(linker)   # sleeps that end at the deadline or a cancel
     i32 = wasmtime.ValType.i32()
     ty = wasmtime.FuncType([i32] * 4, [i32])
     err = ffi.wasmtime_linker_define_func(linker.ptr(), b"host", 4, b"call", 4, ty.ptr(), _door_callback,
                                           None, _NULL_FINALIZER)
     if err:
         raise WasmtimeError._from_ptr(err)
-    linker._jobico_ty = ty  # type: ignore[attr-defined]  # keep the type alive with the linker
+    linker._jobico_types = [ty, *kept]  # type: ignore[attr-defined]  # kept alive with the linker
     return linker
 
 

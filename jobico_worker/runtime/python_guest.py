@@ -32,13 +32,16 @@ def _jobico_run():
 
     call = _host.call
     mode, filename, main, source = call(b"S").decode("utf-8").split("\0", 3)
+    # one captured stream: stdout by lines, so print() and a traceback on stderr keep their order
+    sys.stdout.reconfigure(line_buffering=True)
 
     def finish(frame):
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            call(frame)
+            if frame:
+                call(frame)
             os._exit(0)
 
     def fail(exc, where=None):
@@ -51,17 +54,25 @@ def _jobico_run():
             last = last.tb_next
         if last is not None:
             line = last.tb_lineno
-        if not isinstance(exc, SyntaxError) or mode == "event":
-            import traceback
-            traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+        frame = tb
+        while frame is not None:  # the tenant's finished frames: free their locals (a MemoryError's hoard)
+            frame.tb_frame.clear()
+            frame = frame.tb_next
         if isinstance(exc, SyntaxError):
             message = exc.msg
         elif isinstance(exc, SystemExit):
             message = f"{main}() called sys.exit({exc.code!r})"
         else:
             message = str(exc)
-        finish(b"E" + json.dumps({"type": type(exc).__name__, "message": message[:2000], "line": line,
-                                  "where": where}).encode("utf-8", "backslashreplace"))
+        # the summary first: printing the traceback may itself fail (out of memory, a closed stream)
+        call(b"E" + json.dumps({"type": type(exc).__name__, "message": message[:2000], "line": line,
+                                "where": where}).encode("utf-8", "backslashreplace"))
+        try:
+            if not isinstance(exc, SyntaxError) or mode == "event":
+                import traceback
+                traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+        finally:
+            finish(b"")
 
     # tracebacks show the tenant's source lines (the file is not on any file system here)
     import linecache
