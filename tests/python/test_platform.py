@@ -14,6 +14,9 @@ from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
 from tests.e2e.conftest import Platform, _serve, platform_env
 
+# the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
+pytestmark = pytest.mark.timeout(1200)
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "python"
 JOBICO = Path(sys.executable).parent / "jobico"

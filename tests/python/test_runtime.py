@@ -13,6 +13,9 @@ from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
 from jobico_worker.runtime import CancelToken, Status
 from jobico_worker.runtime.python import PythonModule, check_python, load_python
 
+# the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
+pytestmark = pytest.mark.timeout(1200)
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
 
 
