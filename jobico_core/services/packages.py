@@ -96,8 +96,8 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
             continue
         if rt.language == "python":
             if f.kind != "python":
-                problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a Python source "
-                                                          "file (a runtime of type 1 / language: python runs a .py file)"})
+                problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a Python source file "
+                                                          "(a runtime of type 1 runs a .py file)"})
                 continue
             pins[f.name] = f.sha256
             try:  # its top level runs and defines the function, in the guest's CPython

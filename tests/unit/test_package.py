@@ -177,7 +177,8 @@ def test_published_json_schema_agrees_with_the_parser():
     schema = json.loads((ROOT / "docs" / "package.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    for source in [DOC_EXAMPLE, *(p.read_text() for d in ("packages", "python") for p in (ROOT / "examples" / d).glob("*.yaml"))]:
+    examples = [p for d in ("packages", "python") for p in (ROOT / "examples" / d).glob("*.yaml")]
+    for source in [DOC_EXAMPLE, *(p.read_text() for p in examples)]:
         doc = yaml.safe_load(source)
         parse_package(source)
         assert not list(validator.iter_errors(doc)), source
