@@ -189,3 +189,28 @@ def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp
     (tmp_path / "greeter" / "greeter.py").write_text("def event(data):\n    return 0,, 1\n")
     r = jobico("upload", "greeter/greeter.py")
     assert r.returncode == 1 and "greeter.py, line 2" in r.stderr, r.stdout + r.stderr
+
+
+def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
+    """Before a host has compiled its interpreter, a Python event is put back on its queue with a
+    note (never failed, never compiled on its path), and runs once the interpreter is there."""
+    from jobico_worker.executor import run_execution
+    from jobico_worker.runtime import Runtime, interpreter
+
+    p = py_platform
+    key = p.tenant("pyw")
+    p.upload(key, EXAMPLES / "echo.py")
+    p.upload(key, EXAMPLES / "echo.json")
+    p.deploy(key, "id: w\nqueues: [{id: q}]\njobs:\n  - event: {id: e, schema: {id: s, schemaref: echo.json}, "
+                  "supplierqueue: q, runtime: r}\nruntimes:\n  - {id: r, moduleref: echo.py, type: 1}\n")
+    [eid] = p.post(key, "pyw", "e", [{"a": 1}]).json()["executions"]  # no worker: it stays queued
+    asked = []
+    monkeypatch.setattr(interpreter, "start_preparing", lambda d: asked.append(d))  # no real compile here
+    cold = Runtime(python_cache_dir=tmp_path / "no-interpreter-yet")
+    res = run_execution(p.ctx, cold, eid, '{"a":1}', worker="cold")
+    assert res["status"] == "queued" and asked == [tmp_path / "no-interpreter-yet"]
+    e = p.call(key, "GET", f"/api/v1/executions/{eid}").json()
+    assert e["status"] == "queued" and "waiting for this worker's runtime" in e["message"], e
+    warm = Runtime(python_cache_dir=p.env["JOBICO_PYTHON_CACHE_DIR"])
+    res = run_execution(p.ctx, warm, eid, '{"a":1}', worker="warm")
+    assert res["status"] == "succeeded" and res["result"] == '{"a":1}', res
