@@ -223,7 +223,7 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobico_worker.runtime.interpreter", "--cache-dir", str(cache_dir),
              "--in-process"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
         lines: list[str] = []
 
         def pump() -> None:
@@ -299,6 +299,19 @@ def not_ready(cache_dir: Path) -> InterpreterNotReady:
                                f"compiled once per host, which takes a few minutes{why}; retry shortly")
 
 
+def _exit_with_parent() -> None:
+    """The compile subprocess ends when the process that started it is gone (a killed worker
+    must not leave minutes of compilation running)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="jobico-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobico_worker.runtime.interpreter",
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
@@ -308,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.in_process:
+            _exit_with_parent()
             _private_dir(args.cache_dir)
             compile_now(args.cache_dir, say=lambda m: print(m, flush=True))
         else:
