@@ -140,6 +140,11 @@ def is_ready(cache_dir: Path) -> bool:
 
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_private(path)
+
+
+def check_private(path: Path) -> None:
+    """Compiled code is native code: its directory must be this user's and writable by no one else."""
     st = path.stat()
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise InterpreterMissing(f"{path} is not private to this user (owner {st.st_uid}, mode "

@@ -119,13 +119,21 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
             return got
         try:
             ready = interpreter.is_ready(cache)
+            if ready:
+                interpreter.check_private(cache)   # never load native code from a directory others can write
         except interpreter.InterpreterMissing as exc:  # an operator's problem, said on the record
             raise InvalidModule(f"Python jobicolets are unavailable on this host: {exc}") from None
         if not ready:
             raise interpreter.not_ready(cache)   # starts preparing it in the background
         eng = rt._engine(stack_kb)
         t0 = time.monotonic()
-        module = wasmtime.Module.deserialize_file(eng.engine, str(interpreter.module_path(cache)))
+        path = interpreter.module_path(cache)
+        try:
+            module = wasmtime.Module.deserialize_file(eng.engine, str(path))
+        except WasmtimeError as exc:  # unusable (another build of wasmtime, a damaged file): compile anew
+            interpreter.log.warning("discarding the compiled Python interpreter %s: %s", path, exc)
+            path.unlink(missing_ok=True)
+            raise interpreter.not_ready(cache) from None
         linker = _make_linker(eng.engine)
         pre = linker.instantiate_pre(module)
         got = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)))

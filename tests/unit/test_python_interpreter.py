@@ -52,3 +52,29 @@ def test_input_limit_is_checked_before_the_interpreter_is_needed(tmp_path):
     rt = Runtime(python_cache_dir=tmp_path)
     out = rt.run(load_python(b"x = 1\n"), b"x" * 2048, limits=Limits(input_kb=1))
     assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "input")
+
+
+def test_a_cache_others_can_write_is_refused(tmp_path):
+    import os
+    d = tmp_path / "shared"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    with pytest.raises(interpreter.InterpreterMissing, match="not private"):
+        interpreter.check_private(d)
+    os.chmod(d, 0o700)
+    interpreter.check_private(d)
+
+
+def test_a_damaged_compiled_interpreter_is_discarded_and_compiled_anew(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(interpreter, "start_preparing", lambda d: asked.append(d))
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    interpreter.module_path(cache).write_bytes(b"not native code")
+    (interpreter.stdlib_dir(cache)).mkdir(mode=0o700)
+    (interpreter.stdlib_dir(cache) / "python315.zip").write_bytes(b"")
+    assert interpreter.is_ready(cache)
+    rt = Runtime(python_cache_dir=cache)
+    with pytest.raises(interpreter.InterpreterNotReady):
+        rt.run(load_python(b"x = 1\n"), b"{}")
+    assert not interpreter.module_path(cache).exists() and asked == [cache]
