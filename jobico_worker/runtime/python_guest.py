@@ -1,7 +1,9 @@
 """The guest side of a Python jobicolet. It runs INSIDE the sealed CPython (3.15, wasm32-wasip1).
 
-Never imported on the host: ``jobico_worker.runtime.python`` reads this file's text and
-hands it to the interpreter as ``python -c <text>``. Everything it needs from the host comes
+Never imported on the host: ``jobico_worker.runtime.python`` reads this file's text; the
+guest compiles it once per worker process (requests ``P``/``K``) and every event runs the
+marshalled code (``python -c "...exec(marshal.loads(_host.call(b'C')))"``), or this text as
+``python -c <text>`` if that failed. Everything it needs from the host comes
 through the interpreter's one host import, ``host.call`` (``_host.call(bytes) -> bytes`` in
 the guest), which our host implements; the first byte of a request names the operation:
 
@@ -13,6 +15,7 @@ request                answer / meaning
 ``L<level><message>``  one log record; ``<level>`` is one digit, 0..6
 ``R<code>\\0<result>``  the result: ``<code>`` in decimal, then the UTF-8 string
 ``E<json>``            an exception: ``{"type", "message", "line"}``
+``C`` / ``P`` / ``K``  the runner's code / its source / its marshalled code (build)
 =====================  ==========================================================
 
 After ``R`` or ``E`` the runner flushes its streams and leaves with ``os._exit(0)``: the
