@@ -46,9 +46,10 @@ Python jobicolets (``type: 1``) run a whole CPython per event and get their own 
 =============  =========  ==================================================
 key            default    why
 =============  =========  ==================================================
-timeout_ms     5000       a fresh interpreter per event; importing a big
-                          stdlib module (``decimal``, ``email``) costs tens of
-                          ms, ``traceback`` on an error ~50 ms
+timeout_ms     5000       a fresh interpreter per event (~6 ms for nothing);
+                          importing a big stdlib module (``decimal``,
+                          ``statistics``) costs 40-60 ms, ``traceback`` on an
+                          error ~45 ms
 fuel           3000M      the runner alone spends ~2M; ``import traceback``
                           ~100M; leaves room for real work (~1-3 s of CPU)
 memory_mb      256        the interpreter's image is 40 MiB before any work
