@@ -50,8 +50,9 @@ timeout_ms     5000       a fresh interpreter per event (~6 ms for nothing);
                           importing a big stdlib module (``decimal``,
                           ``statistics``) costs 40-60 ms, ``traceback`` on an
                           error ~45 ms
-fuel           3000M      the runner alone spends ~2M; ``import traceback``
-                          ~100M; leaves room for real work (~1-3 s of CPU)
+fuel           3000M      a no-op event spends 2.5M, ``import statistics``
+                          115M, an exception's traceback 95M; leaves room
+                          for real work (~1-3 s of CPU)
 memory_mb      256        the interpreter's image is 40 MiB before any work
 stack_kb       1024       the maximum: with 512 KiB plain Python recursion
                           overflows the wasm stack before CPython's
