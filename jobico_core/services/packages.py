@@ -1,6 +1,7 @@
 """Deploy, redeploy, roll back and delete packages; immutable numbered versions."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -100,12 +101,12 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
                                                           "(a runtime of type 1 runs a .py file)"})
                 continue
             pins[f.name] = f.sha256
-            try:  # its top level runs and defines the function, in the guest's CPython
+            limits = resolve(ctx.settings.default_limits_for("python"), ctx.settings.max_limits, rt.limits)
+            try:  # its top level runs and defines the function, in the guest's CPython (a deploy waits <= 10 s)
                 check_python_bytes(ctx, f.name, read_blob(ctx, tenant, f.sha256), main=rt.mainfuncname,
-                                   limits=resolve(ctx.settings.default_limits_for("python"),
-                                                  ctx.settings.max_limits, rt.limits))
-            except Invalid as exc:
-                problems.append({"path": f"runtimes.{rid}.moduleref", "message": f"{f.name}: {exc.errors['file'][0]}"})
+                                   limits=dataclasses.replace(limits, timeout_ms=min(limits.timeout_ms, 10_000)))
+            except Invalid as exc:  # its message names the file and the line
+                problems.append({"path": f"runtimes.{rid}.moduleref", "message": exc.errors["file"][0]})
             continue
         if f.kind != "wasm":
             hint = " (for a Python jobicolet give the runtime `type: 1`)" if f.kind == "python" else ""
