@@ -263,6 +263,8 @@ ENGINE_CONFIG_HASH = hashlib.sha256(ENGINE_CONFIG.encode()).hexdigest()[:16]
 def _make_linker(engine: wasmtime.Engine, legacy_log: bool) -> tuple[wasmtime.Linker, Any]:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    from . import _wasi_clock  # late: it builds on this module
+    linker._jobico_types = _wasi_clock.define(linker)  # type: ignore[attr-defined]  # sleeps end at the deadline
     i32 = wasmtime.ValType.i32()
     ty = wasmtime.FuncType([i32] * (4 if legacy_log else 3), [])
     err = ffi.wasmtime_linker_define_func(
