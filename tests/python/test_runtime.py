@@ -309,3 +309,28 @@ def test_concurrent_events_in_threads_keep_their_own_results_and_logs(runtime):
     for t in threads:
         t.join()
     assert results == {i: (Status.SUCCEEDED, str(i * 2), [f"n {i}"], f"{i}\n") for i in range(8)}
+
+
+def test_hostile_payloads_and_door_misuse_never_hurt_the_host(runtime):
+    echo = load_python((EXAMPLES / "echo.py").read_bytes(), "echo.py")
+    out = runtime.run(echo, ("[" * 5000 + "]" * 5000).encode())  # C recursion in json.loads
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "stack"), out.to_dict()
+    out = runtime.run(py("""
+import _host
+def attempt(f):
+    try:
+        return repr(f())
+    except BaseException as e:
+        return type(e).__name__
+def event(data):
+    return 0, {"unknown": attempt(lambda: _host.call(b"Z")), "empty": attempt(lambda: _host.call(b"")),
+               "bad_level": attempt(lambda: _host.call(b"L9x")), "bad_result": attempt(lambda: _host.call(b"Rx")),
+               "str": attempt(lambda: _host.call("S"))}
+"""), b"{}")
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {"unknown": "ConnectionRefusedError", "empty": "OSError", "bad_level": "b''",
+                                      "bad_result": "OSError", "str": "TypeError"}
+    assert [(r.level, r.message) for r in out.logs] == [(6, "x")]  # an unknown level is "no level"
+    spam = py("import _host\ndef event(data):\n    while True:\n        _host.call(b'S')\n")
+    out = runtime.run(spam, b"{}", limits=limits(timeout_ms=500))
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
