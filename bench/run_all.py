@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every benchmark in bench/ (``make bench``); not part of ``make test``.
 
-Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime]
+Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python]
 
 Each script starts the services it needs, prints a human table and a final JSON
 line; this runner streams their output and ends with one JSON line gathering
@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 FULL = {
     "runtime": ["bench_runtime.py"],
+    "python": ["bench_python.py"],
     "publish": ["bench_publish.py"],
     "ingest": ["bench_ingest.py", "--seconds", "8", "--repeats", "3"],
     "execute": ["bench_execute.py", "--events", "2000", "--repeats", "3"],
@@ -30,6 +31,7 @@ FULL = {
 }
 QUICK = {
     "runtime": ["bench_runtime.py", "--events", "500"],
+    "python": ["bench_python.py", "--events", "100"],
     "publish": ["bench_publish.py", "--repeats", "50"],
     "ingest": ["bench_ingest.py", "--seconds", "3", "--repeats", "1"],
     "execute": ["bench_execute.py", "--events", "300", "--repeats", "1"],

@@ -13,13 +13,13 @@ from typing import Optional
 
 import typer
 
-from .commands import auth, events, executions, files, packages, tenants
+from .commands import auth, events, executions, files, packages, scaffold, tenants
 from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
 app = typer.Typer(
     name="jobico",
-    help="Jobico: run tenants' WebAssembly jobs in response to events.\n\n"
+    help="Jobico: run tenants' WebAssembly and Python jobs in response to events.\n\n"
          "Connection: --api-url/--token, else JOBICO_API_URL/JOBICO_TOKEN, else the config file "
          "written by `jobico login` ($JOBICO_HOME/config.toml, default ~/.config/jobico/config.toml).",
     no_args_is_help=True,
@@ -40,6 +40,7 @@ packages.register(app)
 executions.register(app)
 events.register(app)
 stream_commands.register(app)
+scaffold.register(app)
 
 # `jobico run` / `jobico migrate` live in jobico_cli/ops.py (optional module).
 try:

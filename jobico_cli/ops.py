@@ -23,6 +23,21 @@ DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "schemas/hello.js
 def register(app: typer.Typer) -> None:
     app.command("run", help="Start the whole platform locally on embedded defaults (what `make run` does).")(run)
     app.command("migrate", help="Upgrade the database schema to the latest version (Alembic).")(migrate)
+    app.command("prepare-python", help="Compile the sandboxed Python interpreter into this host's cache "
+                                       "(JOBICO_PYTHON_CACHE_DIR), as a worker does at start; minutes, once per "
+                                       "host.")(prepare_python)
+
+
+def prepare_python() -> None:
+    from jobico_core.settings import Settings
+    from jobico_worker.runtime.interpreter import InterpreterMissing, prepare
+    settings = Settings.from_env()
+    try:
+        path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True))
+    except InterpreterMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"the Python interpreter is ready: {path}")
 
 
 def migrate() -> None:

@@ -39,6 +39,25 @@ log_records    1000       10000      env.log calls per execution
 log_kb         64         1024       total bytes of log messages
 stdout_kb      64         1024       WASI stdout + stderr, captured
 =============  =========  =========  ==========================================
+
+Python jobicolets (``type: 1``) run a whole CPython per event and get their own defaults,
+``PYTHON_DEFAULT_LIMITS``, within the same maxima:
+
+=============  =========  ==================================================
+key            default    why
+=============  =========  ==================================================
+timeout_ms     5000       a fresh interpreter per event (~6 ms for nothing);
+                          importing a big stdlib module (``decimal``,
+                          ``statistics``) costs 40-60 ms, ``traceback`` on an
+                          error ~45 ms
+fuel           3000M      a no-op event spends 2.5M, ``import statistics``
+                          115M, an exception's traceback 95M; leaves room
+                          for real work (~1-3 s of CPU)
+memory_mb      256        the interpreter's image is 40 MiB before any work
+stack_kb       1024       the maximum: with 512 KiB plain Python recursion
+                          overflows the wasm stack before CPython's
+                          RecursionError can fire
+=============  =========  ==================================================
 """
 from __future__ import annotations
 
@@ -46,7 +65,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "MAX_LIMITS", "resolve", "limits_from_mapping"]
+__all__ = ["Limits", "DEFAULT_LIMITS", "MAX_LIMITS", "PYTHON_DEFAULT_LIMITS", "LANGUAGES", "defaults_for",
+           "resolve", "limits_from_mapping"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,18 @@ def limits_from_mapping(mapping: Mapping[str, Any] | None, base: Limits | None =
 
 
 DEFAULT_LIMITS = Limits()
+
+#: Defaults of a Python jobicolet (see the table above); the maxima are shared.
+PYTHON_DEFAULT_LIMITS = Limits(timeout_ms=5000, fuel=3_000_000_000, memory_mb=256, stack_kb=1024)
+
+#: The languages a runtime may be written in, and the platform defaults of each.
+LANGUAGES: dict[str, Limits] = {"wasm": DEFAULT_LIMITS, "python": PYTHON_DEFAULT_LIMITS}
+
+
+def defaults_for(language: str) -> Limits:
+    """The platform defaults of a runtime's language (``wasm`` or ``python``)."""
+    return LANGUAGES.get(language, DEFAULT_LIMITS)
+
 
 MAX_LIMITS = Limits(
     timeout_ms=30_000,

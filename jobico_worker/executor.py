@@ -20,7 +20,7 @@ from jobico_core.abi import InvalidModule
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
-from jobico_core.errors import NotFound
+from jobico_core.errors import NotFound, Unavailable
 from jobico_core.limits import resolve
 from jobico_core.services.context import Context
 from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
@@ -238,15 +238,21 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
                        message=f"package {row.package!r} was deleted before the execution ran")
     ev = info.spec.events[row.event]
     rt_spec = info.spec.runtimes[ev.runtime]
-    limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
+    language = getattr(rt_spec, "language", "wasm")  # the runtime's type: a WASM module or a Python file
+    limits = resolve(ctx.settings.default_limits_for(language), ctx.settings.max_limits, rt_spec.limits, ev.limits)
     sha = info.pins[rt_spec.moduleref]
     try:
-        compiled = _compiled_module(runtime, ctx, info.tenant, sha)
+        compiled = _compiled_module(runtime, ctx, info.tenant, sha, language, rt_spec.moduleref)
     except (InvalidModule, NotFound) as exc:
         return _finish(ctx, row, info, info.tenant, status="invalid_module",
                        message=f"{rt_spec.moduleref}: {exc}")
     t0 = time.perf_counter()
-    out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+    try:
+        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+    except Unavailable as exc:  # the Python interpreter is still being compiled on this host
+        requeue(ctx, execution_id, f"waiting for this worker's runtime: {exc.message}",
+                float(exc.headers.get("Retry-After", 5)))
+        return {"id": execution_id, "status": "queued", "attempts": row.attempts}
     status = out.status.value if hasattr(out.status, "value") else str(out.status)
     duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
     retryable = status not in ("succeeded", "cancelled", "invalid_module")
@@ -272,10 +278,14 @@ def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:
 _compiled: LRU = LRU(256)  # sha256 -> compiled module: a warm worker never reads storage
 
 
-def _compiled_module(runtime, ctx: Context, tenant: str, sha: str):
-    compiled = _compiled.get(sha)
+def _compiled_module(runtime, ctx: Context, tenant: str, sha: str, language: str = "wasm", name: str = ""):
+    key = sha if language == "wasm" else (language, sha, name)  # a .py file's name shows in its tracebacks
+    compiled = _compiled.get(key)
     if compiled is not None:
         metrics.MODULE_CACHE_HITS.inc()
         return compiled
     metrics.MODULE_CACHE_MISSES.inc()
-    return _compiled.put(sha, runtime.load(module_bytes(ctx, tenant, sha), sha256=sha))
+    data = module_bytes(ctx, tenant, sha)
+    loaded = runtime.load(data, sha256=sha) if language == "wasm" else \
+        runtime.load(data, sha256=sha, language=language, name=name)
+    return _compiled.put(key, loaded)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import signal
 import threading
 import time
@@ -55,6 +56,10 @@ import pytest
 
 from jobico_core.embedded import RedisServer
 from tests.services import PostgresServer, S3Server
+
+# Workers the tests start must not compile the Python interpreter (minutes of CPU) into their
+# temporary caches: tests/python prepares one shared cache and points its workers at it.
+os.environ.setdefault("JOBICO_PYTHON_PREPARE", "0")
 
 _SERVICE_FIXTURES = {
     "redis_server", "postgres_server", "s3_server",

@@ -12,12 +12,12 @@ from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
 from ..body import read_body
 
 blp = Blueprint("files", __name__, url_prefix="/api/v1/files",
-                description="The tenant's repository of modules (.wasm) and schemas (.json).")
+                description="The tenant's repository of modules (.wasm), Python jobicolets (.py) and schemas (.json).")
 
 
 class FileSchema(ma.Schema):
     name = ma.fields.String()
-    kind = ma.fields.String(metadata={"description": "wasm or schema"})
+    kind = ma.fields.String(metadata={"description": "wasm, python or schema"})
     sha256 = ma.fields.String()
     size = ma.fields.Integer()
     uploaded_at = ma.fields.DateTime()
@@ -29,7 +29,7 @@ class FileListSchema(ma.Schema):
 
 class KindArgs(ma.Schema):
     kind = ma.fields.String(validate=ma.validate.OneOf(svc.KINDS),
-                            metadata={"description": "wasm or schema (default: from the extension)"})
+                            metadata={"description": "wasm, python or schema (default: from the extension)"})
 
 
 def _out(row) -> dict:
@@ -77,7 +77,7 @@ def content(name):
     c = ctx()
     row = svc.get_file(c, g.tenant, name)
     data = svc.read_blob(c, g.tenant, row.sha256)
-    mimetype = "application/json" if row.kind == "schema" else "application/wasm"
+    mimetype = {"schema": "application/json", "python": "text/x-python"}.get(row.kind, "application/wasm")
     return Response(data, mimetype=mimetype, headers={"ETag": f'"{row.sha256}"',
                                                       "X-Content-SHA256": row.sha256})
 

@@ -11,12 +11,13 @@ from ..client import Client, UsageProblem
 from ..output import cells, console, err_console, human_size, info, print_json, safe, short
 from ._common import JsonOpt, client, command, read_local
 
-KINDS = {".wasm": "wasm", ".json": "schema"}
+KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python"}
 
 
 class Kind(str, Enum):
     wasm = "wasm"
     schema = "schema"
+    python = "python"
 
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False,
@@ -29,7 +30,8 @@ def kind_for(path: Path) -> str:
     kind = KINDS.get(path.suffix.lower())
     if kind is None:
         raise UsageProblem(f"cannot tell the kind of {str(path)!r} from its extension: "
-                           "use .wasm (module) or .json (schema), or upload-wasm / upload-schema")
+                           "use .wasm (module), .py (Python jobicolet) or .json (schema), "
+                           "or upload-wasm / upload-schema")
     return kind
 
 
@@ -72,7 +74,11 @@ def register(app: typer.Typer) -> None:
 
     @command(app, "upload")
     def upload(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
-        """Upload a file, its kind taken from the extension: .wasm (module) or .json (schema)."""
+        """Upload a file, its kind taken from the extension: .wasm (module), .py (Python jobicolet) or .json (schema).
+
+        A .py file is compiled by the platform's sandboxed CPython 3.15: a syntax error is refused
+        with its line.
+        """
         _upload_one(file, kind_for(file), name, json_)
 
     @command(app, "files")

@@ -24,6 +24,9 @@ WasmOpt = Annotated[Optional[List[Path]], typer.Option(
 SchemaOpt = Annotated[Optional[List[Path]], typer.Option(
     "--schema", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A JSON Schema to upload first (repeatable); stored under its file name.")]
+PythonOpt = Annotated[Optional[List[Path]], typer.Option(
+    "--python", exists=True, dir_okay=False, readable=True, show_default=False,
+    help="A Python jobicolet (.py) to upload first (repeatable); stored under its file name.")]
 PackageArg = Annotated[str, typer.Argument(help="Package id.", show_default=False)]
 
 
@@ -60,7 +63,7 @@ def _event_ids(source: bytes) -> list[str]:
 
 
 def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
-             schema: Optional[List[Path]]) -> tuple[str, bytes]:
+             schema: Optional[List[Path]], python: Optional[List[Path]] = None) -> tuple[str, bytes]:
     """Read the YAML and check ids locally; then upload the files. Returns (package id, source)."""
     if config is None:
         path = Path(target)
@@ -74,7 +77,8 @@ def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
         package = yaml_package_id(source, config)
         if package != target:
             raise UsageProblem(f"package {target!r} does not match the id {package!r} declared in {str(config)!r}")
-    files = [(p, "wasm", None) for p in wasm or []] + [(p, "schema", None) for p in schema or []]
+    files = ([(p, "wasm", None) for p in wasm or []] + [(p, "python", None) for p in python or []]
+             + [(p, "schema", None) for p in schema or []])
     if files:
         upload_files(client(), files)
     return package, source
@@ -102,17 +106,19 @@ def register(app: typer.Typer) -> None:
     def deploy(
         target: Annotated[str, typer.Argument(metavar="PACKAGE.yaml | PACKAGE", show_default=False,
                                               help="A package YAML file, or a package id with --config.")],
-        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, json_: JsonOpt = False,
+        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
+        json_: JsonOpt = False,
     ) -> None:
-        """Deploy a new package (its version 1), uploading --wasm/--schema files first.
+        """Deploy a new package (its version 1), uploading --wasm/--python/--schema files first.
 
         \b
           jobico deploy greet.yaml
           jobico deploy greet --config greet.yaml --wasm greet.wasm --schema hello.json
+          jobico deploy echo/package.yaml --python echo/echo.py --schema echo/schema.json
 
         A package that already exists is refused: use `jobico redeploy`.
         """
-        package, source = _prepare(target, config, wasm, schema)
+        package, source = _prepare(target, config, wasm, schema, python)
         try:
             res = client().deploy(source) or {}
         except Refused as exc:
@@ -126,14 +132,15 @@ def register(app: typer.Typer) -> None:
     def redeploy(
         target: Annotated[str, typer.Argument(metavar="PACKAGE | PACKAGE.yaml", show_default=False,
                                               help="The package id (with --config), or a package YAML file.")],
-        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, json_: JsonOpt = False,
+        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
+        json_: JsonOpt = False,
     ) -> None:
         """Deploy a new version of an existing package and make it active.
 
         \b
-          jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--schema hello.json]
+          jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--python x.py] [--schema hello.json]
         """
-        package, source = _prepare(target, config, wasm, schema)
+        package, source = _prepare(target, config, wasm, schema, python)
         res = client().redeploy(package, source) or {}
         _report("Redeployed", package, res, source, json_)
 

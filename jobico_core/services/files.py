@@ -13,16 +13,17 @@ from ..schemas import check_schema_bytes, compile_validator
 from ..storage import blob_key, sha256_hex
 from .context import Context
 
-KINDS = ("wasm", "schema")
-_EXT_KIND = {".wasm": "wasm", ".json": "schema"}
+KINDS = ("wasm", "schema", "python")
+_EXT_KIND = {".wasm": "wasm", ".json": "schema", ".py": "python"}
 
 
 def kind_from_name(name: str) -> str:
     for ext, kind in _EXT_KIND.items():
         if name.lower().endswith(ext):
             return kind
-    raise Invalid(f"cannot tell the kind of {name!r} from its extension: use .wasm for modules and "
-                  ".json for schemas (or give the kind explicitly)", {"name": ["unknown extension"]})
+    raise Invalid(f"cannot tell the kind of {name!r} from its extension: use .wasm for modules, "
+                  ".py for Python jobicolets and .json for schemas (or give the kind explicitly)",
+                  {"name": ["unknown extension"]})
 
 
 def check_module_bytes(data: bytes) -> None:
@@ -30,6 +31,25 @@ def check_module_bytes(data: bytes) -> None:
         inspect_module(data)
     except InvalidModule as exc:
         raise Invalid(f"not a valid jobicolet module: {exc}", {"file": [str(exc)]}) from None
+
+
+def check_python_bytes(ctx: Context, name: str, data: bytes, main: str | None = None, limits=None) -> None:
+    """The guest's own CPython (3.15) judges a Python jobicolet, never the host's Python.
+
+    Without ``main`` (upload): the source must compile. With ``main`` (deploy): its top level
+    must also run and define ``main``. A refusal is a 422 naming the file and the line; while
+    the interpreter is still being compiled on this host, a 503 with Retry-After.
+    """
+    from jobico_worker.runtime import get_runtime
+    from jobico_worker.runtime.python import check_python, load_python
+    try:
+        module = load_python(data, name)
+        runtime = get_runtime(cache_dir=ctx.settings.cache_dir / "compiled",
+                              python_cache_dir=ctx.settings.python_cache_dir)
+        check_python(runtime, module, main or "event", mode="load" if main else "syntax",
+                     limits=limits or ctx.settings.default_limits_for("python"))
+    except InvalidModule as exc:
+        raise Invalid(f"not a valid Python jobicolet: {exc}", {"file": [str(exc)]}) from None
 
 
 def upload(ctx: Context, tenant: str, name: str, data: bytes, kind: str | None = None) -> RepoFile:
@@ -46,6 +66,8 @@ def upload(ctx: Context, tenant: str, name: str, data: bytes, kind: str | None =
         raise Invalid("file is empty", {"file": ["empty"]})
     if kind == "schema":
         check_schema_bytes(data)
+    elif kind == "python":
+        check_python_bytes(ctx, name, data)
     else:
         check_module_bytes(data)
     digest = sha256_hex(data)

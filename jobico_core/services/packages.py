@@ -1,6 +1,7 @@
 """Deploy, redeploy, roll back and delete packages; immutable numbered versions."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -10,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from ..abi import InvalidModule, inspect_module
 from ..db import EventRoute, Package, PackageVersion, RepoFile, Tenant
 from ..errors import Conflict, Invalid, NotFound
+from ..limits import resolve
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from .context import Context
-from .files import read_blob, schema_validator
+from .files import check_python_bytes, read_blob, schema_validator
 
 log = logging.getLogger(__name__)
 SCHEDULES_CHANGED = "jobico:schedules:generation"  # bumped on every change of deployed schedules
@@ -92,10 +94,24 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
         path = f"runtimes.{rid}.moduleref"
         if f is None:
             problems.append({"path": path, "message": f"module file {rt.moduleref!r} is not in the repository "
-                                                      "(upload it with `jobico upload-wasm`)"})
+                                                      f"(upload it with `jobico upload {rt.moduleref}`)"})
+            continue
+        if rt.language == "python":
+            if f.kind != "python":
+                problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a Python source file "
+                                                          "(a runtime of type 1 runs a .py file)"})
+                continue
+            pins[f.name] = f.sha256
+            limits = resolve(ctx.settings.default_limits_for("python"), ctx.settings.max_limits, rt.limits)
+            try:  # its top level runs and defines the function, in the guest's CPython (a deploy waits <= 10 s)
+                check_python_bytes(ctx, f.name, read_blob(ctx, tenant, f.sha256), main=rt.mainfuncname,
+                                   limits=dataclasses.replace(limits, timeout_ms=min(limits.timeout_ms, 10_000)))
+            except Invalid as exc:  # its message names the file and the line
+                problems.append({"path": f"runtimes.{rid}.moduleref", "message": exc.errors["file"][0]})
             continue
         if f.kind != "wasm":
-            problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a WASM module"})
+            hint = " (for a Python jobicolet give the runtime `type: 1`)" if f.kind == "python" else ""
+            problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a WASM module{hint}"})
             continue
         pins[f.name] = f.sha256
         try:

@@ -3,6 +3,10 @@
     from jobico_worker.runtime import Runtime, Outcome, Status, LogRecord, CancelToken
     rt = Runtime(cache_dir=None, memory_cache_entries=64)
     out = rt.run(module_bytes, b'{"name":"x"}', main="event", limits=Limits())
+
+Python jobicolets: ``rt.load(source, language="python", name="x.py")`` gives a
+:class:`PythonModule` that ``rt.run`` runs in the sealed CPython (python.py,
+interpreter.py; docs/python.md).
 """
 from jobico_core.abi import InvalidModule, ModuleInfo, inspect_module
 from jobico_core.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
@@ -19,9 +23,10 @@ from ._runtime import (
     Status,
     get_runtime,
 )
+from .python import PythonModule  # noqa: E402  (after _runtime: it builds on it)
 
 __all__ = [
     "Runtime", "Outcome", "Status", "LogRecord", "CancelToken", "InvalidModule", "Limits",
     "CompiledModule", "ModuleInfo", "inspect_module", "get_runtime", "DEFAULT_LIMITS", "MAX_LIMITS",
-    "ENGINE_CONFIG", "TICK_S", "WASMTIME_VERSION",
+    "ENGINE_CONFIG", "TICK_S", "WASMTIME_VERSION", "PythonModule",
 ]

@@ -241,7 +241,7 @@ def _log_callback_legacy(env, caller, args, nargs, results, nresults):  # noqa: 
 # engines, linkers, ticker
 
 
-def _make_engine(stack_kb: int) -> wasmtime.Engine:
+def _make_engine(stack_kb: int, *, parallel: bool = False) -> wasmtime.Engine:
     cfg = wasmtime.Config()
     cfg.consume_fuel = True
     cfg.epoch_interruption = True
@@ -249,8 +249,9 @@ def _make_engine(stack_kb: int) -> wasmtime.Engine:
     cfg.cranelift_opt_level = "speed"
     # wasmtime compiles in parallel on a process-global rayon pool whose threads do not survive
     # fork(): a child of a process that ever compiled would deadlock on its first compilation.
-    # Workers are forked (Celery prefork), so compile on the calling thread.
-    cfg.parallel_compilation = False
+    # Workers are forked (Celery prefork), so compile on the calling thread (``parallel`` is for
+    # a process that never forks: the Python interpreter's compile subprocess, interpreter.py).
+    cfg.parallel_compilation = parallel
     return wasmtime.Engine(cfg)
 
 
@@ -262,6 +263,8 @@ ENGINE_CONFIG_HASH = hashlib.sha256(ENGINE_CONFIG.encode()).hexdigest()[:16]
 def _make_linker(engine: wasmtime.Engine, legacy_log: bool) -> tuple[wasmtime.Linker, Any]:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    from . import _wasi_clock  # late: it builds on this module
+    linker._jobico_types = _wasi_clock.define(linker)  # type: ignore[attr-defined]  # sleeps end at the deadline
     i32 = wasmtime.ValType.i32()
     ty = wasmtime.FuncType([i32] * (4 if legacy_log else 3), [])
     err = ffi.wasmtime_linker_define_func(
@@ -472,8 +475,10 @@ class Runtime:
     """
 
     def __init__(self, cache_dir: Path | str | None = None, memory_cache_entries: int = 64,
-                 default_limits: Limits | None = None):
+                 default_limits: Limits | None = None, python_cache_dir: Path | str | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        #: where the compiled Python interpreter lives (interpreter.py); defaults to ``cache_dir``
+        self.python_cache_dir = Path(python_cache_dir) if python_cache_dir is not None else self.cache_dir
         self.memory_cache_entries = max(1, int(memory_cache_entries))
         self.default_limits = default_limits or DEFAULT_LIMITS
         self._disk_ok: bool | None = None
@@ -489,6 +494,7 @@ class Runtime:
         self._key_locks: dict[tuple[int, str], threading.Lock] = {}
         self._ticker = _Ticker()
         self._owner = object()
+        self._python: dict[int, Any] = {}   # stack_kb -> the loaded Python interpreter (python.py)
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -548,12 +554,21 @@ class Runtime:
             log.warning("could not write %s: %s", path, exc)
 
     # -- loading ------------------------------------------------------
-    def load(self, module_bytes: bytes, sha256: str | None = None, *, stack_kb: int | None = None) -> CompiledModule:
+    def load(self, module_bytes: bytes, sha256: str | None = None, *, stack_kb: int | None = None,
+             language: str = "wasm", name: str | None = None):
         """Compile (or fetch from the memory/disk cache) and check the ABI.
 
         Raises :class:`InvalidModule`.  ``sha256`` (hex) saves hashing on a
         memory-cache hit; it is verified whenever the module is compiled.
+        ``language="python"``: ``module_bytes`` is a Python source file (``name`` is its file
+        name); returns a :class:`~jobico_worker.runtime.python.PythonModule` that ``run`` runs
+        in the sealed CPython.
         """
+        if language == "python":
+            from .python import load_python
+            return load_python(module_bytes, name or "jobicolet.py", sha256)
+        if language != "wasm":
+            raise InvalidModule(f"unknown jobicolet language {language!r}: 'wasm' or 'python'")
         self._check_pid()
         stack_kb = stack_kb or self.default_limits.stack_kb
         if sha256 is None:
@@ -634,7 +649,16 @@ class Runtime:
     def run(self, module: bytes | CompiledModule, payload: bytes | str, main: str = "event",
             limits: Limits | None = None, cancel: CancelToken | None = None, *,
             env: Mapping[str, str] | None = None) -> Outcome:
-        """Run one event.  Never raises for anything the guest does."""
+        """Run one event.  Never raises for anything the guest does.
+
+        A :class:`~jobico_worker.runtime.python.PythonModule` runs in the sealed CPython
+        (``python.run_python``; ``env`` does not apply to it).
+        """
+        if not isinstance(module, (bytes, bytearray, memoryview, CompiledModule)):
+            from .python import PythonModule, run_python
+            if isinstance(module, PythonModule):
+                return run_python(self, module, payload.encode() if isinstance(payload, str) else bytes(payload),
+                                  main, limits, cancel)
         t0 = time.monotonic()
         self._check_pid()
         limits = limits or self.default_limits
@@ -869,10 +893,12 @@ _singleton: tuple[int, Runtime] | None = None
 _singleton_lock = threading.Lock()
 
 
-def get_runtime(cache_dir: Path | str | None = None) -> Runtime:
+def get_runtime(cache_dir: Path | str | None = None, python_cache_dir: Path | str | None = None) -> Runtime:
     """The per-process Runtime (a new one after fork).
 
-    ``cache_dir`` defaults to ``$JOBICO_WASM_CACHE_DIR`` (no disk cache when unset).
+    ``cache_dir`` defaults to ``$JOBICO_WASM_CACHE_DIR`` (no disk cache when unset);
+    ``python_cache_dir`` (the compiled Python interpreter) to ``$JOBICO_PYTHON_CACHE_DIR``,
+    else ``cache_dir``.
     """
     global _singleton
     pid = os.getpid()
@@ -883,5 +909,7 @@ def get_runtime(cache_dir: Path | str | None = None) -> Runtime:
         if _singleton is None or _singleton[0] != pid:
             if cache_dir is None:
                 cache_dir = os.environ.get("JOBICO_WASM_CACHE_DIR") or None
-            _singleton = (pid, Runtime(cache_dir=cache_dir))
+            if python_cache_dir is None:
+                python_cache_dir = os.environ.get("JOBICO_PYTHON_CACHE_DIR") or None
+            _singleton = (pid, Runtime(cache_dir=cache_dir, python_cache_dir=python_cache_dir))
         return _singleton[1]

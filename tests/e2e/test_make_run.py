@@ -26,7 +26,8 @@ JOBICO = Path(sys.executable).parent / "jobico"
 def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
     port, flower = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
-    env.update(JOBICO_HOME=str(tmp_path / "home"), JOBICO_DATA_DIR=str(tmp_path / "data"))
+    env.update(JOBICO_HOME=str(tmp_path / "home"), JOBICO_DATA_DIR=str(tmp_path / "data"),
+               JOBICO_PYTHON_PREPARE="0")  # no minutes-long interpreter compile in this test (tests/python)
     out, err = open(tmp_path / "out.log", "wb"), open(tmp_path / "err.log", "wb")
     proc = subprocess.Popen([str(JOBICO), "run", "--port", str(port), "--flower-port", str(flower),
                              "--concurrency", "1"], cwd=tmp_path, env=env, stdout=out, stderr=err,

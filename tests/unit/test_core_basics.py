@@ -62,3 +62,22 @@ def test_limit_overrides_from_env():
     s = Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_LIMIT_TIMEOUT_MS": "250", "JOBICO_MAX_FUEL": "1000"})
     assert s.default_limits.timeout_ms == 250
     assert s.max_limits.fuel == 1000
+
+
+def test_python_limits_and_cache_from_env(tmp_path):
+    from jobico_core.limits import DEFAULT_LIMITS, MAX_LIMITS, PYTHON_DEFAULT_LIMITS, defaults_for
+    assert defaults_for("python") is PYTHON_DEFAULT_LIMITS and defaults_for("wasm") is DEFAULT_LIMITS
+    for key in PYTHON_DEFAULT_LIMITS.KEYS:  # the Python defaults fit the shared maxima
+        assert getattr(PYTHON_DEFAULT_LIMITS, key) <= getattr(MAX_LIMITS, key), key
+    assert PYTHON_DEFAULT_LIMITS.memory_mb > DEFAULT_LIMITS.memory_mb
+    s = Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_CACHE_DIR": str(tmp_path / "c"),
+                           "JOBICO_PYTHON_LIMIT_MEMORY_MB": "300", "JOBICO_LIMIT_MEMORY_MB": "32"})
+    assert s.default_limits_for("python").memory_mb == 300
+    assert s.default_limits_for("python").timeout_ms == PYTHON_DEFAULT_LIMITS.timeout_ms
+    assert s.default_limits_for("wasm").memory_mb == 32
+    assert s.python_cache_dir == tmp_path / "c" / "compiled" and s.python_prepare
+    s = Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_PYTHON_CACHE_DIR": str(tmp_path / "py"),
+                           "JOBICO_PYTHON_PREPARE": "0"})
+    assert s.python_cache_dir == tmp_path / "py" and not s.python_prepare
+    with pytest.raises(ConfigError, match="JOBICO_PYTHON_LIMIT_"):
+        Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_PYTHON_LIMIT_NOPE": "1"}).check()

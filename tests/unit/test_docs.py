@@ -18,7 +18,7 @@ def test_readme_documents_every_variable():
 
 def test_every_variable_read_by_the_code_is_declared():
     declared = set(VARIABLES)
-    prefixes = ("JOBICO_LIMIT_", "JOBICO_MAX_")
+    prefixes = ("JOBICO_LIMIT_", "JOBICO_MAX_", "JOBICO_PYTHON_LIMIT_")
     found = set()
     for path in ROOT.glob("jobico_*/**/*.py"):
         found |= set(re.findall(r"JOBICO_[A-Z0-9_]+", path.read_text()))

@@ -155,9 +155,17 @@ runtimes: [{id: r, moduleref: m.wasm}]
     assert any("'zz' is not defined" in i["message"] for i in problems(src.replace("{ok: {id: b}}", "{ok: {id: zz}}")))
 
 
-def test_python_runtime_is_refused_for_now_and_unknown_type():
-    assert any("Python" in i["message"] for i in problems(DOC_EXAMPLE.replace("type: 0", "type: 1")))
-    assert any("not known" in i["message"] for i in problems(DOC_EXAMPLE.replace("type: 0", "type: 7")))
+def test_runtime_type_and_language_select_python_or_are_refused():
+    assert parse_package(DOC_EXAMPLE.replace(" type: 0", " type: 1")).runtimes["greeter"].language == "python"
+    assert parse_package(DOC_EXAMPLE.replace(" type: 0", " language: python")).runtimes["greeter"].language == "python"
+    assert parse_package(DOC_EXAMPLE.replace(" type: 0", " type: 1\n    language: python")
+                         ).runtimes["greeter"].language == "python"
+    assert parse_package(DOC_EXAMPLE).runtimes["greeter"].language == "wasm"
+    assert any("contradicts" in i["message"]
+               for i in problems(DOC_EXAMPLE.replace(" type: 0", " type: 0\n    language: python")))
+    assert any("not known" in i["message"] for i in problems(DOC_EXAMPLE.replace(" type: 0", " type: 7")))
+    assert any("'ruby' is not known" in i["message"]
+               for i in problems(DOC_EXAMPLE.replace(" type: 0", " language: ruby")))
 
 
 def test_published_json_schema_agrees_with_the_parser():
@@ -169,7 +177,8 @@ def test_published_json_schema_agrees_with_the_parser():
     schema = json.loads((ROOT / "docs" / "package.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    for source in [DOC_EXAMPLE, *(p.read_text() for p in (ROOT / "examples" / "packages").glob("*.yaml"))]:
+    examples = [p for d in ("packages", "python") for p in (ROOT / "examples" / d).glob("*.yaml")]
+    for source in [DOC_EXAMPLE, *(p.read_text() for p in examples)]:
         doc = yaml.safe_load(source)
         parse_package(source)
         assert not list(validator.iter_errors(doc)), source

