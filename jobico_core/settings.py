@@ -49,6 +49,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
+    "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
@@ -109,6 +110,7 @@ class Settings:
     idempotency_ttl: int = 86400
     queue_refresh: int = 5
     schedule_refresh: int = 5
+    rescue_after: int = 120
     visibility_timeout: int = 3600
     task_retries: int = 10
     rate_limit: int = 1000
@@ -163,6 +165,7 @@ class Settings:
             idempotency_ttl=_int(env, "JOBICO_IDEMPOTENCY_TTL"),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
+            rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
             rate_limit=_int(env, "JOBICO_RATE_LIMIT"),

@@ -68,6 +68,34 @@ class QueueDiscovery(bootsteps.StartStopStep):
                 log.info("stopped consuming %s (not one of JOBICO_WORKER_TENANTS)", name)
 
 
+class StalledRescue(bootsteps.StartStopStep):
+    """Publishes again the tasks of executions left ``queued`` with none in Redis
+    (``jobico_core.services.rescue``), every JOBICO_RESCUE_AFTER / 2 seconds, one worker at a time."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.tref = None
+
+    def start(self, c):
+        if settings.rescue_after > 0:
+            self.tref = c.timer.call_repeatedly(max(1.0, settings.rescue_after / 2), self.sweep, (), priority=20)
+
+    def stop(self, c):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def sweep(self):
+        from jobico_core.services.rescue import sweep
+        from .context import worker_context
+        try:
+            sweep(worker_context(settings, celery=app), settings.rescue_after)
+        except Exception as exc:  # database or Redis unreachable: the next sweep tries again
+            log.warning("could not look for stalled executions: %s", exc)
+
+
 def in_pool(queue: str, tenants=None) -> bool:
     """Whether a per-tenant pool consumes ``queue`` (``jobico.<tenant>.<package>.<queue>``).
 
@@ -103,6 +131,7 @@ if settings.worker_tenants:
 
 
 app.steps["consumer"].add(QueueDiscovery)
+app.steps["consumer"].add(StalledRescue)
 
 
 @setup_logging.connect

@@ -269,7 +269,8 @@ def chaos_env(pg_url: str, redis_url: str, s3: S3Server, bucket: str, tmp: Path)
     return platform_env(pg_url, redis_url, s3, bucket, tmp,
                         JOBICO_VISIBILITY_TIMEOUT=str(VISIBILITY), JOBICO_MAX_TIMEOUT_MS=str(MAX_TIMEOUT_MS),
                         JOBICO_LIMIT_TIMEOUT_MS=str(MAX_TIMEOUT_MS), JOBICO_LIMIT_FUEL="10000000000",
-                        JOBICO_TASK_RETRIES="30", JOBICO_RATE_LIMIT="100000", JOBICO_RATE_BURST="100000")
+                        JOBICO_TASK_RETRIES="30", JOBICO_RATE_LIMIT="100000", JOBICO_RATE_BURST="100000",
+                        JOBICO_RESCUE_AFTER="10")
 
 
 @pytest.fixture
