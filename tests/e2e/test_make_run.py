@@ -78,7 +78,7 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
         assert shlex.split(curl)[0] == "curl"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+            proc.send_signal(signal.SIGTERM)  # what kill/systemd send; stops everything like Ctrl-C
         code = proc.wait(60)
         out.close()
         err.close()
