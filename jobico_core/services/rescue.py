@@ -12,9 +12,10 @@ rare failures can still leave a row with no task at all:
   the database failed too.
 
 The rescue finds rows still ``queued`` (not dead-lettered: those wait for
-the tenant's retry) ``JOBICO_RESCUE_AFTER`` seconds after they were created, on queues that are empty (a backlog is left alone: those
-tasks are on their way), whose id appears in no ``unacked`` message, and
-publishes their tasks again. A task published twice is harmless: the claim
+the tenant's retry) ``JOBICO_RESCUE_AFTER`` seconds after they were created,
+on queues that are empty (a backlog is left alone: those tasks are on their
+way), whose id appears in no ``unacked`` message, and publishes their tasks
+again. A task published twice is harmless: the claim
 is guarded, so an execution runs and is recorded once. Workers run it (one
 at a time, behind a Redis lock) every ``rescue_after / 2`` seconds.
 """
