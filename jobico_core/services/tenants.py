@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..db import ApiKey, Tenant
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized

@@ -100,6 +100,10 @@ def test_receive_rejections_say_why(api):
     assert r.status_code == 422 and "reason" in json.dumps(r.get_json()["errors"])
     assert api.client.get("/api/v1/rejections").status_code == 401
     assert svc.receive(api.ctx, subs, "elsewhere/t1/people/a", b"{}", qos=0) is None
+    # deleting the tenant deletes its rejections (a tenant re-created later starts empty)
+    assert api.client.delete("/api/v1/tenants/t1", headers=api.admin).status_code == 204
+    from jobico_core.services.rejections import list_rejections
+    assert list_rejections(api.ctx, "t1") == ([], None)
 
 
 def test_gateway_and_control_roles_serve_only_their_endpoints(api):
