@@ -281,6 +281,15 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         "A cron trigger (greets every 30 seconds; see README):",
         f"  {jobico} deploy {EXAMPLES / 'packages' / 'cron.yaml'}",
         f"  {jobico} executions --submitter cron",
+    ]
+    if mqtt_prefix:
+        lines += [
+            "An MQTT trigger (messages on doorbell/<door> greet; see README):",
+            f"  {jobico} deploy {EXAMPLES / 'packages' / 'mqtt.yaml'}",
+            f"  publish {{\"name\": \"visitor\"}} with QoS 1 to {mqtt_prefix}/{DEMO_TENANT}/doorbell/front",
+            f"  {jobico} executions --submitter mqtt:doorbell/front",
+        ]
+    lines += [
         "",
         "Ctrl-C stops everything.",
         "",
