@@ -75,6 +75,8 @@ class Bridge:
         self.wanted: dict[str, int] = {}     # filter -> qos, from the deployed packages
         self.subscribed: dict[str, int] | None = None  # what the session holds (None: not read yet)
         self._lock = threading.Lock()
+        self.loaded = False  # the deployed topics were read once: until then nothing is changed or taken
+        self._resubscribe = False  # a (re)connect happened: subscribe every wanted filter again
         self._seen_generation: int | None = None
         self._loaded_at = float("-inf")
         self._checked_at = float("-inf")
@@ -101,10 +103,11 @@ class Bridge:
             log.warning("the broker %s refused the connection: %s", self.address.redacted(), reason_code)
             return
         self.epoch += 1
+        self._resubscribe = True  # the broker may have lost the session: subscribe everything again
         self.connected.set()
         log.info("connected to %s as %r (session present: %s)", self.address.redacted(),
                  self.settings.mqtt_client_id, flags.session_present)
-        self._sync(resubscribe=True)
+        self._sync()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -124,12 +127,12 @@ class Bridge:
     def _filters_key(self) -> str:
         return FILTERS_KEY.format(client_id=self.settings.mqtt_client_id)
 
-    def _sync(self, resubscribe: bool = False) -> None:
-        """Make the session's subscriptions what is deployed (``resubscribe``: every wanted filter
-        again, after a connect). Called from both threads."""
+    def _sync(self) -> None:
+        """Make the session's subscriptions what is deployed (after a connect: every wanted filter
+        again). Called from both threads."""
         import json
         with self._lock:
-            if not self.connected.is_set():
+            if not self.connected.is_set() or not self.loaded:  # never drop the session's filters unread
                 return
             if self.subscribed is None:
                 try:
@@ -138,7 +141,8 @@ class Bridge:
                 except Exception as exc:  # Redis down: assume nothing, subscribe what is wanted
                     log.warning("could not read the bridge's filters from Redis: %s", exc)
                     self.subscribed = {}
-            add = {f: q for f, q in self.wanted.items() if resubscribe or self.subscribed.get(f) != q}
+            add = {f: q for f, q in self.wanted.items() if self._resubscribe or self.subscribed.get(f) != q}
+            self._resubscribe = False
             drop = sorted(set(self.subscribed) - set(self.wanted))
             if drop:
                 self.client.unsubscribe(drop)
@@ -172,6 +176,7 @@ class Bridge:
             wanted[f] = max(wanted.get(f, 0), s.qos)
         with self._lock:
             self.subscriptions, self.wanted = subs, wanted
+            self.loaded = True
         self._seen_generation, self._loaded_at = gen, now
         self._sync()
 
@@ -219,6 +224,10 @@ class Bridge:
             while not self.stopping.is_set():
                 _touch()
                 self._reload()
+                if not self.loaded:  # the database is down at start: take no message before knowing
+                    self.stopping.wait(1.0)  # which events exist (they would be rejected as not deployed)
+                    self._reload(force=True)
+                    continue
                 self._trim()
                 try:
                     m = self.inbox.get(timeout=CHECK_EVERY)

@@ -799,6 +799,7 @@ class MqttBroker(ManagedServer):
         return self
 
     def _start_once(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         self.startup_seconds = self._launch()
 
     def _stop(self, timeout: float) -> None:
@@ -821,6 +822,13 @@ class MqttBroker(ManagedServer):
                 proc.wait(10)
         self.proc = None
         _unregister_live(self)
+
+    def restart(self) -> "MqttBroker":
+        """Kill and start again on the same port: amqtt keeps sessions in memory only, so every
+        client's session (subscriptions, queued messages) is gone, as after a broker crash."""
+        self.kill()
+        self._start_once()
+        return self
 
     def client(self, client_id: str = "", **kwargs):
         """A connected paho client (network loop running); call ``loop_stop()``/``disconnect()`` after."""

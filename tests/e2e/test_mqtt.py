@@ -150,3 +150,32 @@ def test_bridge_killed_mid_stream_loses_no_qos1_message_and_records_none_twice(p
     assert b"session present: True" in log
     print(f"killed with {at_kill}/{n} recorded; redelivered ones already recorded: "
           f"{log.count(b'was already recorded')}")
+
+
+def test_bridge_resubscribes_after_the_broker_lost_its_session_and_a_new_bridge_drops_stale_filters(
+        platform, tmp_path):
+    """A broker restarted without its sessions: the bridge reconnects and subscribes again. A bridge
+    started after a delete unsubscribes what its predecessor left in the (persistent) session."""
+    from tests.services import MqttBroker
+    tag = uuid.uuid4().hex[:8]
+    with MqttBroker(tmp_path / "broker") as broker:
+        platform.env.update({"JOBICO_MQTT_URL": broker.url, "JOBICO_MQTT_PREFIX": f"r{tag}",
+                             "JOBICO_MQTT_CLIENT_ID": f"bridge-{tag}"})
+        key = _tenant(platform)
+        platform.deploy(key, PACKAGE)
+        bridge = platform.start_bridge()
+        bridge.wait_log(f"subscribed r{tag}/acme/doorbell/+")
+        mark = bridge.log_size()
+        broker.restart()
+        bridge.wait_log("session present: False", after=mark, timeout=40)
+        bridge.wait_log(f"subscribed r{tag}/acme/doorbell/+", after=mark)
+        _publish(broker, f"r{tag}/acme/doorbell/side", [json.dumps({"name": "after-restart"})])
+        _until(lambda: platform.call(key, "GET", "/api/v1/executions",
+                                     params={"submitter": "mqtt:doorbell/side"}).json()["items"],
+               what="an execution after the broker restart")
+
+        bridge.stop()  # a clean stop; the session (and its subscription) stays at the broker
+        assert platform.call(key, "DELETE", "/api/v1/packages/doors").status_code == 204
+        bridge2 = platform.start_bridge("bridge2")
+        bridge2.wait_log(f"unsubscribed r{tag}/acme/doorbell/+")
+        assert b"session present: True" in bridge2.log_path.read_bytes()
