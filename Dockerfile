@@ -54,7 +54,7 @@ COPY --from=build /app /app
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/jobico-entrypoint
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8080 5555 9100
+EXPOSE 8080 8081 5555 9100 9101
 # the API's liveness; worker/flower containers override it (docker-compose.yml, Helm chart)
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os,sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('JOBICO_API_PORT', '8080'), timeout=4).status == 200 else 1)"]

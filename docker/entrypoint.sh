@@ -7,6 +7,8 @@
 #   flower   Flower on FLOWER_PORT (default 5555); FLOWER_BASIC_AUTH=user:pass protects it
 #   beat     Celery beat firing the packages' cron triggers (jobico_worker.beat:JobicoScheduler);
 #            run one (a second one only stands by: a Redis lock)
+#   mqtt-bridge  the MQTT bridge (`jobico mqtt-bridge`: JOBICO_MQTT_URL, JOBICO_MQTT_PREFIX,
+#            JOBICO_MQTT_CLIENT_ID, JOBICO_MQTT_METRICS_PORT); run one per client id
 #   health   exit 0 when the API on this container answers /health (for health checks)
 #   jobico   the CLI, e.g. `docker run --rm jobico jobico --help`
 #   anything else is executed as is (e.g. `sh`).
@@ -50,6 +52,10 @@ case "$role" in
     beat)
         exec celery -A jobico_worker.app beat --loglevel "${JOBICO_LOG_LEVEL:-INFO}" \
             --scheduler jobico_worker.beat:JobicoScheduler "$@"
+        ;;
+    mqtt-bridge)
+        prepare_metrics_dir
+        exec jobico mqtt-bridge "$@"
         ;;
     health)
         exec python -c "import os,sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('JOBICO_API_PORT', '8080'), timeout=4).status == 200 else 1)"

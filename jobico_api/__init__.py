@@ -1,7 +1,10 @@
 """The Jobico HTTP API: a thin Flask + flask-smorest layer over ``jobico_core.services``.
 
-``create_app(settings=None, ctx=None)`` builds the app; ``jobico_api.wsgi:app``
-is what gunicorn serves.
+``create_app(settings=None, ctx=None, role="all")`` builds the app; ``jobico_api.wsgi:app``
+is what gunicorn serves. Roles: ``gateway`` (the webhook ``POST /events/...``, ``/health``,
+``/ready``), ``control`` (``/api/v1/...``, ``/docs``, the OpenAPI document, ``/metrics``,
+``/health``, ``/ready``) or ``all`` (both, one port). With JOBICO_GATEWAY_PORT set, the WSGI
+entry point serves a gateway app on that port and a control app on JOBICO_API_PORT.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from jobico_core.settings import Settings
 from . import errors
 from .auth import BEARER_SCHEME
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "ROLES"]
+ROLES = ("all", "gateway", "control")
 
 API_VERSION = "v1"
 SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
@@ -39,8 +43,9 @@ def _configure_logging(settings: Settings) -> None:
     logging.getLogger("jobico_api").setLevel(settings.log_level)
 
 
-def create_app(settings: Settings | None = None, ctx: Context | None = None) -> Flask:
+def create_app(settings: Settings | None = None, ctx: Context | None = None, role: str = "all") -> Flask:
     """The Flask app. ``ctx`` wins over ``settings``; neither: from the environment.
+    ``role``: which endpoints it serves (module docstring); anything else is a JSON 404.
 
     Refuses to start (``ConfigError``) with a configuration ``Settings.check``
     rejects (outside the embedded default: no admin token or secret key).
@@ -52,6 +57,8 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
     else:
         settings = ctx.settings
         settings.check()
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     _configure_logging(settings)
 
     app = Flask("jobico_api")
@@ -60,7 +67,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
         API_TITLE="Jobico",
         API_VERSION=API_VERSION,
         OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX="/",
+        OPENAPI_URL_PREFIX=None if role == "gateway" else "/",  # no /docs nor OpenAPI on the gateway
         OPENAPI_JSON_PATH="api/v1/openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_CDN,
@@ -76,11 +83,16 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
 
     api = JobicoApi(app)
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
-    from .blueprints import admin, executions, files, health, metrics, packages, webhook
-    for bp in (admin.blp, files.blp, packages.blp, executions.blp, webhook.blp, health.blp, metrics.blp):
+    from .blueprints import admin, executions, files, health, metrics, packages, rejections, stream, webhook
+    gateway = [webhook.blp]
+    control = [admin.blp, files.blp, packages.blp, executions.blp, rejections.blp, metrics.blp,
+               stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
+    blueprints = {"gateway": gateway, "control": control, "all": control + gateway}[role]
+    for bp in blueprints + [health.blp]:
         api.register_blueprint(bp)
-    from .blueprints import stream  # GET /api/v1/executions/stream (SSE)
-    api.register_blueprint(stream.blp)
+    if role == "gateway":  # /metrics is the control port's; the webhook's refusals are counted all the same
+        app.after_request(metrics.count_rejections)
+    app.extensions["jobico_role"] = role
     errors.register_error_handlers(app)
 
     @app.before_request

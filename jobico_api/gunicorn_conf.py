@@ -4,7 +4,8 @@
 
 gthread workers: the live stream (SSE) holds a connection for minutes, and a
 sync worker would be blocked by one client. Everything comes from the
-environment: JOBICO_API_HOST/JOBICO_API_PORT (bind), JOBICO_API_WORKERS
+environment: JOBICO_API_HOST/JOBICO_API_PORT (bind; and JOBICO_GATEWAY_HOST/
+JOBICO_GATEWAY_PORT, a second address for the webhook gateway), JOBICO_API_WORKERS
 (default: 2 x cores + 1, at most 8), JOBICO_API_THREADS (default 8),
 JOBICO_API_TIMEOUT, JOBICO_LOG_LEVEL.
 """
@@ -21,7 +22,10 @@ def _int(name: str, default: int) -> int:
         return default
 
 
-bind = f"{os.environ.get('JOBICO_API_HOST', '127.0.0.1')}:{os.environ.get('JOBICO_API_PORT', '8080')}"
+_api_host = os.environ.get("JOBICO_API_HOST", "127.0.0.1")
+bind = [f"{_api_host}:{os.environ.get('JOBICO_API_PORT', '8080')}"]
+if os.environ.get("JOBICO_GATEWAY_PORT"):  # jobico_api.split: each port serves its own app
+    bind.append(f"{os.environ.get('JOBICO_GATEWAY_HOST') or _api_host}:{os.environ['JOBICO_GATEWAY_PORT']}")
 worker_class = "gthread"
 workers = _int("JOBICO_API_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8))
 threads = _int("JOBICO_API_THREADS", 8)

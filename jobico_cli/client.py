@@ -301,6 +301,9 @@ class Client:
     def list_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions", params=filters)
 
+    def list_rejections(self, **filters: Any) -> dict:
+        return self.request("GET", "/api/v1/rejections", params=filters)
+
     def running_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions/running", params=filters)
 

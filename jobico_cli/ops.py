@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
     app.command("prepare-python", help="Compile the sandboxed Python interpreter into this host's cache "
                                        "(JOBICO_PYTHON_CACHE_DIR), as a worker does at start; minutes, once per "
                                        "host.")(prepare_python)
+    app.command("mqtt-bridge", help="Run the MQTT bridge: messages on the deployed `mqtt:` topics become "
+                                    "events (needs JOBICO_MQTT_URL).")(mqtt_bridge)
 
 
 def prepare_python() -> None:
@@ -38,6 +40,27 @@ def prepare_python() -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
     typer.echo(f"the Python interpreter is ready: {path}")
+
+
+def mqtt_bridge() -> None:
+    """Subscribe to <prefix>/<tenant>/<topic> for every deployed `mqtt:` trigger and turn each message
+    into an event of that tenant; follows deploys and deletes. Runs until SIGTERM / Ctrl-C.
+
+    Configured by JOBICO_MQTT_URL (mqtt://[user[:password]@]host[:port], mqtts:// for TLS),
+    JOBICO_MQTT_PREFIX, JOBICO_MQTT_CLIENT_ID, JOBICO_MQTT_REFRESH, JOBICO_MQTT_METRICS_PORT and
+    the platform's database and Redis variables (README).
+    """
+    from jobico_core.settings import ConfigError, Settings
+    try:
+        settings = Settings.from_env().check()
+    except ConfigError as exc:
+        typer.echo(f"jobico mqtt-bridge: {exc}", err=True)
+        raise typer.Exit(2)
+    if not settings.mqtt_url:
+        typer.echo("jobico mqtt-bridge: JOBICO_MQTT_URL is not set (e.g. mqtt://broker:1883)", err=True)
+        raise typer.Exit(2)
+    from jobico_worker.mqtt_bridge import main
+    main(settings)
 
 
 def migrate() -> None:
@@ -219,6 +242,8 @@ def run(
         if beat:
             children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
                                     "--scheduler", BEAT_SCHEDULER], env)
+        if settings.mqtt_url:
+            children.start("mqtt-bridge", [py, "-m", "jobico_cli.main", "mqtt-bridge"], env)
         if flower:
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
                                       "--address=127.0.0.1", f"--port={flower_port}"], env)
@@ -227,7 +252,10 @@ def run(
         from jobico_cli.config import config_path, write_config
         cfg = config_path()
         write_config(cfg, api_url, key, tenant=DEMO_TENANT)
-        _banner(api_url, data_dir, cfg, key, flower_port if flower else None)
+        gateway_url = (f"http://{settings.gateway_host}:{settings.gateway_port}" if settings.gateway_port
+                       else api_url)
+        _banner(api_url, data_dir, cfg, key, flower_port if flower else None, gateway_url,
+                settings.mqtt_url and settings.mqtt_prefix)
         while True:
             dead = children.exited()
             if dead:
@@ -244,7 +272,9 @@ def run(
             redis_server.stop()
 
 
-def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int | None) -> None:
+def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int | None,
+            gateway_url: str | None = None, mqtt_prefix: str | None = None) -> None:
+    gateway_url = gateway_url or api_url
     jobico = Path(sys.executable).parent / "jobico"
     body = '{"data": [{"name": "world"}, {"name": "Ada", "lang": "fr"}]}'
     lines = [
@@ -252,6 +282,10 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         "Jobico is running.",
         f"  API            {api_url}  (docs: {api_url}/docs)",
     ]
+    if gateway_url != api_url:
+        lines.append(f"  webhooks       {gateway_url}/events/<tenant>/<event>")
+    if mqtt_prefix:
+        lines.append(f"  MQTT bridge    topics {mqtt_prefix}/<tenant>/<topic> (see README)")
     if flower_port:
         lines.append(f"  Flower         http://127.0.0.1:{flower_port}")
     lines += [
@@ -259,7 +293,7 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         f"  CLI config     {cfg}  (tenant 'demo', its key)",
         "",
         "Send two events to the demo package:",
-        f"  curl -s -X POST {api_url}/events/demo/hello \\",
+        f"  curl -s -X POST {gateway_url}/events/demo/hello \\",
         f"       -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\",
         f"       -d '{body}'",
         "Then look at them:",
@@ -268,6 +302,15 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         "A cron trigger (greets every 30 seconds; see README):",
         f"  {jobico} deploy {EXAMPLES / 'packages' / 'cron.yaml'}",
         f"  {jobico} executions --submitter cron",
+    ]
+    if mqtt_prefix:
+        lines += [
+            "An MQTT trigger (messages on doorbell/<door> greet; see README):",
+            f"  {jobico} deploy {EXAMPLES / 'packages' / 'mqtt.yaml'}",
+            f"  publish {{\"name\": \"visitor\"}} with QoS 1 to {mqtt_prefix}/{DEMO_TENANT}/doorbell/front",
+            f"  {jobico} executions --submitter mqtt:doorbell/front",
+        ]
+    lines += [
         "",
         "Ctrl-C stops everything.",
         "",

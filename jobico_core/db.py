@@ -191,6 +191,29 @@ class Execution(Base):
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 
 
+class RejectedEvent(Base):
+    """An event a trigger without a caller to answer (MQTT) could not accept: kept so the tenant can
+    see why (``GET /api/v1/rejections``) instead of the message vanishing. Bounded: the payload is
+    kept up to REJECTED_PAYLOAD_CHARS, and rows older than REJECTED_KEEP_DAYS are deleted."""
+    __tablename__ = "rejected_events"
+    __table_args__ = (Index("ix_rejected_events_tenant_id", "tenant_id", "id"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7: time-ordered
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: no event matched
+    trigger: Mapped[str] = mapped_column(String(16))  # mqtt
+    source: Mapped[str] = mapped_column(Text)  # the MQTT topic (within the tenant's namespace)
+    reason: Mapped[str] = mapped_column(String(32))  # bad_request | too_large | invalid | not_deployed
+    message: Mapped[str] = mapped_column(Text)
+    errors: Mapped[dict] = mapped_column(JSON, default=dict)
+    payload: Mapped[str] = mapped_column(Text, default="")  # the start of the payload, as text
+    payload_size: Mapped[int] = mapped_column(Integer, default=0)  # bytes received
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+REJECTED_PAYLOAD_CHARS = 1024
+REJECTED_KEEP_DAYS = 7
+
+
 class Counter(Base):
     """Named monotonic counters for databases without sequences (SQLite)."""
     __tablename__ = "counters"

@@ -50,6 +50,12 @@ EXECUTIONS = Counter(
 EXECUTION_DURATION = Histogram(
     "jobico_execution_duration_seconds", "Time a module ran in the sandbox, by final status", ["status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0))
+MQTT_MESSAGES = Counter(
+    "jobico_mqtt_messages", "MQTT messages handled by the bridge, by outcome (accepted: became an execution; "
+    "rejected: recorded as a rejection; duplicate: a redelivery already recorded)", ["tenant", "outcome"])
+MQTT_REJECTED = Counter(
+    "jobico_mqtt_rejected", "MQTT messages recorded as rejected, by reason (bad_request, too_large, invalid, "
+    "not_deployed)", ["tenant", "reason"])
 MODULE_CACHE_HITS = Counter(
     "jobico_module_cache_hits", "Compiled modules found in the worker's in-memory cache")
 MODULE_CACHE_MISSES = Counter(
@@ -78,6 +84,13 @@ def rejected(reason: str, tenant: object) -> None:
 
 def accepted(tenant: str, count: int) -> None:
     EVENTS_ACCEPTED.labels(tenant=tenant_label(tenant)).inc(count)
+
+
+def mqtt_message(tenant: str, outcome: str, reason: str | None = None) -> None:
+    label = tenant_label(tenant)
+    MQTT_MESSAGES.labels(tenant=label, outcome=outcome).inc()
+    if reason is not None:
+        MQTT_REJECTED.labels(tenant=label, reason=reason).inc()
 
 
 def finished(tenant: str, status: str, duration_ms: float | None = None) -> None:

@@ -20,6 +20,7 @@ from .canonical import dumps
 from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
 from .limits import MAX_LIMITS, Limits
+from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
 from .names import file_name_problem, name_problem
 
 MAX_SOURCE_BYTES = 1 << 20
@@ -116,6 +117,13 @@ class ScheduleSpec:
 
 
 @dataclass
+class MqttSpec:
+    """``mqtt:`` of an event: messages on this topic filter (in the tenant's namespace) become events."""
+    topic: str
+    qos: int = DEFAULT_QOS
+
+
+@dataclass
 class EventSpec:
     id: str
     name: str = ""
@@ -128,6 +136,7 @@ class EventSpec:
     ok: str | None = None      # event id fired when code == 0
     error: str | None = None   # event id fired on any other outcome
     schedule: ScheduleSpec | None = None  # cron trigger (beside the webhook)
+    mqtt: MqttSpec | None = None  # MQTT trigger (beside the webhook)
 
 
 @dataclass
@@ -170,6 +179,7 @@ class PackageSpec:
             v = dict(v)
             v["schema"] = SchemaRef(**v["schema"]) if v.get("schema") else None
             v["schedule"] = ScheduleSpec(**v["schedule"]) if v.get("schedule") else None
+            v["mqtt"] = MqttSpec(**v["mqtt"]) if v.get("mqtt") else None
             events[k] = EventSpec(**v)
         return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"),
                    queues=[QueueSpec(**q) for q in d["queues"]], events=events,
@@ -180,6 +190,9 @@ class PackageSpec:
 
     def scheduled_events(self) -> dict[str, ScheduleSpec]:
         return {eid: e.schedule for eid, e in self.events.items() if e.schedule is not None}
+
+    def mqtt_events(self) -> dict[str, MqttSpec]:
+        return {eid: e.mqtt for eid, e in self.events.items() if e.mqtt is not None}
 
     def queue_ids(self) -> list[str]:
         return [q.id for q in self.queues]
@@ -194,9 +207,10 @@ _EVENT_KEYS = {"id", "name", "datatype", "schema", "supplierqueue", "runtime", "
                "schedule", "mqtt", "environment", "locks"}
 _SCHEMA_KEYS = {"id", "name", "schemaref"}
 _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
+_MQTT_KEYS = {"topic", "qos"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
 _RESERVED = {  # reserved extensions that have not landed yet
-    "mqtt": "MQTT triggers", "environment": "environment and secrets",
+    "environment": "environment and secrets",
     "locks": "named locks",
 }
 MAX_RETRIES = 10
@@ -330,7 +344,37 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
     ev.limits = _limits(raw.get("limits"), f"{path}.limits", p, maxima)
     if raw.get("schedule") is not None:
         ev.schedule = _schedule(raw["schedule"], f"{path}.schedule", p)
+    if raw.get("mqtt") is not None:
+        ev.mqtt = _mqtt(raw["mqtt"], f"{path}.mqtt", p)
     return ev
+
+
+def _mqtt(raw: Any, path: str, p: _Problems) -> MqttSpec | None:
+    """``mqtt: "<topic>"`` or ``mqtt: {topic, qos}``."""
+    if isinstance(raw, str):
+        raw = {"topic": raw}
+    if not isinstance(raw, dict):
+        p.add(path, "'mqtt' must be a topic or a mapping with 'topic' and 'qos'")
+        return None
+    _check_keys(raw, _MQTT_KEYS, path, p)
+    ok = True
+    topic = raw.get("topic")
+    if topic is None:
+        p.add(f"{path}.topic", "'topic' is required: an MQTT topic filter within the tenant's namespace, "
+                               "e.g. 'sensors/+/temperature'")
+        ok = False
+    else:
+        try:
+            check_filter(topic)
+        except TopicError as exc:
+            p.add(f"{path}.topic", f"'topic' {exc}")
+            ok = False
+    qos = raw.get("qos", DEFAULT_QOS)
+    if isinstance(qos, bool) or not isinstance(qos, int) or qos not in QOS_LEVELS:
+        p.add(f"{path}.qos", f"'qos' must be 0 (at most once) or 1 (at least once, deduplicated by the bridge); "
+                             f"got {qos!r}" + ("; QoS 2 is not supported: use 1" if qos == 2 else ""))
+        ok = False
+    return MqttSpec(topic=topic, qos=qos) if ok else None
 
 
 def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
@@ -484,6 +528,13 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
             _missing(p, f"{where}.supplierqueue", "queue", ev.supplierqueue, seen_queues)
         if ev.runtime and ev.runtime not in spec.runtimes:
             _missing(p, f"{where}.runtime", "runtime", ev.runtime, set(spec.runtimes))
+    topics = sorted(spec.mqtt_events().items())
+    for i, (eid, m) in enumerate(topics):
+        for other, o in topics[:i]:
+            if overlaps(m.topic, o.topic):
+                p.add(f"{_event_path(raw, eid)}.mqtt.topic",
+                      f"topic {m.topic!r} overlaps topic {o.topic!r} of event {other!r}: a message would reach "
+                      "both events; an MQTT message becomes one event")
     p.raise_if_any()
     return spec
 

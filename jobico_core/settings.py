@@ -31,7 +31,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_S3_SECURE": ("0", "1 = use HTTPS to reach S3"),
     "JOBICO_S3_REGION": ("", "S3 region (optional)"),
     "JOBICO_API_HOST": ("127.0.0.1", "address the API listens on"),
-    "JOBICO_API_PORT": ("8080", "port the API listens on"),
+    "JOBICO_API_PORT": ("8080", "port the API listens on (the control API, and the webhook gateway unless JOBICO_GATEWAY_PORT is set)"),
+    "JOBICO_GATEWAY_PORT": ("", "port of the webhook gateway (`POST /events/...`, `/health`, `/ready`) when it should listen apart from the control API (`/api/v1`, `/docs`, `/metrics`); empty = both on JOBICO_API_PORT"),
+    "JOBICO_GATEWAY_HOST": ("JOBICO_API_HOST", "address the webhook gateway listens on when it has its own port"),
     "JOBICO_API_WORKERS": ("2 x cores + 1, at most 8", "gunicorn worker processes of the API (jobico_api/gunicorn_conf.py)"),
     "JOBICO_API_THREADS": ("8", "threads per gunicorn worker (gthread: long-lived streams hold one each)"),
     "JOBICO_API_TIMEOUT": ("60", "gunicorn worker timeout, seconds"),
@@ -57,6 +59,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_RATE_BURST": ("5000", "events a tenant may send at once before the rate limit applies"),
     "JOBICO_MAX_QUEUED": ("100000", "events waiting on one queue before the webhook answers 429"),
     "JOBICO_MAX_ATTEMPTS": ("5", "deliveries of one execution (worker crashes included) before it is dead-lettered"),
+    "JOBICO_MQTT_URL": ("", "MQTT broker of the bridge (`jobico mqtt-bridge`): mqtt://[user[:password]@]host[:port] or mqtts://... (TLS); empty = no MQTT triggers (`jobico run` starts the bridge only when set)"),
+    "JOBICO_MQTT_PREFIX": ("jobico", "topic namespace: the bridge subscribes to <prefix>/<tenant>/<topic> for each deployed `mqtt:` trigger"),
+    "JOBICO_MQTT_CLIENT_ID": ("jobico-bridge", "the bridge's MQTT client id, which names its persistent session (unacknowledged messages are redelivered to it); run one bridge per id"),
+    "JOBICO_MQTT_REFRESH": ("5", "seconds between the bridge's re-reads of the deployed topics (deploys, rollbacks and deletes also notify it at once through Redis)"),
+    "JOBICO_MQTT_METRICS_PORT": ("", "port on which the bridge serves Prometheus metrics (/metrics); empty = off"),
     "JOBICO_LOG_LEVEL": ("INFO", "log level of API and worker"),
     "JOBICO_LOG_FORMAT": ("text", "text or json"),
     "JOBICO_WORKER_TENANTS": ("", "comma-separated tenant ids: a worker consumes only these tenants' queues "
@@ -98,6 +105,8 @@ class Settings:
     s3_region: str = ""
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int | None = None
     admin_token: str = ""
     secret_key: str = ""
     cache_dir: Path = Path(".jobico/cache")
@@ -117,6 +126,11 @@ class Settings:
     rate_burst: int = 5000
     max_queued: int = 100000
     max_attempts: int = 5
+    mqtt_url: str = ""
+    mqtt_prefix: str = "jobico"
+    mqtt_client_id: str = "jobico-bridge"
+    mqtt_refresh: int = 5
+    mqtt_metrics_port: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     worker_tenants: tuple[str, ...] = ()
@@ -153,6 +167,8 @@ class Settings:
             s3_region=env.get("JOBICO_S3_REGION", ""),
             api_host=env.get("JOBICO_API_HOST", "127.0.0.1"),
             api_port=_int(env, "JOBICO_API_PORT"),
+            gateway_host=env.get("JOBICO_GATEWAY_HOST") or env.get("JOBICO_API_HOST", "127.0.0.1"),
+            gateway_port=_int(env, "JOBICO_GATEWAY_PORT") if env.get("JOBICO_GATEWAY_PORT") else None,
             admin_token=env.get("JOBICO_ADMIN_TOKEN", ""),
             secret_key=env.get("JOBICO_SECRET_KEY", ""),
             cache_dir=cache_dir,
@@ -172,6 +188,11 @@ class Settings:
             rate_burst=_int(env, "JOBICO_RATE_BURST"),
             max_queued=_int(env, "JOBICO_MAX_QUEUED"),
             max_attempts=_int(env, "JOBICO_MAX_ATTEMPTS"),
+            mqtt_url=env.get("JOBICO_MQTT_URL", "").strip(),
+            mqtt_prefix=env.get("JOBICO_MQTT_PREFIX") or "jobico",
+            mqtt_client_id=env.get("JOBICO_MQTT_CLIENT_ID") or "jobico-bridge",
+            mqtt_refresh=_int(env, "JOBICO_MQTT_REFRESH"),
+            mqtt_metrics_port=_int(env, "JOBICO_MQTT_METRICS_PORT") if env.get("JOBICO_MQTT_METRICS_PORT") else None,
             log_level=env.get("JOBICO_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("JOBICO_LOG_FORMAT", "text").lower(),
             worker_tenants=tuple(t.strip() for t in env.get("JOBICO_WORKER_TENANTS", "").split(",") if t.strip()),
@@ -220,6 +241,20 @@ class Settings:
             from .names import name_problem
             problems += [f"JOBICO_WORKER_TENANTS: {p}" for p in
                          filter(None, (name_problem(t, "tenant id") for t in self.worker_tenants))]
+        if self.gateway_port is not None and self.gateway_port == self.api_port \
+                and self.gateway_host == self.api_host:
+            problems.append(f"JOBICO_GATEWAY_PORT ({self.gateway_port}) must differ from JOBICO_API_PORT, or be "
+                            "unset to serve both on one port")
+        if self.mqtt_url:
+            from .mqtt import BrokerAddress
+            try:
+                BrokerAddress.parse(self.mqtt_url)
+            except ValueError as exc:
+                problems.append(str(exc))
+        from .mqtt import check_prefix
+        prefix_problem = check_prefix(self.mqtt_prefix)
+        if prefix_problem:
+            problems.append(f"JOBICO_MQTT_PREFIX {prefix_problem}")
         if self.log_format not in ("text", "json"):
             problems.append("JOBICO_LOG_FORMAT must be text or json")
         if not (self.storage_url.startswith("file://") or self.storage_url.startswith("s3://")):

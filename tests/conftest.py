@@ -55,14 +55,14 @@ import uuid
 import pytest
 
 from jobico_core.embedded import RedisServer
-from tests.services import PostgresServer, S3Server
+from tests.services import MqttBroker, PostgresServer, S3Server
 
 # Workers the tests start must not compile the Python interpreter (minutes of CPU) into their
 # temporary caches: tests/python prepares one shared cache and points its workers at it.
 os.environ.setdefault("JOBICO_PYTHON_PREPARE", "0")
 
 _SERVICE_FIXTURES = {
-    "redis_server", "postgres_server", "s3_server",
+    "redis_server", "postgres_server", "s3_server", "mqtt_broker",
     "redis_url", "pg_url", "pg_module_url", "s3_bucket", "s3_client",
 }
 _REDIS_DATABASES = 1024
@@ -129,6 +129,17 @@ def s3_server():
     server = S3Server()
     try:
         yield _started("s3", server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker():
+    """A real MQTT broker (amqtt, tests/amqtt_broker.py). Shared by the session: give each test its
+    own topic prefix (JOBICO_MQTT_PREFIX) and client id."""
+    server = MqttBroker()
+    try:
+        yield _started("mqtt", server)
     finally:
         server.stop()
 

@@ -36,8 +36,8 @@ class ExecutionSummarySchema(ma.Schema):
     chained_from = ma.fields.String(allow_none=True)
     submitter = ma.fields.String(allow_none=True, metadata={
         "description": "who submitted it: the key's name (hmac, anonymous), the tenant's submitter header, "
-                       "cron or chain"})
-    trigger = ma.fields.String(metadata={"enum": ["webhook", "cron", "chain"]})
+                       "cron, mqtt:<topic> or chain"})
+    trigger = ma.fields.String(metadata={"enum": ["webhook", "cron", "mqtt", "chain"]})
     worker = ma.fields.String(allow_none=True, metadata={"description": "the worker (Celery hostname) that "
                                                                          "claimed it last"})
     scheduled_at = ma.fields.String(allow_none=True, metadata={"description": "trigger cron: the fire time"})
@@ -86,7 +86,8 @@ class ListArgs(ma.Schema):
     package = ma.fields.String()
     event = ma.fields.String()
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
-    submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron or chain"})
+    submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron, "
+                                                          "mqtt:<topic> or chain"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
     cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
 

@@ -49,6 +49,10 @@ def register(app: typer.Typer) -> None:
         signing_secret: Annotated[Optional[str], typer.Option(
             "--signing-secret", envvar="JOBICO_SIGNING_SECRET", show_default=False,
             help="Sign the request (tenants with hmac webhooks) \\[env: JOBICO_SIGNING_SECRET].")] = None,
+        gateway_url: Annotated[Optional[str], typer.Option(
+            "--gateway-url", envvar="JOBICO_GATEWAY_URL", show_default=False,
+            help="Where the webhook gateway listens when it has its own port (JOBICO_GATEWAY_PORT), e.g. "
+                 "http://127.0.0.1:8081 (default: the API URL) \\[env: JOBICO_GATEWAY_URL].")] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Send events to POST /events/<tenant>/<event>; print the new execution ids.
@@ -78,6 +82,9 @@ def register(app: typer.Typer) -> None:
             ts = str(int(time.time()))
             mac = hmac.new(signing_secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
             headers.update({"X-Jobico-Timestamp": ts, "X-Jobico-Signature": f"sha256={mac}"})
+        if gateway_url:
+            from ..client import Client
+            c = Client(gateway_url, c.token)
         res = c.send_events(tenant, event, body, headers) or {}
         if json_:
             print_json(res)

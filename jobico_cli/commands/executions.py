@@ -35,7 +35,8 @@ def executions(
                                                   help="Only executions in this status.",
                                                   show_default=False)] = None,
     submitter: Annotated[Optional[str], typer.Option("--submitter", help="Only those of this submitter: a key's name, "
-                                                     "the value of the tenant's submitter header, cron or chain.",
+                                                     "the value of the tenant's submitter header, cron, "
+                                                     "mqtt:<topic> or chain.",
                                                      show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
     cursor: Annotated[Optional[str], typer.Option("--cursor", help="Continue from a previous page.",

@@ -19,8 +19,11 @@ MAX_CHAIN_DEPTH = 16
 
 
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
-                  chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None) -> Execution:
-    return Execution(id=uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
+                  chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None,
+                  execution_id: str | None = None) -> Execution:
+    """``execution_id``: chosen by the caller (the MQTT bridge names an execution before it exists,
+    to recognise a redelivered message); a new UUIDv7 otherwise."""
+    return Execution(id=execution_id or uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
                      version_id=info.version_id, event=event, queue=info.queue_for(event), status="queued",
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
                      chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at)

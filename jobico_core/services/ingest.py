@@ -121,6 +121,21 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
     return payloads
 
 
+def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
+    """One event without the webhook's envelope (an MQTT message's payload), checked like one
+    element of a webhook body: size (413), JSON (400), element size (413), schema (422).
+    Returns its canonical JSON."""
+    if len(raw) > ctx.settings.max_body_kb * 1024:
+        raise TooLarge(f"the message is {len(raw)} bytes; the limit is {ctx.settings.max_body_kb} KB")
+    try:
+        element = loads(raw)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the message is not UTF-8: {exc}", {"payload": ["not UTF-8"]}) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the message is not valid JSON: {exc}", {"payload": ["not JSON"]}) from None
+    return _validated_payloads(ctx, info, event, [element])[0]
+
+
 def _admit(ctx: Context, info, event: str, n: int) -> None:
     """Queue cap (per queue) and rate limit (per tenant): 429 with Retry-After."""
     from .. import ratelimit

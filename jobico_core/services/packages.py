@@ -18,7 +18,9 @@ from .context import Context
 from .files import check_python_bytes, read_blob, schema_validator
 
 log = logging.getLogger(__name__)
-SCHEDULES_CHANGED = "jobico:schedules:generation"  # bumped on every change of deployed schedules
+# bumped on every change of deployed triggers (schedules and MQTT topics): beat and the MQTT bridge
+# re-read what is deployed when it moves
+SCHEDULES_CHANGED = "jobico:schedules:generation"
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,39 @@ def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[
 
 
 def schedules_changed(ctx: Context) -> None:
-    """Tell running beat processes to re-read the deployed schedules now (best effort: they also
-    re-read every JOBICO_SCHEDULE_REFRESH seconds)."""
+    """Tell running beat processes and MQTT bridges to re-read the deployed triggers now (best
+    effort: they also re-read every JOBICO_SCHEDULE_REFRESH / JOBICO_MQTT_REFRESH seconds)."""
     try:
         ctx.redis.incr(SCHEDULES_CHANGED)
     except Exception as exc:  # the change is committed; beat catches up on its next re-read
         log.warning("could not notify beat of a schedule change: %s", exc)
+
+
+def _claim_topics(s, tenant: str, package: Package, spec: PackageSpec) -> None:
+    """409 when an MQTT topic of ``spec`` overlaps one of another package's active version: each
+    message of the tenant's namespace becomes one event. Takes the tenant's row lock first, so two
+    deploys of one tenant check their topics one after the other."""
+    from ..mqtt import overlaps
+    mine = spec.mqtt_events()
+    if not mine:
+        return
+    s.get(Tenant, tenant, with_for_update=True)
+    rows = s.execute(select(Package.name, PackageVersion.spec)
+                     .join(PackageVersion, PackageVersion.package_id == Package.id)
+                     .where(Package.tenant_id == tenant, Package.id != package.id,
+                            PackageVersion.number == Package.active_version)).all()
+    clashes = []
+    for other, other_spec in rows:
+        for oid, oev in sorted((other_spec.get("events") or {}).items()):
+            theirs = (oev.get("mqtt") or {}).get("topic")
+            for eid, m in sorted(mine.items()):
+                if theirs is not None and overlaps(m.topic, theirs):
+                    clashes.append({"path": f"events.{eid}.mqtt.topic",
+                                    "message": f"topic {m.topic!r} overlaps topic {theirs!r} of event {oid!r} "
+                                               f"of package {other!r}"})
+    if clashes:
+        raise Conflict(f"MQTT {clashes[0]['message']}; a message of tenant {tenant!r} must reach one event",
+                       {"package": clashes})
 
 
 def _claim_events(s, tenant: str, package: Package, spec: PackageSpec) -> None:
@@ -208,6 +237,7 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
                 number = (s.scalar(select(func.max(PackageVersion.number))
                                    .where(PackageVersion.package_id == pkg.id)) or 0) + 1
             _claim_events(s, tenant, pkg, spec)
+            _claim_topics(s, tenant, pkg, spec)
             row = PackageVersion(package_id=pkg.id, number=number, source=text, spec=spec.to_dict(), pins=pins)
             s.add(row)
             pkg.active_version = number
@@ -216,7 +246,7 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
     except IntegrityError:
         raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
     announce_queues(ctx, info.queues())
-    if spec.scheduled_events() or redeploy:
+    if spec.scheduled_events() or spec.mqtt_events() or redeploy:
         schedules_changed(ctx)
     return info
 
@@ -241,6 +271,7 @@ def rollback(ctx: Context, tenant: str, name: str, number: int) -> VersionInfo:
             raise NotFound(f"package {name!r} has no version {number}")
         info = _version_info(ctx, tenant, name, row)
         _claim_events(s, tenant, pkg, info.spec)
+        _claim_topics(s, tenant, pkg, info.spec)
         pkg.active_version = number
     announce_queues(ctx, info.queues())
     schedules_changed(ctx)

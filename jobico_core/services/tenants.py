@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..db import ApiKey, Tenant
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
@@ -126,9 +126,11 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
+        from ..db import RejectedEvent
+        s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
         s.delete(tenant)
     from .packages import schedules_changed
-    schedules_changed(ctx)  # its schedules stop
+    schedules_changed(ctx)  # its schedules stop, and the MQTT bridge drops its topics
 
 
 def create_key(ctx: Context, tenant_id: str, name: str) -> tuple[ApiKey, str]:

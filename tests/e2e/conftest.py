@@ -39,6 +39,12 @@ class Platform:
         self.workers.append(w)
         return w
 
+    def start_bridge(self, name: str = "bridge1", extra_env: dict | None = None) -> "Bridge":
+        b = Bridge(self, name, 0, extra_env or {})
+        b.start()
+        self.workers.append(b)
+        return b
+
     def start_beat(self, name: str = "beat1", extra_env: dict | None = None) -> "Beat":
         b = Beat(self, name, 0, extra_env or {})
         b.start()
@@ -158,6 +164,35 @@ class Beat(Worker):
 
     def holds_lock(self) -> bool:
         return b"holds the lock" in self.log_path.read_bytes()
+
+
+class Bridge(Worker):
+    """``jobico mqtt-bridge`` (what `jobico run`, the chart and compose start when a broker is set)."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {**os.environ, **self.platform.env, **self.extra_env}
+        self.log_path = self.platform.tmp / f"bridge-{self.name}.log"
+        self._log = open(self.log_path, "ab")
+        offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen([sys.executable, "-m", "jobico_cli.main", "mqtt-bridge"], cwd=ROOT, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while b"connected to" not in self.log_path.read_bytes()[offset:]:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bridge not connected after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def wait_log(self, needle: str, timeout: float = 20.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle.encode() not in self.log_path.read_bytes()[after:]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bridge never logged {needle!r}:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
 
 
 def _serve(app):

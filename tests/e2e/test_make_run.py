@@ -23,10 +23,15 @@ JOBICO = Path(sys.executable).parent / "jobico"
 
 
 @pytest.mark.timeout(330)
-def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
-    port, flower = free_port(), free_port()
+def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path, mqtt_broker):
+    """Also with the gateway on its own port (the printed curl uses it) and a broker configured
+    (`jobico run` starts the bridge; the README's MQTT example works as the banner says)."""
+    port, flower, gateway = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
+    prefix = f"run{os.getpid()}"
     env.update(JOBICO_HOME=str(tmp_path / "home"), JOBICO_DATA_DIR=str(tmp_path / "data"),
+               JOBICO_GATEWAY_PORT=str(gateway), JOBICO_MQTT_URL=mqtt_broker.url, JOBICO_MQTT_PREFIX=prefix,
+               JOBICO_MQTT_CLIENT_ID=f"bridge-{prefix}",
                JOBICO_PYTHON_PREPARE="0")  # no minutes-long interpreter compile in this test (tests/python)
     out, err = open(tmp_path / "out.log", "wb"), open(tmp_path / "err.log", "wb")
     proc = subprocess.Popen([str(JOBICO), "run", "--port", str(port), "--flower-port", str(flower),
@@ -43,7 +48,8 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
         curl = re.search(r"(curl -s -X POST .*?)\nThen", banner, re.S).group(1).replace("\\\n", " ")
         answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
         ids = json.loads(answer.stdout)["executions"]
-        assert len(ids) == 2
+        assert len(ids) == 2 and f":{gateway}/events/demo/hello" in curl
+        assert requests.get(f"http://127.0.0.1:{gateway}/api/v1/whoami", timeout=10).status_code == 404
         cli_env = {**env}  # the CLI reads the config `jobico run` wrote, nothing else
         deadline = time.monotonic() + 90
         while True:
@@ -73,6 +79,26 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
             time.sleep(1)
         assert fired[0]["result"] == "Bonjour, cron!" and fired[0]["trigger"] == "cron", fired
         assert fired[0]["scheduled_at"][17:19] in ("00", "30"), fired
+        # the README's MQTT example, as the banner prints it: `jobico run` started the bridge
+        deploy = re.search(r"(\S+ deploy \S+mqtt\.yaml)", banner).group(1)
+        deployed = subprocess.run(shlex.split(deploy), env=cli_env, capture_output=True, text=True, timeout=60)
+        assert deployed.returncode == 0, deployed.stderr
+        topic = re.search(r"with QoS 1 to (\S+)", banner).group(1)
+        assert topic == f"{prefix}/demo/doorbell/front"
+        deadline = time.monotonic() + 60
+        while True:  # the bridge subscribes within a second of the deploy; publish until it is taken
+            pub = mqtt_broker.client()
+            pub.publish(topic, json.dumps({"name": "visitor"}), qos=1).wait_for_publish(10)
+            pub.disconnect()
+            pub.loop_stop()
+            listed = subprocess.run([str(JOBICO), "executions", "--submitter", "mqtt:doorbell/front", "--json"],
+                                    env=cli_env, capture_output=True, text=True, timeout=60)
+            rang = [e for e in json.loads(listed.stdout)["items"] if e["status"] == "succeeded"]
+            if rang:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
+            time.sleep(1)
+        assert rang[0]["result"] == "Hello, visitor!" and rang[0]["trigger"] == "mqtt", rang
         assert requests.get(f"http://127.0.0.1:{flower}/", timeout=10).status_code in (200, 401)
         assert "admin token" in banner and str(tmp_path / "home" / "config.toml") in banner
         assert shlex.split(curl)[0] == "curl"
@@ -84,6 +110,6 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path):
         err.close()
     assert code == 0, (tmp_path / "err.log").read_text()[-4000:]
     # everything it started is gone: nothing listens on its ports any more
-    for p in (port, flower):
+    for p in (port, flower, gateway):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=2)

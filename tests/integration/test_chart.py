@@ -97,7 +97,7 @@ def rendered(request):
 # -- rendering, lint, validation ----------------------------------------------------------
 
 def test_value_sets_exist():
-    assert {"default", "pools", "keda", "ingress", "existing-secret"} <= set(VALUE_SETS)
+    assert {"default", "pools", "keda", "ingress", "existing-secret", "mqtt"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -153,6 +153,8 @@ def test_every_values_key_is_in_the_schema():
 def test_schema_refuses_bad_values():
     base = values("default")
     for bad in ({"worker": {"concurrency": 0}}, {"typo": 1}, {"worker": {"pools": [{"name": "x"}]}},
+                {"gateway": {"containerPort": 8080}}, {"mqtt": {"url": "http://broker"}},
+                {"mqtt": {"prefix": "a/#"}},
                 {"worker": {"pools": [{"name": "acme", "tenants": ["bad tenant"]}]}},
                 {"auth": {"adminToken": "short", "secretKey": "s" * 20}}):
         vals = {**base, **{k: {**base.get(k, {}), **v} if isinstance(v, dict) else v for k, v in bad.items()}}
@@ -200,6 +202,9 @@ def test_default_install_wiring():
     assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert env_of(api)["JOBICO_API_HOST"] == "0.0.0.0"
+    # the webhook gateway listens on its own port by default (the control API stays off the Ingress)
+    assert env_of(api)["JOBICO_GATEWAY_PORT"] == "8081"
+    assert {p["name"]: p["containerPort"] for p in api["ports"]} == {"http": 8080, "gateway": 8081}
     assert "replicas" not in deployments["rel-jobico-api"]["spec"]  # the HPA owns it
     hpa = by_kind(docs, "HorizontalPodAutoscaler")["rel-jobico-api"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "rel-jobico-api" and hpa["spec"]["minReplicas"] == 2
@@ -224,6 +229,10 @@ def test_default_install_wiring():
     services = by_kind(docs, "Service")
     assert services["rel-jobico-api"]["spec"]["ports"][0]["port"] == 8080
     assert services["rel-jobico-api"]["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+    gateway = services["rel-jobico-gateway"]["spec"]
+    assert gateway["ports"] == [{"name": "http", "port": 8081, "targetPort": "gateway", "protocol": "TCP"}]
+    assert gateway["selector"]["app.kubernetes.io/component"] == "api"
+    assert "rel-jobico-mqtt-bridge" not in deployments and "mqtt-url" not in secret
     assert "rel-jobico-flower" in services
     assert not by_kind(docs, "Ingress") and not by_kind(docs, "ScaledObject")
 
@@ -302,12 +311,44 @@ def test_ingress_and_fixed_replicas():
     docs = documents(render(values("ingress")))
     ing = by_kind(docs, "Ingress")["rel-jobico"]
     assert ing["spec"]["ingressClassName"] == "nginx"
-    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "rel-jobico-api", "port": {"name": "http"}}
+    paths = ing["spec"]["rules"][0]["http"]["paths"]
+    # only the webhook gateway by default: /api, /docs and /metrics are not routed
+    assert [(p["path"], p["backend"]["service"]) for p in paths] == [
+        ("/", {"name": "rel-jobico-gateway", "port": {"name": "http"}})]
     assert ing["spec"]["tls"][0]["secretName"] == "jobico-tls"
     assert by_kind(docs, "Deployment")["rel-jobico-api"]["spec"]["replicas"] == 3
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     assert "rel-jobico-flower" not in by_kind(docs, "Deployment")
+
+
+def test_mqtt_bridge_and_exposed_api():
+    docs = documents(render(values("mqtt")))
+    bridge = by_kind(docs, "Deployment")["rel-jobico-mqtt-bridge"]
+    c = container(bridge)
+    env = env_of(c)
+    assert c["args"] == ["mqtt-bridge"]
+    assert bridge["spec"]["replicas"] == 1 and bridge["spec"]["strategy"] == {"type": "Recreate"}
+    assert env["JOBICO_MQTT_URL"]["secretKeyRef"] == {"name": "rel-jobico", "key": "mqtt-url"}
+    assert env["JOBICO_MQTT_PREFIX"] == "devices" and env["JOBICO_MQTT_CLIENT_ID"] == "jobico-bridge"
+    assert env["JOBICO_MQTT_METRICS_PORT"] == "9101"
+    assert "/tmp/jobico-mqtt-bridge.alive" in " ".join(c["livenessProbe"]["exec"]["command"])
+    assert by_kind(docs, "Secret")["rel-jobico"]["stringData"]["mqtt-url"].startswith("mqtts://jobico:")
+    paths = by_kind(docs, "Ingress")["rel-jobico"]["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
+        ("/api", "rel-jobico-api"), ("/docs", "rel-jobico-api"), ("/", "rel-jobico-gateway")]
+    # one port for everything: no gateway Service, and the Ingress routes to the API
+    vals = values("ingress")
+    vals["gateway"] = {"separatePort": False}
+    docs = documents(render(vals))
+    assert "rel-jobico-gateway" not in by_kind(docs, "Service")
+    assert "JOBICO_GATEWAY_PORT" not in env_of(container(by_kind(docs, "Deployment")["rel-jobico-api"]))
+    paths = by_kind(docs, "Ingress")["rel-jobico"]["spec"]["rules"][0]["http"]["paths"]
+    assert [p["backend"]["service"]["name"] for p in paths] == ["rel-jobico-api"]
+    # mqtt.enabled without a URL: refused, saying what is missing
+    vals = values("default")
+    vals["mqtt"] = {"enabled": True}
+    with pytest.raises(helm.HelmError, match="mqtt.url is required"):
+        render(vals)
 
 
 def test_existing_secret():
@@ -343,12 +384,14 @@ def compose_binary() -> Path:
 def test_docker_compose_config_is_valid():
     env = {**os.environ, "JOBICO_ADMIN_TOKEN": "a" * 24, "JOBICO_SECRET_KEY": "s" * 32}
     env.pop("DOCKER_HOST", None)
-    r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+    r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "--profile", "mqtt", "config", "--format",
+                        "json"],
                        capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)
     services = cfg["services"]
-    assert {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "flower", "beat"} <= set(services)
+    assert {"redis", "postgres", "minio", "minio-init", "migrate", "api", "worker", "flower", "beat",
+            "mosquitto", "mqtt-bridge"} <= set(services)
     # without the operator's secrets it refuses to start
     env.pop("JOBICO_ADMIN_TOKEN")
     r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "-q"],
@@ -378,3 +421,10 @@ def test_docker_compose_config_is_valid():
     assert services["flower"]["command"] == ["flower"] and services["api"]["command"] == ["api"]
     assert services["beat"]["command"] == ["beat"] and services["beat"]["depends_on"]["migrate"]
     assert "mb" in services["minio-init"]["entrypoint"]
+    # split ports: the gateway published apart from the control API
+    assert services["api"]["environment"]["JOBICO_GATEWAY_PORT"] == "8081"
+    assert sorted(p["target"] for p in services["api"]["ports"]) == [8080, 8081]
+    bridge = services["mqtt-bridge"]
+    assert bridge["command"] == ["mqtt-bridge"] and bridge["profiles"] == ["mqtt"]
+    assert bridge["environment"]["JOBICO_MQTT_URL"] == "mqtt://jobico@mosquitto:1883"
+    assert bridge["depends_on"]["mosquitto"]["condition"] == "service_healthy"

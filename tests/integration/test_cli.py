@@ -296,3 +296,40 @@ def test_subprocess_flow_with_json(cli, files):
     assert "redeploy" in p.stderr and p.stdout == ""
     p = cli.proc("deploy", "other", "--config", files["people.yaml"], token=key, code=2)
     assert "'other'" in p.stderr
+
+
+def test_send_through_a_separate_gateway_and_list_rejections(cli, tenant, files, api_settings):
+    """`jobico send --gateway-url` posts to the gateway's own port; `jobico rejections` lists what the
+    MQTT bridge could not accept."""
+    from jobico_api import create_app
+    from jobico_core.services import rejections
+    from jobico_core.services.context import Context
+
+    cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+        "--schema", files["person.json"], token=tenant)
+    ctx = Context(api_settings)
+    srv = make_server("127.0.0.1", 0, create_app(ctx=ctx, role="gateway"), threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        gw = f"http://127.0.0.1:{srv.server_port}"
+        sent = cli.json("send", "person_added", "--tenant", "tenant_1", "--data", '{"name": "Gw"}',
+                        "--gateway-url", gw, token=tenant)
+        assert len(sent["executions"]) == 1
+        # the gateway serves no control API: the CLI's other commands need the API URL
+        cli("executions", "--api-url", gw, token=tenant, code=1)
+        assert cli("rejections", token=tenant).output.strip() == "No rejected events."
+        rid = rejections.record(ctx, "tenant_1", event="person_added", trigger="mqtt", source="people/new",
+                                reason="invalid", message="event 0 does not match schema 'person.json'",
+                                errors={}, payload=b'{"age": "x"}')
+        human = cli("rejections", token=tenant).stdout
+        assert "people/new" in human and "invalid" in human and "person_added" in human
+        doc = cli.json("rejections", "--reason", "invalid", token=tenant)
+        assert [i["id"] for i in doc["items"]] == [rid] and doc["items"][0]["payload"] == '{"age": "x"}'
+        assert cli.json("rejections", "--event", "other", token=tenant)["items"] == []
+        cli("rejections", "--reason", "nope", token=tenant, code=2)
+    finally:
+        srv.shutdown()
+        thread.join(10)
+        srv.server_close()
+        ctx.db.engine.dispose()

@@ -81,11 +81,11 @@ def test_copy_sources_exist_and_are_in_the_context():
 def test_entrypoint_roles():
     text = ENTRYPOINT.read_text()
     assert subprocess.run(["sh", "-n", str(ENTRYPOINT)]).returncode == 0
-    for role in ("api", "worker", "migrate", "flower", "beat", "health", "jobico"):
+    for role in ("api", "worker", "migrate", "flower", "beat", "mqtt-bridge", "health", "jobico"):
         assert re.search(rf"^\s+{role}\)", text, re.M), role
     assert "gunicorn -c /app/jobico_api/gunicorn_conf.py" in text and "jobico_api.wsgi:app" in text
     assert "celery -A jobico_worker.app worker" in text and "jobico migrate" in text
-    assert "celery -A jobico_worker.app flower" in text
+    assert "celery -A jobico_worker.app flower" in text and "jobico mqtt-bridge" in text
     assert (ROOT / "jobico_api" / "gunicorn_conf.py").exists()
 
 

@@ -58,6 +58,23 @@ def test_settings_bad_values_are_named():
         Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_MAX_ELEMENT_KB": "100000"}).check()
 
 
+def test_settings_of_ports_and_mqtt_are_checked():
+    emb = {"JOBICO_EMBEDDED": "1"}
+    s = Settings.from_env({**emb, "JOBICO_GATEWAY_PORT": "8081", "JOBICO_API_HOST": "0.0.0.0"}).check()
+    assert (s.gateway_port, s.gateway_host, s.mqtt_url, s.mqtt_prefix) == (8081, "0.0.0.0", "", "jobico")
+    assert Settings.from_env(emb).gateway_port is None
+    with pytest.raises(ConfigError, match="JOBICO_GATEWAY_PORT \\(8080\\) must differ"):
+        Settings.from_env({**emb, "JOBICO_GATEWAY_PORT": "8080"}).check()
+    with pytest.raises(ConfigError, match="JOBICO_GATEWAY_PORT='x'"):
+        Settings.from_env({**emb, "JOBICO_GATEWAY_PORT": "x"})
+    with pytest.raises(ConfigError, match="JOBICO_MQTT_URL must start with mqtt://"):
+        Settings.from_env({**emb, "JOBICO_MQTT_URL": "http://broker"}).check()
+    with pytest.raises(ConfigError, match="JOBICO_MQTT_PREFIX must be a topic without wildcards"):
+        Settings.from_env({**emb, "JOBICO_MQTT_PREFIX": "a/#"}).check()
+    s = Settings.from_env({**emb, "JOBICO_MQTT_URL": "mqtts://u:p@b", "JOBICO_MQTT_PREFIX": "org/devices"}).check()
+    assert s.mqtt_prefix == "org/devices" and s.mqtt_client_id == "jobico-bridge" and s.mqtt_refresh == 5
+
+
 def test_limit_overrides_from_env():
     s = Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_LIMIT_TIMEOUT_MS": "250", "JOBICO_MAX_FUEL": "1000"})
     assert s.default_limits.timeout_ms == 250

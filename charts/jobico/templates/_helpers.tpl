@@ -82,6 +82,9 @@ PROMETHEUS_MULTIPROC_DIR: "/tmp/jobico-metrics"
 {{ .Values.existingSecretKeys.s3SecretKey }}: {{ .Values.storage.s3.secretKey | quote }}
 {{ .Values.existingSecretKeys.adminToken }}: {{ required "auth.adminToken is required (or existingSecret)" .Values.auth.adminToken | quote }}
 {{ .Values.existingSecretKeys.secretKey }}: {{ required "auth.secretKey is required (or existingSecret)" .Values.auth.secretKey | quote }}
+{{- if .Values.mqtt.enabled }}
+{{ .Values.existingSecretKeys.mqttUrl }}: {{ required "mqtt.url is required when mqtt.enabled (or existingSecret)" .Values.mqtt.url | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment from the ConfigMap and the Secret. Call with (dict "root" $ "secret" name "config" name). */}}
