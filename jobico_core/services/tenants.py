@@ -9,7 +9,7 @@ import time
 
 from sqlalchemy import delete, select
 
-from ..db import ApiKey, Tenant
+from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from ..names import name_problem
 from .context import Context
@@ -126,7 +126,10 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
-        from ..db import RejectedEvent
+        # its history goes too: a tenant re-created under the same id must not see the old one's data
+        s.execute(delete(ExecutionLog).where(ExecutionLog.execution_id.in_(
+            select(Execution.id).where(Execution.tenant_id == tenant_id))))
+        s.execute(delete(Execution).where(Execution.tenant_id == tenant_id))
         s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
         s.delete(tenant)
     from .packages import schedules_changed

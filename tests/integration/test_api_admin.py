@@ -116,6 +116,18 @@ def test_delete_tenant_revokes_its_keys(api):
     assert c.delete("/api/v1/tenants/tenant_1", headers=api.admin).status_code == 404
 
 
+def test_a_tenant_re_created_under_a_deleted_ones_id_sees_none_of_its_data(api):
+    t = api.deployed_tenant("tenant_1")
+    ids = api.post_events("tenant_1", "person_added", {"data": [{"name": "a"}]}, t.headers).get_json()["executions"]
+    assert api.client.get(f"/api/v1/executions/{ids[0]}", headers=t.headers).status_code == 200
+    assert api.client.delete("/api/v1/tenants/tenant_1", headers=api.admin).status_code == 204
+    assert api.executions_in_db() == []
+    again = api.tenant("tenant_1")
+    assert api.client.get(f"/api/v1/executions/{ids[0]}", headers=again.headers).status_code == 404
+    assert api.client.get("/api/v1/executions", headers=again.headers).get_json()["items"] == []
+    assert api.client.get("/api/v1/files", headers=again.headers).get_json()["items"] == []
+
+
 def test_unknown_routes_and_methods_are_json(api):
     c = api.client
     r = c.get("/api/v1/nothing-here")
