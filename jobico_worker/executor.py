@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
@@ -20,7 +21,7 @@ from jobico_core.abi import InvalidModule
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
-from jobico_core.errors import NotFound
+from jobico_core.errors import NotFound, Unavailable
 from jobico_core.limits import resolve
 from jobico_core.services.context import Context
 from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
@@ -29,6 +30,10 @@ from jobico_core.services.packages import VersionInfo, load_version
 from jobico_worker.modules import module_bytes
 
 log = logging.getLogger("jobico.worker")
+
+# Infrastructure failures (database, object store, broker): retried with
+# exponential backoff and jitter. Guest failures are results, never retried as such.
+INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -212,9 +217,60 @@ def backoff_cap(settings) -> float:
     return min(60.0, settings.visibility_timeout / 2)
 
 
+@dataclass
+class Outcome:
+    """One claimed execution's result, not recorded yet."""
+    row: object                       # the claimed row
+    info: VersionInfo | None
+    status: str
+    code: int | None = None
+    result: str | None = None
+    stdout: str = ""
+    limit: str | None = None
+    message: str | None = None
+    logs: tuple = ()
+    duration_ms: float | None = None
+    dead_lettered: bool = False
+
+    def fields(self) -> dict:
+        return {"status": self.status, "code": self.code, "result": self.result, "stdout": self.stdout,
+                "limit": self.limit, "message": self.message, "logs": self.logs,
+                "duration_ms": self.duration_ms, "dead_lettered": self.dead_lettered}
+
+
+def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
+    """Run one claimed execution; returns its outcome, or None when it was requeued for a
+    guest retry (``retries:`` in the package). Raises only infrastructure errors."""
+    info = load_version(ctx, row.version_id)
+    if info is None:
+        return Outcome(row, None, "cancelled", message=f"package {row.package!r} was deleted before the execution ran")
+    ev = info.spec.events[row.event]
+    rt_spec = info.spec.runtimes[ev.runtime]
+    limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
+    sha = info.pins[rt_spec.moduleref]
+    try:
+        compiled = _compiled_module(runtime, ctx, info.tenant, sha)
+    except (InvalidModule, NotFound) as exc:
+        return Outcome(row, info, "invalid_module", message=f"{rt_spec.moduleref}: {exc}")
+    t0 = time.perf_counter()
+    out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+    status = out.status.value if hasattr(out.status, "value") else str(out.status)
+    duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
+    retryable = status not in ("succeeded", "cancelled", "invalid_module")
+    if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
+        delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
+        requeue(ctx, row.id, f"attempt {row.attempts} {status}"
+                + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
+        return None
+    return Outcome(row, info, status, code=out.code, result=out.result, stdout=out.stdout, limit=out.limit,
+                   message=out.message, logs=tuple(out.logs), duration_ms=duration,
+                   dead_lettered=retryable and ev.retries > 0)
+
+
 def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker",
                   infra_retries: int = 0) -> dict:
-    """Execute one queued execution; returns its record. Raises only infrastructure errors.
+    """Execute one queued execution (a ``jobico.execute`` task); returns its record. Raises only
+    infrastructure errors.
 
     ``infra_retries``: how many times this task was retried after an infrastructure failure
     (each of those claimed the row too); they do not count towards the crash-loop bound.
@@ -232,32 +288,10 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
                                "earlier attempts")
-    info = load_version(ctx, row.version_id)
-    if info is None:
-        return _finish(ctx, row, None, row.tenant_id, status="cancelled",
-                       message=f"package {row.package!r} was deleted before the execution ran")
-    ev = info.spec.events[row.event]
-    rt_spec = info.spec.runtimes[ev.runtime]
-    limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, rt_spec.limits, ev.limits)
-    sha = info.pins[rt_spec.moduleref]
-    try:
-        compiled = _compiled_module(runtime, ctx, info.tenant, sha)
-    except (InvalidModule, NotFound) as exc:
-        return _finish(ctx, row, info, info.tenant, status="invalid_module",
-                       message=f"{rt_spec.moduleref}: {exc}")
-    t0 = time.perf_counter()
-    out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
-    status = out.status.value if hasattr(out.status, "value") else str(out.status)
-    duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
-    retryable = status not in ("succeeded", "cancelled", "invalid_module")
-    if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
-        delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
-        requeue(ctx, execution_id, f"attempt {row.attempts} {status}"
-                + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
+    outcome = run_claimed(ctx, runtime, row, payload)
+    if outcome is None:
         return {"id": execution_id, "status": "queued", "attempts": row.attempts}
-    return _finish(ctx, row, info, info.tenant, status=status, code=out.code, result=out.result,
-                   stdout=out.stdout, limit=out.limit, message=out.message, logs=out.logs, duration_ms=duration,
-                   dead_lettered=retryable and ev.retries > 0)
+    return _finish(ctx, row, outcome.info, row.tenant_id, **outcome.fields())
 
 
 def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:

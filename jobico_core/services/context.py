@@ -7,7 +7,7 @@ from functools import cached_property
 from celery import Celery
 
 from ..broker import make_celery, redis_client
-from ..cache import LRU
+from ..cache import LRU, TTLCache
 from ..db import Database
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
@@ -43,6 +43,16 @@ class Context:
     def validators(self) -> LRU:
         """(tenant, schema sha256) -> compiled JSON Schema validator."""
         return LRU(4096)
+
+    @cached_property
+    def webhook_cache(self) -> TTLCache:
+        """The webhook's tenant, key and route lookups, for JOBICO_WEBHOOK_CACHE_SECONDS."""
+        return TTLCache(self.settings.webhook_cache_seconds)
+
+    def changed_routing(self) -> None:
+        """A tenant, key, webhook mode or package changed: this process's webhook sees it at once
+        (other processes when their cache entries expire)."""
+        self.webhook_cache.clear()
 
     @property
     def redis(self):

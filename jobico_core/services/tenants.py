@@ -74,7 +74,8 @@ def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secre
         tenant.webhook_auth = webhook_auth
         if webhook_auth == "hmac" and (rotate_secret or not tenant.signing_secret):
             tenant.signing_secret = secrets.token_hex(32)
-        return tenant
+    ctx.changed_routing()
+    return tenant
 
 
 def delete_tenant(ctx: Context, tenant_id: str) -> None:
@@ -83,6 +84,7 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         s.delete(tenant)
+    ctx.changed_routing()
 
 
 def create_key(ctx: Context, tenant_id: str, name: str) -> tuple[ApiKey, str]:
@@ -109,6 +111,7 @@ def delete_key(ctx: Context, tenant_id: str, name: str) -> None:
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} has no key named {name!r}")
         s.delete(row)
+    ctx.changed_routing()
 
 
 # -- authentication -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """POST /events/<tenant>/<event>: the contract's check order, 422 shape, enqueueing, idempotency, auth modes."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -23,7 +24,7 @@ def _sig(secret: str, ts: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def test_accepts_events_one_task_per_element_on_the_tenant_queue(api):
+def test_accepts_events_one_batch_task_per_request_on_the_tenant_queue(api):
     t = api.deployed_tenant("tenant_1")
     assert api.lists() == {}
     r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Ada"}, {"name": "Bob", "age": 3},
@@ -31,10 +32,18 @@ def test_accepts_events_one_task_per_element_on_the_tenant_queue(api):
     assert r.status_code == 200, r.get_json()
     ids = r.get_json()["executions"]
     assert len(ids) == 3 and len(set(ids)) == 3 and ids == sorted(ids)  # UUIDv7: time-ordered
-    assert api.lists() == {QUEUE: 3}  # exactly one task per element, on that list only
-    tasks = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, -1)]
-    assert sorted(m["headers"]["id"] for m in tasks) == sorted(ids)
-    rows = api.executions_in_db()
+    assert api.lists() == {QUEUE: 1}  # one task for the request's events, on that list only
+    (task,) = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, -1)]
+    args, kwargs, _ = json.loads(base64.b64decode(task["body"]))
+    assert task["headers"]["task"] == "jobico.execute_batch" and args == [ids]  # the ids, in order
+    assert kwargs == {"tenant": "tenant_1", "package": "people", "event": "person_added"}
+    # a request of one event is a single-execution task
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Di"}]}, t.headers)
+    (one,) = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, 0)]
+    assert one["headers"]["task"] == "jobico.execute"
+    assert json.loads(base64.b64decode(one["body"]))[0] == [r.get_json()["executions"][0], '{"name":"Di"}']
+    api.redis.lpop(QUEUE)
+    rows = api.executions_in_db()[:3]
     assert [e.id for e in rows] == ids and {e.status for e in rows} == {"queued"}
     assert [json.loads(e.payload) for e in rows] == [{"name": "Ada"}, {"name": "Bob", "age": 3}, {"name": "Cy"}]
     assert rows[1].payload == '{"age":3,"name":"Bob"}'  # canonical JSON
@@ -141,18 +150,18 @@ def test_idempotency_key_replays_and_refuses_reuse(api):
     r1 = api.post_events("tenant_1", "person_added", body, headers)
     assert r1.status_code == 200
     ids = r1.get_json()["executions"]
-    assert api.lists() == {QUEUE: 2}
+    assert api.lists() == {QUEUE: 1}  # one batch task
     r2 = api.post_events("tenant_1", "person_added", body, headers)
     assert r2.status_code == 200 and r2.get_json()["executions"] == ids
-    assert api.lists() == {QUEUE: 2} and len(api.executions_in_db()) == 2  # nothing enqueued again
+    assert api.lists() == {QUEUE: 1} and len(api.executions_in_db()) == 2  # nothing enqueued again
 
     r3 = api.post_events("tenant_1", "person_added", {"data": [{"name": "Eve"}]}, headers)
     assert r3.status_code == 422 and "idempotency_key_reused" in r3.get_json()["message"]
-    assert api.lists() == {QUEUE: 2}
+    assert api.lists() == {QUEUE: 1}
     # another key is another request
     r4 = api.post_events("tenant_1", "person_added", body, {**t.headers, "Idempotency-Key": "order-43"})
     assert r4.status_code == 200 and set(r4.get_json()["executions"]).isdisjoint(ids)
-    assert api.lists() == {QUEUE: 4}
+    assert api.lists() == {QUEUE: 2}
     # a key that failed validation was not consumed
     bad = api.post_events("tenant_1", "person_added", {"data": [{"age": 1}]},
                           {**t.headers, "Idempotency-Key": "order-44"})
