@@ -268,3 +268,40 @@ def test_deleted_package_is_404_on_the_webhook(api):
     assert api.deploy(t, PACKAGE.replace("id: people", "id: people2")).status_code == 201
     assert api.post_events("tenant_1", "person_added", OK, t.headers).status_code == 200
     assert api.lists() == {"jobico.tenant_1.people2.main": 1}
+
+
+def test_webhook_cache_revocation_delay(make_api):
+    """JOBICO_WEBHOOK_CACHE_SECONDS: another API process's change reaches this one's webhook when
+    the entry expires; this process's own change at once; 0 turns the cache off."""
+    from jobico_core.services import packages, tenants
+    a, b = make_api(webhook_cache_seconds=5), make_api()  # two API processes, one database
+    t = a.deployed_tenant("tenant_1")
+    now = [0.0]
+    a.ctx.webhook_cache._clock = lambda: now[0]
+    _, key = tenants.create_key(a.ctx, "tenant_1", "second")
+    hdr = {"Authorization": f"Bearer {key}"}
+    ok = {"data": [{"name": "x"}]}
+    assert a.post_events("tenant_1", "person_added", ok, hdr).status_code == 200
+    tenants.delete_key(b.ctx, "tenant_1", "second")  # revoked by the other process
+    assert b.post_events("tenant_1", "person_added", ok, hdr).status_code == 401
+    assert a.post_events("tenant_1", "person_added", ok, hdr).status_code == 200  # still cached here
+    now[0] = 5.0
+    assert a.post_events("tenant_1", "person_added", ok, hdr).status_code == 401  # expired
+
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200  # route cached at 5
+    packages.delete_package(b.ctx, "tenant_1", "people")  # the route, the same way
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200
+    now[0] = 10.0
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 404
+
+    assert a.deploy(t, PACKAGE).status_code == 201  # a change made by this process: seen at once
+    _, key3 = tenants.create_key(a.ctx, "tenant_1", "third")
+    assert a.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key3}"}).status_code == 200
+    tenants.delete_key(a.ctx, "tenant_1", "third")
+    assert a.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key3}"}).status_code == 401
+
+    off = make_api(webhook_cache_seconds=0)
+    _, key4 = tenants.create_key(off.ctx, "tenant_1", "fourth")
+    assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 200
+    tenants.delete_key(b.ctx, "tenant_1", "fourth")
+    assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 401
