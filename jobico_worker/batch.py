@@ -138,9 +138,11 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
                for o in outcomes}
     now = utcnow()
     messages = {o.row.id: "; ".join(m for m in (o.message, chained[o.row.id][1]) if m) or None for o in outcomes}
-    children = []
-    with ctx.db.session() as s:
-        if s.bind.dialect.name == "postgresql":
+    children = [c for c, _ in chained.values() if c is not None]
+    alone = _pg(ctx) and not children and not any(o.logs for o in outcomes)
+    # outcomes alone (no logs, no chained rows): one statement in autocommit, one round trip
+    with ctx.db.autocommit() if alone else ctx.db.session() as s:
+        if _pg(ctx):
             rows = s.execute(_RECORD_MANY_PG, {
                 "ids": [o.row.id for o in outcomes], "status": [o.status for o in outcomes],
                 "code": [None if o.code is None else (o.code - _U64 if o.code >= _I64 else o.code) for o in outcomes],
@@ -165,7 +167,8 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
         if logs:
             s.execute(_INSERT_LOGS, logs)
         children = [chained[rid][0] for rid in written if chained[rid][0] is not None]
-        s.add_all(children)
+        if children:
+            s.add_all(children)
         records = []
         for rid, row in written.items():
             data = to_dict(row, logs=False)

@@ -140,6 +140,15 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
               "b_stdout": stdout or "", "b_limit": limit, "b_dead_lettered": dead_lettered,
               "b_finished_at": utcnow(), "b_duration_ms": duration_ms,
               "b_message": "; ".join(m for m in (message, note) if m) or None}
+    if ctx.db.engine.dialect.name == "postgresql" and not logs and child is None:
+        # the outcome alone: one statement in autocommit, one round trip (no BEGIN/COMMIT)
+        with ctx.db.autocommit() as conn:
+            row = conn.execute(_RECORD_PG, params).first()
+            if row is None:
+                return _not_recorded(conn.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())
+            data = to_dict(row, logs=False)
+            data["logs"] = []
+        return Finished(data, None)
     with ctx.db.session() as s:
         if s.bind.dialect.name == "postgresql":
             row = s.execute(_RECORD_PG, params).first()
@@ -147,13 +156,10 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
             row = s.execute(_RECORD_SEQ, {**params, "b_seq": next_seq(s)}).first()
         if row is None:
             s.rollback()
-            row = s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first()
-            if row is None:  # deleted meanwhile (its request was aborted)
-                return Finished({}, None, recorded=False)
-            return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
+            return _not_recorded(s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())
         if logs:
             s.execute(_INSERT_LOGS, [{"execution_id": row.id, "idx": i, "level": rec.level,
-                                              "message": rec.message} for i, rec in enumerate(logs)])
+                                      "message": rec.message} for i, rec in enumerate(logs)])
         if child is not None:
             s.add(child)
         data = to_dict(row, logs=False)
@@ -161,6 +167,12 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
     if child is not None:
         publish(ctx.celery, [task_message(child)])
     return Finished(data, child.id if child is not None else None)
+
+
+def _not_recorded(row) -> Finished:
+    if row is None:  # deleted meanwhile (its request was aborted)
+        return Finished({}, None, recorded=False)
+    return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
 
 
 def republish_chain(ctx: Context, execution_id: str) -> None:

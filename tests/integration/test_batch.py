@@ -298,3 +298,32 @@ def test_batches_on_sqlite(tmp_path, redis_url):
         assert len({got[i].seq for i in ids}) == 3
     assert run_batch(ctx, Runtime(), ids, worker="w").skipped == 3  # redelivered: nothing recorded twice
     ctx.db.engine.dispose()
+
+
+def test_outcomes_without_logs_or_chains_are_recorded_in_one_autocommit_statement(h):
+    """The bench's shape (echo, no logs, no chain): the lighter recording path, same guarantees."""
+    from .conftest import wasm
+    assert h.upload(h.t, "echo.wasm", wasm("echo")).status_code == 201
+    r = h.deploy(h.t, "id: plain\nqueues: [{id: main}]\njobs:\n  - event: {id: p, schema: {id: any, schemaref: "
+                      "any.json}, supplierqueue: main, runtime: echo}\nruntimes:\n  - {id: echo, moduleref: echo.wasm}\n")
+    assert r.status_code == 201, r.get_json()
+    r = h.post_events("t1", "p", {"data": [{"n": i} for i in range(4)]}, headers=h.t.headers)
+    ids = r.get_json()["executions"]
+    (name, args, _), = take(h, "jobico.t1.plain.main")
+    res = run_batch(h.ctx, Runtime(), args[0], worker="w")
+    assert len(res.recorded) == 4 and [d["logs"] for d in res.recorded] == [[]] * 4
+    got = rows(h, ids)
+    assert {got[i].status for i in ids} == {"succeeded"} and len({got[i].seq for i in ids}) == 4
+    claimed = claim_many(h.ctx, ids, "w")  # nothing left to claim
+    assert claimed == []
+    fake = [Outcome(got[i], None, "failed") for i in ids]  # a late duplicate delivery's outcomes
+    assert record_many(h.ctx, fake) == ([], ids)
+    assert {rows(h, ids)[i].status for i in ids} == {"succeeded"}
+    # the single-execution task's lone-outcome path, likewise
+    (eid,) = h.post_events("t1", "p", {"data": [{"n": 9}]}, headers=h.t.headers).get_json()["executions"]
+    (name, (tid, payload), _), = take(h, "jobico.t1.plain.main")
+    assert (name, tid) == (EXECUTE_TASK, eid)
+    rec = run_execution(h.ctx, Runtime(), eid, payload, worker="w")
+    assert (rec["status"], rec["logs"], rec["attempts"]) == ("succeeded", [], 1)
+    again = run_execution(h.ctx, Runtime(), eid, payload, worker="w")  # redelivered: not recorded twice
+    assert again["seq"] == rec["seq"] and again["attempts"] == 1
