@@ -304,8 +304,9 @@ def test_outcomes_without_logs_or_chains_are_recorded_in_one_autocommit_statemen
     """The bench's shape (echo, no logs, no chain): the lighter recording path, same guarantees."""
     from .conftest import wasm
     assert h.upload(h.t, "echo.wasm", wasm("echo")).status_code == 201
-    r = h.deploy(h.t, "id: plain\nqueues: [{id: main}]\njobs:\n  - event: {id: p, schema: {id: any, schemaref: "
-                      "any.json}, supplierqueue: main, runtime: echo}\nruntimes:\n  - {id: echo, moduleref: echo.wasm}\n")
+    r = h.deploy(h.t, "id: plain\nqueues: [{id: main}]\njobs:\n  - event: {id: p, schema: {id: any, "
+                      "schemaref: any.json}, supplierqueue: main, runtime: echo}\n"
+                      "runtimes:\n  - {id: echo, moduleref: echo.wasm}\n")
     assert r.status_code == 201, r.get_json()
     r = h.post_events("t1", "p", {"data": [{"n": i} for i in range(4)]}, headers=h.t.headers)
     ids = r.get_json()["executions"]
