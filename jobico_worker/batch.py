@@ -222,7 +222,7 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
     done: set[str] = set()   # recorded (by anyone) with chained tasks published, or requeued
     last_flush = started
 
-    def flush():
+    def flush(after_failure: bool = False):
         nonlocal last_flush
         if pending:
             records, lost_race = record_many(ctx, pending)
@@ -231,7 +231,12 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
             announce_many(ctx, records)
             res.recorded += records
             res.skipped += len(lost_race)
-            done.update(o.row.id for o in pending)
+            done.update(d["id"] for d in records)
+            if not after_failure:
+                done.update(lost_race)  # recorded by another delivery, which publishes their chains
+            # after a failure, a row "recorded by another delivery" may be ours: the failed flush
+            # committed it and then could not publish its chained task. It stays unfinished, so
+            # its own task finds it final and publishes the chained task (republish_chain).
             pending.clear()
         last_flush = clock()
 
@@ -253,7 +258,7 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
         flush()
     except INFRA_ERRORS as exc:
         with _suppress_logged("record the outcomes gathered before the failure"):
-            flush()
+            flush(after_failure=True)
         raise BatchInterrupted(exc, [r for r in claimed if r.id not in done]) from exc
     return res
 

@@ -328,3 +328,33 @@ def test_outcomes_without_logs_or_chains_are_recorded_in_one_autocommit_statemen
     assert (rec["status"], rec["logs"], rec["attempts"]) == ("succeeded", [], 1)
     again = run_execution(h.ctx, Runtime(), eid, payload, worker="w")  # redelivered: not recorded twice
     assert again["seq"] == rec["seq"] and again["attempts"] == 1
+
+
+def test_recorded_but_chain_unpublished_goes_back_to_its_own_task(h, monkeypatch):
+    """The broker fails right after a flush committed: the recorded executions' chained tasks
+    are not lost: each execution goes back as its own task, which finds it final and publishes
+    the chained task."""
+    deploy(h)
+    ids = post(h, [{"n": 0}, {"n": 1}])
+    take(h)
+    real, calls = batch_mod.publish, []
+
+    def broker_down_once(app, messages, **kw):
+        calls.append(messages)
+        if len(calls) == 1:
+            raise Unavailable("the message broker is unavailable")
+        return real(app, messages, **kw)
+
+    monkeypatch.setattr(batch_mod, "publish", broker_down_once)
+    with pytest.raises(BatchInterrupted) as info:
+        run_batch(h.ctx, Runtime(), ids, worker="w")
+    assert sorted(r.id for r in info.value.unfinished) == sorted(ids)
+    got = rows(h, ids)
+    assert {got[i].status for i in ids} == {"succeeded"}  # recorded (once)
+    assert take(h) == []  # but no chained task got out
+    for r in info.value.unfinished:  # what the task publishes: each its own task
+        rec = run_execution(h.ctx, Runtime(), r.id, r.payload, worker="w", infra_retries=1)
+        assert rec["status"] == "succeeded" and rec["seq"] == got[r.id].seq
+    with h.ctx.db.session() as s:
+        children = set(s.scalars(select(Execution.id).where(Execution.chained_from.in_(ids))))
+    assert len(children) == 2 and {a[0] for _, a, _ in take(h)} == children
