@@ -17,7 +17,8 @@ from kombu import Exchange, Queue
 from .errors import Unavailable
 from .settings import Settings
 
-EXECUTE_TASK = "jobico.execute"
+EXECUTE_TASK = "jobico.execute"              # one execution: args (execution_id, payload)
+EXECUTE_BATCH_TASK = "jobico.execute_batch"  # several of one request: args (execution_ids,)
 CONTROL_QUEUE = "jobico.control"
 
 
@@ -50,9 +51,25 @@ class TaskMessage:
     queue: str             # jobico.<tenant>.<package>.<queue>
 
 
-def publish(app: Celery, messages: Iterable[TaskMessage], countdown: float | None = None) -> None:
+@dataclass(frozen=True)
+class BatchMessage:
+    """Several executions of one tenant/package/event/queue carried by one task.
+
+    Only the ids travel: the worker reads each payload from the row it claims.
+    """
+    execution_ids: tuple[str, ...]
+    tenant: str
+    package: str
+    event: str
+    queue: str
+
+
+def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdown: float | None = None,
+            retries: int = 0) -> None:
     """Put every message on its queue; raises ``Unavailable`` if the broker refuses.
 
+    A ``TaskMessage`` becomes a ``jobico.execute`` task, a ``BatchMessage`` a
+    ``jobico.execute_batch`` task (docs/delivery.md has the contract of both).
     Each message is Celery's own protocol-2 task message (``app.amqp.as_task_v2``),
     published through kombu to the anonymous exchange with the queue's name as
     routing key: the Redis transport then LPUSHes it onto exactly that list, with
@@ -61,7 +78,8 @@ def publish(app: Celery, messages: Iterable[TaskMessage], countdown: float | Non
     a failed flush raises here, and the caller (ingest) deletes its rows and
     answers 503, while a worker drops any task whose row does not exist.
     ``countdown`` delays execution (a retry's backoff, capped well under the
-    visibility timeout). Measured in bench/bench_publish.py.
+    visibility timeout); ``retries`` is the Celery retry count the task starts
+    with (infrastructure failures already spent on it). Measured in bench/bench_publish.py.
     """
     messages = list(messages)
     if not messages:
@@ -69,10 +87,18 @@ def publish(app: Celery, messages: Iterable[TaskMessage], countdown: float | Non
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
-                req = app.amqp.as_task_v2(
-                    m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload),
-                    kwargs={"tenant": m.tenant, "package": m.package, "event": m.event}, countdown=countdown,
-                    shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]")
+                kwargs = {"tenant": m.tenant, "package": m.package, "event": m.event}
+                if isinstance(m, BatchMessage):
+                    ids = list(m.execution_ids)
+                    req = app.amqp.as_task_v2(
+                        f"{ids[0]}+{len(ids) - 1}", EXECUTE_BATCH_TASK, args=(ids,), kwargs=kwargs,
+                        countdown=countdown, retries=retries,
+                        shadow=f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]")
+                else:
+                    req = app.amqp.as_task_v2(
+                        m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
+                        countdown=countdown, retries=retries,
+                        shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]")
                 producer.publish(req.body, exchange="", routing_key=m.queue, headers=req.headers,
                                  serializer="json", retry=False, **req.properties)
     except Exception as exc:  # kombu/redis connection errors of every flavour

@@ -47,3 +47,38 @@ class LRU(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class TTLCache:
+    """A bounded LRU whose entries expire ``ttl`` seconds after they were stored.
+
+    For lookups that may be served slightly stale (the webhook's tenant, key and
+    route reads: JOBICO_WEBHOOK_CACHE_SECONDS); ``ttl`` 0 disables it.
+    """
+
+    def __init__(self, ttl: float, size: int = 10000, clock: Callable[[], float] | None = None):
+        import time
+        self.ttl = ttl
+        self._lru: LRU[tuple] = LRU(size)
+        self._clock = clock or time.monotonic
+
+    def get(self, key: Hashable):
+        if self.ttl <= 0:
+            return None
+        hit = self._lru.get(key)
+        if hit is None:
+            return None
+        expires, value = hit
+        if self._clock() >= expires:
+            self._lru.pop(key)
+            return None
+        return value
+
+    def put(self, key: Hashable, value):
+        if self.ttl > 0:
+            self._lru.put(key, (self._clock() + self.ttl, value))
+        return value
+
+    def clear(self) -> None:
+        with self._lru._lock:
+            self._lru._items.clear()

@@ -55,9 +55,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
+    "JOBICO_TASK_BATCH": ("100", "most executions one worker task carries (the events of one webhook request, or the chained events of one batch); 1 = one task per execution. Each keeps its own status, attempts, retries and record: see docs/delivery.md"),
+    "JOBICO_TASK_BATCH_MS": ("1000", "a batch task starts no new execution after this long and puts the rest back at the end of its queue (fairness between tenants); never more than half the visibility timeout minus the longest execution"),
+    "JOBICO_WEBHOOK_CACHE_SECONDS": ("5", "seconds each API process may reuse the webhook's tenant, key and event-route lookups; every change (a deleted key, tenant or package, a webhook mode, a rollback) empties all processes' caches at once through a Redis counter, so this bounds staleness only while Redis cannot be read; 0 = no cache"),
     "JOBICO_RATE_LIMIT": ("1000", "webhook events per second a tenant may send (token bucket; 429 with Retry-After above)"),
     "JOBICO_RATE_BURST": ("5000", "events a tenant may send at once before the rate limit applies"),
-    "JOBICO_MAX_QUEUED": ("100000", "events waiting on one queue before the webhook answers 429"),
+    "JOBICO_MAX_QUEUED": ("100000", "tasks waiting on one queue before the webhook answers 429 (a task is one event, or one request's batch of up to JOBICO_TASK_BATCH)"),
     "JOBICO_MAX_ATTEMPTS": ("5", "deliveries of one execution (worker crashes included) before it is dead-lettered"),
     "JOBICO_MQTT_URL": ("", "MQTT broker of the bridge (`jobico mqtt-bridge`): mqtt://[user[:password]@]host[:port] or mqtts://... (TLS); empty = no MQTT triggers (`jobico run` starts the bridge only when set)"),
     "JOBICO_MQTT_PREFIX": ("jobico", "topic namespace: the bridge subscribes to <prefix>/<tenant>/<topic> for each deployed `mqtt:` trigger"),
@@ -88,6 +91,17 @@ def _int(env: Mapping[str, str], name: str) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive (got {value})")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name, VARIABLES[name][0])
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds (got {raw})")
     return value
 
 
@@ -122,6 +136,9 @@ class Settings:
     rescue_after: int = 120
     visibility_timeout: int = 3600
     task_retries: int = 10
+    task_batch: int = 100
+    task_batch_ms: int = 1000
+    webhook_cache_seconds: float = 5.0
     rate_limit: int = 1000
     rate_burst: int = 5000
     max_queued: int = 100000
@@ -184,6 +201,9 @@ class Settings:
             rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
+            task_batch=_int(env, "JOBICO_TASK_BATCH"),
+            task_batch_ms=_int(env, "JOBICO_TASK_BATCH_MS"),
+            webhook_cache_seconds=_seconds(env, "JOBICO_WEBHOOK_CACHE_SECONDS"),
             rate_limit=_int(env, "JOBICO_RATE_LIMIT"),
             rate_burst=_int(env, "JOBICO_RATE_BURST"),
             max_queued=_int(env, "JOBICO_MAX_QUEUED"),
@@ -219,6 +239,13 @@ class Settings:
         if language == "python":
             return Limits.from_mapping(self.python_limit_defaults, base=defaults_for("python"))
         return self.default_limits
+
+    @property
+    def batch_budget_s(self) -> float:
+        """How long a batch task keeps starting executions (JOBICO_TASK_BATCH_MS), bounded so
+        that the batch is acknowledged within half the visibility timeout."""
+        room = self.visibility_timeout / 2 - self.max_limits.timeout_ms / 1000
+        return max(0.0, min(self.task_batch_ms / 1000, room))
 
     @property
     def max_limits(self):

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
@@ -29,6 +30,10 @@ from jobico_core.services.packages import VersionInfo, load_version
 from jobico_worker.modules import module_bytes
 
 log = logging.getLogger("jobico.worker")
+
+# Infrastructure failures (database, object store, broker): retried with
+# exponential backoff and jitter. Guest failures are results, never retried as such.
+INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -135,6 +140,15 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
               "b_stdout": stdout or "", "b_limit": limit, "b_dead_lettered": dead_lettered,
               "b_finished_at": utcnow(), "b_duration_ms": duration_ms,
               "b_message": "; ".join(m for m in (message, note) if m) or None}
+    if ctx.db.engine.dialect.name == "postgresql" and not logs and child is None:
+        # the outcome alone: one statement in autocommit, one round trip (no BEGIN/COMMIT)
+        with ctx.db.autocommit() as conn:
+            row = conn.execute(_RECORD_PG, params).first()
+            if row is None:
+                return _not_recorded(conn.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())
+            data = to_dict(row, logs=False)
+            data["logs"] = []
+        return Finished(data, None)
     with ctx.db.session() as s:
         if s.bind.dialect.name == "postgresql":
             row = s.execute(_RECORD_PG, params).first()
@@ -142,13 +156,10 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
             row = s.execute(_RECORD_SEQ, {**params, "b_seq": next_seq(s)}).first()
         if row is None:
             s.rollback()
-            row = s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first()
-            if row is None:  # deleted meanwhile (its request was aborted)
-                return Finished({}, None, recorded=False)
-            return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
+            return _not_recorded(s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())
         if logs:
             s.execute(_INSERT_LOGS, [{"execution_id": row.id, "idx": i, "level": rec.level,
-                                              "message": rec.message} for i, rec in enumerate(logs)])
+                                      "message": rec.message} for i, rec in enumerate(logs)])
         if child is not None:
             s.add(child)
         data = to_dict(row, logs=False)
@@ -156,6 +167,12 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
     if child is not None:
         publish(ctx.celery, [task_message(child)])
     return Finished(data, child.id if child is not None else None)
+
+
+def _not_recorded(row) -> Finished:
+    if row is None:  # deleted meanwhile (its request was aborted)
+        return Finished({}, None, recorded=False)
+    return Finished(to_dict(row, logs=False), None, recorded=False)  # another delivery recorded it
 
 
 def republish_chain(ctx: Context, execution_id: str) -> None:
@@ -212,9 +229,67 @@ def backoff_cap(settings) -> float:
     return min(60.0, settings.visibility_timeout / 2)
 
 
+@dataclass
+class Outcome:
+    """One claimed execution's result, not recorded yet."""
+    row: object                       # the claimed row
+    info: VersionInfo | None
+    status: str
+    code: int | None = None
+    result: str | None = None
+    stdout: str = ""
+    limit: str | None = None
+    message: str | None = None
+    logs: tuple = ()
+    duration_ms: float | None = None
+    dead_lettered: bool = False
+
+    def fields(self) -> dict:
+        return {"status": self.status, "code": self.code, "result": self.result, "stdout": self.stdout,
+                "limit": self.limit, "message": self.message, "logs": self.logs,
+                "duration_ms": self.duration_ms, "dead_lettered": self.dead_lettered}
+
+
+def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
+    """Run one claimed execution; returns its outcome, or None when it was requeued for a
+    guest retry (``retries:`` in the package) or to wait for this host's Python interpreter.
+    Raises only infrastructure errors."""
+    info = load_version(ctx, row.version_id)
+    if info is None:
+        return Outcome(row, None, "cancelled", message=f"package {row.package!r} was deleted before the execution ran")
+    ev = info.spec.events[row.event]
+    rt_spec = info.spec.runtimes[ev.runtime]
+    language = getattr(rt_spec, "language", "wasm")  # the runtime's type: a WASM module or a Python file
+    limits = resolve(ctx.settings.default_limits_for(language), ctx.settings.max_limits, rt_spec.limits, ev.limits)
+    sha = info.pins[rt_spec.moduleref]
+    try:
+        compiled = _compiled_module(runtime, ctx, info.tenant, sha, language, rt_spec.moduleref)
+    except (InvalidModule, NotFound) as exc:
+        return Outcome(row, info, "invalid_module", message=f"{rt_spec.moduleref}: {exc}")
+    t0 = time.perf_counter()
+    try:
+        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+    except Unavailable as exc:  # the Python interpreter is still being compiled on this host
+        requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
+                float(exc.headers.get("Retry-After", 5)))
+        return None
+    status = out.status.value if hasattr(out.status, "value") else str(out.status)
+    duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
+    retryable = status not in ("succeeded", "cancelled", "invalid_module")
+    if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
+        delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
+        requeue(ctx, row.id, f"attempt {row.attempts} {status}"
+                + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
+        return None
+    return Outcome(row, info, status, code=out.code, result=out.result, stdout=out.stdout, limit=out.limit,
+                   message=out.message, logs=tuple(out.logs), duration_ms=duration,
+                   dead_lettered=retryable and ev.retries > 0)
+
+
 def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker: str = "worker",
                   infra_retries: int = 0) -> dict:
-    """Execute one queued execution; returns its record. Raises only infrastructure errors.
+    """Execute one queued execution (a ``jobico.execute`` task); returns its record. Raises only
+    infrastructure errors.
 
     ``infra_retries``: how many times this task was retried after an infrastructure failure
     (each of those claimed the row too); they do not count towards the crash-loop bound.
@@ -232,38 +307,10 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
                                "earlier attempts")
-    info = load_version(ctx, row.version_id)
-    if info is None:
-        return _finish(ctx, row, None, row.tenant_id, status="cancelled",
-                       message=f"package {row.package!r} was deleted before the execution ran")
-    ev = info.spec.events[row.event]
-    rt_spec = info.spec.runtimes[ev.runtime]
-    language = getattr(rt_spec, "language", "wasm")  # the runtime's type: a WASM module or a Python file
-    limits = resolve(ctx.settings.default_limits_for(language), ctx.settings.max_limits, rt_spec.limits, ev.limits)
-    sha = info.pins[rt_spec.moduleref]
-    try:
-        compiled = _compiled_module(runtime, ctx, info.tenant, sha, language, rt_spec.moduleref)
-    except (InvalidModule, NotFound) as exc:
-        return _finish(ctx, row, info, info.tenant, status="invalid_module",
-                       message=f"{rt_spec.moduleref}: {exc}")
-    t0 = time.perf_counter()
-    try:
-        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
-    except Unavailable as exc:  # the Python interpreter is still being compiled on this host
-        requeue(ctx, execution_id, f"waiting for this worker's runtime: {exc.message}",
-                float(exc.headers.get("Retry-After", 5)))
+    outcome = run_claimed(ctx, runtime, row, payload)
+    if outcome is None:
         return {"id": execution_id, "status": "queued", "attempts": row.attempts}
-    status = out.status.value if hasattr(out.status, "value") else str(out.status)
-    duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
-    retryable = status not in ("succeeded", "cancelled", "invalid_module")
-    if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
-        delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
-        requeue(ctx, execution_id, f"attempt {row.attempts} {status}"
-                + (f" (code {out.code})" if out.code is not None else "") + f"; retrying in {delay:.1f}s", delay)
-        return {"id": execution_id, "status": "queued", "attempts": row.attempts}
-    return _finish(ctx, row, info, info.tenant, status=status, code=out.code, result=out.result,
-                   stdout=out.stdout, limit=out.limit, message=out.message, logs=out.logs, duration_ms=duration,
-                   dead_lettered=retryable and ev.retries > 0)
+    return _finish(ctx, row, outcome.info, row.tenant_id, **outcome.fields())
 
 
 def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:

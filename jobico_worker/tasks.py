@@ -1,32 +1,33 @@
-"""Celery tasks: thin wrappers over ``jobico_worker.executor``."""
+"""Celery tasks: thin wrappers over ``jobico_worker.executor`` (one execution) and
+``jobico_worker.batch`` (several executions of one request)."""
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-
-from jobico_core.broker import EXECUTE_TASK
-from jobico_core.errors import Unavailable
+from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, publish
+from jobico_core.services.executions import task_message
 
 from .app import app, settings
+from .batch import BatchInterrupted, dead_letter_many, run_batch
 from .context import worker_context
-from .executor import backoff_cap, dead_letter, retry_delay, run_execution
+from .executor import INFRA_ERRORS, backoff_cap, dead_letter, retry_delay, run_execution
 
 log = logging.getLogger("jobico.worker")
 
-# Infrastructure failures (database, object store, broker): retried with
-# exponential backoff and jitter. Guest failures are results, never retried here.
-INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError)
+__all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
+
+
+def _runtime(ctx):
+    from jobico_worker.runtime import get_runtime
+    return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
 
 
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
           max_retries=settings.task_retries)
 def execute(self, execution_id: str, payload: str, tenant: str | None = None, package: str | None = None,
             event: str | None = None) -> None:
-    from jobico_worker.runtime import get_runtime
-
     ctx = worker_context(settings, celery=app)
-    runtime = get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
+    runtime = _runtime(ctx)
     try:
         record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",
                                infra_retries=self.request.retries)
@@ -53,3 +54,46 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
         log.info("execution %s %s/%s/%s -> %s", execution_id, tenant, package, event, record.get("status"),
                  extra={"execution_id": execution_id, "tenant": tenant, "package": package, "event": event,
                         "status": record.get("status")})
+
+
+@app.task(name=EXECUTE_BATCH_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+          max_retries=settings.task_retries)
+def execute_batch(self, execution_ids: list[str], tenant: str | None = None, package: str | None = None,
+                  event: str | None = None) -> None:
+    """Several executions of one tenant/package/event; see ``jobico_worker.batch`` for how each
+    keeps its own guarantees."""
+    ctx = worker_context(settings, celery=app)
+    runtime = _runtime(ctx)
+    extra = {"tenant": tenant, "package": package, "event": event, "batch": len(execution_ids)}
+    delay = retry_delay(self.request.retries, base=0.5, cap=backoff_cap(settings))
+    try:
+        res = run_batch(ctx, runtime, list(execution_ids), worker=self.request.hostname or "worker")
+    except BatchInterrupted as stop:
+        # What ran is recorded (if the database allowed); every unfinished execution goes back as
+        # its own task, with this failure counted in its retries and the backoff applied.
+        log.warning("batch of %d %s/%s/%s: infrastructure failure (%s); %d executions requeued alone, "
+                    "retry in %.1fs", len(execution_ids), tenant, package, event, stop.cause,
+                    len(stop.unfinished), delay, extra=extra)
+        try:
+            publish(ctx.celery, [task_message(r) for r in stop.unfinished], countdown=delay,
+                    retries=self.request.retries + 1)
+        except Exception as again:  # the broker too: redeliver the batch (its running rows are then requeued alone)
+            raise self.retry(exc=again, countdown=delay, max_retries=self.request.retries + 1)
+        return
+    except INFRA_ERRORS as exc:  # nothing ran: retry the whole batch
+        if self.request.retries >= self.max_retries:
+            log.error("batch of %d %s/%s/%s: infrastructure failure after %d retries (%s): dead-lettered",
+                      len(execution_ids), tenant, package, event, self.request.retries, exc, extra=extra)
+            try:
+                dead_letter_many(ctx, list(execution_ids),
+                                 f"infrastructure failure after {self.request.retries} retries: {exc}")
+            except Exception as again:  # as for one execution: never acknowledge an unrecorded fate
+                raise self.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
+                                 max_retries=self.request.retries + 1)
+            return
+        log.warning("batch of %d %s/%s/%s: infrastructure failure (%s); retry %d in %.1fs", len(execution_ids),
+                    tenant, package, event, exc, self.request.retries + 1, delay, extra=extra)
+        raise self.retry(exc=exc, countdown=delay)
+    log.info("batch of %d %s/%s/%s: %d recorded, %d skipped, %d requeued alone, %d guest retries, %d put back",
+             len(execution_ids), tenant, package, event, len(res.recorded), res.skipped, res.isolated,
+             res.requeued, res.handed_back, extra=extra)

@@ -1,22 +1,28 @@
 """Everything a service needs, built once per process from ``Settings``."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from celery import Celery
 
 from ..broker import make_celery, redis_client
-from ..cache import LRU
+from ..cache import LRU, TTLCache
 from ..db import Database
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
+
+
+log = logging.getLogger(__name__)
+ROUTING_GENERATION = "jobico:routing:generation"  # bumped by every change the webhook cache depends on
 
 
 @dataclass
 class Context:
     settings: Settings
     _celery: Celery | None = field(default=None, repr=False)
+    _routing_generation: bytes | None = field(default=None, repr=False)
 
     @cached_property
     def db(self) -> Database:
@@ -43,6 +49,35 @@ class Context:
     def validators(self) -> LRU:
         """(tenant, schema sha256) -> compiled JSON Schema validator."""
         return LRU(4096)
+
+    @cached_property
+    def webhook_cache(self) -> TTLCache:
+        """The webhook's tenant, key and route lookups, for JOBICO_WEBHOOK_CACHE_SECONDS."""
+        return TTLCache(self.settings.webhook_cache_seconds)
+
+    def changed_routing(self) -> None:
+        """A tenant, key, webhook mode or package changed: every API process's webhook sees it
+        at its next request (this one's cache is emptied, the others' through a Redis counter)."""
+        self.webhook_cache.clear()
+        try:
+            self.redis.incr(ROUTING_GENERATION)
+        except Exception as exc:  # Redis away: the other processes' entries still expire with their TTL
+            log.warning("could not announce a routing change (other API processes see it within "
+                        "JOBICO_WEBHOOK_CACHE_SECONDS): %s", exc)
+
+    def fresh_webhook_cache(self) -> TTLCache:
+        """``webhook_cache``, emptied first when any process changed routing since it was filled
+        (one Redis GET; if Redis cannot answer, the entries still expire with their TTL)."""
+        cache = self.webhook_cache
+        if cache.ttl > 0:
+            try:
+                generation = self.redis.get(ROUTING_GENERATION)
+            except Exception:
+                return cache
+            if generation != self._routing_generation:
+                cache.clear()
+                self._routing_generation = generation
+        return cache
 
     @property
     def redis(self):

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
-from sqlalchemy import delete, select
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
-from ..broker import TaskMessage, publish
-from ..db import STATUSES, Execution, ExecutionLog, PackageVersion
+from ..broker import BatchMessage, TaskMessage, publish
+from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
 from ..errors import BadRequest, Conflict, Invalid, NotFound
 from ..ids import is_uuid, uuid7
 from .context import Context
@@ -29,31 +33,131 @@ def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str
                      chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at)
 
 
+@dataclass
+class NewExecution:
+    """A new execution's column values without the ORM (ingest builds up to thousands per request)."""
+    id: str
+    tenant_id: str
+    package: str
+    version: int
+    version_id: int
+    event: str
+    queue: str
+    payload: str
+    submitter: str | None
+    trigger: str
+    status: str = "queued"
+    stdout: str = ""
+    attempts: int = 0
+    dead_lettered: bool = False
+    chained_from: str | None = None
+    chain_depth: int = 0
+    scheduled_at: Any = None  # a cron fire's time (the unique index refuses a second row for it)
+
+
+def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
+                   trigger: str, scheduled_at=None, execution_id: str | None = None) -> list[NewExecution]:
+    """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``)."""
+    if execution_id is not None and len(payloads) != 1:
+        raise ValueError("execution_id names one execution")
+    queue = info.queue_for(event)
+    return [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
+                         queue, p, submitter, trigger, scheduled_at=scheduled_at) for p in payloads]
+
+
 def task_message(e: Execution) -> TaskMessage:
     return TaskMessage(execution_id=e.id, payload=e.payload, tenant=e.tenant_id, package=e.package,
                        event=e.event, queue=e.queue)
 
 
-def enqueue(ctx: Context, rows: list[Execution], session=None) -> list[str]:
-    """Commit the rows as ``queued``, then publish their tasks.
+_INSERT = insert(Execution.__table__)
+_COLUMNS = tuple(c.name for c in Execution.__table__.columns)
+# unbounded element types: the INSERT itself then refuses a value too long for its column
+# (an explicit CAST to VARCHAR(n) would silently truncate it)
+_PG_TYPES = {c.name: re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.dialect()))
+             for c in Execution.__table__.columns}
+_PG_INSERTS: dict[tuple[str, ...], Any] = {}
+
+
+def _values(e: Execution | NewExecution) -> dict[str, Any]:
+    """The column values set on a new execution; the rest take their defaults."""
+    d = e.__dict__
+    return {k: d[k] for k in _COLUMNS if k in d}
+
+
+def _insert_values(conn, values: list[dict[str, Any]]) -> None:
+    """INSERT new executions: several of one shape on PostgreSQL in ONE statement,
+    ``INSERT ... SELECT FROM unnest(<one array per column>)`` (one round trip, the same
+    statement text whatever the count, so psycopg prepares it; measured 8.7 ms for 100 rows
+    against 12.7 ms for an executemany); otherwise a plain Core INSERT (executemany)."""
+    cols = tuple(values[0])
+    if len(values) == 1 or conn.dialect.name != "postgresql" or any(tuple(v) != cols for v in values):
+        conn.execute(_INSERT, values)
+        return
+    if "created_at" not in cols:
+        now = utcnow()
+        for v in values:
+            v["created_at"] = now
+        cols += ("created_at",)
+    stmt = _PG_INSERTS.get(cols)
+    if stmt is None:
+        names = ", ".join(f'"{c}"' for c in cols)
+        arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}[])" for c in cols)
+        stmt = _PG_INSERTS[cols] = text(f"INSERT INTO executions ({names}) SELECT * FROM unnest({arrays})")
+    conn.execute(stmt, {c: [v[c] for v in values] for c in cols})
+
+
+def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
+    """The tasks that carry ``rows``: consecutive rows of one tenant/package/event/queue go
+    together, at most ``batch`` per task; a lone row is a single-execution task."""
+    out: list[TaskMessage | BatchMessage] = []
+    group: list = []
+
+    def flush():
+        if len(group) == 1:
+            out.append(task_message(group[0]))
+        elif group:
+            g = group[0]
+            out.append(BatchMessage(tuple(e.id for e in group), g.tenant_id, g.package, g.event, g.queue))
+        group.clear()
+
+    for e in rows:
+        if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
+                      != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
+            flush()
+        group.append(e)
+    flush()
+    return out
+
+
+def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=None) -> list[str]:
+    """Commit the rows as ``queued``, then publish their tasks (``task_messages``: the rows
+    of one request share tasks of up to JOBICO_TASK_BATCH executions).
 
     Rows first, so a worker never receives a task before its row exists. If
     the broker refuses, the rows are removed again and ``Unavailable`` is
     raised: nothing of the request stays enqueued (a task already published
     for a removed row is dropped by the worker, which finds no row).
-    ``session``: the caller's session, committed here (one connection per request).
+    ``session``: the caller's session (its reads, if any, are ended here first).
+
+    On PostgreSQL the rows go in with ONE statement in autocommit: it commits
+    itself, so the rows are durable before the first task is published, in one
+    round trip (no BEGIN/COMMIT); elsewhere (SQLite) in one transaction.
     """
-    messages = [task_message(e) for e in rows]
+    messages = task_messages(rows, ctx.settings.task_batch)
     ids = [e.id for e in rows]
-    with ctx.db.session_or(session) as s:
-        s.add_all(rows)
-        s.commit()
-        try:
-            publish(ctx.celery, messages)
-        except Exception:
-            s.execute(delete(Execution).where(Execution.id.in_(ids)))
-            s.commit()
-            raise
+    values = [_values(e) for e in rows]
+    if session is not None:
+        session.commit()  # ends the request's read transaction, if it opened one
+    one_statement = ctx.db.engine.dialect.name == "postgresql" and all(v.keys() == values[0].keys() for v in values)
+    with ctx.db.autocommit() if one_statement else ctx.db.engine.begin() as conn:
+        _insert_values(conn, values)  # Core: no ORM unit of work
+    try:
+        publish(ctx.celery, messages)
+    except Exception:
+        with ctx.db.autocommit() as conn:
+            conn.execute(delete(Execution).where(Execution.id.in_(ids)))
+        raise
     return ids
 
 

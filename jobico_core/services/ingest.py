@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .. import metrics
@@ -18,25 +19,62 @@ from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..limits import resolve
 from .context import Context
-from .executions import enqueue, new_execution
+from .executions import enqueue, new_executions
 from .files import schema_validator
 from .packages import route
-from .tenants import check_webhook_credentials, webhook_submitter
+from .tenants import bearer_token, check_webhook_credentials, hash_key, webhook_submitter
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request to finish
 
 
+@dataclass(frozen=True)
+class _TenantAuth:
+    """What the webhook needs of a tenant row (cached: JOBICO_WEBHOOK_CACHE_SECONDS)."""
+    id: str
+    webhook_auth: str
+    signing_secret: str | None
+    submitter_header: str | None
+
+
 def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]):
-    """Tenant (404), credentials (401/403), event (404), in that order."""
-    tenant = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
+    """Tenant (404), credentials (401/403), event (404), in that order.
+
+    The three lookups are served from the per-process ``ctx.webhook_cache`` for
+    JOBICO_WEBHOOK_CACHE_SECONDS (found ones only: a new tenant, key or package is
+    seen at once); any change empties every process's cache through a Redis
+    counter, so a removed one is seen at the next request too.
+    """
+    cache = ctx.fresh_webhook_cache()
+    tenant = cache.get(("tenant", tenant_id))
     if tenant is None:
-        raise NotFound(f"tenant {tenant_id!r} does not exist")
-    submitter = check_webhook_credentials(ctx, tenant, headers, body, session=s)
-    info = route(ctx, tenant_id, event, session=s) if "\x00" not in event else None
+        row = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        tenant = cache.put(("tenant", tenant_id), _TenantAuth(row.id, row.webhook_auth, row.signing_secret,
+                                                                 row.submitter_header))
+    submitter = _submitter(ctx, s, tenant, headers, body)
+    info = cache.get(("route", tenant_id, event))
     if info is None:
-        raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
+        info = route(ctx, tenant_id, event, session=s) if "\x00" not in event else None
+        if info is None:
+            raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
+        cache.put(("route", tenant_id, event), info)
     return webhook_submitter(tenant, headers, submitter), info
+
+
+def _submitter(ctx: Context, s, tenant: _TenantAuth, headers: Mapping[str, str], body: bytes) -> str:
+    """The caller's name; a tenant key found valid is remembered by its hash (as stored)."""
+    if tenant.webhook_auth != "key":
+        return check_webhook_credentials(ctx, tenant, headers, body, session=s)
+    token = bearer_token(headers.get("Authorization"))
+    ckey = ("key", tenant.id, hash_key(token)) if token else None
+    name = ctx.webhook_cache.get(ckey) if ckey else None
+    if name is None:
+        name = check_webhook_credentials(ctx, tenant, headers, body, session=s)
+        if ckey:
+            ctx.webhook_cache.put(ckey, name)
+    return name
 
 
 def _json_path(parts) -> str:
@@ -142,11 +180,11 @@ def _admit(ctx: Context, info, event: str, n: int) -> None:
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
-                            ctx.settings.max_queued)
+                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch))
     except Exception as exc:  # redis errors
         raise Unavailable(f"the message broker is unavailable: {exc}") from exc
     if a.queue_full:
-        raise TooManyRequests(f"queue {queue!r} already holds {a.depth} events (the cap is "
+        raise TooManyRequests(f"queue {queue!r} already holds {a.depth} tasks (the cap is "
                               f"{ctx.settings.max_queued}); retry when the workers have caught up",
                               headers={"Retry-After": "30"})
     if not a.admitted:
@@ -157,10 +195,10 @@ def _admit(ctx: Context, info, event: str, n: int) -> None:
 
 def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: str, trigger: str,
            **row_values) -> list[str]:
-    """The path every trigger takes (webhook, cron): admission, rows ``queued``, then tasks.
+    """The path every trigger takes (webhook, cron, MQTT): admission, rows ``queued``, then tasks.
 
     ``payloads``: canonical JSON already checked against the event's schema;
-    ``row_values``: further execution columns (``scheduled_at``).
+    ``row_values``: ``scheduled_at`` (cron), ``execution_id`` (MQTT: one payload).
     """
     return _enqueue(ctx, None, info, event, payloads, submitter, trigger, **row_values)
 
@@ -168,7 +206,7 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
 def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
              **row_values) -> list[str]:
     _admit(ctx, info, event, len(payloads))
-    rows = [new_execution(info, event, p, submitter=submitter, trigger=trigger, **row_values) for p in payloads]
+    rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     ids = enqueue(ctx, rows, session=s)
     metrics.accepted(info.tenant, len(ids))
     return ids

@@ -245,6 +245,7 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
             info = _version_info(ctx, tenant, spec.id, row)
     except IntegrityError:
         raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
+    ctx.changed_routing()
     announce_queues(ctx, info.queues())
     if spec.scheduled_events() or spec.mqtt_events() or redeploy:
         schedules_changed(ctx)
@@ -273,6 +274,7 @@ def rollback(ctx: Context, tenant: str, name: str, number: int) -> VersionInfo:
         _claim_events(s, tenant, pkg, info.spec)
         _claim_topics(s, tenant, pkg, info.spec)
         pkg.active_version = number
+    ctx.changed_routing()
     announce_queues(ctx, info.queues())
     schedules_changed(ctx)
     return info
@@ -284,6 +286,7 @@ def delete_package(ctx: Context, tenant: str, name: str) -> None:
         ids = list(s.scalars(select(PackageVersion.id).where(PackageVersion.package_id == pkg.id)))
         s.execute(delete(EventRoute).where(EventRoute.package_id == pkg.id))
         s.delete(pkg)
+    ctx.changed_routing()
     for vid in ids:
         ctx.versions.pop(vid)
     schedules_changed(ctx)

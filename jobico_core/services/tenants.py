@@ -80,7 +80,8 @@ def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secre
         tenant.webhook_auth = webhook_auth
         if webhook_auth == "hmac" and (rotate_secret or not tenant.signing_secret):
             tenant.signing_secret = secrets.token_hex(32)
-        return tenant
+    ctx.changed_routing()
+    return tenant
 
 
 def submitter_header_problem(name: str) -> str | None:
@@ -102,7 +103,8 @@ def set_submitter_header(ctx: Context, tenant_id: str, header: str | None) -> Te
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         tenant.submitter_header = header
-        return tenant
+    ctx.changed_routing()
+    return tenant
 
 
 def webhook_submitter(tenant: Tenant, headers, authenticated: str) -> str:
@@ -132,6 +134,7 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         s.execute(delete(Execution).where(Execution.tenant_id == tenant_id))
         s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
         s.delete(tenant)
+    ctx.changed_routing()
     from .packages import schedules_changed
     schedules_changed(ctx)  # its schedules stop, and the MQTT bridge drops its topics
 
@@ -160,6 +163,7 @@ def delete_key(ctx: Context, tenant_id: str, name: str) -> None:
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} has no key named {name!r}")
         s.delete(row)
+    ctx.changed_routing()
 
 
 # -- authentication -------------------------------------------------------------------

@@ -41,3 +41,31 @@ def test_sigkill_whole_worker_mid_execution(chaos):
     assert res["recorded"] == res["accepted"] == 6
     assert res["duplicates"] == 0 and res["lost"] == 0, res
     assert survivor.proc.poll() is None
+
+
+def test_sigkill_whole_worker_mid_batch(chaos):
+    """A request's events share one batch task: killed after recording the first, the batch is
+    restored; what it recorded is never run again, the rest each run alone (attempts 2)."""
+    p = chaos
+    # the batch budget (JOBICO_TASK_BATCH_MS, at most visibility/2 - longest execution) must let a
+    # batch run several executions: a 1.5 s platform maximum leaves it 1 s
+    env = {"JOBICO_MAX_TIMEOUT_MS": "1500"}
+    victim = p.start_worker("victim", concurrency=1, extra_env=env)
+    ids = p.post(p.key, "t", "spin", [{"pad": "x" * (PAD // 4), "i": i} for i in range(6)]).json()["executions"]
+    first = p.wait(p.key, ids[0], timeout=30)  # recorded by the batch (flushed every 0.1 s)
+    victim.stop(signal.SIGKILL)
+    rows = p.db_rows(ids)
+    recorded_before = {i for i, r in rows.items() if r.seq is not None}
+    assert ids[0] in recorded_before and first["attempts"] == 1
+    assert any(r.status == "running" for r in rows.values()), {i: r.status for i, r in rows.items()}
+
+    p.start_worker("survivor", concurrency=1, extra_env=env)
+    p.wait_all(ids, timeout=VISIBILITY + 60)
+    rows = p.db_rows(ids)
+    res = p.tally("1 worker SIGKILL mid-batch (6 events, 1 task)", 6, ids,
+                  recorded_before_kill=len(recorded_before),
+                  attempts=sorted(r.attempts for r in rows.values()))
+    assert res["recorded"] == res["accepted"] == 6
+    assert res["duplicates"] == 0 and res["lost"] == 0, res
+    assert all(rows[i].attempts == 1 for i in recorded_before)  # recorded: never run again
+    assert max(r.attempts for r in rows.values()) == 2

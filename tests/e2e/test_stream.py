@@ -107,7 +107,17 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
         got: list[str] = []
         reader = threading.Thread(target=lambda: got.extend(iter(follow.stdout.readline, "")), daemon=True)
         reader.start()
-        time.sleep(1.0)
+        # the CLI is live once an event posted now shows up: its start-up can take seconds on a busy
+        # box, and with --recent 0 an execution recorded before it connected is (rightly) not shown
+        live_by = time.monotonic() + 60
+        while True:
+            probe = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
+            probe_by = time.monotonic() + 5
+            while not any(probe[0] in line for line in got) and time.monotonic() < probe_by:
+                time.sleep(0.1)
+            if any(probe[0] in line for line in got):
+                break
+            assert time.monotonic() < live_by, "the CLI stream never showed a new execution"
         more = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
         deadline = time.monotonic() + 30
         while not any(more[0] in line for line in got) and time.monotonic() < deadline:

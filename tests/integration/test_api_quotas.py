@@ -23,14 +23,18 @@ def test_rate_limit_is_per_tenant_and_says_when_to_retry(make_api):
 
 
 def test_queue_cap(make_api):
-    api = make_api(max_queued=3)
+    api = make_api(max_queued=3, task_batch=2)  # the cap counts tasks: a task is 1 event or a batch of <= 2
     a = api.deployed_tenant("tenant_a")
     assert api.post_events("tenant_a", "person_added", {"data": [{"name": "x", "age": 1}] * 3},
-                           headers=a.headers).status_code == 200
+                           headers=a.headers).status_code == 200  # 2 tasks
+    r = api.post_events("tenant_a", "person_added", {"data": [{"name": "x", "age": 1}] * 3}, headers=a.headers)
+    assert r.status_code == 429 and "already holds 2 tasks" in r.get_json()["message"]  # 2 + 2 > 3
+    assert api.post_events("tenant_a", "person_added", {"data": [{"name": "x", "age": 1}]},
+                           headers=a.headers).status_code == 200  # 2 + 1
     r = api.post_events("tenant_a", "person_added", {"data": [{"name": "x", "age": 1}]}, headers=a.headers)
-    assert r.status_code == 429 and "already holds 3 events" in r.get_json()["message"]
+    assert r.status_code == 429 and "already holds 3 tasks" in r.get_json()["message"]
     assert r.headers["Retry-After"] == "30"
-    assert len(api.executions_in_db()) == 3
+    assert len(api.executions_in_db()) == 4
 
 
 def test_idempotent_replay_does_not_spend_rate(make_api):

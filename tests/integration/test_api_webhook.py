@@ -1,6 +1,7 @@
 """POST /events/<tenant>/<event>: the contract's check order, 422 shape, enqueueing, idempotency, auth modes."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -23,7 +24,7 @@ def _sig(secret: str, ts: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def test_accepts_events_one_task_per_element_on_the_tenant_queue(api):
+def test_accepts_events_one_batch_task_per_request_on_the_tenant_queue(api):
     t = api.deployed_tenant("tenant_1")
     assert api.lists() == {}
     r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Ada"}, {"name": "Bob", "age": 3},
@@ -31,10 +32,18 @@ def test_accepts_events_one_task_per_element_on_the_tenant_queue(api):
     assert r.status_code == 200, r.get_json()
     ids = r.get_json()["executions"]
     assert len(ids) == 3 and len(set(ids)) == 3 and ids == sorted(ids)  # UUIDv7: time-ordered
-    assert api.lists() == {QUEUE: 3}  # exactly one task per element, on that list only
-    tasks = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, -1)]
-    assert sorted(m["headers"]["id"] for m in tasks) == sorted(ids)
-    rows = api.executions_in_db()
+    assert api.lists() == {QUEUE: 1}  # one task for the request's events, on that list only
+    (task,) = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, -1)]
+    args, kwargs, _ = json.loads(base64.b64decode(task["body"]))
+    assert task["headers"]["task"] == "jobico.execute_batch" and args == [ids]  # the ids, in order
+    assert kwargs == {"tenant": "tenant_1", "package": "people", "event": "person_added"}
+    # a request of one event is a single-execution task
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Di"}]}, t.headers)
+    (one,) = [json.loads(m) for m in api.redis.lrange(QUEUE, 0, 0)]
+    assert one["headers"]["task"] == "jobico.execute"
+    assert json.loads(base64.b64decode(one["body"]))[0] == [r.get_json()["executions"][0], '{"name":"Di"}']
+    api.redis.lpop(QUEUE)
+    rows = api.executions_in_db()[:3]
     assert [e.id for e in rows] == ids and {e.status for e in rows} == {"queued"}
     assert [json.loads(e.payload) for e in rows] == [{"name": "Ada"}, {"name": "Bob", "age": 3}, {"name": "Cy"}]
     assert rows[1].payload == '{"age":3,"name":"Bob"}'  # canonical JSON
@@ -141,18 +150,18 @@ def test_idempotency_key_replays_and_refuses_reuse(api):
     r1 = api.post_events("tenant_1", "person_added", body, headers)
     assert r1.status_code == 200
     ids = r1.get_json()["executions"]
-    assert api.lists() == {QUEUE: 2}
+    assert api.lists() == {QUEUE: 1}  # one batch task
     r2 = api.post_events("tenant_1", "person_added", body, headers)
     assert r2.status_code == 200 and r2.get_json()["executions"] == ids
-    assert api.lists() == {QUEUE: 2} and len(api.executions_in_db()) == 2  # nothing enqueued again
+    assert api.lists() == {QUEUE: 1} and len(api.executions_in_db()) == 2  # nothing enqueued again
 
     r3 = api.post_events("tenant_1", "person_added", {"data": [{"name": "Eve"}]}, headers)
     assert r3.status_code == 422 and "idempotency_key_reused" in r3.get_json()["message"]
-    assert api.lists() == {QUEUE: 2}
+    assert api.lists() == {QUEUE: 1}
     # another key is another request
     r4 = api.post_events("tenant_1", "person_added", body, {**t.headers, "Idempotency-Key": "order-43"})
     assert r4.status_code == 200 and set(r4.get_json()["executions"]).isdisjoint(ids)
-    assert api.lists() == {QUEUE: 4}
+    assert api.lists() == {QUEUE: 2}
     # a key that failed validation was not consumed
     bad = api.post_events("tenant_1", "person_added", {"data": [{"age": 1}]},
                           {**t.headers, "Idempotency-Key": "order-44"})
@@ -259,3 +268,45 @@ def test_deleted_package_is_404_on_the_webhook(api):
     assert api.deploy(t, PACKAGE.replace("id: people", "id: people2")).status_code == 201
     assert api.post_events("tenant_1", "person_added", OK, t.headers).status_code == 200
     assert api.lists() == {"jobico.tenant_1.people2.main": 1}
+
+
+def test_webhook_cache_sees_another_processs_change_at_the_next_request(make_api):
+    """JOBICO_WEBHOOK_CACHE_SECONDS: the lookups are cached, yet a change made by another API
+    process (a revoked key, a deleted package) reaches this one's webhook at its next request
+    (the Redis routing counter); without Redis the entry lives out its TTL; 0 turns the cache off."""
+    from jobico_core.services import packages, tenants
+    from jobico_core.services.context import ROUTING_GENERATION
+    a, b = make_api(webhook_cache_seconds=5), make_api()  # two API processes, one database
+    t = a.deployed_tenant("tenant_1")
+    now = [0.0]
+    a.ctx.webhook_cache._clock = lambda: now[0]
+    _, key = tenants.create_key(a.ctx, "tenant_1", "second")
+    hdr = {"Authorization": f"Bearer {key}"}
+    ok = {"data": [{"name": "x"}]}
+    assert a.post_events("tenant_1", "person_added", ok, hdr).status_code == 200
+    assert a.ctx.webhook_cache.get(("tenant", "tenant_1")) is not None  # cached
+    tenants.delete_key(b.ctx, "tenant_1", "second")  # revoked by the other process
+    assert b.post_events("tenant_1", "person_added", ok, hdr).status_code == 401
+    assert a.post_events("tenant_1", "person_added", ok, hdr).status_code == 401  # at once, here too
+
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200  # route cached
+    packages.delete_package(b.ctx, "tenant_1", "people")  # the route, the same way
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 404
+
+    # the counter is what carries it: a change that could not be announced lives out the TTL
+    assert a.deploy(t, PACKAGE).status_code == 201
+    _, key3 = tenants.create_key(a.ctx, "tenant_1", "third")
+    h3 = {"Authorization": f"Bearer {key3}"}
+    assert a.post_events("tenant_1", "person_added", ok, h3).status_code == 200
+    generation = a.redis.get(ROUTING_GENERATION)
+    tenants.delete_key(b.ctx, "tenant_1", "third")
+    a.redis.set(ROUTING_GENERATION, generation)  # as if b's INCR had been lost
+    assert a.post_events("tenant_1", "person_added", ok, h3).status_code == 200  # stale, within the TTL
+    now[0] = 5.0
+    assert a.post_events("tenant_1", "person_added", ok, h3).status_code == 401  # expired
+
+    off = make_api(webhook_cache_seconds=0)
+    _, key4 = tenants.create_key(off.ctx, "tenant_1", "fourth")
+    assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 200
+    tenants.delete_key(b.ctx, "tenant_1", "fourth")
+    assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 401

@@ -29,7 +29,11 @@ def _listen_addrs(pid: int) -> set[str]:
     procs += procs[0].children(recursive=True)
     addrs = set()
     for proc in procs:
-        for conn in proc.net_connections(kind="inet"):
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:  # a backend that exited meanwhile (a connection just closed)
+            continue
+        for conn in conns:
             if conn.status == psutil.CONN_LISTEN:
                 addrs.add(conn.laddr.ip)
     return addrs

@@ -98,3 +98,54 @@ def test_python_limits_and_cache_from_env(tmp_path):
     assert s.python_cache_dir == tmp_path / "py" and not s.python_prepare
     with pytest.raises(ConfigError, match="JOBICO_PYTHON_LIMIT_"):
         Settings.from_env({"JOBICO_EMBEDDED": "1", "JOBICO_PYTHON_LIMIT_NOPE": "1"}).check()
+
+
+def test_ttl_cache_expires_and_can_be_off():
+    from jobico_core.cache import TTLCache
+    now = [0.0]
+    c = TTLCache(5, size=2, clock=lambda: now[0])
+    c.put("a", 1)
+    now[0] = 4.9
+    assert c.get("a") == 1
+    now[0] = 5.0
+    assert c.get("a") is None
+    c.put("a", 1), c.put("b", 2), c.put("c", 3)  # bounded: the oldest goes
+    assert (c.get("a"), c.get("b"), c.get("c")) == (None, 2, 3)
+    c.clear()
+    assert c.get("b") is None
+    off = TTLCache(0)
+    off.put("a", 1)
+    assert off.get("a") is None
+
+
+def test_webhook_cache_setting():
+    import pytest
+    from jobico_core.settings import ConfigError, Settings
+    assert Settings.from_env({}).webhook_cache_seconds == 5.0
+    assert Settings.from_env({"JOBICO_WEBHOOK_CACHE_SECONDS": "0"}).webhook_cache_seconds == 0.0
+    for bad in ("-1", "nan", "soon", "7200"):
+        with pytest.raises(ConfigError, match="JOBICO_WEBHOOK_CACHE_SECONDS"):
+            Settings.from_env({"JOBICO_WEBHOOK_CACHE_SECONDS": bad})
+
+
+def test_batch_budget_fits_the_visibility_timeout():
+    from jobico_core.settings import Settings
+    s = Settings.from_env({})
+    assert s.batch_budget_s == 1.0  # JOBICO_TASK_BATCH_MS
+    s = Settings.from_env({"JOBICO_VISIBILITY_TIMEOUT": "5", "JOBICO_MAX_TIMEOUT_MS": "2000"})
+    assert s.batch_budget_s == 0.5  # 5/2 - 2
+    s = Settings.from_env({"JOBICO_VISIBILITY_TIMEOUT": "5", "JOBICO_MAX_TIMEOUT_MS": "2500"})
+    assert s.batch_budget_s == 0.0  # one execution per batch task, then the rest goes back
+
+
+def test_task_messages_group_a_request_into_bounded_batches():
+    from types import SimpleNamespace as R
+    from jobico_core.broker import BatchMessage, TaskMessage
+    from jobico_core.services.executions import task_messages
+    rows = [R(id=f"i{n}", tenant_id="t", package="p", event="e" if n < 5 else "f", queue="q", payload="{}")
+            for n in range(7)]
+    msgs = task_messages(rows, 2)
+    assert [type(m) for m in msgs] == [BatchMessage, BatchMessage, TaskMessage, BatchMessage]
+    assert [m.execution_ids if isinstance(m, BatchMessage) else m.execution_id for m in msgs] == \
+        [("i0", "i1"), ("i2", "i3"), "i4", ("i5", "i6")]
+    assert [type(m) for m in task_messages(rows[:1], 100)] == [TaskMessage]
