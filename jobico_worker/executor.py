@@ -28,6 +28,7 @@ from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task
 from jobico_core.services.files import schema_validator
 from jobico_core.services.packages import VersionInfo, load_version
 from jobico_worker.modules import module_bytes
+from jobico_worker.runtime.interpreter import InterpreterNotReady
 
 log = logging.getLogger("jobico.worker")
 
@@ -269,7 +270,7 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
     t0 = time.perf_counter()
     try:
         out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
-    except Unavailable as exc:  # the Python interpreter is still being compiled on this host
+    except InterpreterNotReady as exc:  # the Python interpreter is still being compiled on this host
         requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
                 float(exc.headers.get("Retry-After", 5)))
         return None
