@@ -76,8 +76,9 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
 
     api = JobicoApi(app)
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
-    from .blueprints import admin, executions, files, health, metrics, packages, webhook
-    for bp in (admin.blp, files.blp, packages.blp, executions.blp, webhook.blp, health.blp, metrics.blp):
+    from .blueprints import admin, environment, executions, files, health, metrics, packages, webhook
+    for bp in (admin.blp, files.blp, packages.blp, environment.blp, executions.blp, webhook.blp, health.blp,
+               metrics.blp):
         api.register_blueprint(bp)
     from .blueprints import stream  # GET /api/v1/executions/stream (SSE)
     api.register_blueprint(stream.blp)

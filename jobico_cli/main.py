@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .commands import auth, events, executions, files, packages, scaffold, tenants
+from .commands import auth, environment, events, executions, files, packages, scaffold, tenants
 from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
@@ -37,6 +37,7 @@ auth.register(app)
 tenants.register(app)
 files.register(app)
 packages.register(app)
+environment.register(app)
 executions.register(app)
 events.register(app)
 stream_commands.register(app)

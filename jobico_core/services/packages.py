@@ -15,6 +15,7 @@ from ..limits import resolve
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from .context import Context
+from .environment import missing_references
 from .files import check_python_bytes, read_blob, schema_validator
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
             problems.append({"path": f"runtimes.{rid}.mainfuncname", "message": f"{f.name}: {exc}"})
     if not problems:
         problems += _schedule_problems(ctx, tenant, spec, pins)
+    problems += missing_references(s, tenant, spec)
     if problems:
         raise Invalid(f"invalid package: {problems[0]['path']}: {problems[0]['message']}"
                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""), {"package": problems})

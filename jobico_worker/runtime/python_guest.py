@@ -12,6 +12,7 @@ request                answer / meaning
 =====================  ==========================================================
 ``S``                  ``<mode>\\0<file name>\\0<function name>\\0<source>``
 ``D``                  the event payload (canonical JSON, UTF-8)
+``V``                  the environment: ``NAME=value`` items joined by NUL (may be empty)
 ``L<level><message>``  one log record; ``<level>`` is one digit, 0..6
 ``R<code>\\0<result>``  the result: ``<code>`` in decimal, then the UTF-8 string
 ``E<json>``            an exception: ``{"type", "message", "line"}``
@@ -103,6 +104,11 @@ def _jobico_run():
         finish(b"R0\0")
 
     try:
+        env = call(b"V")
+        if env:  # the package's environment (the snapshot's os.environ predates this event)
+            for item in env.decode("utf-8", "surrogateescape").split("\0"):
+                name, _, value = item.partition("=")
+                os.environ[name] = value
         data = json.loads(call(b"D").decode("utf-8"))
         answer = fn(data)
         if not isinstance(answer, tuple) or len(answer) != 2:
