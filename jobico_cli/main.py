@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .commands import auth, environment, events, executions, files, packages, scaffold, tenants
+from .commands import auth, environment, events, executions, files, packages, publish, scaffold, tenants
 from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
@@ -38,6 +38,7 @@ tenants.register(app)
 files.register(app)
 packages.register(app)
 environment.register(app)
+publish.register(app)
 executions.register(app)
 events.register(app)
 stream_commands.register(app)
