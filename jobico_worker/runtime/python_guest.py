@@ -88,6 +88,12 @@ def _jobico_run():
     if mode == "syntax":
         finish(b"R0\0")
 
+    if mode == "event":  # the package's environment (the snapshot's os.environ predates this event),
+        env = call(b"V")  # set before the module's top level runs
+        if env:
+            for item in env.decode("utf-8", "surrogateescape").split("\0"):
+                name, _, value = item.partition("=")
+                os.environ[name] = value
     sys.modules["jobico"] = _jobico_module(call)
     module = types.ModuleType("jobicolet")
     module.__file__ = filename
@@ -104,11 +110,6 @@ def _jobico_run():
         finish(b"R0\0")
 
     try:
-        env = call(b"V")
-        if env:  # the package's environment (the snapshot's os.environ predates this event)
-            for item in env.decode("utf-8", "surrogateescape").split("\0"):
-                name, _, value = item.partition("=")
-                os.environ[name] = value
         data = json.loads(call(b"D").decode("utf-8"))
         answer = fn(data)
         if not isinstance(answer, tuple) or len(answer) != 2:

@@ -339,10 +339,10 @@ def event(data):
 def test_the_environment_is_os_environ_and_only_for_that_event(runtime):
     """The package's environment reaches the guest's os.environ (the sealed interpreter's snapshot
     predates the event: the runner sets it); the next event without one sees none of it."""
-    m = py("import os\n\ndef event(data):\n"
-           "    return 0, {k: os.environ.get(k) for k in ('API_TOKEN', 'LOG_LEVEL')}\n")
+    m = py("import os\nAT_LOAD = os.environ.get('LOG_LEVEL')\n\ndef event(data):\n"
+           "    return 0, {'at_load': AT_LOAD, **{k: os.environ.get(k) for k in ('API_TOKEN', 'LOG_LEVEL')}}\n")
     out = runtime.run(m, b"{}", env={"API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"})
     assert out.status.value == "succeeded", out.to_dict()
-    assert json.loads(out.result) == {"API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"}
+    assert json.loads(out.result) == {"at_load": "debug", "API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"}
     out = runtime.run(m, b"{}")
-    assert json.loads(out.result) == {"API_TOKEN": None, "LOG_LEVEL": None}
+    assert json.loads(out.result) == {"at_load": None, "API_TOKEN": None, "LOG_LEVEL": None}
