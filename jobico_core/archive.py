@@ -133,7 +133,24 @@ class _Reader:
         self.paths[file_name] = name
 
 
+CD_BYTES_PER_MEMBER = 1024  # a central directory entry: 46 bytes + its name and extra fields
+
+
+def _check_zip_directory(data: bytes, limits: ArchiveLimits) -> None:
+    """Before zipfile parses it: the central directory must be small (zipfile builds an object per
+    entry, reading as many as the directory's byte size holds, whatever count the record claims)."""
+    pos = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if pos < 0 or pos + 22 > len(data):
+        raise ArchiveRefused(None, "not a readable zip archive: no end of central directory record")
+    entries = int.from_bytes(data[pos + 10:pos + 12], "little")
+    cd_size = int.from_bytes(data[pos + 12:pos + 16], "little")
+    if entries > limits.max_members or cd_size > limits.max_members * CD_BYTES_PER_MEMBER:
+        raise ArchiveRefused(None, f"the archive has more than {limits.max_members} members (or a central "
+                                   "directory too large for them)", status=413)
+
+
 def _read_zip(data: bytes, reader: _Reader) -> None:
+    _check_zip_directory(data, reader.limits)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()

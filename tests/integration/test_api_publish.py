@@ -50,6 +50,13 @@ def make_tgz(members: list[tuple]) -> bytes:
     return buf.getvalue()
 
 
+def _lying_count(data: bytes) -> bytes:
+    """The end-of-central-directory record claims 3 entries; the directory holds 73."""
+    pos = data.rfind(b"PK\x05\x06")
+    three = (3).to_bytes(2, "little")
+    return data[:pos + 8] + three + three + data[pos + 12:]
+
+
 def good_members(pkg: str = "people", event: str = "person_added") -> list[tuple]:
     return [("package.yaml", package_yaml(pkg, event).encode()), ("echo.wasm", wasm("echo")),
             ("person.json", SCHEMA)]
@@ -109,8 +116,15 @@ ATTACKS = [
      "sub/person.json", "flat"),
     ("oversize member", lambda: make_zip([*good_members(), ("big.wasm", os.urandom(257 * 1024))]), 413,
      "big.wasm", "larger than 256 KB"),
-    ("too many members", lambda: make_zip([*good_members(), *((f"f{i}.json", b"{}") for i in range(70))]), 413,
-     "f61.json", "more than 64 members"),
+    ("too many zip members", lambda: make_zip([*good_members(), *((f"f{i}.json", b"{}") for i in range(70))]),
+     413, "", "more than 64 members"),
+    ("too many tar members", lambda: make_tgz([*good_members(), *((f"f{i}.json", b"{}") for i in range(70))]),
+     413, "f61.json", "more than 64 members"),
+    ("zip record claiming fewer members", lambda: _lying_count(make_zip(
+        [*good_members(), *((f"f{i}.json", b"{}") for i in range(70))])), 413, "f61.json", "more than 64 members"),
+    ("zip central directory too large", lambda: _lying_count(make_zip(
+        [*good_members(), *((f"{'d' * 1000}{i}.json", b"{}") for i in range(64))])), 413, "",
+     "central directory"),
     ("zip bomb", lambda: make_zip([*good_members(), *((f"z{i}.json", bytes(250 * 1024)) for i in range(6))]),
      413, "z4.json", "times its size"),
     ("tar.gz bomb", lambda: make_tgz([*good_members(), *((f"z{i}.json", bytes(250 * 1024)) for i in range(6))]),
