@@ -7,9 +7,8 @@ module: fuel, the epoch deadline and cancellation, the memory limiter, the wasm 
 stdout/stderr capture and the log limits. The guest gets:
 
 * argv ``[python.wasm, -c, <python_guest.py>]``, empty stdin, and only the package's
-  ``environment`` (WASI environ, and ``os.environ`` set by the runner from the ``V`` request:
-  the interpreter's memory image was initialised before any event, so its ``os.environ``
-  would otherwise be the build's empty one);
+  ``environment`` as WASI environ (the pre-initialised interpreter reads it at the instance's
+  start: ``os.environ`` holds it from the module's top level on; tests/python/test_runtime.py);
 * one read-only directory, the stdlib zip at ``/usr/local/lib``; nothing else of the host;
 * the interpreter's one host import, ``host.call``, answered here (``_door``): it hands
   over the source and the payload and takes the log records, the result or the exception.
@@ -202,7 +201,7 @@ class _PyExecution(_Execution):
         self.argv = GUEST_RUNNER                 # the -c program
         self.runner_code: bytes = b""            # op C's answer
         self.built: bytes | None = None          # op K's request
-        self.env: list[tuple[str, str]] = []     # op V's answer (the package's environment)
+        self.env: list[tuple[str, str]] = []     # the package's environment (WASI environ)
 
 
 _I32 = _ffi.WASMTIME_I32.value
@@ -234,8 +233,6 @@ def _door_impl(caller, args, results) -> int:
         answer = exe.request
     elif op == b"D":
         answer = exe.payload
-    elif op == b"V":
-        answer = "\0".join(f"{k}={v}" for k, v in exe.env).encode("utf-8", "surrogateescape")
     elif op == b"L":
         n = ln - 2 if ln >= 2 else 0
         if exe.log_bytes + n > limits.log_bytes:

@@ -12,7 +12,6 @@ request                answer / meaning
 =====================  ==========================================================
 ``S``                  ``<mode>\\0<file name>\\0<function name>\\0<source>``
 ``D``                  the event payload (canonical JSON, UTF-8)
-``V``                  the environment: ``NAME=value`` items joined by NUL (may be empty)
 ``L<level><message>``  one log record; ``<level>`` is one digit, 0..6
 ``R<code>\\0<result>``  the result: ``<code>`` in decimal, then the UTF-8 string
 ``E<json>``            an exception: ``{"type", "message", "line"}``
@@ -88,12 +87,6 @@ def _jobico_run():
     if mode == "syntax":
         finish(b"R0\0")
 
-    if mode == "event":  # the package's environment (the snapshot's os.environ predates this event),
-        env = call(b"V")  # set before the module's top level runs
-        if env:
-            for item in env.decode("utf-8", "surrogateescape").split("\0"):
-                name, _, value = item.partition("=")
-                os.environ[name] = value
     sys.modules["jobico"] = _jobico_module(call)
     module = types.ModuleType("jobicolet")
     module.__file__ = filename
