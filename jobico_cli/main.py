@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from .commands import auth, events, executions, files, packages, rejections, scaffold, tenants
+from .commands import (auth, environment, events, executions, files, packages, publish, rejections, scaffold,
+                       tenants)
 from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
@@ -37,6 +38,8 @@ auth.register(app)
 tenants.register(app)
 files.register(app)
 packages.register(app)
+environment.register(app)
+publish.register(app)
 executions.register(app)
 rejections.register(app)
 events.register(app)

@@ -108,6 +108,21 @@ class RepoFile(Base):
     uploaded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class EnvVariable(Base):
+    """A tenant's stored environment variable (``jobico env set``), encrypted at rest
+    (jobico_core.secrets); packages reference it as ``{secret: name}``. ``secret`` ones are
+    never shown again and are masked in everything an execution records."""
+    __tablename__ = "env_variables"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_env_variables_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[bool] = mapped_column(Boolean, default=True)
+    sealed: Mapped[str] = mapped_column(Text)        # "v1:<key id>:<base64 nonce|ciphertext|tag>"
+    key_id: Mapped[str] = mapped_column(String(16))  # the operator key it is sealed with
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Package(Base):
     __tablename__ = "packages"
     __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_packages_tenant_name"),)

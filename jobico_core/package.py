@@ -11,6 +11,7 @@ the tenant) are done by ``jobico_core.services.packages``.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,6 +138,7 @@ class EventSpec:
     error: str | None = None   # event id fired on any other outcome
     schedule: ScheduleSpec | None = None  # cron trigger (beside the webhook)
     mqtt: MqttSpec | None = None  # MQTT trigger (beside the webhook)
+    environment: dict[str, dict[str, str]] = field(default_factory=dict)  # overrides the package's
 
 
 @dataclass
@@ -163,10 +165,12 @@ class PackageSpec:
     queues: list[QueueSpec] = field(default_factory=list)
     events: dict[str, EventSpec] = field(default_factory=dict)  # every event id, chained ones included
     runtimes: dict[str, RuntimeSpec] = field(default_factory=dict)
+    # NAME -> {"value": text} or {"secret": stored variable}; see jobico_core.services.environment
+    environment: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "tenant": self.tenant,
+            "id": self.id, "name": self.name, "tenant": self.tenant, "environment": self.environment,
             "queues": [asdict(q) for q in self.queues],
             "events": {k: asdict(v) for k, v in self.events.items()},
             "runtimes": {k: asdict(v) for k, v in self.runtimes.items()},
@@ -181,7 +185,7 @@ class PackageSpec:
             v["schedule"] = ScheduleSpec(**v["schedule"]) if v.get("schedule") else None
             v["mqtt"] = MqttSpec(**v["mqtt"]) if v.get("mqtt") else None
             events[k] = EventSpec(**v)
-        return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"),
+        return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"), environment=d.get("environment") or {},
                    queues=[QueueSpec(**q) for q in d["queues"]], events=events,
                    runtimes={k: RuntimeSpec(**v) for k, v in d["runtimes"].items()})
 
@@ -197,6 +201,23 @@ class PackageSpec:
     def queue_ids(self) -> list[str]:
         return [q.id for q in self.queues]
 
+    def environment_for(self, event_id: str) -> dict[str, dict[str, str]]:
+        """The event's environment: the package's, overridden name by name by the event's."""
+        ev = self.events.get(event_id)
+        return {**self.environment, **(ev.environment if ev is not None else {})}
+
+    def secret_references(self) -> dict[str, str]:
+        """{stored variable name: the first path referencing it} over the package and its events."""
+        refs: dict[str, str] = {}
+        for name, item in self.environment.items():
+            if "secret" in item:
+                refs.setdefault(item["secret"], f"environment.{name}.secret")
+        for eid, ev in self.events.items():
+            for name, item in ev.environment.items():
+                if "secret" in item:
+                    refs.setdefault(item["secret"], f"events.{eid}.environment.{name}.secret")
+        return refs
+
 
 # -- validation -------------------------------------------------------------------
 _ROOT_KEYS = {"id", "name", "tenant", "queues", "jobs", "runtimes", "environment"}
@@ -210,10 +231,14 @@ _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _MQTT_KEYS = {"topic", "qos"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
 _RESERVED = {  # reserved extensions that have not landed yet
-    "environment": "environment and secrets",
     "locks": "named locks",
 }
 MAX_RETRIES = 10
+# environment: POSIX names; bounded so a guest's WASI environ stays small
+ENV_NAME_RULE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_ENV_NAME_RE = re.compile(ENV_NAME_RULE)
+MAX_ENV_VARS = 64            # per package and per event (and merged)
+MAX_ENV_VALUE_BYTES = 4096   # one value, plain or secret
 
 
 class _Problems:
@@ -233,10 +258,11 @@ class _Problems:
 
 def _lower_keys(value: Any) -> Any:
     """The ``package:`` dialect uses camel-case keys (ID, schemaRef, ...): fold them
-    (not inside a schedule's ``payload``, which is the tenant's data)."""
+    (not inside a schedule's ``payload`` nor an ``environment``: the tenant's data and names)."""
     if isinstance(value, dict):
         return {k.lower() if isinstance(k, str) else k:
-                v if isinstance(k, str) and k.lower() == "payload" else _lower_keys(v) for k, v in value.items()}
+                v if isinstance(k, str) and k.lower() in ("payload", "environment") else _lower_keys(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [_lower_keys(v) for v in value]
     return value
@@ -346,6 +372,8 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
         ev.schedule = _schedule(raw["schedule"], f"{path}.schedule", p)
     if raw.get("mqtt") is not None:
         ev.mqtt = _mqtt(raw["mqtt"], f"{path}.mqtt", p)
+    if raw.get("environment") is not None:
+        ev.environment = _environment(raw["environment"], f"{path}.environment", p)
     return ev
 
 
@@ -375,6 +403,52 @@ def _mqtt(raw: Any, path: str, p: _Problems) -> MqttSpec | None:
                              f"got {qos!r}" + ("; QoS 2 is not supported: use 1" if qos == 2 else ""))
         ok = False
     return MqttSpec(topic=topic, qos=qos) if ok else None
+
+
+def _environment(raw: Any, path: str, p: _Problems) -> dict[str, dict[str, str]]:
+    """``environment: {NAME: plain value, NAME: {secret: stored-variable}}``."""
+    from .names import name_problem as _name_problem
+    if not isinstance(raw, dict):
+        p.add(path, "'environment' must be a mapping of variable names to values or {secret: name}")
+        return {}
+    if len(raw) > MAX_ENV_VARS:
+        p.add(path, f"'environment' has {len(raw)} variables; at most {MAX_ENV_VARS} are allowed")
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for name, value in raw.items():
+        where = f"{path}.{name}"
+        if not _ENV_NAME_RE.fullmatch(name):
+            p.add(where, f"environment variable name {name!r} is not valid: it must match {ENV_NAME_RULE} "
+                         "(a POSIX name: letters, digits, underscores, not starting with a digit)")
+            continue
+        if isinstance(value, dict):
+            if set(value) != {"secret"}:
+                p.add(where, "a secret reference is a mapping with exactly one key, 'secret' "
+                             "(the name given to `jobico env set NAME --secret`)")
+                continue
+            problem = _name_problem(value["secret"], "secret name")
+            if problem:
+                p.add(f"{where}.secret", problem)
+                continue
+            out[name] = {"secret": value["secret"]}
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        elif value is None:
+            value = ""
+        if not isinstance(value, str):
+            p.add(where, "an environment value must be a string, a number, true/false, or {secret: name}")
+            continue
+        if "\0" in value:
+            p.add(where, "an environment value must not contain NUL characters")
+            continue
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_ENV_VALUE_BYTES:
+            p.add(where, f"the value is longer than {MAX_ENV_VALUE_BYTES} bytes")
+            continue
+        out[name] = {"value": value}
+    return out
 
 
 def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
@@ -435,6 +509,8 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
     spec.name = _str(raw, "name", "", p, required=False, rule="text")
     if raw.get("tenant") is not None:
         spec.tenant = _str(raw, "tenant", "", p)
+    if raw.get("environment") is not None:
+        spec.environment = _environment(raw["environment"], "environment", p)
 
     seen_queues: set[str] = set()
     for i, q in enumerate(_list(raw, "queues", "", p)):
@@ -524,6 +600,10 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
 
     for eid, ev in spec.events.items():
         where = _event_path(raw, eid)
+        merged = len(spec.environment_for(eid))
+        if merged > MAX_ENV_VARS:
+            p.add(f"{where}.environment", f"the event's environment (with the package's) has {merged} variables; "
+                                          f"at most {MAX_ENV_VARS} are allowed")
         if ev.supplierqueue and ev.supplierqueue not in seen_queues:
             _missing(p, f"{where}.supplierqueue", "queue", ev.supplierqueue, seen_queues)
         if ev.runtime and ev.runtime not in spec.runtimes:

@@ -49,6 +49,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_ELEMENT_KB": ("128", "largest single event, as canonical JSON (413 above); never above the runtime's input limit"),
     "JOBICO_MAX_ELEMENTS": ("1000", "most events in one webhook request (400 above)"),
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
+    "JOBICO_MAX_ARCHIVE_KB": ("65536", "largest package archive (`jobico publish`), compressed and decompressed"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
@@ -130,6 +131,7 @@ class Settings:
     max_element_kb: int = 128
     max_elements: int = 1000
     max_upload_kb: int = 20480
+    max_archive_kb: int = 65536
     idempotency_ttl: int = 86400
     queue_refresh: int = 5
     schedule_refresh: int = 5
@@ -195,6 +197,7 @@ class Settings:
             max_element_kb=_int(env, "JOBICO_MAX_ELEMENT_KB"),
             max_elements=_int(env, "JOBICO_MAX_ELEMENTS"),
             max_upload_kb=_int(env, "JOBICO_MAX_UPLOAD_KB"),
+            max_archive_kb=_int(env, "JOBICO_MAX_ARCHIVE_KB"),
             idempotency_ttl=_int(env, "JOBICO_IDEMPOTENCY_TTL"),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),

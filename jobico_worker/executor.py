@@ -24,6 +24,8 @@ from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq,
 from jobico_core.errors import NotFound, Unavailable
 from jobico_core.limits import resolve
 from jobico_core.services.context import Context
+from jobico_core.services.environment import redact_outcome
+from jobico_core.services.environment import resolve as resolve_environment
 from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
 from jobico_core.services.files import schema_validator
 from jobico_core.services.packages import VersionInfo, load_version
@@ -267,13 +269,18 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
         compiled = _compiled_module(runtime, ctx, info.tenant, sha, language, rt_spec.moduleref)
     except (InvalidModule, NotFound) as exc:
         return Outcome(row, info, "invalid_module", message=f"{rt_spec.moduleref}: {exc}")
+    env = resolve_environment(ctx, info.tenant, info.spec, row.event)  # read now: a rotated secret applies
+    if env.problem:
+        return Outcome(row, info, "cancelled", message=env.problem)
     t0 = time.perf_counter()
     try:
-        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits)
+        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits,
+                          env=env.variables)
     except InterpreterNotReady as exc:  # the Python interpreter is still being compiled on this host
         requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
                 float(exc.headers.get("Retry-After", 5)))
         return None
+    redact_outcome(out, env.secrets)  # before anything records, streams or chains it
     status = out.status.value if hasattr(out.status, "value") else str(out.status)
     duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
     retryable = status not in ("succeeded", "cancelled", "invalid_module")

@@ -103,6 +103,48 @@ def deploy():
     return _show(g.tenant, info.package, info.number)
 
 
+class StoredFileSchema(ma.Schema):
+    name = ma.fields.String()
+    kind = ma.fields.String()
+    sha256 = ma.fields.String()
+    size = ma.fields.Integer()
+
+
+class PublishedSchema(PackageSchema):
+    files = ma.fields.List(ma.fields.Nested(StoredFileSchema),
+                           metadata={"description": "the archive's files, stored in the repository"})
+
+
+ARCHIVE_BODY = {"required": True, "content": {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in ("application/zip", "application/gzip", "application/octet-stream")}}
+
+
+@blp.route("/archive", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Publish a package from a zip or tar.gz archive", requestBody=ARCHIVE_BODY,
+         description="The archive holds the package YAML (package.yaml, or its only .yaml file) and the modules "
+                     "and schemas it references. All or nothing: every file is stored and the new version (1, or "
+                     "the next one of an existing package) is created and made active, or nothing changes. "
+                     "Links, devices, absolute or '..' paths, duplicate names, oversize members, too many "
+                     "members and archive bombs are refused naming the member (`errors.archive`).")
+@tenant_required
+@blp.response(201, PublishedSchema)
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="another package owns one of its event ids")
+@blp.alt_response(413, schema=ERROR_SCHEMA,
+                  description="larger than JOBICO_MAX_ARCHIVE_KB (compressed or not), a member larger than "
+                              "JOBICO_MAX_UPLOAD_KB, too many members, or an archive bomb")
+@blp.alt_response(415, schema=ERROR_SCHEMA, description="neither zip nor tar.gz")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="a refused member, or an invalid package or file")
+def publish():
+    from jobico_core.services import publish as publish_svc
+    c = ctx()
+    limit_kb = c.settings.max_archive_kb
+    data = read_body(limit_kb * 1024, lambda size: TooLarge(
+        f"archive is larger than the {limit_kb} KB limit (JOBICO_MAX_ARCHIVE_KB)"))
+    info, stored = publish_svc.publish(c, g.tenant, data)
+    return {**_show(g.tenant, info.package, info.number), "files": stored}
+
+
 @blp.route("", methods=["GET"])
 @blp.doc(security=SECURITY, summary="List packages")
 @tenant_required

@@ -53,6 +53,29 @@ def check_python_bytes(ctx: Context, name: str, data: bytes, main: str | None = 
 
 
 def upload(ctx: Context, tenant: str, name: str, data: bytes, kind: str | None = None) -> RepoFile:
+    kind = check_file(ctx, name, data, kind)
+    digest = sha256_hex(data)
+    key = blob_key(tenant, digest)
+    if not ctx.store.exists(key):
+        ctx.store.put(key, data)
+    with ctx.db.session() as s:
+        row = record_file(s, tenant, name, kind, data, digest)
+    return row
+
+
+def record_file(s, tenant: str, name: str, kind: str, data: bytes, digest: str) -> RepoFile:
+    """Create or repoint the repository row of a file whose blob is stored (in the caller's transaction)."""
+    row = s.scalar(select(RepoFile).where(RepoFile.tenant_id == tenant, RepoFile.name == name))
+    if row is None:
+        row = RepoFile(tenant_id=tenant, name=name)
+        s.add(row)
+    row.kind, row.sha256, row.size, row.object_key, row.uploaded_at = (kind, digest, len(data),
+                                                                       blob_key(tenant, digest), utcnow())
+    return row
+
+
+def check_file(ctx: Context, name: str, data: bytes, kind: str | None = None) -> str:
+    """Refuse a file the repository must not hold (name, kind, size, content); returns its kind."""
     problem = file_name_problem(name)
     if problem:
         raise Invalid(problem, {"name": [problem]})
@@ -70,17 +93,7 @@ def upload(ctx: Context, tenant: str, name: str, data: bytes, kind: str | None =
         check_python_bytes(ctx, name, data)
     else:
         check_module_bytes(data)
-    digest = sha256_hex(data)
-    key = blob_key(tenant, digest)
-    if not ctx.store.exists(key):
-        ctx.store.put(key, data)
-    with ctx.db.session() as s:
-        row = s.scalar(select(RepoFile).where(RepoFile.tenant_id == tenant, RepoFile.name == name))
-        if row is None:
-            row = RepoFile(tenant_id=tenant, name=name)
-            s.add(row)
-        row.kind, row.sha256, row.size, row.object_key, row.uploaded_at = kind, digest, len(data), key, utcnow()
-    return row
+    return kind
 
 
 def list_files(ctx: Context, tenant: str, kind: str | None = None) -> list[RepoFile]:

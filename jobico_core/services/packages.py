@@ -15,6 +15,7 @@ from ..limits import resolve
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from .context import Context
+from .environment import missing_references
 from .files import check_python_bytes, read_blob, schema_validator
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
             problems.append({"path": f"runtimes.{rid}.mainfuncname", "message": f"{f.name}: {exc}"})
     if not problems:
         problems += _schedule_problems(ctx, tenant, spec, pins)
+    problems += missing_references(s, tenant, spec)
     if problems:
         raise Invalid(f"invalid package: {problems[0]['path']}: {problems[0]['message']}"
                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""), {"package": problems})
@@ -209,6 +211,27 @@ def _claim_events(s, tenant: str, package: Package, spec: PackageSpec) -> None:
 def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = False,
            expected_id: str | None = None) -> VersionInfo:
     """Create a package (or, with ``redeploy``, a new version of it) and make it active."""
+    spec = checked_spec(ctx, tenant, source, expected_id)
+    text = source.decode("utf-8") if isinstance(source, bytes) else source
+    try:
+        with ctx.db.session() as s:
+            info = deploy_in(ctx, s, tenant, spec, text, redeploy=redeploy)
+    except IntegrityError:
+        raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
+    after_deploy(ctx, info, redeploy)
+    return info
+
+
+def after_deploy(ctx: Context, info: VersionInfo, redeploy: bool) -> None:
+    """Once the version is committed: tell the webhooks, workers, beat and the MQTT bridge."""
+    ctx.changed_routing()
+    announce_queues(ctx, info.queues())
+    if info.spec.scheduled_events() or info.spec.mqtt_events() or redeploy:
+        schedules_changed(ctx)
+
+
+def checked_spec(ctx: Context, tenant: str, source: str | bytes, expected_id: str | None = None) -> PackageSpec:
+    """Parse a package and check what needs no database: its tenant and id."""
     spec = parse_package(source, maxima=ctx.settings.max_limits)
     if spec.tenant is not None and spec.tenant != tenant:
         raise Invalid(f"the package declares tenant {spec.tenant!r} but is deployed by tenant {tenant!r}",
@@ -216,40 +239,35 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
     if expected_id is not None and spec.id != expected_id:
         raise Invalid(f"the package's id is {spec.id!r}, not {expected_id!r}",
                       {"package": [{"path": "id", "message": f"expected {expected_id!r}"}]})
-    text = source.decode("utf-8") if isinstance(source, bytes) else source
-    try:
-        with ctx.db.session() as s:
-            if s.get(Tenant, tenant) is None:
-                raise NotFound(f"tenant {tenant!r} does not exist")
-            pins = _check_references(ctx, s, tenant, spec)
-            pkg = s.scalar(select(Package).where(Package.tenant_id == tenant, Package.name == spec.id)
-                           .with_for_update())
-            if pkg is None and redeploy:
-                raise NotFound(f"package {spec.id!r} does not exist: use deploy to create it")
-            if pkg is not None and not redeploy:
-                raise Conflict(f"package {spec.id!r} already exists: use redeploy to create a new version")
-            if pkg is None:
-                pkg = Package(tenant_id=tenant, name=spec.id, active_version=1)
-                s.add(pkg)
-                s.flush()
-                number = 1
-            else:
-                number = (s.scalar(select(func.max(PackageVersion.number))
-                                   .where(PackageVersion.package_id == pkg.id)) or 0) + 1
-            _claim_events(s, tenant, pkg, spec)
-            _claim_topics(s, tenant, pkg, spec)
-            row = PackageVersion(package_id=pkg.id, number=number, source=text, spec=spec.to_dict(), pins=pins)
-            s.add(row)
-            pkg.active_version = number
-            s.flush()
-            info = _version_info(ctx, tenant, spec.id, row)
-    except IntegrityError:
-        raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
-    ctx.changed_routing()
-    announce_queues(ctx, info.queues())
-    if spec.scheduled_events() or spec.mqtt_events() or redeploy:
-        schedules_changed(ctx)
-    return info
+    return spec
+
+
+def deploy_in(ctx: Context, s, tenant: str, spec: PackageSpec, text: str, *, redeploy: bool | None) -> VersionInfo:
+    """The version's rows, in the caller's transaction (``redeploy=None``: create or add a version)."""
+    if s.get(Tenant, tenant) is None:
+        raise NotFound(f"tenant {tenant!r} does not exist")
+    pins = _check_references(ctx, s, tenant, spec)
+    pkg = s.scalar(select(Package).where(Package.tenant_id == tenant, Package.name == spec.id)
+                   .with_for_update())
+    if pkg is None and redeploy:
+        raise NotFound(f"package {spec.id!r} does not exist: use deploy to create it")
+    if pkg is not None and redeploy is False:
+        raise Conflict(f"package {spec.id!r} already exists: use redeploy to create a new version")
+    if pkg is None:
+        pkg = Package(tenant_id=tenant, name=spec.id, active_version=1)
+        s.add(pkg)
+        s.flush()
+        number = 1
+    else:
+        number = (s.scalar(select(func.max(PackageVersion.number))
+                           .where(PackageVersion.package_id == pkg.id)) or 0) + 1
+    _claim_events(s, tenant, pkg, spec)
+    _claim_topics(s, tenant, pkg, spec)
+    row = PackageVersion(package_id=pkg.id, number=number, source=text, spec=spec.to_dict(), pins=pins)
+    s.add(row)
+    pkg.active_version = number
+    s.flush()
+    return _version_info(ctx, tenant, spec.id, row)
 
 
 def announce_queues(ctx: Context, names: list[str]) -> None:

@@ -651,14 +651,16 @@ class Runtime:
             env: Mapping[str, str] | None = None) -> Outcome:
         """Run one event.  Never raises for anything the guest does.
 
-        A :class:`~jobico_worker.runtime.python.PythonModule` runs in the sealed CPython
-        (``python.run_python``; ``env`` does not apply to it).
+        ``env``: WASI environment variables, given only to a module that imports WASI (one
+        without WASI imports cannot read any). A
+        :class:`~jobico_worker.runtime.python.PythonModule` runs in the sealed CPython
+        (``python.run_python``), where ``env`` is ``os.environ``.
         """
         if not isinstance(module, (bytes, bytearray, memoryview, CompiledModule)):
             from .python import PythonModule, run_python
             if isinstance(module, PythonModule):
                 return run_python(self, module, payload.encode() if isinstance(payload, str) else bytes(payload),
-                                  main, limits, cancel)
+                                  main, limits, cancel, env=env)
         t0 = time.monotonic()
         self._check_pid()
         limits = limits or self.default_limits

@@ -6,7 +6,9 @@ instantiation costs well under a millisecond), with the same store settings as a
 module: fuel, the epoch deadline and cancellation, the memory limiter, the wasm stack, the
 stdout/stderr capture and the log limits. The guest gets:
 
-* argv ``[python.wasm, -c, <python_guest.py>]``, no environment, empty stdin;
+* argv ``[python.wasm, -c, <python_guest.py>]``, empty stdin, and only the package's
+  ``environment`` as WASI environ (the pre-initialised interpreter reads it at the instance's
+  start: ``os.environ`` holds it from the module's top level on; tests/python/test_runtime.py);
 * one read-only directory, the stdlib zip at ``/usr/local/lib``; nothing else of the host;
 * the interpreter's one host import, ``host.call``, answered here (``_door``): it hands
   over the source and the payload and takes the log records, the result or the exception.
@@ -186,7 +188,7 @@ def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
 
 
 class _PyExecution(_Execution):
-    __slots__ = ("request", "payload", "result", "error", "module", "argv", "runner_code", "built")
+    __slots__ = ("request", "payload", "result", "error", "module", "argv", "runner_code", "built", "env")
 
     def __init__(self, limits: Limits, cancel: CancelToken | None, t0: float, module: PythonModule,
                  mode: str, main: str, payload: bytes):
@@ -199,6 +201,7 @@ class _PyExecution(_Execution):
         self.argv = GUEST_RUNNER                 # the -c program
         self.runner_code: bytes = b""            # op C's answer
         self.built: bytes | None = None          # op K's request
+        self.env: list[tuple[str, str]] = []     # the package's environment (WASI environ)
 
 
 _I32 = _ffi.WASMTIME_I32.value
@@ -307,7 +310,8 @@ def _door_callback(env, caller, args, nargs, results, nresults):  # noqa: ANN001
 
 
 def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "event",
-               limits: Limits | None = None, cancel: CancelToken | None = None, *, mode: str = "event") -> Outcome:
+               limits: Limits | None = None, cancel: CancelToken | None = None, *, mode: str = "event",
+               env: dict[str, str] | None = None) -> Outcome:
     """Run one event (``mode="event"``) or a deploy check (``"syntax"``, ``"load"``) in a fresh instance.
 
     Never raises for anything the guest does; raises :class:`interpreter.InterpreterNotReady`
@@ -326,6 +330,8 @@ def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "e
     except InvalidModule as exc:
         return rt._done(t0, Outcome(Status.INVALID_MODULE, message=str(exc)))
     exe = _PyExecution(limits, cancel, t0, module, mode, main, payload)
+    if env:
+        exe.env = [(str(k), str(v)) for k, v in env.items()]
     if interp.runner_code:
         exe.argv, exe.runner_code = _BOOT_RUNNER, interp.runner_code
     out = _execute(rt, interp, exe)
@@ -355,6 +361,8 @@ def _execute(rt: Runtime, interp: _Interpreter, exe: _PyExecution) -> Outcome:
         _epoch_cb(store, _epoch_callback, None, _NULL_FINALIZER)
         wasi = wasmtime.WasiConfig()
         wasi.argv = [interpreter.ARGV0, "-c", exe.argv]
+        if exe.env:
+            wasi.env = exe.env
         wasi.preopen_dir(interp.stdlib, interpreter.STDLIB_GUEST_DIR, False)
         ffi.wasi_config_set_stdout_custom(wasi.ptr(), _output_callback, run_id, _NULL_FINALIZER)
         ffi.wasi_config_set_stderr_custom(wasi.ptr(), _output_callback, run_id, _NULL_FINALIZER)

@@ -214,3 +214,37 @@ def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_plat
     warm = Runtime(python_cache_dir=p.env["JOBICO_PYTHON_CACHE_DIR"])
     res = run_execution(p.ctx, warm, eid, '{"a":1}', worker="warm")
     assert res["status"] == "succeeded" and res["result"] == '{"a":1}', res
+
+
+def test_a_secret_reaches_os_environ_and_is_redacted_from_result_logs_stdout_and_traceback(py_platform):
+    p = py_platform
+    key = p.tenant("pyenv")
+    secret = "py-s3cret-value-4b1d9e"
+    source = ("import os, jobico\n\ndef event(data):\n    token = os.environ['API_TOKEN']\n"
+              "    jobico.info('token is', token)\n    print('printed', token)\n"
+              "    if data.get('fail'):\n        raise ValueError('bad token ' + token)\n"
+              "    return 0, {'token': token, 'mode': os.environ.get('MODE')}\n")
+    assert _put(p, key, "leak.py", source.encode()).status_code in (200, 201)
+    p.upload(key, EXAMPLES / "echo.json")
+    r = p.call(key, "PUT", "/api/v1/environment/api-token", json={"value": secret, "secret": True})
+    assert r.status_code == 200, r.text
+    p.deploy(key, """
+id: pyenv
+environment: {API_TOKEN: {secret: api-token}, MODE: test}
+queues: [{id: q}]
+jobs:
+  - event: {id: leak, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: leak}
+runtimes:
+  - {id: leak, moduleref: leak.py, type: 1}
+""")
+    p.start_worker()
+    ok, bad = p.post(key, "pyenv", "leak", [{}, {"fail": True}]).json()["executions"]
+    e = p.wait(key, ok)
+    assert e["status"] == "succeeded" and json.loads(e["result"]) == {"token": "***", "mode": "test"}, e
+    assert e["logs"] == [{"level": 1, "message": "token is ***"}] and e["stdout"] == "printed ***\n", e
+    e = p.wait(key, bad)
+    assert e["status"] == "trapped" and "bad token ***" in e["message"] and "bad token ***" in e["stdout"], e
+    for w in p.workers:
+        w.stop()
+    assert secret not in json.dumps(p.call(key, "GET", "/api/v1/executions").json())
+    assert all(secret not in w.log_path.read_text(errors="replace") for w in p.workers)

@@ -334,3 +334,15 @@ def event(data):
     spam = py("import _host\ndef event(data):\n    while True:\n        _host.call(b'S')\n")
     out = runtime.run(spam, b"{}", limits=limits(timeout_ms=500))
     assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
+
+
+def test_the_environment_is_os_environ_and_only_for_that_event(runtime):
+    """The package's environment reaches the guest's os.environ (the sealed interpreter's snapshot
+    predates the event: the runner sets it); the next event without one sees none of it."""
+    m = py("import os\nAT_LOAD = os.environ.get('LOG_LEVEL')\n\ndef event(data):\n"
+           "    return 0, {'at_load': AT_LOAD, **{k: os.environ.get(k) for k in ('API_TOKEN', 'LOG_LEVEL')}}\n")
+    out = runtime.run(m, b"{}", env={"API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"})
+    assert out.status.value == "succeeded", out.to_dict()
+    assert json.loads(out.result) == {"at_load": "debug", "API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"}
+    out = runtime.run(m, b"{}")
+    assert json.loads(out.result) == {"at_load": None, "API_TOKEN": None, "LOG_LEVEL": None}
