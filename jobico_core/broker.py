@@ -49,6 +49,8 @@ class TaskMessage:
     package: str
     event: str
     queue: str             # jobico.<tenant>.<package>.<queue>
+    locks: tuple[str, ...] = ()  # the event's named locks: the worker takes them before the claim
+    waiting: str | None = None   # the row's waiting_for as last written (a lock wait's re-publish)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
                         countdown=countdown, retries=retries,
                         shadow=f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]")
                 else:
+                    if m.locks:
+                        kwargs["locks"] = list(m.locks)
+                    if m.waiting:
+                        kwargs["waiting"] = m.waiting
                     req = app.amqp.as_task_v2(
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,

@@ -202,6 +202,16 @@ class Execution(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Position in the stream of finished executions (the SSE `id:`), assigned when recorded.
     seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The event's named locks when it was created, sorted and comma-separated (lock names are
+    # ids: no commas); None: none. ``lock_names`` reads it.
+    locks: Mapped[str | None] = mapped_column(String(600), nullable=True)
+    # Queued behind a lock: "<lock> (held by <execution id>)"; None once it runs.
+    waiting_for: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # A resubmission's original (``jobico executions resubmit``).
+    resubmitted_from: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # ``jobico executions cancel`` of a running execution: when it was asked, and by whom.
+    cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     logs: Mapped[list["ExecutionLog"]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 

@@ -139,6 +139,7 @@ class EventSpec:
     schedule: ScheduleSpec | None = None  # cron trigger (beside the webhook)
     mqtt: MqttSpec | None = None  # MQTT trigger (beside the webhook)
     environment: dict[str, dict[str, str]] = field(default_factory=dict)  # overrides the package's
+    locks: list[str] = field(default_factory=list)  # named locks (sorted): holders never run at once
 
 
 @dataclass
@@ -230,10 +231,9 @@ _SCHEMA_KEYS = {"id", "name", "schemaref"}
 _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _MQTT_KEYS = {"topic", "qos"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
-_RESERVED = {  # reserved extensions that have not landed yet
-    "locks": "named locks",
-}
+_RESERVED: dict[str, str] = {}  # reserved extensions that have not landed yet: key -> what it will be
 MAX_RETRIES = 10
+MAX_LOCKS = 8                # named locks per event
 # environment: POSIX names; bounded so a guest's WASI environ stays small
 ENV_NAME_RULE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _ENV_NAME_RE = re.compile(ENV_NAME_RULE)
@@ -374,7 +374,31 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
         ev.mqtt = _mqtt(raw["mqtt"], f"{path}.mqtt", p)
     if raw.get("environment") is not None:
         ev.environment = _environment(raw["environment"], f"{path}.environment", p)
+    if raw.get("locks") is not None:
+        ev.locks = _locks(raw["locks"], f"{path}.locks", p)
     return ev
+
+
+def _locks(raw: Any, path: str, p: _Problems) -> list[str]:
+    """``locks: [name, ...]``: kept sorted, the order every worker takes them in."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        p.add(path, "'locks' must be a non-empty list of lock names")
+        return []
+    if len(raw) > MAX_LOCKS:
+        p.add(path, f"'locks' names {len(raw)} locks; at most {MAX_LOCKS} are allowed")
+        return []
+    names: list[str] = []
+    for i, name in enumerate(raw):
+        problem = name_problem(name, "lock name")
+        if problem:
+            p.add(f"{path}[{i}]", problem)
+        elif name in names:
+            p.add(f"{path}[{i}]", f"lock {name!r} is named twice")
+        else:
+            names.append(name)
+    return sorted(names)
 
 
 def _mqtt(raw: Any, path: str, p: _Problems) -> MqttSpec | None:

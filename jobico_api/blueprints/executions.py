@@ -44,6 +44,12 @@ class ExecutionSummarySchema(ma.Schema):
     duration_ms = ma.fields.Float(allow_none=True)
     seq = ma.fields.Integer(allow_none=True, metadata={
         "description": "position in the stream of finished executions (the SSE id)"})
+    locks = ma.fields.List(ma.fields.String(), metadata={"description": "the event's named locks"})
+    waiting_for = ma.fields.String(allow_none=True, metadata={
+        "description": "queued behind a lock: '<lock> (held by <execution id>)'"})
+    resubmitted_from = ma.fields.String(allow_none=True, metadata={"description": "the execution this one "
+                                                                                 "resubmitted"})
+    cancelled_by = ma.fields.String(allow_none=True, metadata={"description": "who cancelled it"})
     created_at = ma.fields.String(allow_none=True)
     started_at = ma.fields.String(allow_none=True)
     finished_at = ma.fields.String(allow_none=True)

@@ -24,13 +24,14 @@ MAX_CHAIN_DEPTH = 16
 
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
                   chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None,
-                  execution_id: str | None = None) -> Execution:
+                  execution_id: str | None = None, resubmitted_from: str | None = None) -> Execution:
     """``execution_id``: chosen by the caller (the MQTT bridge names an execution before it exists,
     to recognise a redelivered message); a new UUIDv7 otherwise."""
     return Execution(id=execution_id or uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
                      version_id=info.version_id, event=event, queue=info.queue_for(event), status="queued",
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
-                     chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at)
+                     chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at,
+                     locks=info.locks_for(event), resubmitted_from=resubmitted_from)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class NewExecution:
     chained_from: str | None = None
     chain_depth: int = 0
     scheduled_at: Any = None  # a cron fire's time (the unique index refuses a second row for it)
+    locks: str | None = None  # the event's named locks, comma-separated (Execution.locks)
+    resubmitted_from: str | None = None
 
 
 def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
@@ -60,14 +63,19 @@ def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submit
     """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``)."""
     if execution_id is not None and len(payloads) != 1:
         raise ValueError("execution_id names one execution")
-    queue = info.queue_for(event)
+    queue, locks = info.queue_for(event), info.locks_for(event)
     return [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
-                         queue, p, submitter, trigger, scheduled_at=scheduled_at) for p in payloads]
+                         queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks) for p in payloads]
+
+
+def lock_names(column: str | None) -> tuple[str, ...]:
+    """The names in an ``Execution.locks`` value."""
+    return tuple(column.split(",")) if column else ()
 
 
 def task_message(e: Execution) -> TaskMessage:
     return TaskMessage(execution_id=e.id, payload=e.payload, tenant=e.tenant_id, package=e.package,
-                       event=e.event, queue=e.queue)
+                       event=e.event, queue=e.queue, locks=lock_names(e.locks))
 
 
 _INSERT = insert(Execution.__table__)
@@ -109,7 +117,8 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> None:
 
 def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
     """The tasks that carry ``rows``: consecutive rows of one tenant/package/event/queue go
-    together, at most ``batch`` per task; a lone row is a single-execution task."""
+    together, at most ``batch`` per task; a lone row is a single-execution task. Rows with
+    named locks always travel alone: each takes its locks before it is claimed."""
     out: list[TaskMessage | BatchMessage] = []
     group: list = []
 
@@ -125,6 +134,10 @@ def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
         if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
                       != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
             flush()
+        if e.locks:
+            flush()
+            out.append(task_message(e))
+            continue
         group.append(e)
     flush()
     return out
@@ -168,6 +181,8 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "message": e.message, "attempts": e.attempts, "dead_lettered": e.dead_lettered,
         "chained_from": e.chained_from, "submitter": e.submitter, "trigger": e.trigger, "worker": e.worker,
         "scheduled_at": _iso(e.scheduled_at), "duration_ms": e.duration_ms, "seq": e.seq,
+        "locks": list(lock_names(e.locks)), "waiting_for": e.waiting_for, "resubmitted_from": e.resubmitted_from,
+        "cancelled_by": e.cancelled_by,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:

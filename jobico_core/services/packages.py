@@ -37,6 +37,10 @@ class VersionInfo:
     def queue_for(self, event_id: str) -> str:
         return queue_name(self.tenant, self.package, self.spec.events[event_id].supplierqueue)
 
+    def locks_for(self, event_id: str) -> str | None:
+        """The event's named locks as stored on its executions (comma-separated), or None."""
+        return ",".join(self.spec.events[event_id].locks) or None
+
     def queues(self) -> list[str]:
         return [queue_name(self.tenant, self.package, q) for q in self.spec.queue_ids()]
 

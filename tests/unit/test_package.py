@@ -124,11 +124,26 @@ def test_not_yaml_reports_line():
         parse_package("id: a\nqueues: [\n")
 
 
-def test_event_defined_twice_and_reserved_extensions():
+def test_event_defined_twice():
     twice = DOC_EXAMPLE.replace("id: hello_ok", "id: hello")
     assert any("defined twice" in i["message"] for i in problems(twice))
-    locks = DOC_EXAMPLE.replace("      datatype: 0\n", "      datatype: 0\n      locks: [a]\n", 1)
-    assert any("reserved for named locks" in i["message"] for i in problems(locks))
+
+
+def _with_locks(value: str) -> str:
+    return DOC_EXAMPLE.replace("      datatype: 0\n", f"      datatype: 0\n      locks: {value}\n", 1)
+
+
+def test_locks_are_parsed_sorted_and_checked():
+    spec = parse_package(_with_locks("[prod-db, deploy.env]"))
+    assert spec.events["hello"].locks == ["deploy.env", "prod-db"]  # the order every worker takes them in
+    assert parse_package(_with_locks("single")).events["hello"].locks == ["single"]
+    assert PackageSpec.from_dict(spec.to_dict()).events["hello"].locks == ["deploy.env", "prod-db"]
+    assert parse_package(DOC_EXAMPLE).events["hello"].locks == []
+    for bad, where, message in (("[]", "locks", "non-empty list"), ("[a, a]", "locks[1]", "named twice"),
+                                ("['a b']", "locks[0]", "is not valid"), ("{a: 1}", "locks", "non-empty list"),
+                                (str([f"l{i}" for i in range(9)]), "locks", "at most 8")):
+        found = problems(_with_locks(bad))
+        assert any(i["path"].endswith(where) and message in i["message"] for i in found), (bad, found)
 
 
 def test_limits_within_platform_maxima():
