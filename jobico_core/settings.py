@@ -51,6 +51,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
     "JOBICO_MAX_ARCHIVE_KB": ("65536", "largest package archive (`jobico publish`), compressed and decompressed"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
+    "JOBICO_LOCK_LEASE_SECONDS": ("30", "lease of a named lock (an event's locks:): renewed every third of it while the execution runs, so a killed worker's locks free themselves within this long"),
+    "JOBICO_LOCK_POLL_SECONDS": ("1", "longest wait between an execution's attempts to take its named locks (the next in line asks every 50 ms; later ones back off up to this)"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
@@ -136,6 +138,8 @@ class Settings:
     queue_refresh: int = 5
     schedule_refresh: int = 5
     rescue_after: int = 120
+    lock_lease_s: float = 30.0
+    lock_poll_s: float = 1.0
     visibility_timeout: int = 3600
     task_retries: int = 10
     task_batch: int = 100
@@ -202,6 +206,8 @@ class Settings:
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
             rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
+            lock_lease_s=_seconds(env, "JOBICO_LOCK_LEASE_SECONDS"),
+            lock_poll_s=_seconds(env, "JOBICO_LOCK_POLL_SECONDS"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
             task_batch=_int(env, "JOBICO_TASK_BATCH"),
@@ -225,6 +231,10 @@ class Settings:
             limit_maxima=limit_maxima,
             python_limit_defaults=python_limit_defaults,
         )
+        if settings.lock_lease_s < 1:
+            raise ConfigError("JOBICO_LOCK_LEASE_SECONDS must be at least 1 second")
+        if settings.lock_poll_s < 0.05:
+            raise ConfigError("JOBICO_LOCK_POLL_SECONDS must be at least 0.05 seconds")
         return replace(settings, **overrides) if overrides else settings
 
     def replace(self, **changes: Any) -> "Settings":

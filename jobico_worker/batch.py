@@ -56,7 +56,7 @@ FLUSH_S = 0.1  # seconds of running after which the outcomes gathered so far are
 _EX = Execution.__table__
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _CLAIM_VALUES = {"status": "running", "attempts": _EX.c.attempts + 1, "started_at": bindparam("b_now"),
-                 "worker": bindparam("b_worker")}
+                 "worker": bindparam("b_worker"), "waiting_for": None}
 _CLAIM_MANY_PG = (update(_EX).where(_EX.c.id == any_(bindparam("b_ids", type_=ARRAY(String))),
                                     _EX.c.status == "queued")
                   .values(**_CLAIM_VALUES).returning(*_EX.c))
@@ -215,6 +215,10 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
     if len(claimed) < len(ids):  # a failure here retries the whole batch: what this claim took is
         taken = {r.id for r in claimed}  # then found running and each requeued alone
         _not_claimed(ctx, [i for i in ids if i not in taken], res)
+    locked = [r for r in claimed if r.locks]
+    if locked:  # never batched (task_messages): must take their locks first, each in its own task
+        res.handed_back += hand_back(ctx, locked, claimed_at)
+        claimed = [r for r in claimed if not r.locks]
     order = {i: n for n, i in enumerate(ids)}
     claimed.sort(key=lambda r: order[r.id])
     budget = ctx.settings.batch_budget_s

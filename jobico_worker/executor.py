@@ -56,13 +56,13 @@ _PREV = (select(_EX.c.id, _EX.c.status.label("prev_status")).where(_EX.c.id == b
          .with_for_update().subquery())
 _CLAIM = (update(_EX).where(_EX.c.id == _PREV.c.id, _PREV.c.prev_status.notin_(_TERMINAL))
           .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
-                  worker=bindparam("b_worker"))
+                  worker=bindparam("b_worker"), waiting_for=None)
           .returning(_PREV.c.prev_status, *_EX.c))
 # SQLite: RETURNING may only name the target table's columns, so the previous status is
 # read first, in the same transaction (SQLite serialises writers anyway).
 _CLAIM_SQLITE = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(_TERMINAL))
                  .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
-                         worker=bindparam("b_worker"))
+                         worker=bindparam("b_worker"), waiting_for=None)
                  .returning(*_EX.c))
 _STATUS_BY_ID = select(_EX.c.status).where(_EX.c.id == bindparam("b_id"))
 _RECORD_VALUES = {name: bindparam(f"b_{name}", type_=_EX.c[name].type) for name in (

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, publish
+from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, TaskMessage, publish
 from jobico_core.services.executions import task_message
 
+from . import locking
 from .app import app, settings
 from .batch import BatchInterrupted, dead_letter_many, run_batch
 from .context import worker_context
@@ -17,6 +18,11 @@ log = logging.getLogger("jobico.worker")
 __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 
 
+def _stop(execution_id: str, reason: str) -> None:
+    """A lock's lease was lost while the execution ran: stop it."""
+    log.error("execution %s: %s (cancellation is not wired yet)", execution_id, reason)
+
+
 def _runtime(ctx):
     from jobico_worker.runtime import get_runtime
     return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
@@ -25,12 +31,26 @@ def _runtime(ctx):
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
           max_retries=settings.task_retries)
 def execute(self, execution_id: str, payload: str, tenant: str | None = None, package: str | None = None,
-            event: str | None = None) -> None:
+            event: str | None = None, locks: list[str] | None = None, waiting: str | None = None) -> None:
+    """``locks``: the event's named locks, taken before the claim (``jobico_worker.locking``);
+    ``waiting``: what the row last said it waits for."""
     ctx = worker_context(settings, celery=app)
     runtime = _runtime(ctx)
+    keep = None
     try:
-        record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",
-                               infra_retries=self.request.retries)
+        if locks:
+            message = TaskMessage(execution_id, payload, tenant or "", package or "", event or "",
+                                  self.request.delivery_info.get("routing_key") or "", tuple(locks), waiting)
+            if not locking.take(ctx, message, waiting):
+                return
+            keep = locking.keeper(ctx, _stop)
+            keep.hold(tenant, locks, execution_id)
+        try:
+            record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",
+                                   infra_retries=self.request.retries)
+        finally:
+            if keep is not None:
+                locking.let_go(ctx, tenant, locks, execution_id, keep)
     except INFRA_ERRORS as exc:
         extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
         if self.request.retries >= self.max_retries:

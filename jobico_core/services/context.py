@@ -10,6 +10,7 @@ from celery import Celery
 from ..broker import make_celery, redis_client
 from ..cache import LRU, TTLCache
 from ..db import Database
+from ..locks import Locks
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
 
@@ -82,3 +83,8 @@ class Context:
     @property
     def redis(self):
         return redis_client(self.settings.redis_url)
+
+    @cached_property
+    def locks(self) -> Locks:
+        """The named locks' leases (an event's ``locks:``)."""
+        return Locks(self.redis, self.settings.lock_lease_s)

@@ -1,0 +1,201 @@
+"""Named locks (an event's ``locks:``): leases in Redis, taken all at once, in order of arrival.
+
+Within a tenant, executions whose events share a lock name never run at the same time.
+Each lock is a Redis key holding the id of the execution that has it, with an expiry (the
+*lease*): the worker running that execution renews it while the guest runs and deletes it on
+any outcome; a worker killed mid-run stops renewing, so its leases run out and the locks free
+themselves (``JOBICO_LOCK_LEASE_SECONDS``).
+
+Taking several locks is one Lua script, so it is all or nothing: nobody ever holds one of an
+execution's locks while waiting for another, and two events taking the same locks in different
+orders cannot deadlock (the names are sorted anyway, ``PackageSpec`` keeps them so).
+
+Order: an execution that cannot have its locks joins each lock's wait line, a sorted set of
+execution ids (UUIDv7: creation order). A free lock goes only to the earliest waiter, so waiting
+executions start in the order they were created, even when a later one asks at the moment the
+lock frees. A waiter stays in line while it keeps asking (every poll refreshes it); one that has
+not asked for ``stale`` seconds (its execution was cancelled, or its worker died) is dropped, so
+a line never blocks on a ghost.
+
+Keys (``jobico:lock:`` prefix, all expire): ``...:<tenant>:<name>`` the holder,
+``...q:<tenant>:<name>`` the wait line, ``...s:<tenant>:<name>`` when each waiter last asked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+PREFIX = "jobico:lock"
+
+# KEYS: holder, line, seen for each lock, then the id's "gone" mark; ARGV: execution id, lease
+# ms, stale ms. Returns {1} when every lock was taken; {2} when the execution was cancelled while
+# it waited (``forget``); else {0, index of the first blocking lock (1-based), blocker id, is the
+# blocker a waiter ahead (1) or the holder (0), place in the longest line}.
+_ACQUIRE = """
+local id, lease, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = (#KEYS - 1) / 3
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  for i = 1, n do
+    redis.call('ZREM', KEYS[3 * i - 1], id)
+    redis.call('ZREM', KEYS[3 * i], id)
+  end
+  return {2}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local blocked, blocker, ahead = 0, '', 0
+for i = 1, n do
+  local holder, line, seen = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  for _, ghost in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - stale)) do
+    redis.call('ZREM', line, ghost)
+    redis.call('ZREM', seen, ghost)
+  end
+  if blocked == 0 then
+    local h = redis.call('GET', holder)
+    if h then
+      blocked, blocker = i, h
+    else
+      local head = redis.call('ZRANGE', line, 0, 0)
+      if head[1] and head[1] < id then
+        blocked, blocker, ahead = i, head[1], 1
+      end
+    end
+  end
+end
+if blocked == 0 then
+  for i = 1, n do
+    redis.call('SET', KEYS[3 * i - 2], id, 'PX', lease)
+    redis.call('ZREM', KEYS[3 * i - 1], id)
+    redis.call('ZREM', KEYS[3 * i], id)
+  end
+  return {1}
+end
+local place = 0
+for i = 1, n do
+  redis.call('ZADD', KEYS[3 * i - 1], 0, id)
+  redis.call('ZADD', KEYS[3 * i], now, id)
+  redis.call('PEXPIRE', KEYS[3 * i - 1], stale * 2)
+  redis.call('PEXPIRE', KEYS[3 * i], stale * 2)
+  local rank = redis.call('ZRANK', KEYS[3 * i - 1], id)
+  if rank > place then place = rank end
+end
+return {0, blocked, blocker, ahead, place}
+"""
+
+# KEYS: holders; ARGV: execution id, lease ms. Extends each lease still held by the id, takes
+# back one that ran out while nobody took it, and returns how many are held by someone else.
+_RENEW = """
+local lost = 0
+for i = 1, #KEYS do
+  local h = redis.call('GET', KEYS[i])
+  if h == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  elseif not h then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  else
+    lost = lost + 1
+  end
+end
+return lost
+"""
+
+# KEYS: holders; ARGV: execution id. Deletes only what the id holds.
+_RELEASE = """
+local freed = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    freed = freed + 1
+  end
+end
+return freed
+"""
+
+# KEYS: lines and seen sets, then the id's "gone" mark; ARGV: execution id, mark's life in ms.
+_FORGET = """
+for i = 1, #KEYS - 1 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[2])
+return 1
+"""
+
+
+def holder_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:{tenant}:{name}"
+
+
+def _line_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}q:{tenant}:{name}"
+
+
+def _seen_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}s:{tenant}:{name}"
+
+
+def _gone_key(execution_id: str) -> str:
+    return f"{PREFIX}:gone:{execution_id}"
+
+
+class Gone(Exception):
+    """The execution was cancelled while it waited for its locks: its task ends here."""
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why an execution cannot have its locks yet."""
+    lock: str
+    by: str            # the execution holding it, or the earlier waiter ahead of this one
+    ahead: bool        # True: ``by`` waits too (it was there first); False: ``by`` holds the lock
+    place: int         # this execution's place in its longest wait line (0: next)
+
+    def describe(self) -> str:
+        """The ``waiting_for`` text of a queued execution."""
+        return f"{self.lock} ({'behind' if self.ahead else 'held by'} {self.by})"
+
+
+class Locks:
+    """The named-lock leases of one Redis."""
+
+    def __init__(self, redis, lease_s: float, stale_s: float | None = None):
+        self.redis = redis
+        self.lease_ms = max(1, int(lease_s * 1000))
+        # a waiter re-asks at least every few seconds; a lease's length is ample slack on top
+        self.stale_ms = int((stale_s if stale_s is not None else max(10.0, 2 * lease_s)) * 1000)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._forget = redis.register_script(_FORGET)
+
+    def acquire(self, tenant: str, names: Sequence[str], execution_id: str) -> Blocked | None:
+        """Take every lock in ``names`` for ``execution_id``, or none; None when taken. Raises
+        ``Gone`` when the execution was cancelled while it waited (``forget``)."""
+        names = sorted(names)
+        keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n), _seen_key(tenant, n))]
+        res = self._acquire(keys=keys + [_gone_key(execution_id)],
+                            args=[execution_id, self.lease_ms, self.stale_ms])
+        if int(res[0]) == 1:
+            return None
+        if int(res[0]) == 2:
+            raise Gone(execution_id)
+        by = res[2].decode() if isinstance(res[2], bytes) else str(res[2])
+        return Blocked(names[int(res[1]) - 1], by, bool(int(res[3])), int(res[4]))
+
+    def renew(self, tenant: str, names: Sequence[str], execution_id: str) -> int:
+        """Extend the leases; returns how many of the locks someone else holds now (0: all kept)."""
+        return int(self._renew(keys=[holder_key(tenant, n) for n in names], args=[execution_id, self.lease_ms]))
+
+    def release(self, tenant: str, names: Sequence[str], execution_id: str) -> int:
+        """Free what ``execution_id`` holds of ``names``; returns how many were freed."""
+        return int(self._release(keys=[holder_key(tenant, n) for n in names], args=[execution_id]))
+
+    def forget(self, tenant: str, names: Sequence[str], execution_id: str) -> None:
+        """Take a waiter out of its lines for good (it was cancelled): its next attempt raises
+        ``Gone`` instead of joining them again."""
+        keys = [k for n in names for k in (_line_key(tenant, n), _seen_key(tenant, n))]
+        self._forget(keys=keys + [_gone_key(execution_id)], args=[execution_id, self.stale_ms * 2])
+
+    def holder(self, tenant: str, name: str) -> str | None:
+        h = self.redis.get(holder_key(tenant, name))
+        return h.decode() if isinstance(h, bytes) else h
+
+    def waiting(self, tenant: str, name: str) -> list[str]:
+        return [w.decode() if isinstance(w, bytes) else w for w in self.redis.zrange(_line_key(tenant, name), 0, -1)]

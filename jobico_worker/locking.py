@@ -1,0 +1,152 @@
+"""An execution's named locks on the worker: taken before the claim, waited for without holding
+a pool slot, kept while the guest runs, let go on any outcome (``jobico_core.locks`` has the
+Redis side).
+
+* ``take`` tries every lock of the execution at once. When one is held (or an earlier execution
+  waits for it), the row stays ``queued`` with ``waiting_for`` saying which lock and who has it,
+  and the task is published again with a countdown: 50 ms for the next in line, backing off
+  for those further back, up to ``JOBICO_LOCK_POLL_SECONDS``. Nothing is failed, no pool slot
+  is held meanwhile, and the lines keep the executions' order.
+* While the execution runs, a per-process ``LeaseKeeper`` thread renews its leases every third
+  of ``JOBICO_LOCK_LEASE_SECONDS``. If a lease is lost anyway (Redis unreachable for a whole
+  lease, or someone else took it), the execution is stopped (``on_lost``): two holders of one
+  lock never run side by side for longer than the renewal period.
+* ``let_go`` releases the locks after the outcome is recorded (or the execution was put back
+  for a retry); a worker killed mid-run leaves them to expire within the lease.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, Sequence
+
+from sqlalchemy import bindparam, select, update
+
+from jobico_core.broker import TaskMessage, publish
+from jobico_core.db import TERMINAL_STATUSES, Execution
+from jobico_core.locks import Blocked, Gone
+from jobico_core.services.context import Context
+
+log = logging.getLogger("jobico.worker")
+
+FIRST_POLL_S = 0.05   # the next in line asks this often
+
+_EX = Execution.__table__
+_NOTE_WAITING = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status == "queued")
+                 .values(waiting_for=bindparam("b_waiting")).returning(_EX.c.id))
+_STATUS = select(_EX.c.status).where(_EX.c.id == bindparam("b_id"))
+
+
+def poll_delay(blocked: Blocked, longest: float) -> float:
+    """How long before asking again: the next in line soon, those behind it less often."""
+    return min(longest, FIRST_POLL_S * (1 + blocked.place))
+
+
+class LeaseKeeper:
+    """Renews the leases of the executions this process runs (one thread per process)."""
+
+    def __init__(self, ctx: Context, on_lost: Callable[[str, str], object]):
+        self.ctx = ctx
+        self.on_lost = on_lost
+        self.period = ctx.settings.lock_lease_s / 3
+        self._held: dict[str, tuple[str, tuple[str, ...], float]] = {}  # id -> (tenant, names, last renewal)
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="jobico-lease-keeper", daemon=True)
+        self._thread.start()
+
+    def hold(self, tenant: str, names: Sequence[str], execution_id: str) -> None:
+        with self._mutex:
+            self._held[execution_id] = (tenant, tuple(names), time.monotonic())
+
+    def drop(self, execution_id: str) -> None:
+        with self._mutex:
+            self._held.pop(execution_id, None)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.period)
+            with self._mutex:
+                held = list(self._held.items())
+            for execution_id, (tenant, names, last) in held:
+                self._renew(execution_id, tenant, names, last)
+
+    def _renew(self, execution_id: str, tenant: str, names: tuple[str, ...], last: float) -> None:
+        try:
+            lost = self.ctx.locks.renew(tenant, names, execution_id)
+        except Exception as exc:  # Redis unreachable: the lease still runs until it expires
+            if time.monotonic() - last < self.ctx.settings.lock_lease_s:
+                log.warning("execution %s: could not renew its lock leases (%s); trying again", execution_id, exc)
+                return
+            lost, reason = len(names), f"its lock leases could not be renewed for {self.ctx.settings.lock_lease_s:g} s"
+        else:
+            reason = "another execution took one of its locks (its lease ran out)"
+        if lost:
+            log.error("execution %s stopped: %s", execution_id, reason, extra={"execution_id": execution_id})
+            self.drop(execution_id)
+            self.on_lost(execution_id, f"stopped: {reason}")
+            return
+        with self._mutex:
+            if execution_id in self._held:
+                self._held[execution_id] = (tenant, names, time.monotonic())
+
+
+_keepers: dict[int, LeaseKeeper] = {}
+_keepers_lock = threading.Lock()
+
+
+def keeper(ctx: Context, on_lost: Callable[[str, str], object]) -> LeaseKeeper:
+    """This process's lease keeper (threads do not survive a fork: one per pid)."""
+    with _keepers_lock:
+        k = _keepers.get(os.getpid())
+        if k is None or k.ctx is not ctx:
+            k = _keepers[os.getpid()] = LeaseKeeper(ctx, on_lost)
+        return k
+
+
+def take(ctx: Context, message: TaskMessage, waiting: str | None) -> bool:
+    """Take the execution's locks (True: run it, then ``let_go``), or leave it waiting (False:
+    its task was published again, or it was cancelled meanwhile and its task ends)."""
+    try:
+        blocked = ctx.locks.acquire(message.tenant, message.locks, message.execution_id)
+    except Gone:
+        log.info("execution %s was cancelled while it waited for its locks", message.execution_id,
+                 extra={"execution_id": message.execution_id})
+        return False
+    if blocked is None:
+        return True
+    text = blocked.describe()
+    if text != waiting and not _note_waiting(ctx, message, text):
+        return False
+    delay = poll_delay(blocked, ctx.settings.lock_poll_s)
+    publish(ctx.celery, [TaskMessage(message.execution_id, message.payload, message.tenant, message.package,
+                                     message.event, message.queue, message.locks, text)], countdown=delay)
+    return False
+
+
+def _note_waiting(ctx: Context, message: TaskMessage, text: str) -> bool:
+    """Show on the queued row what it waits for; False when the row is gone or final (the
+    task ends; a running row is a redelivery or a duplicate of a live task: it keeps waiting)."""
+    with ctx.db.session() as s:
+        if s.execute(_NOTE_WAITING, {"b_id": message.execution_id, "b_waiting": text}).first() is not None:
+            return True
+        status = s.execute(_STATUS, {"b_id": message.execution_id}).scalar()
+    if status is None or status in TERMINAL_STATUSES:
+        ctx.locks.forget(message.tenant, message.locks, message.execution_id)
+        log.info("execution %s %s: its task ends while waiting for its locks", message.execution_id,
+                 "has no record" if status is None else f"is already {status}",
+                 extra={"execution_id": message.execution_id})
+        return False
+    return True
+
+
+def let_go(ctx: Context, tenant: str, names: Sequence[str], execution_id: str, keep: LeaseKeeper) -> None:
+    """Stop renewing and release the locks (a failure only leaves them to run out)."""
+    keep.drop(execution_id)
+    try:
+        ctx.locks.release(tenant, names, execution_id)
+    except Exception as exc:
+        log.warning("execution %s: could not release its locks (%s); they free themselves within %g s",
+                    execution_id, exc, ctx.settings.lock_lease_s, extra={"execution_id": execution_id})

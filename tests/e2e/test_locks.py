@@ -1,0 +1,115 @@
+"""Named locks on the real platform: a held lock holds back the next execution (which waits
+``queued`` with ``waiting_for``, in order), a SIGKILLed worker's locks free within the lease, and
+two events taking two locks in different orders never deadlock nor overlap."""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+
+from .conftest import example
+
+LOCKED_YAML = """
+id: deployer
+queues: [{id: q}]
+jobs:
+  - event: {id: deploy_api, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            locks: [env-prod], limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
+  - event: {id: deploy_web, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            locks: [env-prod], limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
+  - event: {id: free, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
+runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
+"""
+
+TWO_LOCKS_YAML = """
+id: crossing
+queues: [{id: q}]
+jobs:
+  - event: {id: ab, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            locks: [a, b], limits: {timeout_ms: 150, fuel: 10000000000}}
+  - event: {id: ba, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            locks: [b, a], limits: {timeout_ms: 150, fuel: 10000000000}}
+  - event: {id: only_b, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            locks: [b], limits: {timeout_ms: 150, fuel: 10000000000}}
+runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
+"""
+
+
+def _setup(p, tenant: str, yaml_text: str) -> str:
+    key = p.tenant(tenant)
+    p.upload(key, example("jobicolets/sleeper.wasm"))
+    p.upload(key, example("schemas/any.json"))
+    p.deploy(key, yaml_text)
+    return key
+
+
+def _t(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _post(p, key, tenant, event, n=1) -> list[str]:
+    r = p.post(key, tenant, event, [{"n": i} for i in range(n)])
+    assert r.status_code == 200, r.text
+    return r.json()["executions"]
+
+
+def _no_overlap(runs: list[dict]) -> None:
+    spans = sorted((_t(e["started_at"]), _t(e["finished_at"]), e["id"]) for e in runs)
+    for (s1, f1, a), (s2, f2, b) in zip(spans, spans[1:]):
+        assert s2 >= f1, f"{b} started at {s2} while {a} ran until {f1}"
+
+
+def test_a_held_lock_holds_back_the_next_in_order(platform):
+    p = platform
+    key = _setup(p, "locks1", LOCKED_YAML % {"ms": 1500})
+    p.start_worker(concurrency=3)
+    first = _post(p, key, "locks1", "deploy_api")[0]
+    p.wait(key, first, until=lambda e: e["status"] == "running")
+    second = _post(p, key, "locks1", "deploy_web")[0]
+    free = _post(p, key, "locks1", "free")[0]          # shares no lock: runs beside the first
+    waiting = p.wait(key, second, timeout=10, until=lambda e: e["waiting_for"] is not None)
+    assert waiting["status"] == "queued" and waiting["locks"] == ["env-prod"]
+    assert waiting["waiting_for"] == f"env-prod (held by {first})"
+    assert p.wait(key, free, timeout=10, until=lambda e: e["status"] == "running")["started_at"]
+    # three more behind it, posted one by one: they run one at a time, in the order they came
+    later = [_post(p, key, "locks1", ev)[0] for ev in ("deploy_api", "deploy_web", "deploy_api")]
+    runs = [p.wait(key, i, timeout=60) for i in [first, second, *later]]
+    assert all(e["status"] == "timed_out" and e["waiting_for"] is None for e in runs), runs
+    _no_overlap(runs)
+    assert [e["id"] for e in sorted(runs, key=lambda e: e["started_at"])] == [first, second, *later]
+    assert _t(runs[1]["started_at"]) - _t(runs[0]["finished_at"]) < dt.timedelta(seconds=2)  # handed on soon
+    r = p.call(key, "GET", f"/api/v1/executions/{first}")
+    assert r.json()["locks"] == ["env-prod"]
+
+
+def test_a_killed_workers_lock_frees_within_the_lease(platform):
+    p = platform
+    key = _setup(p, "locks2", LOCKED_YAML % {"ms": 5000})
+    lease = {"JOBICO_LOCK_LEASE_SECONDS": "3"}
+    w1 = p.start_worker("w1", concurrency=1, extra_env=lease)
+    stuck = _post(p, key, "locks2", "deploy_api")[0]
+    p.wait(key, stuck, until=lambda e: e["status"] == "running")
+    time.sleep(1.5)  # a renewal or two happened: the lease would go on without the kill
+    w1.stop(signal.SIGKILL)
+    killed_at = dt.datetime.now(dt.timezone.utc)
+    p.start_worker("w2", concurrency=1, extra_env=lease)
+    p.deploy(key, (LOCKED_YAML % {"ms": 200}), redeploy_id="deployer")  # the next one is short
+    nxt = _post(p, key, "locks2", "deploy_web")[0]
+    done = p.wait(key, nxt, timeout=30)
+    assert done["status"] == "timed_out"
+    waited = _t(done["started_at"]) - killed_at
+    assert waited < dt.timedelta(seconds=3 + 5), f"the lock freed {waited} after the kill (lease 3 s)"
+
+
+def test_two_locks_in_different_orders_never_deadlock_nor_overlap(platform):
+    p = platform
+    key = _setup(p, "locks3", TWO_LOCKS_YAML)
+    p.start_worker(concurrency=3)
+    ids = []
+    for _ in range(4):
+        for ev in ("ab", "ba", "only_b"):
+            ids += _post(p, key, "locks3", ev)
+    runs = [p.wait(key, i, timeout=90) for i in ids]
+    assert all(e["status"] == "timed_out" for e in runs), [e["status"] for e in runs]
+    _no_overlap(runs)  # every one of them holds "b"

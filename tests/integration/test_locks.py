@@ -1,0 +1,149 @@
+"""Named locks' leases (jobico_core.locks) on a real Redis: all or nothing, in arrival order,
+leases that run out, waiters that vanish."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis as redis_lib
+
+from jobico_core.ids import uuid7
+from jobico_core.locks import Gone, Locks
+
+
+@pytest.fixture
+def locks(redis_url):
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushdb()
+    return Locks(client, lease_s=2.0, stale_s=1.0)
+
+
+def test_one_holder_at_a_time_and_release_frees(locks):
+    a, b = uuid7(), uuid7()
+    assert locks.acquire("t", ["deploy"], a) is None
+    blocked = locks.acquire("t", ["deploy"], b)
+    assert (blocked.lock, blocked.by, blocked.ahead, blocked.place) == ("deploy", a, False, 0)
+    assert blocked.describe() == f"deploy (held by {a})"
+    assert locks.release("t", ["deploy"], b) == 0      # b holds nothing: nothing freed
+    assert locks.holder("t", "deploy") == a
+    assert locks.release("t", ["deploy"], a) == 1
+    assert locks.acquire("t", ["deploy"], b) is None
+    assert locks.waiting("t", "deploy") == []            # b left the line when it got the lock
+
+
+def test_tenants_and_names_are_separate(locks):
+    a, b, c = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t1", ["x"], a) is None
+    assert locks.acquire("t2", ["x"], b) is None         # another tenant's lock of the same name
+    assert locks.acquire("t1", ["y"], c) is None         # another name
+
+
+def test_all_or_nothing(locks):
+    a, b, c = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t", ["b"], a) is None
+    blocked = locks.acquire("t", ["a", "b"], b)
+    assert blocked.lock == "b" and blocked.by == a
+    assert locks.holder("t", "a") is None                # b took nothing while it waits for "b"
+    # "a" is free, but b waits in its line: a later c does not overtake b there
+    blocked_c = locks.acquire("t", ["a"], c)
+    assert (blocked_c.lock, blocked_c.by, blocked_c.ahead) == ("a", b, True)
+    assert blocked_c.describe() == f"a (behind {b})"
+    locks.release("t", ["b"], a)
+    assert locks.acquire("t", ["a", "b"], b) is None
+    assert locks.holder("t", "a") == b and locks.holder("t", "b") == b
+
+
+def test_waiters_get_the_lock_in_creation_order(locks):
+    holder, *waiters = [uuid7() for _ in range(4)]
+    assert locks.acquire("t", ["l"], holder) is None
+    for w in reversed(waiters):                           # they ask in the reverse order...
+        assert locks.acquire("t", ["l"], w) is not None
+    assert locks.waiting("t", "l") == waiters             # ...and line up by creation (UUIDv7)
+    places = [locks.acquire("t", ["l"], w).place for w in waiters]
+    assert places == [0, 1, 2]
+    locks.release("t", ["l"], holder)
+    assert locks.acquire("t", ["l"], waiters[2]) is not None   # not its turn
+    assert locks.acquire("t", ["l"], waiters[1]) is not None
+    assert locks.acquire("t", ["l"], waiters[0]) is None       # the first in line gets it
+    assert locks.waiting("t", "l") == waiters[1:]
+
+
+def test_a_newcomer_earlier_than_the_line_goes_first(locks):
+    # an execution created before everyone waiting (a retry, a rescued task) is not sent back
+    early = uuid7()
+    holder, late = uuid7(), uuid7()
+    assert locks.acquire("t", ["l"], holder) is None
+    assert locks.acquire("t", ["l"], late) is not None
+    locks.release("t", ["l"], holder)
+    assert locks.acquire("t", ["l"], early) is None
+
+
+def test_lease_runs_out_unless_renewed(locks):
+    a, b = uuid7(), uuid7()
+    assert locks.acquire("t", ["l", "m"], a) is None
+    time.sleep(1.2)
+    assert locks.renew("t", ["l", "m"], a) == 0          # renewed: good for another 2 s
+    time.sleep(1.2)
+    assert locks.acquire("t", ["l"], b) is not None      # 2.4 s after taking it, still held
+    locks.forget("t", ["l"], b)
+    time.sleep(2.3)                                        # no renewal: the lease ran out
+    assert locks.holder("t", "l") is None
+    c = uuid7()
+    assert locks.acquire("t", ["l"], c) is None
+    assert locks.renew("t", ["l", "m"], a) == 1          # "l" is c's now; "m" taken back by a
+
+
+def test_stale_waiters_are_dropped_and_forgotten_ones_are_gone(locks):
+    holder, ghost, live = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t", ["l"], holder) is None
+    assert locks.acquire("t", ["l"], ghost) is not None   # then never asks again (its worker died)
+    assert locks.acquire("t", ["l"], live) is not None
+    locks.release("t", ["l"], holder)
+    assert locks.acquire("t", ["l"], live).by == ghost
+    time.sleep(1.2)                                        # stale after 1 s without asking
+    assert locks.acquire("t", ["l"], live) is None
+    locks.release("t", ["l"], live)
+    # a waiter cancelled while it waits: out of the line, and its next attempt says so
+    assert locks.acquire("t", ["l"], holder) is None
+    cancelled = uuid7()
+    assert locks.acquire("t", ["l"], cancelled) is not None
+    locks.forget("t", ["l"], cancelled)
+    assert locks.waiting("t", "l") == []
+    with pytest.raises(Gone):
+        locks.acquire("t", ["l"], cancelled)
+
+
+def test_no_deadlock_and_never_two_holders_under_contention(locks):
+    """Threads take {a, b} and {b, a} (and single locks) over and over: nobody deadlocks and a
+    lock never has two holders at once."""
+    inside: dict[str, int] = {"a": 0, "b": 0}
+    overlaps, done = [], []
+    mutex = threading.Lock()
+
+    def worker(names: list[str], rounds: int):
+        for _ in range(rounds):
+            me = uuid7()
+            deadline = time.monotonic() + 20
+            while locks.acquire("t", names, me) is not None:
+                assert time.monotonic() < deadline, "starved: a deadlock?"
+                time.sleep(0.001)
+            with mutex:
+                for n in names:
+                    inside[n] += 1
+                    if inside[n] > 1:
+                        overlaps.append(n)
+            time.sleep(0.002)
+            with mutex:
+                for n in names:
+                    inside[n] -= 1
+            locks.release("t", names, me)
+        done.append(names)
+
+    threads = [threading.Thread(target=worker, args=(names, 25))
+               for names in (["a", "b"], ["b", "a"], ["a"], ["b"], ["a", "b"], ["b", "a"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(done) == len(threads) and not overlaps
