@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DEMO_TENANT = "demo"
 BEAT_SCHEDULER = "jobico_worker.beat:JobicoScheduler"
-DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "schemas/hello.json", "schemas/result.json")
+DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "jobicolets/nap.wasm", "schemas/hello.json",
+              "schemas/result.json", "schemas/any.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -164,6 +164,7 @@ def _field_rows(rec: dict[str, Any]) -> Table:
         ("package", f"{sanitize(rec.get('package'))} (version {sanitize(rec.get('version'))})"),
         ("event", rec.get("event")), ("tenant", rec.get("tenant")),
         ("code", rec.get("code")), ("limit", rec.get("limit")), ("message", rec.get("message")),
+        ("locks", ", ".join(rec["locks"]) if rec.get("locks") else None), ("waiting for", rec.get("waiting_for")),
         ("attempts", rec.get("attempts")), ("submitter", rec.get("submitter")),
         ("trigger", rec.get("trigger")), ("scheduled", rec.get("scheduled_at")), ("worker", rec.get("worker")),
         ("created", rec.get("created_at")), ("started", rec.get("started_at")),

@@ -17,8 +17,6 @@ jobs:
             locks: [env-prod], limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
   - event: {id: deploy_web, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
             locks: [env-prod], limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
-  - event: {id: free, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
-            limits: {timeout_ms: %(ms)d, fuel: 10000000000}}
 runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
 """
 
@@ -61,26 +59,31 @@ def _no_overlap(runs: list[dict]) -> None:
 
 
 def test_a_held_lock_holds_back_the_next_in_order(platform):
+    """The README's example package (examples/packages/locks.yaml, nap.wasm)."""
     p = platform
-    key = _setup(p, "locks1", LOCKED_YAML % {"ms": 1500})
+    key = p.tenant("locks1")
+    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, example("packages/locks.yaml").read_text())
     p.start_worker(concurrency=3)
-    first = _post(p, key, "locks1", "deploy_api")[0]
+    first = p.post(key, "locks1", "deploy_api", [{"seconds": 2}]).json()["executions"][0]
     p.wait(key, first, until=lambda e: e["status"] == "running")
-    second = _post(p, key, "locks1", "deploy_web")[0]
-    free = _post(p, key, "locks1", "free")[0]          # shares no lock: runs beside the first
+    second = p.post(key, "locks1", "deploy_web", [{"seconds": 1}]).json()["executions"][0]
+    staging = p.post(key, "locks1", "deploy_staging", [{"seconds": 1}]).json()["executions"][0]  # another lock
     waiting = p.wait(key, second, timeout=10, until=lambda e: e["waiting_for"] is not None)
-    assert waiting["status"] == "queued" and waiting["locks"] == ["env-prod"]
-    assert waiting["waiting_for"] == f"env-prod (held by {first})"
-    assert p.wait(key, free, timeout=10, until=lambda e: e["status"] == "running")["started_at"]
+    assert waiting["status"] == "queued" and waiting["locks"] == ["production"]
+    assert waiting["waiting_for"] == f"production (held by {first})"
+    assert p.wait(key, staging, timeout=10, until=lambda e: e["status"] == "running")["started_at"]
     # three more behind it, posted one by one: they run one at a time, in the order they came
-    later = [_post(p, key, "locks1", ev)[0] for ev in ("deploy_api", "deploy_web", "deploy_api")]
+    later = [p.post(key, "locks1", ev, [{"seconds": 1}]).json()["executions"][0]
+             for ev in ("deploy_api", "deploy_web", "deploy_api")]
     runs = [p.wait(key, i, timeout=60) for i in [first, second, *later]]
-    assert all(e["status"] == "timed_out" and e["waiting_for"] is None for e in runs), runs
+    assert all(e["status"] == "succeeded" and e["waiting_for"] is None for e in runs), runs
+    assert runs[0]["result"] == "slept 2 s" and runs[1]["result"] == "slept 1 s"
     _no_overlap(runs)
     assert [e["id"] for e in sorted(runs, key=lambda e: e["started_at"])] == [first, second, *later]
     assert _t(runs[1]["started_at"]) - _t(runs[0]["finished_at"]) < dt.timedelta(seconds=2)  # handed on soon
-    r = p.call(key, "GET", f"/api/v1/executions/{first}")
-    assert r.json()["locks"] == ["env-prod"]
+    assert p.wait(key, staging)["status"] == "succeeded"
 
 
 def test_a_killed_workers_lock_frees_within_the_lease(platform):
