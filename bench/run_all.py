@@ -28,6 +28,7 @@ FULL = {
     "execute": ["bench_execute.py", "--events", "2000", "--repeats", "3"],
     "latency": ["bench_latency.py", "--rate", "50", "--seconds", "30"],
     "scaling": ["bench_scaling.py", "--seconds", "5", "--repeats", "1", "--events", "300"],
+    "locks": ["bench_locks.py", "--events", "300", "--repeats", "2"],
 }
 QUICK = {
     "runtime": ["bench_runtime.py", "--events", "500"],
@@ -38,6 +39,7 @@ QUICK = {
     "latency": ["bench_latency.py", "--rate", "20", "--seconds", "5"],
     "scaling": ["bench_scaling.py", "--seconds", "2", "--repeats", "1", "--events", "100",
                 "--only", "payload,tenants"],
+    "locks": ["bench_locks.py", "--events", "50", "--repeats", "1"],
 }
 
 

@@ -51,6 +51,7 @@ class TaskMessage:
     queue: str             # jobico.<tenant>.<package>.<queue>
     locks: tuple[str, ...] = ()  # the event's named locks: the worker takes them before the claim
     waiting: str | None = None   # the row's waiting_for as last written (a lock wait's re-publish)
+    token: str | None = None     # a lock waiter's task token (jobico_core.locks: parked and woken)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
                         kwargs["locks"] = list(m.locks)
                     if m.waiting:
                         kwargs["waiting"] = m.waiting
+                    if m.token:
+                        kwargs["token"] = m.token
                     req = app.amqp.as_task_v2(
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,

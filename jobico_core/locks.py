@@ -17,29 +17,46 @@ lock frees. A waiter stays in line while it keeps asking (every poll refreshes i
 not asked for ``stale`` seconds (its execution was cancelled, or its worker died) is dropped, so
 a line never blocks on a ghost.
 
-Keys (``jobico:lock:`` prefix, all expire): ``...:<tenant>:<name>`` the holder,
-``...q:<tenant>:<name>`` the wait line, ``...s:<tenant>:<name>`` when each waiter last asked.
+Hand-off: a waiter *parks* its task (the message to publish again, under a fresh token) and asks
+again only after a long safety delay. Releasing a lock wakes the first parked waiter in its line:
+it swaps that waiter's token and returns its message, which the releasing worker publishes at
+once. The waiter's pending safety poll then carries a stale token and ends when it fires, so an
+execution never has two live tasks.
+
+Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
+``q:<tenant>:<name>`` the wait line, ``s:<tenant>:<name>`` when each waiter last asked,
+``:park:<id>`` a waiter's parked message and token, ``:gone:<id>`` a cancelled waiter.
+(The release script reads the parked keys of the waiters it finds: one Redis, not a cluster.)
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
 PREFIX = "jobico:lock"
 
-# KEYS: holder, line, seen for each lock, then the id's "gone" mark; ARGV: execution id, lease
-# ms, stale ms. Returns {1} when every lock was taken; {2} when the execution was cancelled while
-# it waited (``forget``); else {0, index of the first blocking lock (1-based), blocker id, is the
-# blocker a waiter ahead (1) or the holder (0), place in the longest line}.
+# KEYS: holder, line, seen for each lock, then the id's "gone" mark and its parking key.
+# ARGV: execution id, lease ms, stale ms, the asking task's token ('' for a first delivery), the
+# token and message to park under if it must wait.
+# Returns {1} when every lock was taken; {2} when the execution was cancelled while it waited
+# (``forget``); {3} when the asking task's token is stale (a newer task carries the execution);
+# else {0, index of the first blocking lock (1-based), blocker id, is the blocker a waiter ahead
+# (1) or the holder (0), place in the longest line}.
 _ACQUIRE = """
 local id, lease, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = (#KEYS - 1) / 3
-if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+local gone, park = KEYS[#KEYS - 1], KEYS[#KEYS]
+local n = (#KEYS - 2) / 3
+if redis.call('EXISTS', gone) == 1 then
   for i = 1, n do
     redis.call('ZREM', KEYS[3 * i - 1], id)
     redis.call('ZREM', KEYS[3 * i], id)
   end
+  redis.call('DEL', park)
   return {2}
+end
+if ARGV[4] ~= '' and redis.call('HGET', park, 'token') ~= ARGV[4] then
+  return {3}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -68,8 +85,11 @@ if blocked == 0 then
     redis.call('ZREM', KEYS[3 * i - 1], id)
     redis.call('ZREM', KEYS[3 * i], id)
   end
+  redis.call('DEL', park)
   return {1}
 end
+redis.call('HSET', park, 'token', ARGV[5], 'message', ARGV[6])
+redis.call('PEXPIRE', park, stale * 2)
 local place = 0
 for i = 1, n do
   redis.call('ZADD', KEYS[3 * i - 1], 0, id)
@@ -99,21 +119,44 @@ end
 return lost
 """
 
-# KEYS: holders; ARGV: execution id. Deletes only what the id holds.
+# KEYS: holder and line of each lock; ARGV: execution id, park key prefix, a token prefix.
+# Deletes only what the id holds; for each lock freed, wakes the first waiter in its line that
+# has a parked task (a fresh token), skipping and dropping those that have none (ghosts).
+# Returns {freed, id, token, message, id, token, message, ...} for the caller to publish.
 _RELEASE = """
-local freed = 0
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('DEL', KEYS[i])
+local freed, out, woken = 0, {}, {}
+for i = 1, #KEYS / 2 do
+  local holder, line = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('GET', holder) == ARGV[1] then
+    redis.call('DEL', holder)
     freed = freed + 1
+    for _, w in ipairs(redis.call('ZRANGE', line, 0, 9)) do
+      local park = ARGV[2] .. w
+      local message = redis.call('HGET', park, 'message')
+      if message then
+        if not woken[w] then
+          woken[w] = true
+          local token = ARGV[3] .. w
+          redis.call('HSET', park, 'token', token)
+          table.insert(out, w)
+          table.insert(out, token)
+          table.insert(out, message)
+        end
+        break
+      end
+      redis.call('ZREM', line, w)
+    end
   end
 end
-return freed
+table.insert(out, 1, freed)
+return out
 """
 
-# KEYS: lines and seen sets, then the id's "gone" mark; ARGV: execution id, mark's life in ms.
+# KEYS: lines and seen sets, then the id's parking key and "gone" mark; ARGV: execution id, the
+# mark's life in ms.
 _FORGET = """
-for i = 1, #KEYS - 1 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for i = 1, #KEYS - 2 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('DEL', KEYS[#KEYS - 1])
 redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[2])
 return 1
 """
@@ -133,6 +176,21 @@ def _seen_key(tenant: str, name: str) -> str:
 
 def _gone_key(execution_id: str) -> str:
     return f"{PREFIX}:gone:{execution_id}"
+
+
+_PARK = f"{PREFIX}:park:"
+
+
+class Stale(Exception):
+    """The asking task's token is stale: a newer task carries this execution (it was woken)."""
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A parked waiter woken by a release: publish ``message`` (with ``token``) now."""
+    execution_id: str
+    token: str
+    message: str
 
 
 class Gone(Exception):
@@ -155,27 +213,36 @@ class Blocked:
 class Locks:
     """The named-lock leases of one Redis."""
 
-    def __init__(self, redis, lease_s: float, stale_s: float | None = None):
+    def __init__(self, redis, lease_s: float, stale_s: float | None = None, poll_s: float = 1.0):
         self.redis = redis
         self.lease_ms = max(1, int(lease_s * 1000))
-        # a waiter re-asks at least every few seconds; a lease's length is ample slack on top
-        self.stale_ms = int((stale_s if stale_s is not None else max(10.0, 2 * lease_s)) * 1000)
+        # a parked waiter re-asks every poll_s (its safety poll): a waiter is a ghost after
+        # missing several of them, and never sooner than a lease or two
+        self.stale_ms = int((stale_s if stale_s is not None else max(10.0, 2 * lease_s, 5 * poll_s)) * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._forget = redis.register_script(_FORGET)
 
-    def acquire(self, tenant: str, names: Sequence[str], execution_id: str) -> Blocked | None:
-        """Take every lock in ``names`` for ``execution_id``, or none; None when taken. Raises
-        ``Gone`` when the execution was cancelled while it waited (``forget``)."""
+    def acquire(self, tenant: str, names: Sequence[str], execution_id: str, token: str | None = None,
+                park: tuple[str, str] = ("", "")) -> Blocked | None:
+        """Take every lock in ``names`` for ``execution_id``, or none; None when taken.
+
+        ``token``: the asking task's token (None for a first delivery); ``park``: (token,
+        message) to park under when it must wait, for a release to wake it. Raises ``Gone``
+        when the execution was cancelled while it waited (``forget``), ``Stale`` when ``token``
+        is not the execution's current one (a newer task carries it).
+        """
         names = sorted(names)
         keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n), _seen_key(tenant, n))]
-        res = self._acquire(keys=keys + [_gone_key(execution_id)],
-                            args=[execution_id, self.lease_ms, self.stale_ms])
+        res = self._acquire(keys=keys + [_gone_key(execution_id), _PARK + execution_id],
+                            args=[execution_id, self.lease_ms, self.stale_ms, token or "", park[0], park[1]])
         if int(res[0]) == 1:
             return None
         if int(res[0]) == 2:
             raise Gone(execution_id)
+        if int(res[0]) == 3:
+            raise Stale(execution_id)
         by = res[2].decode() if isinstance(res[2], bytes) else str(res[2])
         return Blocked(names[int(res[1]) - 1], by, bool(int(res[3])), int(res[4]))
 
@@ -183,15 +250,20 @@ class Locks:
         """Extend the leases; returns how many of the locks someone else holds now (0: all kept)."""
         return int(self._renew(keys=[holder_key(tenant, n) for n in names], args=[execution_id, self.lease_ms]))
 
-    def release(self, tenant: str, names: Sequence[str], execution_id: str) -> int:
-        """Free what ``execution_id`` holds of ``names``; returns how many were freed."""
-        return int(self._release(keys=[holder_key(tenant, n) for n in names], args=[execution_id]))
+    def release(self, tenant: str, names: Sequence[str], execution_id: str) -> list[Wake]:
+        """Free what ``execution_id`` holds of ``names``; returns the waiters to wake (their
+        tasks to publish now), at most one per freed lock."""
+        keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n))]
+        res = self._release(keys=keys, args=[execution_id, _PARK, f"w{uuid.uuid4().hex[:12]}:"])
+        res = [r.decode() if isinstance(r, bytes) else r for r in res[1:]]
+        return [Wake(*res[i:i + 3]) for i in range(0, len(res), 3)]
 
     def forget(self, tenant: str, names: Sequence[str], execution_id: str) -> None:
         """Take a waiter out of its lines for good (it was cancelled): its next attempt raises
         ``Gone`` instead of joining them again."""
         keys = [k for n in names for k in (_line_key(tenant, n), _seen_key(tenant, n))]
-        self._forget(keys=keys + [_gone_key(execution_id)], args=[execution_id, self.stale_ms * 2])
+        self._forget(keys=keys + [_PARK + execution_id, _gone_key(execution_id)],
+                     args=[execution_id, self.stale_ms * 2])
 
     def holder(self, tenant: str, name: str) -> str | None:
         h = self.redis.get(holder_key(tenant, name))

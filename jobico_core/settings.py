@@ -52,7 +52,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_ARCHIVE_KB": ("65536", "largest package archive (`jobico publish`), compressed and decompressed"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_LOCK_LEASE_SECONDS": ("30", "lease of a named lock (an event's locks:): renewed every third of it while the execution runs, so a killed worker's locks free themselves within this long"),
-    "JOBICO_LOCK_POLL_SECONDS": ("1", "longest wait between an execution's attempts to take its named locks (the next in line asks every 50 ms; later ones back off up to this)"),
+    "JOBICO_LOCK_POLL_SECONDS": ("2", "how often an execution waiting for its named locks asks again in case no release woke it (a release hands the lock to the next in line at once; this covers a holder whose worker died)"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
@@ -139,7 +139,7 @@ class Settings:
     schedule_refresh: int = 5
     rescue_after: int = 120
     lock_lease_s: float = 30.0
-    lock_poll_s: float = 1.0
+    lock_poll_s: float = 2.0
     visibility_timeout: int = 3600
     task_retries: int = 10
     task_batch: int = 100

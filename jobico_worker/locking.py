@@ -4,44 +4,42 @@ Redis side).
 
 * ``take`` tries every lock of the execution at once. When one is held (or an earlier execution
   waits for it), the row stays ``queued`` with ``waiting_for`` saying which lock and who has it,
-  and the task is published again with a countdown: 50 ms for the next in line, backing off
-  for those further back, up to ``JOBICO_LOCK_POLL_SECONDS``. Nothing is failed, no pool slot
-  is held meanwhile, and the lines keep the executions' order.
+  and the task is parked in Redis: the release of the lock publishes it again at once (to the
+  first in line), and a safety poll every ``JOBICO_LOCK_POLL_SECONDS`` covers a holder whose
+  worker died. Nothing is failed, no pool slot is held meanwhile, and the lines keep the
+  executions' order.
 * While the execution runs, a per-process ``LeaseKeeper`` thread renews its leases every third
   of ``JOBICO_LOCK_LEASE_SECONDS``. If a lease is lost anyway (Redis unreachable for a whole
   lease, or someone else took it), the execution is stopped (``on_lost``): two holders of one
   lock never run side by side for longer than the renewal period.
 * ``let_go`` releases the locks after the outcome is recorded (or the execution was put back
-  for a retry); a worker killed mid-run leaves them to expire within the lease.
+  for a retry) and publishes the woken waiters' tasks; a worker killed mid-run leaves the locks
+  to expire within the lease.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+import uuid
+from dataclasses import replace
 from typing import Callable, Sequence
 
 from sqlalchemy import bindparam, select, update
 
 from jobico_core.broker import TaskMessage, publish
 from jobico_core.db import TERMINAL_STATUSES, Execution
-from jobico_core.locks import Blocked, Gone
+from jobico_core.locks import Gone, Stale, Wake
 from jobico_core.services.context import Context
 
 log = logging.getLogger("jobico.worker")
-
-FIRST_POLL_S = 0.05   # the next in line asks this often
 
 _EX = Execution.__table__
 _NOTE_WAITING = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status == "queued")
                  .values(waiting_for=bindparam("b_waiting")).returning(_EX.c.id))
 _STATUS = select(_EX.c.status).where(_EX.c.id == bindparam("b_id"))
-
-
-def poll_delay(blocked: Blocked, longest: float) -> float:
-    """How long before asking again: the next in line soon, those behind it less often."""
-    return min(longest, FIRST_POLL_S * (1 + blocked.place))
 
 
 class LeaseKeeper:
@@ -106,23 +104,29 @@ def keeper(ctx: Context, on_lost: Callable[[str, str], object]) -> LeaseKeeper:
         return k
 
 
-def take(ctx: Context, message: TaskMessage, waiting: str | None) -> bool:
+def take(ctx: Context, message: TaskMessage) -> bool:
     """Take the execution's locks (True: run it, then ``let_go``), or leave it waiting (False:
-    its task was published again, or it was cancelled meanwhile and its task ends)."""
+    its task is parked for a release to wake, with a safety poll published; or it was
+    cancelled meanwhile, or this task was superseded by a woken one, and it ends here)."""
+    token = uuid.uuid4().hex
+    parked = json.dumps({"payload": message.payload, "tenant": message.tenant, "package": message.package,
+                         "event": message.event, "queue": message.queue, "locks": list(message.locks),
+                         "waiting": message.waiting})
     try:
-        blocked = ctx.locks.acquire(message.tenant, message.locks, message.execution_id)
+        blocked = ctx.locks.acquire(message.tenant, message.locks, message.execution_id, message.token,
+                                    park=(token, parked))
     except Gone:
         log.info("execution %s was cancelled while it waited for its locks", message.execution_id,
                  extra={"execution_id": message.execution_id})
         return False
+    except Stale:  # a release woke it: the woken task carries it now
+        return False
     if blocked is None:
         return True
     text = blocked.describe()
-    if text != waiting and not _note_waiting(ctx, message, text):
+    if text != message.waiting and not _note_waiting(ctx, message, text):
         return False
-    delay = poll_delay(blocked, ctx.settings.lock_poll_s)
-    publish(ctx.celery, [TaskMessage(message.execution_id, message.payload, message.tenant, message.package,
-                                     message.event, message.queue, message.locks, text)], countdown=delay)
+    publish(ctx.celery, [replace(message, waiting=text, token=token)], countdown=ctx.settings.lock_poll_s)
     return False
 
 
@@ -143,10 +147,19 @@ def _note_waiting(ctx: Context, message: TaskMessage, text: str) -> bool:
 
 
 def let_go(ctx: Context, tenant: str, names: Sequence[str], execution_id: str, keep: LeaseKeeper) -> None:
-    """Stop renewing and release the locks (a failure only leaves them to run out)."""
+    """Stop renewing, release the locks and publish the tasks of the waiters that release woke
+    (a failure only leaves the locks to run out, and the waiters to their safety poll)."""
     keep.drop(execution_id)
     try:
-        ctx.locks.release(tenant, names, execution_id)
+        woken = ctx.locks.release(tenant, names, execution_id)
+        if woken:
+            publish(ctx.celery, [_woken_message(w) for w in woken])
     except Exception as exc:
-        log.warning("execution %s: could not release its locks (%s); they free themselves within %g s",
-                    execution_id, exc, ctx.settings.lock_lease_s, extra={"execution_id": execution_id})
+        log.warning("execution %s: could not release its locks or wake the next (%s); they free themselves "
+                    "within %g s", execution_id, exc, ctx.settings.lock_lease_s, extra={"execution_id": execution_id})
+
+
+def _woken_message(w: Wake) -> TaskMessage:
+    m = json.loads(w.message)
+    return TaskMessage(w.execution_id, m["payload"], m["tenant"], m["package"], m["event"], m["queue"],
+                       tuple(m["locks"]), m.get("waiting"), w.token)

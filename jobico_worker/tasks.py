@@ -31,17 +31,19 @@ def _runtime(ctx):
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
           max_retries=settings.task_retries)
 def execute(self, execution_id: str, payload: str, tenant: str | None = None, package: str | None = None,
-            event: str | None = None, locks: list[str] | None = None, waiting: str | None = None) -> None:
+            event: str | None = None, locks: list[str] | None = None, waiting: str | None = None,
+            token: str | None = None) -> None:
     """``locks``: the event's named locks, taken before the claim (``jobico_worker.locking``);
-    ``waiting``: what the row last said it waits for."""
+    ``waiting``: what the row last said it waits for; ``token``: a lock waiter's task token."""
     ctx = worker_context(settings, celery=app)
     runtime = _runtime(ctx)
     keep = None
     try:
         if locks:
             message = TaskMessage(execution_id, payload, tenant or "", package or "", event or "",
-                                  self.request.delivery_info.get("routing_key") or "", tuple(locks), waiting)
-            if not locking.take(ctx, message, waiting):
+                                  (self.request.delivery_info or {}).get("routing_key") or "", tuple(locks),
+                                  waiting, token)
+            if not locking.take(ctx, message):
                 return
             keep = locking.keeper(ctx, _stop)
             keep.hold(tenant, locks, execution_id)

@@ -87,4 +87,4 @@ class Context:
     @cached_property
     def locks(self) -> Locks:
         """The named locks' leases (an event's ``locks:``)."""
-        return Locks(self.redis, self.settings.lock_lease_s)
+        return Locks(self.redis, self.settings.lock_lease_s, poll_s=self.settings.lock_poll_s)

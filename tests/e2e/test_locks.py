@@ -89,7 +89,7 @@ def test_a_held_lock_holds_back_the_next_in_order(platform):
 def test_a_killed_workers_lock_frees_within_the_lease(platform):
     p = platform
     key = _setup(p, "locks2", LOCKED_YAML % {"ms": 5000})
-    lease = {"JOBICO_LOCK_LEASE_SECONDS": "3"}
+    lease = {"JOBICO_LOCK_LEASE_SECONDS": "3", "JOBICO_LOCK_POLL_SECONDS": "1"}
     w1 = p.start_worker("w1", concurrency=1, extra_env=lease)
     stuck = _post(p, key, "locks2", "deploy_api")[0]
     p.wait(key, stuck, until=lambda e: e["status"] == "running")

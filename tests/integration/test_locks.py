@@ -9,7 +9,7 @@ import pytest
 import redis as redis_lib
 
 from jobico_core.ids import uuid7
-from jobico_core.locks import Gone, Locks
+from jobico_core.locks import Gone, Locks, Stale
 
 
 @pytest.fixture
@@ -25,9 +25,10 @@ def test_one_holder_at_a_time_and_release_frees(locks):
     blocked = locks.acquire("t", ["deploy"], b)
     assert (blocked.lock, blocked.by, blocked.ahead, blocked.place) == ("deploy", a, False, 0)
     assert blocked.describe() == f"deploy (held by {a})"
-    assert locks.release("t", ["deploy"], b) == 0      # b holds nothing: nothing freed
+    assert locks.release("t", ["deploy"], b) == []     # b holds nothing: nothing freed, nobody woken
     assert locks.holder("t", "deploy") == a
-    assert locks.release("t", ["deploy"], a) == 1
+    assert [w.execution_id for w in locks.release("t", ["deploy"], a)] == [b]
+    assert locks.holder("t", "deploy") is None
     assert locks.acquire("t", ["deploy"], b) is None
     assert locks.waiting("t", "deploy") == []            # b left the line when it got the lock
 
@@ -147,3 +148,33 @@ def test_no_deadlock_and_never_two_holders_under_contention(locks):
     for t in threads:
         t.join(60)
     assert len(done) == len(threads) and not overlaps
+
+
+def test_a_release_wakes_the_first_parked_waiter_and_its_old_task_is_stale(locks):
+    a, b, c = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t", ["l"], a) is None
+    assert locks.acquire("t", ["l"], c, park=("c1", "message of c")) is not None
+    assert locks.acquire("t", ["l"], b, park=("b1", "message of b")) is not None
+    # b waits again from its safety poll (token b1), parking its next task under b2
+    assert locks.acquire("t", ["l"], b, token="b1", park=("b2", "message of b, again")) is not None
+    with pytest.raises(Stale):                       # b1's task was superseded by b2's
+        locks.acquire("t", ["l"], b, token="b1", park=("b3", "x"))
+    [wake] = locks.release("t", ["l"], a)           # only the first in line (b, created before c)
+    assert (wake.execution_id, wake.message) == (b, "message of b, again")
+    with pytest.raises(Stale):                       # the pending safety poll ends when it fires
+        locks.acquire("t", ["l"], b, token="b2", park=("b4", "x"))
+    assert locks.acquire("t", ["l"], b, token=wake.token) is None
+    [wake_c] = locks.release("t", ["l"], b)
+    assert (wake_c.execution_id, wake_c.message) == (c, "message of c")
+    assert locks.acquire("t", ["l"], c, token=wake_c.token) is None
+    assert locks.release("t", ["l"], c) == []       # nobody left to wake
+
+
+def test_a_release_skips_waiters_that_left_no_parked_task(locks):
+    a, ghost, live = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t", ["l"], a) is None
+    assert locks.acquire("t", ["l"], ghost, park=("g", "ghost")) is not None
+    assert locks.acquire("t", ["l"], live, park=("l", "live")) is not None
+    locks.redis.delete(f"jobico:lock:park:{ghost}")  # its parked task expired (its worker died)
+    assert [w.execution_id for w in locks.release("t", ["l"], a)] == [live]
+    assert locks.waiting("t", "l") == [live]
