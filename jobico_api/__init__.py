@@ -83,11 +83,11 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
 
     api = JobicoApi(app)
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
-    from .blueprints import (admin, environment, executions, files, health, metrics, packages, rejections, stream,
-                             webhook)
+    from .blueprints import (admin, environment, executions, files, health, locks, metrics, packages, rejections,
+                             stream, webhook)
     gateway = [webhook.blp]
-    control = [admin.blp, files.blp, packages.blp, environment.blp, executions.blp, rejections.blp, metrics.blp,
-               stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
+    control = [admin.blp, files.blp, packages.blp, environment.blp, executions.blp, rejections.blp, locks.blp,
+               metrics.blp, stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
     blueprints = {"gateway": gateway, "control": control, "all": control + gateway}[role]
     for bp in blueprints + [health.blp]:
         api.register_blueprint(bp)

@@ -304,6 +304,9 @@ class Client:
     def list_rejections(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/rejections", params=filters)
 
+    def list_locks(self) -> dict:
+        return self.request("GET", "/api/v1/locks")
+
     def running_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions/running", params=filters)
 

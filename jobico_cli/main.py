@@ -13,8 +13,8 @@ from typing import Optional
 
 import typer
 
-from .commands import (auth, environment, events, executions, files, packages, publish, rejections, scaffold,
-                       tenants)
+from .commands import (auth, environment, events, executions, files, locks, packages, publish, rejections,
+                       scaffold, tenants)
 from .commands import stream as stream_commands
 from .commands._common import ApiUrlOpt, TokenOpt, remember
 
@@ -42,6 +42,7 @@ environment.register(app)
 publish.register(app)
 executions.register(app)
 rejections.register(app)
+locks.register(app)
 events.register(app)
 stream_commands.register(app)
 scaffold.register(app)

@@ -25,7 +25,7 @@ execution never has two live tasks.
 
 Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
 ``q:<tenant>:<name>`` the wait line, ``s:<tenant>:<name>`` when each waiter last asked,
-``:park:<id>`` a waiter's parked message and token, ``:gone:<id>`` a cancelled waiter.
+``park:<id>`` a waiter's parked message and token, ``gone:<id>`` a cancelled waiter.
 (The release script reads the parked keys of the waiters it finds: one Redis, not a cluster.)
 """
 from __future__ import annotations
@@ -175,10 +175,10 @@ def _seen_key(tenant: str, name: str) -> str:
 
 
 def _gone_key(execution_id: str) -> str:
-    return f"{PREFIX}:gone:{execution_id}"
+    return f"{PREFIX}gone:{execution_id}"
 
 
-_PARK = f"{PREFIX}:park:"
+_PARK = f"{PREFIX}park:"
 
 
 class Stale(Exception):
@@ -264,6 +264,33 @@ class Locks:
         keys = [k for n in names for k in (_line_key(tenant, n), _seen_key(tenant, n))]
         self._forget(keys=keys + [_PARK + execution_id, _gone_key(execution_id)],
                      args=[execution_id, self.stale_ms * 2])
+
+    def state(self, tenant: str, limit: int = 500) -> tuple[list[dict], bool]:
+        """The tenant's locks that are held or waited for, by name: holder, lease left (ms) and
+        the waiting line in order; and whether there were more than ``limit``."""
+        names: set[str] = set()
+        for pattern in (holder_key(tenant, "*"), _line_key(tenant, "*")):
+            for key in self.redis.scan_iter(match=pattern, count=500):
+                names.add((key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1])
+                if len(names) > limit:
+                    break
+        ordered = sorted(names)
+        pipe = self.redis.pipeline(transaction=False)
+        for n in ordered[:limit]:
+            pipe.get(holder_key(tenant, n))
+            pipe.pttl(holder_key(tenant, n))
+            pipe.zrange(_line_key(tenant, n), 0, -1)
+        raw = pipe.execute()
+        out = []
+        for i, n in enumerate(ordered[:limit]):
+            holder, ttl, line = raw[3 * i: 3 * i + 3]
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            waiting = [w.decode() if isinstance(w, bytes) else w for w in line]
+            if holder is None and not waiting:
+                continue
+            out.append({"name": n, "holder": holder, "lease_ms": ttl if holder is not None and ttl > 0 else None,
+                        "waiting": waiting})
+        return out, len(ordered) > limit
 
     def holder(self, tenant: str, name: str) -> str | None:
         h = self.redis.get(holder_key(tenant, name))

@@ -4,8 +4,13 @@ two events taking two locks in different orders never deadlock nor overlap."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from .conftest import example
 
@@ -32,6 +37,11 @@ jobs:
             locks: [b], limits: {timeout_ms: 150, fuel: 10000000000}}
 runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
 """
+
+
+def _cli(p, token: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "jobico"), "--api-url", p.url, "--token", token, *args],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
 
 
 def _setup(p, tenant: str, yaml_text: str) -> str:
@@ -66,7 +76,7 @@ def test_a_held_lock_holds_back_the_next_in_order(platform):
         p.upload(key, example(f))
     p.deploy(key, example("packages/locks.yaml").read_text())
     p.start_worker(concurrency=3)
-    first = p.post(key, "locks1", "deploy_api", [{"seconds": 2}]).json()["executions"][0]
+    first = p.post(key, "locks1", "deploy_api", [{"seconds": 4}]).json()["executions"][0]
     p.wait(key, first, until=lambda e: e["status"] == "running")
     second = p.post(key, "locks1", "deploy_web", [{"seconds": 1}]).json()["executions"][0]
     staging = p.post(key, "locks1", "deploy_staging", [{"seconds": 1}]).json()["executions"][0]  # another lock
@@ -74,12 +84,22 @@ def test_a_held_lock_holds_back_the_next_in_order(platform):
     assert waiting["status"] == "queued" and waiting["locks"] == ["production"]
     assert waiting["waiting_for"] == f"production (held by {first})"
     assert p.wait(key, staging, timeout=10, until=lambda e: e["status"] == "running")["started_at"]
+    # who holds what, who waits: the API and the CLI (the table for people, --json for scripts)
+    held = {lock["name"]: lock for lock in p.call(key, "GET", "/api/v1/locks").json()["items"]}
+    assert held["production"]["holder"] == first and held["production"]["waiting"] == [second]
+    assert held["staging"]["holder"] == staging and 0 < held["staging"]["lease_ms"] <= 30000
+    res = _cli(p, key, "locks", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["items"][0]["holder"] == first, res.stderr
+    res = _cli(p, key, "locks")
+    assert res.returncode == 0 and "production" in res.stdout and first in res.stdout, res.stdout
+    other = p.tenant("locks1b")  # another tenant sees none of them
+    assert p.call(other, "GET", "/api/v1/locks").json() == {"items": [], "truncated": False}
     # three more behind it, posted one by one: they run one at a time, in the order they came
     later = [p.post(key, "locks1", ev, [{"seconds": 1}]).json()["executions"][0]
              for ev in ("deploy_api", "deploy_web", "deploy_api")]
     runs = [p.wait(key, i, timeout=60) for i in [first, second, *later]]
     assert all(e["status"] == "succeeded" and e["waiting_for"] is None for e in runs), runs
-    assert runs[0]["result"] == "slept 2 s" and runs[1]["result"] == "slept 1 s"
+    assert runs[0]["result"] == "slept 4 s" and runs[1]["result"] == "slept 1 s"
     _no_overlap(runs)
     assert [e["id"] for e in sorted(runs, key=lambda e: e["started_at"])] == [first, second, *later]
     assert _t(runs[1]["started_at"]) - _t(runs[0]["finished_at"]) < dt.timedelta(seconds=2)  # handed on soon

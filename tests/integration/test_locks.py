@@ -175,6 +175,6 @@ def test_a_release_skips_waiters_that_left_no_parked_task(locks):
     assert locks.acquire("t", ["l"], a) is None
     assert locks.acquire("t", ["l"], ghost, park=("g", "ghost")) is not None
     assert locks.acquire("t", ["l"], live, park=("l", "live")) is not None
-    locks.redis.delete(f"jobico:lock:park:{ghost}")  # its parked task expired (its worker died)
+    locks.redis.delete(f"jobico:lockpark:{ghost}")  # its parked task expired (its worker died)
     assert [w.execution_id for w in locks.release("t", ["l"], a)] == [live]
     assert locks.waiting("t", "l") == [live]
