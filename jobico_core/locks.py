@@ -21,7 +21,9 @@ Hand-off: a waiter *parks* its task (the message to publish again, under a fresh
 again only after a long safety delay. Releasing a lock wakes the first parked waiter in its line:
 it swaps that waiter's token and returns its message, which the releasing worker publishes at
 once. The waiter's pending safety poll then carries a stale token and ends when it fires, so an
-execution never has two live tasks.
+execution never has two live tasks. The parking key outlives the wait by ``2 x stale`` (token
+``held``, then ``released``) to recognise such late polls; a task whose execution has no parking
+key any more (a redelivery after a crash, long after) is taken as a first delivery.
 
 Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
 ``q:<tenant>:<name>`` the wait line, ``s:<tenant>:<name>`` when each waiter last asked,
@@ -55,8 +57,11 @@ if redis.call('EXISTS', gone) == 1 then
   redis.call('DEL', park)
   return {2}
 end
-if ARGV[4] ~= '' and redis.call('HGET', park, 'token') ~= ARGV[4] then
-  return {3}
+if ARGV[4] ~= '' then
+  local current = redis.call('HGET', park, 'token')
+  if current and current ~= ARGV[4] then
+    return {3}
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -85,7 +90,9 @@ if blocked == 0 then
     redis.call('ZREM', KEYS[3 * i - 1], id)
     redis.call('ZREM', KEYS[3 * i], id)
   end
-  redis.call('DEL', park)
+  redis.call('HDEL', park, 'message')
+  redis.call('HSET', park, 'token', ARGV[4] ~= '' and ARGV[4] or 'held')
+  redis.call('PEXPIRE', park, stale * 2)
   return {1}
 end
 redis.call('HSET', park, 'token', ARGV[5], 'message', ARGV[6])
@@ -119,9 +126,10 @@ end
 return lost
 """
 
-# KEYS: holder and line of each lock; ARGV: execution id, park key prefix, a token prefix.
-# Deletes only what the id holds; for each lock freed, wakes the first waiter in its line that
-# has a parked task (a fresh token), skipping and dropping those that have none (ghosts).
+# KEYS: holder and line of each lock; ARGV: execution id, park key prefix, a token prefix, stale
+# ms. Deletes only what the id holds; for each lock freed, wakes the first waiter in its line that
+# has a parked task (a fresh token), skipping and dropping those that have none (ghosts); marks
+# the id's own parking key 'released' (a safety poll of its still pending ends when it fires).
 # Returns {freed, id, token, message, id, token, message, ...} for the caller to publish.
 _RELEASE = """
 local freed, out, woken = 0, {}, {}
@@ -147,6 +155,12 @@ for i = 1, #KEYS / 2 do
       redis.call('ZREM', line, w)
     end
   end
+end
+local own = ARGV[2] .. ARGV[1]
+if freed > 0 and redis.call('EXISTS', own) == 1 then
+  redis.call('HDEL', own, 'message')
+  redis.call('HSET', own, 'token', 'released')
+  redis.call('PEXPIRE', own, ARGV[4])
 end
 table.insert(out, 1, freed)
 return out
@@ -254,7 +268,7 @@ class Locks:
         """Free what ``execution_id`` holds of ``names``; returns the waiters to wake (their
         tasks to publish now), at most one per freed lock."""
         keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n))]
-        res = self._release(keys=keys, args=[execution_id, _PARK, f"w{uuid.uuid4().hex[:12]}:"])
+        res = self._release(keys=keys, args=[execution_id, _PARK, f"w{uuid.uuid4().hex[:12]}:", self.stale_ms * 2])
         res = [r.decode() if isinstance(r, bytes) else r for r in res[1:]]
         return [Wake(*res[i:i + 3]) for i in range(0, len(res), 3)]
 

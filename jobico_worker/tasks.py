@@ -55,6 +55,7 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
                 locking.let_go(ctx, tenant, locks, execution_id, keep)
     except INFRA_ERRORS as exc:
         extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
+        afresh = {**(self.request.kwargs or {}), "token": None}  # a lock waiter's token was this delivery's
         if self.request.retries >= self.max_retries:
             log.error("execution %s: infrastructure failure after %d retries (%s): dead-lettered",
                       execution_id, self.request.retries, exc, extra=extra)
@@ -66,12 +67,12 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
                 log.error("execution %s: could not dead-letter it either (%s); retrying", execution_id, again,
                           extra=extra)
                 raise self.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
-                                 max_retries=self.request.retries + 1)
+                                 max_retries=self.request.retries + 1, kwargs=afresh)
             return
         delay = retry_delay(self.request.retries, base=0.5, cap=backoff_cap(settings))
         log.warning("execution %s: infrastructure failure (%s); retry %d in %.1fs",
                     execution_id, exc, self.request.retries + 1, delay, extra=extra)
-        raise self.retry(exc=exc, countdown=delay)
+        raise self.retry(exc=exc, countdown=delay, kwargs=afresh)
     if record:
         log.info("execution %s %s/%s/%s -> %s", execution_id, tenant, package, event, record.get("status"),
                  extra={"execution_id": execution_id, "tenant": tenant, "package": package, "event": event,

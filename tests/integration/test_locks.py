@@ -178,3 +178,19 @@ def test_a_release_skips_waiters_that_left_no_parked_task(locks):
     locks.redis.delete(f"jobico:lockpark:{ghost}")  # its parked task expired (its worker died)
     assert [w.execution_id for w in locks.release("t", ["l"], a)] == [live]
     assert locks.waiting("t", "l") == [live]
+
+
+def test_late_polls_are_stale_but_a_redelivery_long_after_is_not(locks):
+    a, b = uuid7(), uuid7()
+    assert locks.acquire("t", ["l"], a) is None
+    assert locks.acquire("t", ["l"], b, park=("b1", "message of b")) is not None
+    [wake] = locks.release("t", ["l"], a)
+    assert locks.acquire("t", ["l"], b, token=wake.token) is None
+    with pytest.raises(Stale):                       # its safety poll fires while it runs...
+        locks.acquire("t", ["l"], b, token="b1")
+    assert locks.release("t", ["l"], b) == []
+    with pytest.raises(Stale):                       # ...or after it finished
+        locks.acquire("t", ["l"], b, token="b1")
+    # once the parking key is gone (2 x stale later), a redelivered task of b is a first delivery
+    locks.redis.delete(f"jobico:lockpark:{b}")
+    assert locks.acquire("t", ["l"], b, token=wake.token) is None
