@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every benchmark in bench/ (``make bench``); not part of ``make test``.
 
-Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python]
+Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python,publish,cancel]
 
 Each script starts the services it needs, prints a human table and a final JSON
 line; this runner streams their output and ends with one JSON line gathering
@@ -28,6 +28,7 @@ FULL = {
     "execute": ["bench_execute.py", "--events", "2000", "--repeats", "3"],
     "latency": ["bench_latency.py", "--rate", "50", "--seconds", "30"],
     "scaling": ["bench_scaling.py", "--seconds", "5", "--repeats", "1", "--events", "300"],
+    "cancel": ["bench_cancel.py", "--cancels", "30"],
 }
 QUICK = {
     "runtime": ["bench_runtime.py", "--events", "500"],
@@ -38,6 +39,7 @@ QUICK = {
     "latency": ["bench_latency.py", "--rate", "20", "--seconds", "5"],
     "scaling": ["bench_scaling.py", "--seconds", "2", "--repeats", "1", "--events", "100",
                 "--only", "payload,tenants"],
+    "cancel": ["bench_cancel.py", "--cancels", "5"],
 }
 
 
