@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every benchmark in bench/ (``make bench``); not part of ``make test``.
 
-Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python]
+Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python,publish,cancel]
 
 Each script starts the services it needs, prints a human table and a final JSON
 line; this runner streams their output and ends with one JSON line gathering
@@ -29,6 +29,7 @@ FULL = {
     "latency": ["bench_latency.py", "--rate", "50", "--seconds", "30"],
     "scaling": ["bench_scaling.py", "--seconds", "5", "--repeats", "1", "--events", "300"],
     "locks": ["bench_locks.py", "--events", "300", "--repeats", "2"],
+    "cancel": ["bench_cancel.py", "--cancels", "30"],
 }
 QUICK = {
     "runtime": ["bench_runtime.py", "--events", "500"],
@@ -40,6 +41,7 @@ QUICK = {
     "scaling": ["bench_scaling.py", "--seconds", "2", "--repeats", "1", "--events", "100",
                 "--only", "payload,tenants"],
     "locks": ["bench_locks.py", "--events", "50", "--repeats", "1"],
+    "cancel": ["bench_cancel.py", "--cancels", "5"],
 }
 
 

@@ -5,7 +5,9 @@ prints a message and exits with the contract's code, never a traceback:
 
 * 0 success, 1 the server refused (its message and ``errors`` detail),
 * 2 usage error (bad arguments, missing or unreadable local files),
-* 3 the server cannot be reached (refused connection, DNS, timeout).
+* 3 the server cannot be reached (refused connection, DNS, timeout),
+* 4 ``jobico executions cancel``: the execution was still running when the wait ran out
+  (the cancel stands; its worker stops it when the request reaches it).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_STILL_RUNNING = 4
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
@@ -312,6 +315,12 @@ class Client:
 
     def retry_execution(self, execution_id: str) -> dict:
         return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/retry")
+
+    def cancel_execution(self, execution_id: str, wait: float | None = None) -> dict:
+        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/cancel", params={"wait": wait})
+
+    def resubmit_execution(self, execution_id: str) -> dict:
+        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/resubmit")
 
     def get_execution(self, execution_id: str) -> dict:
         return self.request("GET", f"/api/v1/executions/{_seg(execution_id)}")

@@ -5,6 +5,7 @@ way to put an execution on a tenant's queue.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -148,3 +149,23 @@ def redis_client(url: str) -> redis.Redis:
 
 def results_channel(tenant: str) -> str:
     return f"jobico:tenant:{tenant}:executions"
+
+
+# ``jobico executions cancel`` of a running execution: the API publishes one message per request
+# (and again while it waits); every worker pool process listens (jobico_worker/cancellation.py)
+# and stops the execution if it runs there.
+CANCEL_CHANNEL = "jobico:cancel"
+
+
+def cancel_message(execution_id: str, by: str | None) -> str:
+    """What goes on ``CANCEL_CHANNEL``: the execution id and who asked, as JSON."""
+    return json.dumps({"id": execution_id, "by": by}, ensure_ascii=False)
+
+
+def parse_cancel_message(data: bytes | str) -> tuple[str, str | None] | None:
+    """(execution id, who asked) of a ``CANCEL_CHANNEL`` message; None when it is not one."""
+    try:
+        doc = json.loads(data)
+        return (doc["id"], doc.get("by")) if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -170,6 +170,25 @@ def _after_fork(**_):
     """
     from .context import reset
     reset()
+    _listen_for_cancels()
+
+
+def _listen_for_cancels() -> None:
+    """This process's cancel listener (jobico_worker/cancellation.py): subscribed before the
+    process takes its first task, so a cancel request for what it runs is never missed."""
+    from . import cancellation
+    from .context import worker_context
+    cancellation.start(settings.redis_url,
+                       check=lambda ids: cancellation.asked_to_stop(worker_context(settings, celery=app), ids))
+
+
+@worker_init.connect
+def _cancels_in_main_process(sender=None, **_):
+    """A pool that runs tasks in the main process (solo, threads) gets no worker_process_init."""
+    pool = getattr(sender, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "") or ""
+    if "prefork" not in name and name:
+        _listen_for_cancels()
 
 
 from . import tasks  # noqa: E402,F401  (registers the tasks)

@@ -134,8 +134,8 @@ def republish_chains(ctx: Context, ids: list[str]) -> None:
 def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list[str]]:
     """Record every outcome in one transaction; returns (records written now, ids another
     delivery had recorded first). Chained tasks are published after the commit."""
-    chained = {o.row.id: _chained_row(ctx, o.info, o.row, o.status, o.code, o.result) if o.info else (None, None)
-               for o in outcomes}
+    chained = {o.row.id: _chained_row(ctx, o.info, o.row, o.status, o.code, o.result) if o.info and o.chain
+               else (None, None) for o in outcomes}
     now = utcnow()
     messages = {o.row.id: "; ".join(m for m in (o.message, chained[o.row.id][1]) if m) or None for o in outcomes}
     children = [c for c, _ in chained.values() if c is not None]

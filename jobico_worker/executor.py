@@ -6,7 +6,6 @@ already final only makes sure the chained task was published.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -16,7 +15,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics
-from jobico_core.broker import publish, results_channel
+from jobico_core.broker import publish
 from jobico_core.abi import InvalidModule
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
@@ -26,9 +25,10 @@ from jobico_core.limits import resolve
 from jobico_core.services.context import Context
 from jobico_core.services.environment import redact_outcome
 from jobico_core.services.environment import resolve as resolve_environment
-from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
+from jobico_core.services.executions import MAX_CHAIN_DEPTH, announce, new_execution, task_message, to_dict
 from jobico_core.services.files import schema_validator
 from jobico_core.services.packages import VersionInfo, load_version
+from jobico_worker.cancellation import watch
 from jobico_worker.modules import module_bytes
 from jobico_worker.runtime.interpreter import InterpreterNotReady
 
@@ -131,14 +131,16 @@ def _chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
 
 def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code=None, result=None,
            stdout: str = "", limit: str | None = None, message: str | None = None, logs=(),
-           duration_ms: float | None = None, dead_lettered: bool = False) -> Finished:
+           duration_ms: float | None = None, dead_lettered: bool = False, chain: bool = True) -> Finished:
     """Write the outcome, its logs and the chained execution in one transaction.
 
     ``claimed`` is the row as ``claim`` returned it. The update only applies to a
     row that is not final yet, so a second delivery never records twice (nor
     fires its chain twice); the stream position comes from the same statement.
+    ``chain=False``: the ok/error chain is not fired (a cancelled execution).
     """
-    child, note = (None, None) if info is None else _chained_row(ctx, info, claimed, status, code, result)
+    child, note = (None, None) if info is None or not chain else \
+        _chained_row(ctx, info, claimed, status, code, result)
     params = {"b_id": claimed.id, "b_status": status, "b_code": code, "b_result": result,
               "b_stdout": stdout or "", "b_limit": limit, "b_dead_lettered": dead_lettered,
               "b_finished_at": utcnow(), "b_duration_ms": duration_ms,
@@ -185,17 +187,6 @@ def republish_chain(ctx: Context, execution_id: str) -> None:
                                                  Execution.status == "queued"))
     if child is not None:
         publish(ctx.celery, [task_message(child)])
-
-
-def announce(ctx: Context, data: dict) -> None:
-    """Stream the finished execution on the tenant's pub/sub channel (at most once)."""
-    if not data:
-        return
-    try:
-        ctx.redis.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
-    except Exception as exc:  # the record is safe in the database; the stream replays from it
-        log.warning("could not publish execution %s on pub/sub: %s", data.get("id"), exc,
-                    extra={"execution_id": data.get("id"), "tenant": data.get("tenant")})
 
 
 def _finish(ctx: Context, claimed, info: VersionInfo | None, tenant: str, **outcome) -> dict:
@@ -246,17 +237,34 @@ class Outcome:
     logs: tuple = ()
     duration_ms: float | None = None
     dead_lettered: bool = False
+    chain: bool = True                # False: cancelled, its ok/error chain is not fired
 
     def fields(self) -> dict:
         return {"status": self.status, "code": self.code, "result": self.result, "stdout": self.stdout,
                 "limit": self.limit, "message": self.message, "logs": self.logs,
-                "duration_ms": self.duration_ms, "dead_lettered": self.dead_lettered}
+                "duration_ms": self.duration_ms, "dead_lettered": self.dead_lettered, "chain": self.chain}
+
+
+def cancelled_before_run(row) -> Outcome | None:
+    """A claimed row whose cancel was requested while an earlier delivery ran it (its worker died)
+    or before a guest retry: recorded ``cancelled`` without running, no chain."""
+    if getattr(row, "cancel_requested_at", None) is None:
+        return None
+    who = f" by {row.cancelled_by}" if row.cancelled_by else ""
+    return Outcome(row, None, "cancelled", message=f"cancelled{who} before it ran again", chain=False)
 
 
 def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
     """Run one claimed execution; returns its outcome, or None when it was requeued for a
     guest retry (``retries:`` in the package) or to wait for this host's Python interpreter.
-    Raises only infrastructure errors."""
+    Raises only infrastructure errors.
+
+    While the guest runs, its ``CancelToken`` is registered (``cancellation.watch``): a cancel
+    request stops it within an epoch tick, and the outcome is ``cancelled`` ("cancelled by
+    <who> after N ms", with the logs and stdout so far), with no chain and no guest retry."""
+    early = cancelled_before_run(row)
+    if early is not None:
+        return early
     info = load_version(ctx, row.version_id)
     if info is None:
         return Outcome(row, None, "cancelled", message=f"package {row.package!r} was deleted before the execution ran")
@@ -273,17 +281,26 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
     if env.problem:
         return Outcome(row, info, "cancelled", message=env.problem)
     t0 = time.perf_counter()
-    try:
-        out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits,
-                          env=env.variables)
-    except InterpreterNotReady as exc:  # the Python interpreter is still being compiled on this host
-        requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
-                float(exc.headers.get("Retry-After", 5)))
-        return None
+    with watch(row.id) as token:
+        try:
+            out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits,
+                              env=env.variables, cancel=token)
+        except InterpreterNotReady as exc:  # the Python interpreter is still being compiled on this host
+            requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
+                    float(exc.headers.get("Retry-After", 5)))
+            return None
     redact_outcome(out, env.secrets)  # before anything records, streams or chains it
     status = out.status.value if hasattr(out.status, "value") else str(out.status)
     duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
+    if token.cancelled and status == "cancelled":  # stopped from outside: the workflow stops too
+        return Outcome(row, info, status, stdout=out.stdout, logs=tuple(out.logs), duration_ms=duration,
+                       message=f"{token.reason or 'cancelled'} after {duration:.0f} ms", chain=False)
     retryable = status not in ("succeeded", "cancelled", "invalid_module")
+    if token.cancelled:  # it ended by itself just as the cancel came: its outcome stands, the workflow stops
+        note = f"{token.reason or 'cancelled'} as it finished: no chain, no retry"
+        return Outcome(row, info, status, code=out.code, result=out.result, stdout=out.stdout, limit=out.limit,
+                       message="; ".join(m for m in (out.message, note) if m), logs=tuple(out.logs),
+                       duration_ms=duration, chain=False)
     if retryable and row.attempts <= ev.retries:  # the package asked for guest retries
         delay = retry_delay(row.attempts, cap=backoff_cap(ctx.settings))
         requeue(ctx, row.id, f"attempt {row.attempts} {status}"
@@ -310,7 +327,8 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     if state == "done":
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
-    if state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries:  # it kills its worker
+    if (state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries
+            and row.cancel_requested_at is None):  # it kills its worker (a cancelled one is recorded so below)
         return _finish(ctx, row, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "

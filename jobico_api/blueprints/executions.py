@@ -6,6 +6,7 @@ from flask import g
 from flask_smorest import Blueprint
 
 from jobico_core.db import STATUSES
+from jobico_core.services import controls
 from jobico_core.services import executions as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
@@ -36,8 +37,8 @@ class ExecutionSummarySchema(ma.Schema):
     chained_from = ma.fields.String(allow_none=True)
     submitter = ma.fields.String(allow_none=True, metadata={
         "description": "who submitted it: the key's name (hmac, anonymous), the tenant's submitter header, "
-                       "cron, mqtt:<topic> or chain"})
-    trigger = ma.fields.String(metadata={"enum": ["webhook", "cron", "mqtt", "chain"]})
+                       "cron, mqtt:<topic>, chain, or the key that resubmitted it"})
+    trigger = ma.fields.String(metadata={"enum": ["webhook", "cron", "mqtt", "chain", "resubmit"]})
     worker = ma.fields.String(allow_none=True, metadata={"description": "the worker (Celery hostname) that "
                                                                          "claimed it last"})
     scheduled_at = ma.fields.String(allow_none=True, metadata={"description": "trigger cron: the fire time"})
@@ -59,6 +60,24 @@ class ExecutionSchema(ExecutionSummarySchema):
     logs = ma.fields.List(ma.fields.Nested(LogSchema))
     payload = ma.fields.String(metadata={"description": "the canonical JSON the guest received"})
     chain = ma.fields.List(ma.fields.String(), metadata={"description": "executions chained from this one"})
+    resubmissions = ma.fields.List(ma.fields.String(), metadata={"description": "executions that resubmitted "
+                                                                                 "this one, oldest first"})
+
+
+class CancelArgs(ma.Schema):
+    wait = ma.fields.Float(validate=ma.validate.Range(min=0, max=controls.CANCEL_WAIT_MAX_S), metadata={
+        "description": f"seconds to wait for a running execution's final record (default "
+                       f"{controls.CANCEL_WAIT_S:g}, at most {controls.CANCEL_WAIT_MAX_S:g}; 0: do not wait)"})
+
+
+class CancelSchema(ExecutionSchema):
+    cancel = ma.fields.String(metadata={"enum": list(controls.CANCEL_OUTCOMES), "description": (
+        "cancelled_queued: it never started (and never will); cancelled_running: stopped in the sandbox and "
+        "recorded cancelled; requested: still running when the wait ran out (HTTP 202), its worker stops it when "
+        "the request reaches it; already_finished: it was final already, nothing changed")})
+    cancel_ms = ma.fields.Float(metadata={"description": "milliseconds from the request to the final record "
+                                                         "(or to the end of the wait)"})
+    detail = ma.fields.String(metadata={"description": "what happened, in one sentence"})
 
 
 class ExecutionPageSchema(ma.Schema):
@@ -136,3 +155,33 @@ def show(execution_id):
 @blp.alt_response(409, schema=ERROR_SCHEMA, description="the execution is not dead-lettered")
 def retry(execution_id):
     return svc.retry_execution(ctx(), g.tenant, execution_id)
+
+
+@blp.route("/<execution_id>/cancel", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Cancel an execution: a queued one never starts, a running one is stopped "
+                                    "in the sandbox; a finished one is left as it is")
+@tenant_required
+@blp.arguments(CancelArgs, location="query")
+@blp.arguments(CancelArgs, location="json", required=False)
+@blp.response(200, CancelSchema)
+@blp.alt_response(202, schema=CancelSchema, description="a running execution was asked to stop but had not "
+                                                        "stopped when the wait ran out")
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="no such execution in this tenant")
+def cancel(query, body, execution_id):
+    wait = (body or {}).get("wait", query.get("wait"))  # {"wait": s} or ?wait=s
+    res = controls.cancel_execution(ctx(), g.tenant, execution_id, by=g.key_name,
+                                    wait=controls.CANCEL_WAIT_S if wait is None else wait)
+    return res.as_dict(), 202 if res.cancel == controls.REQUESTED else 200
+
+
+@blp.route("/<execution_id>/resubmit", methods=["POST"])
+@blp.doc(security=SECURITY, summary="Run an execution's payload again as a new execution of the same event, on "
+                                    "the package's active version")
+@tenant_required
+@blp.response(201, ExecutionSchema)
+@blp.alt_response(404, schema=ERROR_SCHEMA, description="no such execution in this tenant")
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="its event is no longer deployed by its package")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="the payload no longer matches the event's schema")
+@blp.alt_response(429, schema=ERROR_SCHEMA, description="the queue is full or the tenant over its rate limit")
+def resubmit(execution_id):
+    return controls.resubmit_execution(ctx(), g.tenant, execution_id, submitter=g.key_name)

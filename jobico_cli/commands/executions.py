@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..client import EXIT_STILL_RUNNING
 from ..output import cells, console, info, level_text, print_json, safe, sanitize, status_text, text
 from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
@@ -16,7 +17,8 @@ STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", 
             "invalid_module", "cancelled"]
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)
 
-executions_app = typer.Typer(help="List executions (newest first), show one, or what runs now.")
+executions_app = typer.Typer(help="List executions (newest first), show one, what runs now; cancel, resubmit "
+                                   "or retry one.")
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +54,8 @@ def executions(
       jobico executions --submitter cron
       jobico executions show <execution-id>
       jobico executions running
+      jobico executions cancel <execution-id>
+      jobico executions resubmit <execution-id>
     """
     remember(api_url, token)
     if ctx.invoked_subcommand is not None:
@@ -171,6 +175,8 @@ def _field_rows(rec: dict[str, Any]) -> Table:
         ("finished", rec.get("finished_at")), ("duration", None if rec.get("duration_ms") is None
                                                  else f"{rec['duration_ms']} ms"),
         ("chained from", rec.get("chained_from")),
+        ("resubmitted from", rec.get("resubmitted_from")), ("cancelled by", rec.get("cancelled_by")),
+        ("resubmissions", ", ".join(str(i) for i in rec.get("resubmissions") or []) or None),
     ]
     for name, value in rows:
         if value is None or value == "":
@@ -228,6 +234,60 @@ def retry(
         return
     console.print(Text.assemble("queued again: ", text(rec.get("id", execution_id)),
                                 (f" (attempts so far: {rec.get('attempts')})", "dim")))
+
+
+CANCEL_STYLES = {"cancelled_queued": "green", "cancelled_running": "green", "already_finished": "dim",
+                 "requested": "yellow"}
+
+
+@command(executions_app, "cancel")
+def cancel(
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="Execution id.", show_default=False)],
+    wait: Annotated[float, typer.Option("--wait", min=0, max=30, metavar="S",
+                                        help="Seconds to wait for a running execution to stop (0: do not "
+                                             "wait).")] = 5.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Cancel an execution: a queued one never starts; a running one is stopped inside its sandbox
+    and recorded cancelled. Its ok/error chain is not fired and it is not retried. Cancelling a
+    finished execution changes nothing.
+
+    \b
+    Exit codes:
+      0  cancelled, or already finished (nothing to cancel)
+      4  still running when --wait ran out (the cancel stands:
+         its worker stops it when the request reaches it)
+      1  refused (e.g. no such execution)
+      2  usage error;  3  API unreachable
+    """
+    rec = client().cancel_execution(execution_id, wait) or {}
+    if json_:
+        print_json(rec)
+    else:
+        outcome = str(rec.get("cancel") or "")
+        console.print(text(rec.get("detail") or outcome, CANCEL_STYLES.get(outcome, "")), soft_wrap=True)
+        console.print(Text.assemble(("status ", "dim"), status_text(rec.get("status")),
+                                    ("  cancel took ", "dim"), text(f"{rec.get('cancel_ms')} ms")))
+    if rec.get("cancel") == "requested":
+        raise typer.Exit(EXIT_STILL_RUNNING)
+
+
+@command(executions_app, "resubmit")
+def resubmit(
+    execution_id: Annotated[str, typer.Argument(metavar="ID", help="Execution id (any status).",
+                                                show_default=False)],
+    json_: JsonOpt = False,
+) -> None:
+    """Run an execution's payload again: a new execution of the same event, on the package's
+    active version (checked against its current schema), linked to the old one
+    (resubmitted_from; the old one lists it under resubmissions)."""
+    rec = client().resubmit_execution(execution_id) or {}
+    if json_:
+        print_json(rec)
+        return
+    console.print(Text.assemble("resubmitted ", text(execution_id), " as ", text(rec.get("id"), "bold"),
+                                (f" ({sanitize(rec.get('package'))} version {sanitize(rec.get('version'))}, "
+                                 f"{sanitize(rec.get('status'))})", "dim")), soft_wrap=True)
 
 
 def age_text(seconds: Any) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from typing import Any
 
@@ -12,12 +13,14 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
-from ..broker import BatchMessage, TaskMessage, publish
+from ..broker import BatchMessage, TaskMessage, publish, results_channel
 from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
 from ..errors import BadRequest, Conflict, Invalid, NotFound
 from ..ids import is_uuid, uuid7
 from .context import Context
 from .packages import VersionInfo
+
+log = logging.getLogger(__name__)
 
 MAX_CHAIN_DEPTH = 16
 
@@ -59,13 +62,16 @@ class NewExecution:
 
 
 def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
-                   trigger: str, scheduled_at=None, execution_id: str | None = None) -> list[NewExecution]:
-    """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``)."""
+                   trigger: str, scheduled_at=None, execution_id: str | None = None,
+                   resubmitted_from: str | None = None) -> list[NewExecution]:
+    """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``);
+    ``resubmitted_from``: the execution a resubmission repeats (``services.controls.resubmit_execution``)."""
     if execution_id is not None and len(payloads) != 1:
         raise ValueError("execution_id names one execution")
     queue, locks = info.queue_for(event), info.locks_for(event)
     return [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
-                         queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks) for p in payloads]
+                         queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks,
+                         resubmitted_from=resubmitted_from) for p in payloads]
 
 
 def lock_names(column: str | None) -> tuple[str, ...]:
@@ -190,6 +196,18 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
     return d
 
 
+def announce(ctx: Context, data: dict) -> None:
+    """Stream a finished execution's record on its tenant's pub/sub channel (at most once): the
+    worker after recording an outcome, the API after cancelling a queued execution."""
+    if not data:
+        return
+    try:
+        ctx.redis.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
+    except Exception as exc:  # the record is safe in the database; the stream replays from it
+        log.warning("could not publish execution %s on pub/sub: %s", data.get("id"), exc,
+                    extra={"execution_id": data.get("id"), "tenant": data.get("tenant")})
+
+
 def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -206,6 +224,8 @@ def get_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any
         d["payload"] = e.payload
         d["chain"] = list(s.scalars(select(Execution.id).where(Execution.chained_from == e.id)
                                     .order_by(Execution.id)))
+        d["resubmissions"] = list(s.scalars(select(Execution.id).where(Execution.resubmitted_from == e.id)
+                                            .order_by(Execution.id)))
         return d
 
 
