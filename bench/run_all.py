@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run every benchmark in bench/ (``make bench``); not part of ``make test``.
 
-Run: .venv/bin/python bench/run_all.py [--quick] [--only ingest,execute,latency,scaling,runtime,python,publish,cancel]
+Run: .venv/bin/python bench/run_all.py [--quick] [--only <names>]  (names: ingest, execute, latency,
+scaling, runtime, python, publish, locks, cancel)
 
 Each script starts the services it needs, prints a human table and a final JSON
 line; this runner streams their output and ends with one JSON line gathering

@@ -7,7 +7,7 @@ import logging
 from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, TaskMessage, publish
 from jobico_core.services.executions import task_message
 
-from . import locking
+from . import cancellation, locking
 from .app import app, settings
 from .batch import BatchInterrupted, dead_letter_many, run_batch
 from .context import worker_context
@@ -19,8 +19,8 @@ __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 
 
 def _stop(execution_id: str, reason: str) -> None:
-    """A lock's lease was lost while the execution ran: stop it."""
-    log.error("execution %s: %s (cancellation is not wired yet)", execution_id, reason)
+    """A lock's lease was lost while the execution ran: stop it (recorded ``cancelled``)."""
+    cancellation.cancel_here(execution_id, reason)
 
 
 def _runtime(ctx):

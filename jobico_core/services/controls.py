@@ -31,7 +31,7 @@ from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
 from ..errors import Conflict, Invalid, NotFound, TooLarge
 from ..ids import is_uuid
 from .context import Context
-from .executions import announce, get_execution, to_dict
+from .executions import announce, get_execution, lock_names, to_dict
 from .ingest import submit, validated_element
 from .packages import route
 
@@ -85,8 +85,9 @@ def cancel_queued(ctx: Context, tenant: str, execution_id: str, by: str) -> dict
     """Cancel the execution if it is ``queued``: returns its final record (announced on the
     tenant's stream), or None when it was not queued (running, final or missing).
 
-    Named-lock waits: a queued execution waiting for a lock is cancelled here like any other
-    queued one (its task, when it comes, finds the row final and is dropped).
+    Named-lock waits: a queued execution waiting for its locks is cancelled here like any other
+    queued one, and taken out of the locks' wait lines at once (its parked task is dropped, so a
+    release never wakes it and the next in line moves up).
     """
     now = utcnow()
     stmt = _cancel_queued_stmt(tenant, execution_id, by, now)
@@ -101,6 +102,11 @@ def cancel_queued(ctx: Context, tenant: str, execution_id: str, by: str) -> dict
                                 .returning(*_EX.c)).first()
     if row is None:
         return None
+    if row.locks:
+        try:
+            ctx.locks.forget(tenant, lock_names(row.locks), execution_id)
+        except Exception as exc:  # its task finds the row final once it has the locks, and lets go
+            log.warning("execution %s cancelled, but could not leave its locks' wait lines: %s", execution_id, exc)
     data = to_dict(row, logs=False)
     data["logs"] = []
     announce(ctx, data)

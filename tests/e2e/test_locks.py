@@ -136,3 +136,30 @@ def test_two_locks_in_different_orders_never_deadlock_nor_overlap(platform):
     runs = [p.wait(key, i, timeout=90) for i in ids]
     assert all(e["status"] == "timed_out" for e in runs), [e["status"] for e in runs]
     _no_overlap(runs)  # every one of them holds "b"
+
+
+def test_cancel_hands_the_lock_on_and_takes_a_waiter_out_of_the_line(platform):
+    p = platform
+    key = p.tenant("locks4")
+    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, example("packages/locks.yaml").read_text())
+    p.start_worker(concurrency=2)
+    holder = p.post(key, "locks4", "deploy_api", [{"seconds": 9}]).json()["executions"][0]
+    p.wait(key, holder, until=lambda e: e["status"] == "running")
+    waiter = p.post(key, "locks4", "deploy_web", [{"seconds": 1}]).json()["executions"][0]
+    behind = p.post(key, "locks4", "deploy_api", [{"seconds": 1}]).json()["executions"][0]
+    p.wait(key, behind, timeout=10, until=lambda e: e["waiting_for"] is not None)
+    r = p.call(key, "POST", f"/api/v1/executions/{waiter}/cancel")
+    assert r.status_code == 200 and (r.json()["cancel"], r.json()["status"]) == ("cancelled_queued", "cancelled")
+    held = {lock["name"]: lock for lock in p.call(key, "GET", "/api/v1/locks").json()["items"]}
+    assert held["production"]["holder"] == holder and held["production"]["waiting"] == [behind]
+    r = p.call(key, "POST", f"/api/v1/executions/{holder}/cancel")  # stopped inside the sandbox
+    assert r.status_code == 200 and (r.json()["cancel"], r.json()["status"]) == ("cancelled_running", "cancelled")
+    stopped = p.wait(key, holder)
+    nxt = p.wait(key, behind, timeout=30)
+    assert nxt["status"] == "succeeded"
+    assert _t(nxt["started_at"]) - _t(stopped["finished_at"]) < dt.timedelta(seconds=2)
+    never = p.wait(key, waiter)
+    assert never["status"] == "cancelled" and never["started_at"] is None and never["waiting_for"] is None
+    assert p.call(key, "GET", "/api/v1/locks").json()["items"] == []

@@ -194,3 +194,25 @@ def test_late_polls_are_stale_but_a_redelivery_long_after_is_not(locks):
     # once the parking key is gone (2 x stale later), a redelivered task of b is a first delivery
     locks.redis.delete(f"jobico:lockpark:{b}")
     assert locks.acquire("t", ["l"], b, token=wake.token) is None
+
+
+def test_the_lease_keeper_renews_and_stops_an_execution_whose_lock_was_taken(redis_url, tmp_path):
+    from jobico_core.services.context import Context
+    from jobico_core.settings import Settings
+    from jobico_worker.locking import LeaseKeeper
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    ctx = Context(Settings.from_env({"JOBICO_REDIS_URL": redis_url, "JOBICO_DATA_DIR": str(tmp_path),
+                                     "JOBICO_LOCK_LEASE_SECONDS": "1"}))
+    stopped: list[tuple[str, str]] = []
+    keeper = LeaseKeeper(ctx, lambda execution_id, reason: stopped.append((execution_id, reason)))
+    a, b = uuid7(), uuid7()
+    assert ctx.locks.acquire("t", ["l"], a) is None
+    keeper.hold("t", ["l"], a)
+    time.sleep(2.5)                                   # 2.5 leases: alive only because it is renewed
+    assert ctx.locks.holder("t", "l") == a and not stopped
+    ctx.redis.set("jobico:lock:t:l", b)               # as if its lease had run out and b took the lock
+    deadline = time.monotonic() + 5
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stopped and stopped[0][0] == a and "another execution took one of its locks" in stopped[0][1]
+    keeper.drop(a)
