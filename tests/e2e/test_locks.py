@@ -52,6 +52,15 @@ def _setup(p, tenant: str, yaml_text: str) -> str:
     return key
 
 
+def _example(p, tenant: str) -> str:
+    """A tenant with the README's example package deployed (examples/packages/locks.yaml, nap.wasm)."""
+    key = p.tenant(tenant)
+    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, example("packages/locks.yaml").read_text())
+    return key
+
+
 def _t(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -71,10 +80,7 @@ def _no_overlap(runs: list[dict]) -> None:
 def test_a_held_lock_holds_back_the_next_in_order(platform):
     """The README's example package (examples/packages/locks.yaml, nap.wasm)."""
     p = platform
-    key = p.tenant("locks1")
-    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
-        p.upload(key, example(f))
-    p.deploy(key, example("packages/locks.yaml").read_text())
+    key = _example(p, "locks1")
     p.start_worker(concurrency=3)
     first = p.post(key, "locks1", "deploy_api", [{"seconds": 4}]).json()["executions"][0]
     p.wait(key, first, until=lambda e: e["status"] == "running")
@@ -140,10 +146,7 @@ def test_two_locks_in_different_orders_never_deadlock_nor_overlap(platform):
 
 def test_cancel_hands_the_lock_on_and_takes_a_waiter_out_of_the_line(platform):
     p = platform
-    key = p.tenant("locks4")
-    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
-        p.upload(key, example(f))
-    p.deploy(key, example("packages/locks.yaml").read_text())
+    key = _example(p, "locks4")
     p.start_worker(concurrency=2)
     holder = p.post(key, "locks4", "deploy_api", [{"seconds": 9}]).json()["executions"][0]
     p.wait(key, holder, until=lambda e: e["status"] == "running")

@@ -175,6 +175,21 @@ class ApiHarness:
 
 
 @pytest.fixture
+def sqlite_ctx(tmp_path, redis_url):
+    """`make run`'s database: a Context on a migrated SQLite file, a filesystem store, with tenant t1."""
+    from jobico_core.db import upgrade_schema
+    from jobico_core.services import tenants
+    from jobico_core.services.context import Context
+    settings = Settings.from_env({}, embedded=True, data_dir=tmp_path, cache_dir=tmp_path / "cache",
+                                 database_url=f"sqlite:///{tmp_path / 'j.db'}", redis_url=redis_url,
+                                 storage_url=f"file://{tmp_path / 'objects'}")
+    upgrade_schema(settings.database_url)
+    ctx = Context(settings)
+    tenants.create_tenant(ctx, "t1")
+    return ctx
+
+
+@pytest.fixture
 def api_db_url(postgres_server, migrated_template) -> str:
     url = postgres_server.create_database(template=migrated_template)
     yield url

@@ -267,19 +267,11 @@ def test_a_delivery_that_loses_the_recording_race_writes_nothing(h):
     assert got[claimed[1].id].status == "failed"
 
 
-def test_batches_on_sqlite(tmp_path, redis_url):
+def test_batches_on_sqlite(sqlite_ctx, redis_url):
     """`make run`'s database: the same batch path on SQLite."""
-    from jobico_core.db import upgrade_schema
-    from jobico_core.services import files, packages, tenants
-    from jobico_core.services.context import Context
+    from jobico_core.services import files, packages
     from jobico_core.services.executions import enqueue, new_execution
-    from jobico_core.settings import Settings
-    settings = Settings.from_env({}, embedded=True, data_dir=tmp_path, cache_dir=tmp_path / "cache",
-                                 database_url=f"sqlite:///{tmp_path / 'j.db'}", redis_url=redis_url,
-                                 storage_url=f"file://{tmp_path / 'objects'}")
-    upgrade_schema(settings.database_url)
-    ctx = Context(settings)
-    tenants.create_tenant(ctx, "t1")
+    ctx = sqlite_ctx
     files.upload(ctx, "t1", "flaky.wasm", FLAKY)
     files.upload(ctx, "t1", "any.json", b"{}")
     packages.deploy(ctx, "t1", PACKAGE.format(retries=0))

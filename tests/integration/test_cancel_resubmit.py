@@ -326,18 +326,10 @@ def test_resubmit_links_both_ways_uses_the_active_version_and_checks_the_schema(
         f"execution {short} cannot be resubmitted: event 'say' is no longer deployed")
 
 
-def test_cancel_and_resubmit_on_sqlite(tmp_path, redis_url):
+def test_cancel_and_resubmit_on_sqlite(sqlite_ctx):
     """`make run`'s database: the stream position of a queued cancel comes from the counter row."""
-    from jobico_core.db import upgrade_schema
-    from jobico_core.services import controls, files, packages, tenants
-    from jobico_core.services.context import Context
-    from jobico_core.settings import Settings
-    settings = Settings.from_env({}, embedded=True, data_dir=tmp_path, cache_dir=tmp_path / "cache",
-                                 database_url=f"sqlite:///{tmp_path / 'j.db'}", redis_url=redis_url,
-                                 storage_url=f"file://{tmp_path / 'objects'}")
-    upgrade_schema(settings.database_url)
-    ctx = Context(settings)
-    tenants.create_tenant(ctx, "t1")
+    from jobico_core.services import controls, files, packages
+    ctx = sqlite_ctx
     for name, data in (("sleeper.wasm", wasm("sleeper")), ("echo.wasm", wasm("echo")), ("any.json", b"{}"),
                        ("person.json", json.dumps(PERSON).encode())):
         files.upload(ctx, "t1", name, data)
