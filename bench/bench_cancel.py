@@ -25,7 +25,6 @@ import argparse
 import http.client
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -92,24 +91,11 @@ def one_round(api: Api, ctx) -> dict:
 
 def floor(n: int) -> list[float]:
     """CancelToken.cancel() -> Runtime.run returns, same module, in this process."""
+    from bench_runtime import cancel_latencies
     from jobico_core.limits import Limits
-    from jobico_worker.runtime import CancelToken, Runtime, Status
+    from jobico_worker.runtime import Runtime
     rt = Runtime(cache_dir=None)
-    mod = rt.load((EXAMPLES / "jobicolets/sleeper.wasm").read_bytes())
-    out = []
-    for _ in range(n):
-        tok = CancelToken()
-        box: dict = {}
-        th = threading.Thread(target=lambda: box.setdefault("o", rt.run(mod, b"{}", limits=Limits(**LIMITS),
-                                                                         cancel=tok)))
-        th.start()
-        time.sleep(0.05)
-        t = time.perf_counter()
-        tok.cancel()
-        th.join()
-        out.append((time.perf_counter() - t) * 1000)
-        assert box["o"].status is Status.CANCELLED
-    return out
+    return cancel_latencies(rt, rt.load((EXAMPLES / "jobicolets/sleeper.wasm").read_bytes()), n, Limits(**LIMITS))
 
 
 def stats(xs: list[float]) -> dict:

@@ -78,6 +78,23 @@ def big_module(target: int = 120_000) -> bytes:
     return wasmtime.wat2wasm(wat)
 
 
+def cancel_latencies(rt, module, n: int, limits) -> list[float]:
+    """ms from ``CancelToken.cancel()`` to ``Runtime.run`` returning, for a guest that spins."""
+    out = []
+    for _ in range(n):
+        tok = CancelToken()
+        box: dict = {}
+        th = threading.Thread(target=lambda: box.setdefault("o", rt.run(module, b"{}", limits=limits, cancel=tok)))
+        th.start()
+        time.sleep(0.05)
+        t = time.perf_counter()
+        tok.cancel()
+        th.join()
+        out.append((time.perf_counter() - t) * 1000)
+        assert box["o"].status is Status.CANCELLED
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=5000)
@@ -155,19 +172,7 @@ def main() -> int:
 
     # cancellation latency
     sleeper = rt.load((ROOT / "examples/jobicolets/sleeper.wasm").read_bytes())
-    lat = []
-    for _ in range(10):
-        tok = CancelToken()
-        box: dict = {}
-        th = threading.Thread(target=lambda: box.setdefault("o", rt.run(
-            sleeper, b"{}", limits=Limits(timeout_ms=30_000, fuel=10_000_000_000), cancel=tok)))
-        th.start()
-        time.sleep(0.05)
-        t = time.perf_counter()
-        tok.cancel()
-        th.join()
-        lat.append((time.perf_counter() - t) * 1000)
-        assert box["o"].status is Status.CANCELLED
+    lat = cancel_latencies(rt, sleeper, 10, Limits(timeout_ms=30_000, fuel=10_000_000_000))
 
     res = {
         "events": n,
