@@ -34,7 +34,7 @@ jobs:
       ok: {id: counted, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: echo}
 runtimes:
   - {id: boom, moduleref: boom.py, type: 1}
-  - {id: spin, moduleref: spin.py, type: 1, limits: {timeout_ms: 500}}
+  - {id: spin, moduleref: spin.py, type: 1, limits: {timeout_ms: 300, fuel: 10000000000}}  # the wall clock first
   - {id: sleepy, moduleref: sleepy.py, type: 1, limits: {timeout_ms: 500}}
   - {id: hog, moduleref: hog.py, type: 1, limits: {memory_mb: 64}}
   - {id: count, moduleref: count.py, language: python}

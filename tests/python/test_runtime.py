@@ -287,10 +287,11 @@ def test_output_result_and_log_limits(runtime):
 
 def test_cancellation_from_another_thread(runtime):
     token = CancelToken()
-    threading.Timer(0.3, token.cancel, args=("operator",)).start()
+    threading.Timer(0.1, token.cancel, args=("operator",)).start()
     t0 = time.monotonic()
+    # the most fuel allowed: a spinning interpreter burns the default budget in about 0.3 s here
     out = runtime.run(py("def event(data):\n    while True:\n        pass\n"), b"{}", cancel=token,
-                      limits=limits(timeout_ms=20_000))
+                      limits=limits(timeout_ms=20_000, fuel=10_000_000_000))
     assert out.status is Status.CANCELLED and "operator" in out.message, out.to_dict()
     assert time.monotonic() - t0 < 5
 
