@@ -12,7 +12,10 @@ refused, each with a message naming the member, when they are:
   decompressed to compressed bytes exceeds ``max_ratio`` (once past 1 MiB): archive bombs.
 
 ``read_archive`` returns ``{file name: bytes}`` (directories dropped, the file name being the
-member's last path segment); the caller decides what the files mean.
+member's last path segment); the caller decides what the files mean. With ``keep_paths=True``
+the keys are the members' normalised paths (``pkg/util.py``) and only the same path twice is
+a duplicate (a Python package zip, jobico_worker/runtime/python.py). ``member_problem(path)``,
+when given, may refuse a regular member by its path before its bytes are read.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import Invalid, JobicoError
 
@@ -45,6 +49,7 @@ class ArchiveRefused(Invalid):
         super().__init__(f"archive refused: {where}{message}",
                          {"archive": [{"member": member or "", "message": message}]}, status=status)
         self.member = member
+        self.reason = message
 
 
 def kind_of(data: bytes) -> str | None:
@@ -55,14 +60,15 @@ def kind_of(data: bytes) -> str | None:
     return None
 
 
-def read_archive(data: bytes, limits: ArchiveLimits) -> dict[str, bytes]:
+def read_archive(data: bytes, limits: ArchiveLimits, *, keep_paths: bool = False,
+                 member_problem: Callable[[str], str | None] | None = None) -> dict[str, bytes]:
     kind = kind_of(data)
     if kind is None:
         raise JobicoError("the body is neither a zip nor a gzip-compressed tar archive "
                           "(send application/zip or application/gzip)", {"archive": [{"member": "",
                                                                                      "message": "unknown format"}]},
                           status=415)
-    reader = _Reader(limits, len(data))
+    reader = _Reader(limits, len(data), keep_paths, member_problem)
     if kind == "zip":
         _read_zip(data, reader)
     else:
@@ -70,8 +76,8 @@ def read_archive(data: bytes, limits: ArchiveLimits) -> dict[str, bytes]:
     return reader.files
 
 
-def _safe_name(name: str) -> str:
-    """The member's file name (last segment) after checking its whole path."""
+def _safe_name(name: str, keep_path: bool = False) -> str:
+    """The member's file name (last segment; its normalised path with ``keep_path``) after checking its whole path."""
     if "\0" in name:
         raise ArchiveRefused(name.replace("\0", "\\0"), "the path contains a NUL character")
     if "\\" in name:
@@ -83,12 +89,15 @@ def _safe_name(name: str) -> str:
         raise ArchiveRefused(name, "'..' in a path is not allowed")
     if not parts:
         raise ArchiveRefused(name, "an empty path")
-    return parts[-1]
+    return "/".join(parts) if keep_path else parts[-1]
 
 
 class _Reader:
-    def __init__(self, limits: ArchiveLimits, compressed: int):
+    def __init__(self, limits: ArchiveLimits, compressed: int, keep_paths: bool = False,
+                 member_problem: Callable[[str], str | None] | None = None):
         self.limits = limits
+        self.keep_paths = keep_paths
+        self.member_problem = member_problem
         self.compressed = max(compressed, 1)
         self.total = 0
         self.members = 0
@@ -110,9 +119,18 @@ class _Reader:
             raise ArchiveRefused(name, f"the archive decompresses to over {self.limits.max_ratio} times its "
                                        "size (an archive bomb?)", status=413)
 
+    def check(self, name: str) -> str:
+        """The key of a regular member, refused here (before it is read) if its path is bad."""
+        key = _safe_name(name, self.keep_paths)
+        if self.member_problem is not None:
+            problem = self.member_problem(key)
+            if problem:
+                raise ArchiveRefused(name, problem)
+        return key
+
     def read(self, name: str, stream) -> None:
         """Read one regular member from a file-like object, bounded."""
-        file_name = _safe_name(name)
+        file_name = self.check(name)
         if file_name in self.files:
             earlier = self.paths[file_name]
             raise ArchiveRefused(name, "a duplicate name" + ("" if earlier == name else
@@ -174,6 +192,7 @@ def _read_zip(data: bytes, reader: _Reader) -> None:
             continue
         if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
             raise ArchiveRefused(name, "only regular files and directories are allowed")
+        reader.check(name)
         if info.flag_bits & 0x1:
             raise ArchiveRefused(name, "encrypted members are not supported")
         if info.file_size > reader.limits.member_bytes:   # the header's claim; the read below counts anyway
@@ -235,6 +254,7 @@ def _read_tar(data: bytes, reader: _Reader) -> None:
                 continue
             if not member.isreg():
                 raise ArchiveRefused(name, "only regular files and directories are allowed")
+            reader.check(name)
             if member.size > reader.limits.member_bytes:
                 raise ArchiveRefused(name, f"the member is larger than {reader.limits.member_bytes // 1024} KB",
                                      status=413)
