@@ -1,4 +1,4 @@
-"""The tenant's repository: WASM modules and JSON schemas, uploaded as raw bytes."""
+"""The tenant's repository: WASM modules, Python jobicolets and JSON schemas, uploaded as raw bytes."""
 from __future__ import annotations
 
 import marshmallow as ma
@@ -12,7 +12,8 @@ from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
 from ..body import read_body
 
 blp = Blueprint("files", __name__, url_prefix="/api/v1/files",
-                description="The tenant's repository of modules (.wasm), Python jobicolets (.py) and schemas (.json).")
+                description="The tenant's repository of modules (.wasm), Python jobicolets (.py, or a .zip "
+                            "package) and schemas (.json).")
 
 
 class FileSchema(ma.Schema):
@@ -40,7 +41,9 @@ def _out(row) -> dict:
 @blp.route("/<path:name>", methods=["PUT"])
 @blp.doc(security=SECURITY, summary="Upload (or replace) a file",
          description="Raw bytes. A schema must be a valid JSON Schema; a module must be a valid jobicolet "
-                     "(WASM with the ABI's exports and only allowed imports). Re-uploading changes only "
+                     "(WASM with the ABI's exports and only allowed imports); a Python jobicolet (.py, or a .zip "
+                     "package of .py files with main.py at its root) must compile in the platform's CPython "
+                     "(a refusal names the file inside the zip and the line). Re-uploading changes only "
                      "package versions deployed later.",
          requestBody={"required": True, "content": {"application/octet-stream": {
              "schema": {"type": "string", "format": "binary"}}}})
@@ -48,7 +51,8 @@ def _out(row) -> dict:
 @blp.arguments(KindArgs, location="query")
 @blp.response(201, FileSchema)
 @blp.alt_response(413, schema=ERROR_SCHEMA, description="larger than JOBICO_MAX_UPLOAD_KB")
-@blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid name, JSON, JSON Schema or module")
+@blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid name, JSON, JSON Schema, module or Python "
+                                                          "jobicolet (source or package zip)")
 def upload(args, name):
     c = ctx()
     limit_kb = c.settings.max_upload_kb
@@ -78,6 +82,8 @@ def content(name):
     row = svc.get_file(c, g.tenant, name)
     data = svc.read_blob(c, g.tenant, row.sha256)
     mimetype = {"schema": "application/json", "python": "text/x-python"}.get(row.kind, "application/wasm")
+    if row.kind == "python" and row.name.lower().endswith(".zip"):
+        mimetype = "application/zip"
     return Response(data, mimetype=mimetype, headers={"ETag": f'"{row.sha256}"',
                                                       "X-Content-SHA256": row.sha256})
 

@@ -25,8 +25,9 @@ SchemaOpt = Annotated[Optional[List[Path]], typer.Option(
     "--schema", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A JSON Schema to upload first (repeatable); stored under its file name.")]
 PythonOpt = Annotated[Optional[List[Path]], typer.Option(
-    "--python", exists=True, dir_okay=False, readable=True, show_default=False,
-    help="A Python jobicolet (.py) to upload first (repeatable); stored under its file name.")]
+    "--python", exists=True, readable=True, show_default=False,
+    help="A Python jobicolet (.py, or a .zip package) to upload first (repeatable); stored under its file name. "
+         "A directory holding main.py is packed into a package zip, DIR.zip.")]
 PackageArg = Annotated[str, typer.Argument(help="Package id.", show_default=False)]
 
 

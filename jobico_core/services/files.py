@@ -14,7 +14,7 @@ from ..storage import blob_key, sha256_hex
 from .context import Context
 
 KINDS = ("wasm", "schema", "python")
-_EXT_KIND = {".wasm": "wasm", ".json": "schema", ".py": "python"}
+_EXT_KIND = {".wasm": "wasm", ".json": "schema", ".py": "python", ".zip": "python"}  # .zip: a Python package
 
 
 def kind_from_name(name: str) -> str:
@@ -22,7 +22,7 @@ def kind_from_name(name: str) -> str:
         if name.lower().endswith(ext):
             return kind
     raise Invalid(f"cannot tell the kind of {name!r} from its extension: use .wasm for modules, "
-                  ".py for Python jobicolets and .json for schemas (or give the kind explicitly)",
+                  ".py (or a .zip package) for Python jobicolets and .json for schemas (or give the kind explicitly)",
                   {"name": ["unknown extension"]})
 
 
@@ -36,9 +36,11 @@ def check_module_bytes(data: bytes) -> None:
 def check_python_bytes(ctx: Context, name: str, data: bytes, main: str | None = None, limits=None) -> None:
     """The guest's own CPython (3.15) judges a Python jobicolet, never the host's Python.
 
-    Without ``main`` (upload): the source must compile. With ``main`` (deploy): its top level
-    must also run and define ``main``. A refusal is a 422 naming the file and the line; while
-    the interpreter is still being compiled on this host, a 503 with Retry-After.
+    Without ``main`` (upload): the source must compile (a ``.zip`` package: each of its files,
+    after the host's checks of its members and its root ``main.py``). With ``main`` (deploy): its
+    top level (a package's ``main.py``, with its imports) must also run and define ``main``. A
+    refusal is a 422 naming the file (inside a zip: ``x.zip/pkg/util.py``) and the line; while the
+    interpreter is still being compiled on this host, a 503 with Retry-After.
     """
     from jobico_worker.runtime import get_runtime
     from jobico_worker.runtime.python import check_python, load_python

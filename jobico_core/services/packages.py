@@ -106,7 +106,7 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
         if rt.language == "python":
             if f.kind != "python":
                 problems.append({"path": path, "message": f"{f.name!r} is a {f.kind} file, not a Python source file "
-                                                          "(a runtime of type 1 runs a .py file)"})
+                                                          "(a runtime of type 1 runs a .py file or a .zip package)"})
                 continue
             pins[f.name] = f.sha256
             limits = resolve(ctx.settings.default_limits_for("python"), ctx.settings.max_limits, rt.limits)

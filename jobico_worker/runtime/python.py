@@ -1,4 +1,4 @@
-"""Python jobicolets: a tenant's ``.py`` file run by the sealed CPython in our wasmtime host.
+"""Python jobicolets: a tenant's ``.py`` file (or ``.zip`` package) run by the sealed CPython in our wasmtime host.
 
 One event = one fresh instance of the pre-initialised interpreter (``interpreter.py``),
 made from a cached ``InstancePre`` (the memory image is mapped copy-on-write, so
@@ -11,7 +11,13 @@ stdout/stderr capture and the log limits. The guest gets:
   start: ``os.environ`` holds it from the module's top level on; tests/python/test_runtime.py);
 * one read-only directory, the stdlib zip at ``/usr/local/lib``; nothing else of the host;
 * the interpreter's one host import, ``host.call``, answered here (``_door``): it hands
-  over the source and the payload and takes the log records, the result or the exception.
+  over the source (a package zip's other files too) and the payload and takes the log
+  records, the result or the exception.
+
+A package zip (``pricing.zip``: ``main.py`` at its root, with the modules and packages it
+imports) is read here in memory by ``jobico_core.archive`` (only ``.py`` files and
+directories, bounded, every refusal naming the member); the guest's runner serves its
+modules from memory with an import finder, under file names such as ``pricing.zip/pkg/util.py``.
 
 Outcomes map onto the same execution record as a compiled module's (docs/python.md):
 ``(0, result)`` -> succeeded, ``(n, result)`` -> failed with code n, an uncaught exception
@@ -27,6 +33,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +43,7 @@ from wasmtime import _ffi
 from wasmtime import ExitTrap, Trap, WasmtimeError
 
 from jobico_core.abi import InvalidModule
+from jobico_core.archive import ArchiveLimits, ArchiveRefused, kind_of, read_archive
 from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
 
 from . import _wasi_clock, interpreter
@@ -49,56 +57,132 @@ from ._runtime import (
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["PythonModule", "load_python", "run_python", "check_python", "MAX_SOURCE_BYTES", "GUEST_RUNNER"]
+__all__ = ["PythonModule", "load_python", "run_python", "check_python", "MAX_SOURCE_BYTES", "GUEST_RUNNER",
+           "MAX_PACKAGE_MEMBERS", "MAX_PACKAGE_ZIP_BYTES", "PACKAGE_MAIN"]
 
-#: Largest Python source accepted (the upload limit applies first).
+#: Largest Python source accepted (the upload limit applies first); for a package zip, the
+#: total of its files once decompressed.
 MAX_SOURCE_BYTES = 1 << 20
+#: A package zip: at most this many members (files and directories) ...
+MAX_PACKAGE_MEMBERS = 200
+#: ... and this many bytes as stored (compressed, with the zip's own headers).
+MAX_PACKAGE_ZIP_BYTES = 2 * MAX_SOURCE_BYTES
+#: The file at a package zip's root that defines the function (``mainfuncname``).
+PACKAGE_MAIN = "main.py"
+_PACKAGE_LIMITS = ArchiveLimits(total_bytes=MAX_SOURCE_BYTES, member_bytes=MAX_SOURCE_BYTES,
+                                max_members=MAX_PACKAGE_MEMBERS)
 #: The guest's runner, handed over as ``python -c``.
 GUEST_RUNNER = (Path(__file__).with_name("python_guest.py")).read_text(encoding="utf-8")
+#: The guest's package support (a zip's import finder), loaded by the runner for a package only.
+GUEST_PACKAGE = (Path(__file__).with_name("python_guest_package.py")).read_text(encoding="utf-8")
 _MAX_ERROR_BYTES = 64 * 1024   # the exception summary a guest may report
 _MAX_RUNNER_CODE = 1 << 20
 # Compiling the runner's source costs ~10 ms of interpreter time per event; unmarshalling its
 # code object 0.2 ms. So once per process the guest compiles it (op P: the source, op K: the
 # marshalled code, made by the guest's own CPython from our source alone, no tenant involved),
-# and every event starts from that code (op C).
+# and every event starts from that code (op C). The package support likewise (op J; op G hands
+# it to an event of a package zip), kept out of the runner so that a single file's event does
+# not unmarshal it.
 _BUILD_RUNNER = ("import _host, marshal, os\n"
-                 "_host.call(b'K' + marshal.dumps(compile(_host.call(b'P').decode(), '<jobico-runner>', 'exec')))\n"
+                 "runner, package = _host.call(b'P').decode().split('\\0')\n"
+                 "_host.call(b'K' + marshal.dumps(compile(runner, '<jobico-runner>', 'exec')))\n"
+                 "_host.call(b'J' + marshal.dumps(compile(package, '<jobico-runner-package>', 'exec')))\n"
                  "os._exit(0)\n")
 _BOOT_RUNNER = "import _host, marshal\nexec(marshal.loads(_host.call(b'C')))\n"
 
 
 @dataclass(frozen=True)
 class PythonModule:
-    """A tenant's Python source, checked on the host for what can be checked there."""
+    """A tenant's Python source (or package zip), checked on the host for what can be checked there."""
 
-    sha256: str
-    name: str          # the file name tracebacks show, e.g. "echo.py"
-    source: str
+    sha256: str        # of the file as stored: the .py, or the .zip's bytes
+    name: str          # the repository's file name, e.g. "echo.py" or "pricing.zip"
+    source: str        # the .py file's source; a zip's main.py
+    files: tuple[tuple[str, str], ...] = ()   # a zip's other .py files: (path in the zip, source), sorted
+
+    @property
+    def is_package(self) -> bool:
+        return self.name.lower().endswith(".zip")
+
+    @property
+    def filename(self) -> str:
+        """The main file's name in tracebacks: ``echo.py``, or ``pricing.zip/main.py``."""
+        return f"{self.name}/{PACKAGE_MAIN}" if self.is_package else self.name
 
     @property
     def size(self) -> int:
-        return len(self.source.encode("utf-8"))
+        return len(self.source.encode("utf-8")) + sum(len(src.encode("utf-8")) for _, src in self.files)
+
+    @cached_property
+    def files_frame(self) -> bytes:
+        """Op ``F``'s answer: ``<path>\\0<source>\\0...`` (neither holds a NUL: refused on load)."""
+        return "\0".join(f"{path}\0{src}" for path, src in self.files).encode("utf-8")
 
     def __repr__(self) -> str:
-        return f"<PythonModule {self.name} {self.sha256[:12]} {self.size} bytes>"
+        extra = f" +{len(self.files)} files" if self.files else ""
+        return f"<PythonModule {self.name} {self.sha256[:12]} {self.size} bytes{extra}>"
 
 
 def load_python(data: bytes, name: str = "jobicolet.py", sha256: str | None = None) -> PythonModule:
-    """Host-side checks (size, UTF-8, no NUL); the syntax is the guest's to judge (:func:`check_python`)."""
+    """Host-side checks (size, UTF-8, no NUL; a ``.zip`` name: the package's members and its
+    ``main.py``); the syntax is the guest's to judge (:func:`check_python`)."""
+    name = name or "jobicolet.py"
+    digest = (sha256 or hashlib.sha256(data).hexdigest()).lower()
+    if name.lower().endswith(".zip"):
+        main, files = _read_package(bytes(data), name)
+        return PythonModule(digest, name, main, files)
     if len(data) > MAX_SOURCE_BYTES:
         raise InvalidModule(f"Python source is {len(data)} bytes; at most {MAX_SOURCE_BYTES // 1024} KiB")
+    return PythonModule(digest, name, _source_text(data, "Python source"))
+
+
+def _source_text(data: bytes, what: str) -> str:
     try:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        raise InvalidModule(f"Python source is not UTF-8 (line {line}: {exc.reason})") from None
+        raise InvalidModule(f"{what} is not UTF-8 (line {line}: {exc.reason})") from None
     if "\0" in text:
         line = text[:text.index("\0")].count("\n") + 1
-        raise InvalidModule(f"Python source contains a NUL byte (line {line})")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    digest = sha256 or hashlib.sha256(data).hexdigest()
-    return PythonModule(digest.lower(), name or "jobicolet.py", text)
+        raise InvalidModule(f"{what} contains a NUL byte (line {line})")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _package_member_problem(path: str) -> str | None:
+    if path.endswith(".py"):
+        return None
+    if "__pycache__" in path.split("/") or path.endswith(".pyc"):
+        return "only .py files (and directories) may be in a Python package zip (leave out __pycache__ and .pyc)"
+    return "only .py files (and directories) may be in a Python package zip"
+
+
+def _read_package(data: bytes, name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A package zip's ``main.py`` and other files, or :class:`InvalidModule` naming the member."""
+    if len(data) > MAX_PACKAGE_ZIP_BYTES:
+        raise InvalidModule(f"{name} is {len(data)} bytes; a Python package zip is at most "
+                            f"{MAX_PACKAGE_ZIP_BYTES // 1024} KiB")
+    if kind_of(data) != "zip":
+        raise InvalidModule(f"{name} is not a zip archive (a Python package is a .zip of .py files with "
+                            f"{PACKAGE_MAIN} at its root)")
+    try:
+        raw = read_archive(data, _PACKAGE_LIMITS, keep_paths=True, member_problem=_package_member_problem)
+    except ArchiveRefused as exc:
+        where = f"{exc.member}: " if exc.member else ""
+        raise InvalidModule(f"{name}: {where}{exc.reason}") from None
+    sources = {path: _source_text(body, f"{name}/{path}") for path, body in raw.items()}
+    if PACKAGE_MAIN not in sources:
+        nested = sorted(p for p in sources if p.count("/") == 1 and p.endswith("/" + PACKAGE_MAIN))
+        hint = (f" (it has {nested[0]}: zip the directory's contents, not the directory)" if nested else "")
+        raise InvalidModule(f"{name}: no {PACKAGE_MAIN} at the zip's root{hint}; {PACKAGE_MAIN} defines the "
+                            "function the runtime calls")
+    for path in sorted(sources):
+        if path.endswith("/__init__.py"):
+            twin = path[:-len("/__init__.py")] + ".py"
+            if twin in sources:
+                module = twin[:-3].replace("/", ".")
+                raise InvalidModule(f"{name}: {twin} and {path} both define the module {module}: keep one")
+    main = sources.pop(PACKAGE_MAIN)
+    return main, tuple(sorted(sources.items()))
 
 
 # --------------------------------------------------------------------------
@@ -106,12 +190,13 @@ def load_python(data: bytes, name: str = "jobicolet.py", sha256: str | None = No
 
 
 class _Interpreter:
-    __slots__ = ("module", "pre", "linker", "stdlib", "runner_code")
+    __slots__ = ("module", "pre", "linker", "stdlib", "runner_code", "package_code")
 
     def __init__(self, module: wasmtime.Module, pre: wasmtime.InstancePre, linker: wasmtime.Linker,
                  stdlib: str):
         self.module, self.pre, self.linker, self.stdlib = module, pre, linker, stdlib
         self.runner_code: bytes | None = None   # the runner, compiled by the guest (see _BUILD_RUNNER)
+        self.package_code: bytes | None = None  # the package support, likewise
 
 
 _load_lock = threading.Lock()
@@ -149,7 +234,7 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
         linker = _make_linker(eng.engine)
         pre = linker.instantiate_pre(module)
         got = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)))
-        got.runner_code = _build_runner(rt, got, stack_kb)
+        got.runner_code, got.package_code = _build_runner(rt, got, stack_kb)
         rt._python[stack_kb] = got
         rt.stats["python_loaded"] = rt.stats.get("python_loaded", 0) + 1
         interpreter.log.info("Python interpreter loaded from the cache in %.0f ms (stack %d KiB)",
@@ -157,16 +242,17 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
         return got
 
 
-def _build_runner(rt: Runtime, interp: _Interpreter, stack_kb: int) -> bytes | None:
-    """The runner's code object, marshalled by the guest; ``None`` (events then compile the source) if that fails."""
+def _build_runner(rt: Runtime, interp: _Interpreter, stack_kb: int) -> tuple[bytes | None, bytes | None]:
+    """The runner's and the package support's code objects, marshalled by the guest; ``None``
+    (events then compile the source) if that fails."""
     lim = Limits.from_mapping({"stack_kb": stack_kb}, base=PYTHON_DEFAULT_LIMITS)
     exe = _PyExecution(lim, None, time.monotonic(), PythonModule("", "<jobico-runner>", ""), "build", "", b"")
     exe.argv = _BUILD_RUNNER
     out = _execute(rt, interp, exe)
-    if exe.built is None:
+    if exe.built is None or exe.built_package is None:
         interpreter.log.warning("could not precompile the Python runner (%s: %s); events compile it",
                                 out.status.value, out.message)
-    return exe.built
+    return exe.built, exe.built_package
 
 
 def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
@@ -188,19 +274,23 @@ def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
 
 
 class _PyExecution(_Execution):
-    __slots__ = ("request", "payload", "result", "error", "module", "argv", "runner_code", "built", "env")
+    __slots__ = ("request", "payload", "result", "error", "module", "argv", "runner_code", "built", "env",
+                 "package_code", "built_package")
 
     def __init__(self, limits: Limits, cancel: CancelToken | None, t0: float, module: PythonModule,
                  mode: str, main: str, payload: bytes):
         super().__init__(limits, cancel, t0)
         self.module = module
-        self.request = "\0".join((mode, module.name, main, module.source)).encode("utf-8")
+        self.request = "\0".join((mode, module.filename, main, module.name if module.is_package else "",
+                                  module.source)).encode("utf-8")
         self.payload = payload
         self.result: tuple[int, str] | None = None
         self.error: dict | None = None
         self.argv = GUEST_RUNNER                 # the -c program
         self.runner_code: bytes = b""            # op C's answer
         self.built: bytes | None = None          # op K's request
+        self.package_code: bytes = b""           # op G's answer: b"M" + code, else b"S" + source
+        self.built_package: bytes | None = None  # op J's request
         self.env: list[tuple[str, str]] = []     # the package's environment (WASI environ)
 
 
@@ -233,6 +323,8 @@ def _door_impl(caller, args, results) -> int:
         answer = exe.request
     elif op == b"D":
         answer = exe.payload
+    elif op == b"F":
+        answer = exe.module.files_frame
     elif op == b"L":
         n = ln - 2 if ln >= 2 else 0
         if exe.log_bytes + n > limits.log_bytes:
@@ -259,12 +351,18 @@ def _door_impl(caller, args, results) -> int:
         exe.result = (int(digits), text)
     elif op == b"C":
         answer = exe.runner_code
+    elif op == b"G":
+        answer = exe.package_code or b"S" + GUEST_PACKAGE.encode("utf-8")
     elif op == b"P":
-        answer = GUEST_RUNNER.encode("utf-8")
-    elif op == b"K":
+        answer = f"{GUEST_RUNNER}\0{GUEST_PACKAGE}".encode("utf-8")
+    elif op == b"K" or op == b"J":
         if ln - 1 > _MAX_RUNNER_CODE:
             return 0
-        exe.built = ctypes.string_at(base + ptr + 1, ln - 1)
+        code = ctypes.string_at(base + ptr + 1, ln - 1)
+        if op == b"K":
+            exe.built = code
+        else:
+            exe.built_package = code
     elif op == b"E":
         raw = ctypes.string_at(base + ptr + 1, min(ln - 1, _MAX_ERROR_BYTES))
         try:
@@ -334,6 +432,8 @@ def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "e
         exe.env = [(str(k), str(v)) for k, v in env.items()]
     if interp.runner_code:
         exe.argv, exe.runner_code = _BOOT_RUNNER, interp.runner_code
+    if module.is_package and interp.package_code:
+        exe.package_code = b"M" + interp.package_code
     out = _execute(rt, interp, exe)
     out.logs = exe.logs
     out.stdout = exe.stdout.decode("utf-8", "replace")
@@ -427,7 +527,11 @@ def _exception(exe: _PyExecution) -> Outcome:
     kind = str(err.get("type") or "Error")
     text = str(err.get("message") or "")
     line = err.get("line")
-    where = f"{exe.module.name}, line {line}" if isinstance(line, int) else exe.module.name
+    name = exe.module.name
+    file = err.get("file")   # the tenant's file the guest names: the module, or a file of its zip
+    if not isinstance(file, str) or not (file == name or (exe.module.is_package and file.startswith(name + "/"))):
+        file = exe.module.filename
+    where = f"{file}, line {line}" if isinstance(line, int) else file
     message = f"{where}: {kind}: {text}" if text else f"{where}: {kind}"
     if kind == "MemoryError":
         return Outcome(Status.LIMIT_EXCEEDED, limit="memory",

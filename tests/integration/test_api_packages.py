@@ -247,3 +247,60 @@ def test_submitter_header_setting(api):
     assert listed[0]["submitter_header"] == "X-User"
     r = c.patch("/api/v1/tenants/tenant_1", json={"submitter_header": ""}, headers=admin)
     assert r.status_code == 200 and r.get_json()["submitter_header"] is None
+
+
+def _zip(members: list[tuple]) -> bytes:
+    """members: (path, bytes) or (path, bytes, unix mode)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for m in members:
+            zi = zipfile.ZipInfo(m[0])
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            if len(m) > 2:
+                zi.external_attr = m[2] << 16
+            zf.writestr(zi, m[1])
+    return buf.getvalue()
+
+
+MAIN = (b"main.py", b"import helpers\n\ndef event(data):\n    return 0, helpers.f(data)\n")
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_python_package_zips_are_refused_naming_the_member(api):
+    """A .zip Python package is read in memory (jobico_core.archive, with the Python limits) and
+    refused before any interpreter is involved: each refusal a 422 naming the member."""
+    import stat
+    t = api.tenant("tenant_1")
+    main = ("main.py", MAIN[1])
+    cases = [
+        ("data file", [main, ("prices.csv", b"a,b\n")], "p.zip: prices.csv: only .py files (and directories)"),
+        ("bytecode", [main, ("__pycache__/helpers.cpython-315.pyc", b"\0\0")], "leave out __pycache__"),
+        ("symlink", [main, ("helpers.py", b"/etc/passwd", stat.S_IFLNK | 0o777)],
+         "p.zip: helpers.py: symbolic links are not allowed"),
+        ("absolute", [main, ("/etc/helpers.py", b"x = 1\n")], "p.zip: /etc/helpers.py: absolute paths"),
+        ("dot-dot", [main, ("../helpers.py", b"x = 1\n")], "p.zip: ../helpers.py: '..' in a path"),
+        ("duplicate", [main, ("pkg/a.py", b"x = 1\n"), ("pkg/a.py", b"x = 2\n")], "p.zip: pkg/a.py: a duplicate"),
+        ("not UTF-8", [main, ("pkg/a.py", b"x = 1\ny = '\xe9'\n")], "p.zip/pkg/a.py is not UTF-8 (line 2"),
+        ("NUL", [main, ("a.py", b"x = 1\0\n")], "p.zip/a.py contains a NUL byte (line 1)"),
+        ("too many members", [main, *((f"m{i}.py", b"") for i in range(200))], "more than 200 members"),
+        ("too large", [main, ("a.py", b"#" * (600 << 10)), ("b.py", b"#" * (600 << 10))],
+         "p.zip: b.py: the archive decompresses to more than 1024 KB"),
+        ("bomb", [main, ("a.py", bytes(3 << 20))], "p.zip: a.py: the member is larger than 1024 KB"),
+        ("no main.py", [("helpers.py", b"x = 1\n")], "p.zip: no main.py at the zip's root"),
+        ("a directory zipped", [("p/main.py", MAIN[1]), ("p/helpers.py", b"x = 1\n")],
+         "(it has p/main.py: zip the directory's contents, not the directory)"),
+        ("one module twice", [main, ("helpers.py", b""), ("helpers/__init__.py", b"")],
+         "helpers.py and helpers/__init__.py both define the module helpers"),
+    ]
+    for name, members, words in cases:
+        r = api.upload(t, "p.zip", _zip(members))
+        body = r.get_json()
+        assert r.status_code == 422, (name, body)
+        assert body["message"].startswith("not a valid Python jobicolet: "), (name, body)
+        assert words in body["message"], (name, body)
+        assert words in body["errors"]["file"][0], (name, body)
+    r = api.upload(t, "p.zip", b"def event(data):\n    return 0, ''\n")
+    assert r.status_code == 422 and "p.zip is not a zip archive" in r.get_json()["message"], r.get_json()
+    assert api.client.get("/api/v1/files", headers=t.headers).get_json()["items"] == []

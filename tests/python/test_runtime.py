@@ -347,3 +347,149 @@ def test_the_environment_is_os_environ_and_only_for_that_event(runtime):
     assert json.loads(out.result) == {"at_load": "debug", "API_TOKEN": "tok-123=x", "LOG_LEVEL": "debug"}
     out = runtime.run(m, b"{}")
     assert json.loads(out.result) == {"at_load": None, "API_TOKEN": None, "LOG_LEVEL": None}
+
+
+# --------------------------------------------------------------------------- package zips
+
+
+def pyzip(files: dict[str, str], name: str = "p.zip") -> PythonModule:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return load_python(buf.getvalue(), name)
+
+
+PACKAGE = {
+    "main.py": """import jobico
+import helpers
+import main as me
+from pkg import util
+from pkg.sub import deep
+import plain.leaf
+
+calls = 0
+
+
+def event(data):
+    global calls
+    calls += 1
+    jobico.info("main is", __name__, "from", __file__)
+    return 0, {"double": helpers.double(data["x"]), "triple": util.triple(data["x"]), "deep": deep.where(),
+               "files": [helpers.__file__, util.__file__, deep.__file__], "pkg": util.__package__,
+               "same": me is __import__("sys").modules["main"], "leaf": plain.leaf.VALUE,
+               "calls": calls, "helper_calls": helpers.bump()}
+""",
+    "helpers.py": """import json  # the standard library, as usual
+
+calls = 0
+
+
+def double(x):
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return 2 * x
+
+
+def bump():
+    global calls
+    calls += 1
+    return calls
+""",
+    "pkg/__init__.py": "",
+    "pkg/util.py": "from .sub.deep import where  # a relative import\n\n\ndef triple(x):\n    return 3 * x\n",
+    "pkg/sub/__init__.py": "",
+    "pkg/sub/deep.py": "def where():\n    return __name__\n",
+    "plain/leaf.py": "VALUE = 'a directory without __init__.py is a package too'\n",
+    "tools/not-importable.py": "x = 1\n",
+}
+
+
+def test_a_package_zip_imports_its_modules_and_subpackages_from_memory(runtime):
+    m = pyzip(PACKAGE)
+    assert m.filename == "p.zip/main.py" and len(m.files) == 7
+    check_python(runtime, m)
+    check_python(runtime, m, mode="load")
+    out = runtime.run(m, b'{"x": 5}')
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {
+        "double": 10, "triple": 15, "deep": "pkg.sub.deep", "pkg": "pkg", "same": True,
+        "files": ["p.zip/helpers.py", "p.zip/pkg/util.py", "p.zip/pkg/sub/deep.py"],
+        "leaf": "a directory without __init__.py is a package too", "calls": 1, "helper_calls": 1}
+    assert [r.message for r in out.logs] == ["main is main from p.zip/main.py"]
+    # a fresh interpreter per event: neither main.py's nor a helper's globals survive
+    again = runtime.run(m, b'{"x": 1}')
+    assert json.loads(again.result)["calls"] == 1 and json.loads(again.result)["helper_calls"] == 1
+
+
+def test_an_exception_in_a_helper_names_that_file_and_line(runtime):
+    m = pyzip(PACKAGE)
+    out = runtime.run(m, b'{"x": -1}')
+    assert out.status is Status.TRAPPED
+    assert out.message == "uncaught Python exception: p.zip/helpers.py, line 8: ValueError: negative: -1"
+    assert 'File "p.zip/main.py", line 15, in event' in out.stdout
+    assert 'File "p.zip/helpers.py", line 8, in double\n    raise ValueError(f"negative: {x}")' in out.stdout
+    # at import time (main.py imports a helper that fails): no import machinery in between
+    bad = pyzip({**PACKAGE, "pkg/sub/deep.py": "def where():\n    return 1\n\n{}['boom']\n"})
+    out = runtime.run(bad, b"{}")
+    assert out.message == "uncaught Python exception: p.zip/pkg/sub/deep.py, line 4: KeyError: 'boom'"
+    assert 'File "p.zip/main.py", line 4, in <module>\n    from pkg import util' in out.stdout
+    assert 'File "p.zip/pkg/util.py", line 1, in <module>' in out.stdout
+    assert "importlib" not in out.stdout and "<jobico-runner>" not in out.stdout, out.stdout
+    with pytest.raises(InvalidModule, match=r"^p.zip/pkg/sub/deep.py, line 4: KeyError: 'boom'"):
+        check_python(runtime, bad, mode="load")   # the deploy check says the same
+    check_python(runtime, bad)                    # syntax only: the upload check
+
+
+def test_package_checks_in_the_guest(runtime):
+    bad = pyzip({**PACKAGE, "pkg/util.py": "def triple(x):\n    return (3 * x\n"})
+    with pytest.raises(InvalidModule, match=r"^p.zip/pkg/util.py, line 2: SyntaxError: '\(' was never closed$"):
+        check_python(runtime, bad)
+    # every file compiles at upload, importable or not
+    with pytest.raises(InvalidModule, match=r"^p.zip/tools/not-importable.py, line 1: SyntaxError"):
+        check_python(runtime, pyzip({**PACKAGE, "tools/not-importable.py": "x = = 1\n"}))
+    with pytest.raises(InvalidModule, match=r"^p.zip/json.py: JobicoletError: the module json has the name of a "
+                                            r"standard-library module: rename it$"):
+        check_python(runtime, pyzip({**PACKAGE, "json.py": "x = 1\n"}))
+    with pytest.raises(InvalidModule, match=r"^p.zip/jobico/__init__.py: JobicoletError: the module jobico has the "
+                                            r"name of the platform's module: rename it$"):
+        check_python(runtime, pyzip({**PACKAGE, "jobico/__init__.py": ""}))
+    with pytest.raises(InvalidModule, match=r"^p.zip/main.py: JobicoletError: p.zip/main.py defines no function "
+                                            r"event\(data\)$"):
+        check_python(runtime, pyzip({"main.py": "import helpers\n", "helpers.py": ""}), mode="load")
+    out = runtime.run(pyzip({"main.py": "import missing\n"}), b"{}")
+    assert out.status is Status.TRAPPED and "p.zip/main.py, line 1: ModuleNotFoundError" in out.message
+
+
+def test_the_pricing_zip_example(runtime):
+    m = load_python((EXAMPLES / "pricing.zip").read_bytes(), "pricing.zip")
+    check_python(runtime, m)
+    check_python(runtime, m, mode="load")
+    out = runtime.run(m, json.dumps({"items": [{"sku": "pen", "qty": 12, "unit_cents": 150}], "coupon": "SPRING10"}))
+    assert out.status is Status.SUCCEEDED, out.to_dict()
+    assert json.loads(out.result) == {
+        "lines": [{"sku": "pen", "qty": 12, "total": "18.00"}], "subtotal": "18.00",
+        "discounts": [{"rule": "volume", "amount": "0.90"}, {"rule": "SPRING10", "amount": "1.71"}],
+        "total": "15.39"}
+    out = runtime.run(m, json.dumps({"items": [], "coupon": "NOPE"}))
+    assert (out.status, out.code) == (Status.FAILED, 2) and json.loads(out.result) == {"error": "unknown coupon 'NOPE'"}
+    out = runtime.run(m, json.dumps({"items": [{"sku": "pen", "qty": 1, "unit_cents": -5}]}))
+    assert out.status is Status.TRAPPED and out.message.startswith(
+        "uncaught Python exception: pricing.zip/money.py, line 7: ValueError: an amount must be"), out.message
+
+
+def test_a_package_runs_when_the_runner_could_not_be_precompiled(python_cache):
+    """The fallback path: the runner as ``python -c <source>``, the package support compiled per event."""
+    from jobico_worker.runtime import Runtime
+    from jobico_worker.runtime.python import _interpreter
+    rt = Runtime(python_cache_dir=python_cache)
+    interp = _interpreter(rt, PYTHON_DEFAULT_LIMITS.stack_kb)
+    assert interp.runner_code and interp.package_code   # normally both are precompiled once per process
+    interp.runner_code = interp.package_code = None
+    out = rt.run(pyzip(PACKAGE), b'{"x": 2}')
+    assert out.status is Status.SUCCEEDED and json.loads(out.result)["deep"] == "pkg.sub.deep", out.to_dict()
+    out = rt.run(pyzip({**PACKAGE, "pkg/sub/deep.py": "{}['boom']\n"}), b"{}")
+    assert out.message == "uncaught Python exception: p.zip/pkg/sub/deep.py, line 1: KeyError: 'boom'"
+    assert "<string>" not in out.stdout and "<jobico-runner" not in out.stdout and "importlib" not in out.stdout

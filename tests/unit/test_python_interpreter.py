@@ -78,3 +78,34 @@ def test_a_damaged_compiled_interpreter_is_discarded_and_compiled_anew(tmp_path,
     with pytest.raises(interpreter.InterpreterNotReady):
         rt.run(load_python(b"x = 1\n"), b"{}")
     assert not interpreter.module_path(cache).exists() and asked == [cache]
+
+
+def test_a_package_zip_is_read_in_memory_with_its_paths():
+    import io
+    import zipfile
+    from pathlib import Path
+    from jobico_worker.runtime.python import MAX_PACKAGE_ZIP_BYTES
+    examples = Path(__file__).resolve().parents[2] / "examples" / "python"
+    data = (examples / "pricing.zip").read_bytes()
+    m = Runtime().load(data, language="python", name="pricing.zip")
+    assert m.is_package and m.filename == "pricing.zip/main.py" and kind_from_name("pricing.zip") == "python"
+    import hashlib
+    assert m.sha256 == hashlib.sha256(data).hexdigest()   # of the zip's bytes
+    # the committed zip holds exactly the committed sources (make examples-python rebuilds it)
+    sources = {p.relative_to(examples / "pricing").as_posix(): p.read_text()
+               for p in (examples / "pricing").rglob("*.py") if "__pycache__" not in p.parts}
+    assert {"main.py": m.source, **dict(m.files)} == sources
+    assert [p for p, _ in m.files] == ["money.py", "rules/__init__.py", "rules/coupons.py", "rules/volume.py"]
+    assert m.files_frame.split(b"\0")[0::2] == [b"money.py", b"rules/__init__.py", b"rules/coupons.py",
+                                                b"rules/volume.py"]
+    # directory entries are dropped, "./" is normalised, a BOM is dropped as for a single file
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("./main.py", "\ufeffdef event(data):\n    return 0, ''\n")
+        zf.writestr("pkg/", "")
+        zf.writestr("pkg/util.py", "X = 1\n")
+    m = load_python(buf.getvalue(), "t.zip")
+    assert m.source.startswith("def event") and m.files == (("pkg/util.py", "X = 1\n"),)
+    with pytest.raises(InvalidModule, match=f"big.zip is {MAX_PACKAGE_ZIP_BYTES + 1} bytes; a Python package zip "
+                                            "is at most 2048 KiB"):
+        load_python(b"PK\x03\x04" + bytes(MAX_PACKAGE_ZIP_BYTES - 3), "big.zip")
