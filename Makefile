@@ -5,14 +5,15 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-python chaos test-unit examples bench lint clean help
+.PHONY: install run test test-python chaos test-unit examples examples-python bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults)"
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
-	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc)"
+	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc) and the Python zip"
+	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
 	@echo "make lint      byte-compile and run ruff (pyflakes + pycodestyle rules)"
 
@@ -43,8 +44,12 @@ chaos: install
 test-unit: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
 
-examples: install
+examples: install examples-python
 	$(PY) examples/jobicolets/build.py
+
+# the Python package zip example, byte for byte reproducible (docs/python.md, "Packaging a zip")
+examples-python: install
+	$(PY) examples/python/build_zip.py examples/python/pricing examples/python/pricing.zip
 
 bench: install
 	$(PIP) install -q -r bench/requirements.txt

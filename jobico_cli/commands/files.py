@@ -9,9 +9,10 @@ from rich.table import Table
 
 from ..client import Client, UsageProblem
 from ..output import cells, console, err_console, human_size, info, print_json, safe, short
+from ..pyzip import pack_python_dir, python_files
 from ._common import JsonOpt, client, command, read_local
 
-KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python"}
+KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python", ".zip": "python"}  # .zip: a Python package
 
 
 class Kind(str, Enum):
@@ -22,22 +23,40 @@ class Kind(str, Enum):
 
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False,
                                          help="Local file to upload.")]
+UploadArg = Annotated[Path, typer.Argument(exists=True, readable=True, show_default=False,
+                                           help="Local file to upload, or a directory to upload as a Python "
+                                                "package zip (DIR.zip).")]
 NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", show_default=False,
                                                 help="Name in the repository (default: the file's name).")]
 
 
 def kind_for(path: Path) -> str:
+    if path.is_dir():
+        return "python"   # packed into a package zip (upload_files)
     kind = KINDS.get(path.suffix.lower())
     if kind is None:
         raise UsageProblem(f"cannot tell the kind of {str(path)!r} from its extension: "
-                           "use .wasm (module), .py (Python jobicolet) or .json (schema), "
+                           "use .wasm (module), .py or .zip (Python jobicolet) or .json (schema), "
                            "or upload-wasm / upload-schema")
     return kind
 
 
 def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> list[dict]:
-    """Upload (path, kind, name) triples with a progress bar on a terminal; return the answers."""
-    payloads = [(path, kind, name or path.name, read_local(path)) for path, kind, name in files]
+    """Upload (path, kind, name) triples with a progress bar on a terminal; return the answers.
+
+    A directory (kind python) is packed into a Python package zip named ``<directory>.zip``.
+    """
+    payloads = []
+    for path, kind, name in files:
+        if path.is_dir():
+            if kind != "python":
+                raise UsageProblem(f"{str(path)!r} is a directory: only a Python package is uploaded from one")
+            data = pack_python_dir(path)
+            name = name or f"{path.resolve().name}.zip"
+            info(f"Packed {safe(str(path))} into {safe(name)} ({len(python_files(path))} .py files)")
+            payloads.append((path, kind, name, data))
+        else:
+            payloads.append((path, kind, name or path.name, read_local(path)))
     results: list[dict] = []
     if not payloads:
         return results
@@ -73,11 +92,13 @@ def register(app: typer.Typer) -> None:
         _upload_one(file, "schema", name, json_)
 
     @command(app, "upload")
-    def upload(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+    def upload(file: UploadArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
         """Upload a file, its kind taken from the extension: .wasm (module), .py (Python jobicolet) or .json (schema).
 
         A .py file is compiled by the platform's sandboxed CPython 3.15: a syntax error is refused
-        with its line.
+        with its line. A .zip is a Python package (main.py at its root, plus the .py modules and
+        packages it imports; docs/python.md): each of its files is compiled the same way. A
+        directory holding main.py is packed into such a zip, DIR.zip (its .py files only).
         """
         _upload_one(file, kind_for(file), name, json_)
 

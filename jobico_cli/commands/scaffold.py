@@ -1,4 +1,4 @@
-"""``jobico new python NAME``: a ready-to-deploy Python jobicolet to start from."""
+"""``jobico new python NAME [--package]``: a ready-to-deploy Python jobicolet to start from."""
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,22 +54,58 @@ runtimes:
 '''
 
 
-def scaffold_python(name: str, directory: Path, force: bool = False) -> list[Path]:
-    """Write ``<dir>/<name>.py``, ``<name>.json`` and ``package.yaml``; return the paths."""
+PACKAGE_MAIN = '''"""{name}: a Python jobicolet packaged as a zip (docs/python.md, "Packaging a zip").
+
+This directory is the zip's root: main.py (this file, with the event function) and the
+modules and packages it imports (greetings.py here; add more .py files and packages
+freely). `jobico deploy ... --python {pkgdir}` packs it into {name}.zip (its .py files only).
+"""
+import jobico
+
+import greetings
+
+
+def event(data):
+    jobico.info("{name} got", data)
+    name = data.get("name", "world") if isinstance(data, dict) else "world"
+    return 0, {{"greeting": greetings.greet(name)}}
+'''
+
+PACKAGE_HELPER = '''"""A helper module of {name}'s package: `import greetings` in main.py."""
+
+
+def greet(name):
+    return f"hello, {{name}}"
+'''
+
+
+def scaffold_python(name: str, directory: Path, force: bool = False, package: bool = False) -> list[Path]:
+    """Write ``<dir>/<name>.py`` (``--package``: ``<dir>/<name>/main.py`` and a helper module),
+    ``<name>.json`` and ``package.yaml``; return the paths (the jobicolet's first)."""
     from jobico_core.names import name_problem
     problem = name_problem(name, "jobicolet name")
     if problem:
         raise UsageProblem(problem)
     if not name.replace("-", "_").replace(".", "_").isidentifier():
         raise UsageProblem(f"{name!r} cannot name a Python file: use letters, digits, '-' and '_'")
-    files = {directory / f"{name}.py": SOURCE.format(name=name),
-             directory / f"{name}.json": SCHEMA.format(name=name),
-             directory / "package.yaml": PACKAGE.format(name=name, dir=directory)}
+    if package:
+        pkgdir = directory / name
+        yaml = PACKAGE.format(name=name, dir=directory).replace(f"--python {directory}/{name}.py",
+                                                                f"--python {pkgdir}")
+        yaml = yaml.replace(f"moduleref: {name}.py\n", f"moduleref: {name}.zip     # packed from {pkgdir}/\n")
+        files = {pkgdir / "main.py": PACKAGE_MAIN.format(name=name, pkgdir=pkgdir),
+                 pkgdir / "greetings.py": PACKAGE_HELPER.format(name=name),
+                 directory / f"{name}.json": SCHEMA.format(name=name),
+                 directory / "package.yaml": yaml}
+    else:
+        files = {directory / f"{name}.py": SOURCE.format(name=name),
+                 directory / f"{name}.json": SCHEMA.format(name=name),
+                 directory / "package.yaml": PACKAGE.format(name=name, dir=directory)}
     existing = [p for p in files if p.exists()]
     if existing and not force:
         raise UsageProblem(f"{existing[0]} already exists: pick another name or directory, or pass --force")
-    directory.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return list(files)
 
@@ -86,9 +122,15 @@ def register(app: typer.Typer) -> None:
             "--dir", "-d", file_okay=False, show_default=False,
             help="Where to write the files (default: ./NAME).")] = None,
         force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
+        package: Annotated[bool, typer.Option(
+            "--package", help="A package instead of one file: NAME/main.py and a helper module, deployed as "
+                              "NAME.zip.")] = False,
         json_: JsonOpt = False,
     ) -> None:
         """Write a Python jobicolet (NAME.py), its event schema (NAME.json) and a package.yaml.
+
+        With --package, the jobicolet is a directory, NAME/ (main.py with the event function and
+        a helper module it imports), that `jobico deploy --python DIR` packs into NAME.zip.
 
         \b
           jobico new python greeter
@@ -96,12 +138,13 @@ def register(app: typer.Typer) -> None:
           jobico send greeter --data '{"name": "Ada"}'
         """
         directory = directory or Path(name)
-        paths = scaffold_python(name, directory, force)
+        paths = scaffold_python(name, directory, force, package)
         if json_:
             print_json({"name": name, "files": [str(p) for p in paths]})
             return
         for p in paths:
             info(f"wrote {safe(str(p))}")
-        info(f"Deploy it:  jobico deploy {safe(str(directory))}/package.yaml --python {safe(str(paths[0]))} "
-             f"--schema {safe(str(paths[1]))}")
+        module = paths[0].parent if package else paths[0]
+        info(f"Deploy it:  jobico deploy {safe(str(directory))}/package.yaml --python {safe(str(module))} "
+             f"--schema {safe(str(paths[-2]))}")
         info(f"Try it:     jobico send {safe(name)} --data '{{\"name\": \"Ada\"}}'")

@@ -2,10 +2,12 @@
 queues events, Celery workers run them in the sealed CPython, PostgreSQL records the outcome."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,7 @@ jobs:
   - event: {id: count, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: count}
     result:
       ok: {id: counted, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: echo}
+  - event: {id: zcount, schema: {id: s, schemaref: echo.json}, supplierqueue: q, runtime: zcount}
 runtimes:
   - {id: boom, moduleref: boom.py, type: 1}
   - {id: spin, moduleref: spin.py, type: 1, limits: {timeout_ms: 300, fuel: 10000000000}}  # the wall clock first
@@ -39,6 +42,7 @@ runtimes:
   - {id: hog, moduleref: hog.py, type: 1, limits: {memory_mb: 64}}
   - {id: count, moduleref: count.py, language: python}
   - {id: echo, moduleref: echo.py, type: 1}
+  - {id: zcount, moduleref: zcount.zip, type: 1}
 """
 
 SOURCES = {
@@ -48,6 +52,23 @@ SOURCES = {
     "hog.py": "def event(data):\n    return 0, len(bytearray(256 * 1024 * 1024))\n",
     "count.py": "calls = 0\n\ndef event(data):\n    global calls\n    calls += 1\n    return 0, {'calls': calls}\n",
 }
+# a package zip keeping its count in a module of a subpackage (and a helper module)
+ZCOUNT = {
+    "main.py": "import helpers\nfrom state.inner import counter\n\n"
+               "def event(data):\n    return 0, {'calls': counter.bump(), 'helper': helpers.NAME}\n",
+    "helpers.py": "NAME = __name__\n",
+    "state/__init__.py": "",
+    "state/inner/__init__.py": "",
+    "state/inner/counter.py": "calls = 0\n\ndef bump():\n    global calls\n    calls += 1\n    return calls\n",
+}
+
+
+def zipped(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -76,17 +97,25 @@ def _put(p: Platform, key: str, name: str, data: bytes):
 def test_the_examples_deploy_and_run_from_the_webhook(py_platform):
     p = py_platform
     key = p.tenant("pyt")
-    for f in sorted(EXAMPLES.glob("*.py")) + sorted(EXAMPLES.glob("*.json")):
+    jobicolets = [f for f in sorted(EXAMPLES.glob("*.py")) if f.name != "build_zip.py"]
+    for f in jobicolets + sorted(EXAMPLES.glob("*.zip")) + sorted(EXAMPLES.glob("*.json")):
         p.upload(key, f)
     files = {f["name"]: f["kind"] for f in p.call(key, "GET", "/api/v1/files").json()["items"]}
-    assert files["echo.py"] == "python" and files["echo.json"] == "schema"
+    assert files["echo.py"] == "python" and files["echo.json"] == "schema" and files["pricing.zip"] == "python"
     assert p.call(key, "GET", "/api/v1/files/echo.py/content").headers["Content-Type"].startswith("text/x-python")
+    r = p.call(key, "GET", "/api/v1/files/pricing.zip/content")
+    assert r.headers["Content-Type"] == "application/zip" and r.content == (EXAMPLES / "pricing.zip").read_bytes()
     p.deploy(key, (EXAMPLES / "package.yaml").read_text())
     p.start_worker()
     echo = p.post(key, "pyt", "py-echo", [{"b": [1, 2], "a": "é"}]).json()["executions"][0]
     good = p.post(key, "pyt", "py-orders", [{"id": "A-1", "items": [{"sku": "pen", "qty": 2, "price": 0.5}]}])
     empty = p.post(key, "pyt", "py-orders", [{"id": "B-2", "items": []}]).json()["executions"][0]
     stats = p.post(key, "pyt", "py-stats", [{"values": [10, 11, 12, 10, 11, 12, 10, 100]}]).json()["executions"][0]
+    # the package zip: main.py imports money.py and the rules package (rules/__init__.py, coupons, volume)
+    priced, coupon, negative = p.post(key, "pyt", "py-pricing", [
+        {"items": [{"sku": "pen", "qty": 12, "unit_cents": 150}], "coupon": "SPRING10"},
+        {"items": [{"sku": "ink", "qty": 1, "unit_cents": 99}], "coupon": "NOPE"},
+        {"items": [{"sku": "pen", "qty": 1, "unit_cents": -5}]}]).json()["executions"]
 
     e = p.wait(key, echo)
     assert e["status"] == "succeeded" and e["code"] == 0 and e["result"] == '{"a":"é","b":[1,2]}'
@@ -100,6 +129,16 @@ def test_the_examples_deploy_and_run_from_the_webhook(py_platform):
     e = p.wait(key, stats)
     assert e["status"] == "succeeded" and json.loads(e["result"])["outliers"] == [100.0]
     assert e["logs"][0]["level"] == 2
+    e = p.wait(key, priced)
+    assert e["status"] == "succeeded" and json.loads(e["result"])["total"] == "15.39", e
+    assert e["logs"] == [{"level": 1, "message": "priced 1 lines: 15.39"}]
+    e = p.wait(key, coupon)
+    assert (e["status"], e["code"], e["result"]) == ("failed", 2, '{"error":"unknown coupon \'NOPE\'"}'), e
+    e = p.wait(key, negative)   # raised in a helper module: its file and line, in the message and the traceback
+    assert e["status"] == "trapped" and e["message"].startswith(
+        "uncaught Python exception: pricing.zip/money.py, line 7: ValueError: an amount must be"), e
+    assert 'File "pricing.zip/main.py", line 21, in event' in e["stdout"], e["stdout"]
+    assert 'File "pricing.zip/money.py", line 7, in cents' in e["stdout"], e["stdout"]
 
 
 def test_exception_timeout_memory_outcomes_and_no_state_between_events(py_platform):
@@ -108,12 +147,14 @@ def test_exception_timeout_memory_outcomes_and_no_state_between_events(py_platfo
     for name, source in SOURCES.items():
         r = _put(p, key, name, source.encode())
         assert r.status_code in (200, 201), r.text
+    assert _put(p, key, "zcount.zip", zipped(ZCOUNT)).status_code in (200, 201)
     p.upload(key, EXAMPLES / "echo.py")
     p.upload(key, EXAMPLES / "echo.json")
     p.deploy(key, OUTCOMES_YAML)
     p.start_worker()
     ids = {ev: p.post(key, "pyo", ev, [{}]).json()["executions"][0] for ev in ("boom", "spin", "sleepy", "hog")}
     counts = p.post(key, "pyo", "count", [{}, {}, {}]).json()["executions"]
+    zcounts = p.post(key, "pyo", "zcount", [{}, {}]).json()["executions"]
 
     e = p.wait(key, ids["boom"])
     assert e["status"] == "trapped"
@@ -132,6 +173,9 @@ def test_exception_timeout_memory_outcomes_and_no_state_between_events(py_platfo
         assert e["status"] == "succeeded" and json.loads(e["result"]) == {"calls": 1}, e
         child = p.wait(key, e["chain"][0])  # the ok chain runs a Python jobicolet too
         assert child["status"] == "succeeded" and json.loads(child["result"])["result"] == '{"calls":1}'
+    for eid in zcounts:  # nor does a package's module (the same worker runs both, one after the other)
+        e = p.wait(key, eid)
+        assert e["status"] == "succeeded" and json.loads(e["result"]) == {"calls": 1, "helper": "helpers"}, e
 
 
 def test_bad_sources_are_refused_at_upload_and_deploy_with_the_line(py_platform):
@@ -162,6 +206,26 @@ def test_bad_sources_are_refused_at_upload_and_deploy_with_the_line(py_platform)
     r = p.call(key, "POST", "/api/v1/packages", data=(base % "nofunc.py, type: 1, mainfuncname: handler").encode(),
                headers={"Content-Type": "application/yaml"})
     assert r.status_code == 201, r.text
+    # a package zip: the guest compiles each file at upload (the file inside the zip and its line) ...
+    good = {"main.py": "from pkg import util\n\ndef event(data):\n    return 0, util.f()\n",
+            "pkg/__init__.py": "", "pkg/util.py": "def f():\n    return 'ok'\n"}
+    r = _put(p, key, "bad.zip", zipped({**good, "pkg/util.py": "def f():\n    return [1,\n"}))
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == "not a valid Python jobicolet: bad.zip/pkg/util.py, line 2: SyntaxError: " \
+                                  "'[' was never closed", r.text
+    r = _put(p, key, "shadow.zip", zipped({**good, "random.py": "x = 1\n"}))
+    assert r.status_code == 422 and "shadow.zip/random.py: JobicoletError: the module random has the name of a " \
+                                    "standard-library module: rename it" in r.json()["message"], r.text
+    # ... and runs main.py's top level, with its imports, at deploy
+    r = _put(p, key, "late.zip", zipped({**good, "pkg/util.py": "import jobico\nraise KeyError('at import')\n"}))
+    assert r.status_code in (200, 201), r.text
+    zbase = base.replace("id: pb", "id: pz").replace("id: e1", "id: e2")
+    r = p.call(key, "POST", "/api/v1/packages", data=(zbase % "late.zip, type: 1").encode(),
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "late.zip/pkg/util.py, line 2: KeyError: 'at import'" in r.text, r.text
+    r = p.call(key, "POST", "/api/v1/packages", data=(zbase % "late.zip").encode(),  # under a WASM runtime
+               headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422 and "type: 1" in r.text, r.text
 
 
 def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp_path):
@@ -189,6 +253,19 @@ def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp
     (tmp_path / "greeter" / "greeter.py").write_text("def event(data):\n    return 0,, 1\n")
     r = jobico("upload", "greeter/greeter.py")
     assert r.returncode == 1 and "greeter.py, line 2" in r.stderr, r.stdout + r.stderr
+    # a package: the CLI packs the directory into a zip (main.py imports a helper module)
+    r = jobico("new", "python", "zgreeter", "--package")
+    assert r.returncode == 0, r.stderr
+    r = jobico("deploy", "zgreeter/package.yaml", "--python", "zgreeter/zgreeter", "--schema",
+               "zgreeter/zgreeter.json")
+    assert r.returncode == 0 and "Uploaded zgreeter.zip (python" in r.stderr, r.stdout + r.stderr
+    r = jobico("send", "zgreeter", "--tenant", "newbie", "--data", '{"name": "Bo"}', "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    e = p.wait(key, json.loads(r.stdout)["executions"][0])
+    assert e["status"] == "succeeded" and json.loads(e["result"]) == {"greeting": "hello, Bo"}, e
+    (tmp_path / "zgreeter" / "zgreeter" / "greetings.py").write_text("def greet(name):\n    return f'{name\n")
+    r = jobico("upload", "zgreeter/zgreeter")
+    assert r.returncode == 1 and "zgreeter.zip/greetings.py, line 2" in r.stderr, r.stdout + r.stderr
 
 
 def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
