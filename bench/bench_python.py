@@ -10,6 +10,9 @@ Measures, in one process, with the interpreter compiled in the cache
   * where the Python time goes: the bare floor (a fresh store + instance of the interpreter
     from the cached InstancePre, no call), a no-op `event` (the runner's own cost), and
     the two other examples (imports of `decimal` and `statistics` happen per event);
+  * package zips: the echo as a zip whose main.py imports a helper module (what a package
+    costs over a single file: op F, the import finder, compiling the helper), and the
+    examples/python/pricing.zip example (main.py + money.py + the rules package);
   * cold start: a new process loading the compiled interpreter from the disk cache and
     running its first event (median of 3 subprocesses), and `deserialize_file` alone;
     with --cold-compile also the one-off compilation into a fresh directory (minutes).
@@ -18,12 +21,14 @@ Prints a table, then one JSON line.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +95,14 @@ def main() -> int:
     orders_py = load_python((ROOT / "examples/python/orders.py").read_bytes(), "orders.py")
     stats_py = load_python((ROOT / "examples/python/stats.py").read_bytes(), "stats.py")
     echo_wasm = rt.load((ROOT / "examples/jobicolets/echo.wasm").read_bytes())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:   # the echo, its work done by a helper module
+        zf.writestr("main.py", "import jobico\nimport helpers\n\n\ndef event(data):\n"
+                               "    jobico.info('echo received', type(data).__name__)\n"
+                               "    return 0, helpers.echo(data)\n")
+        zf.writestr("helpers.py", "def echo(data):\n    return data\n")
+    echo_zip = load_python(buf.getvalue(), "echo.zip")
+    pricing_zip = load_python((ROOT / "examples/python/pricing.zip").read_bytes(), "pricing.zip")
 
     out = rt.run(echo_py, PAYLOAD)
     assert out.status is Status.SUCCEEDED and out.result == PAYLOAD.decode(), out
@@ -107,6 +120,14 @@ def main() -> int:
     orders_ms = timeit(lambda: rt.run(orders_py, orders_payload), max(20, n // 10), warm=3)
     stats_payload = json.dumps({"values": [12.5, 9.1, 30.2, 11.0]}).encode()
     stats_ms = timeit(lambda: rt.run(stats_py, stats_payload), max(20, n // 10), warm=3)
+    out = rt.run(echo_zip, PAYLOAD)
+    assert out.status is Status.SUCCEEDED and out.result == PAYLOAD.decode(), out
+    echo_zip_ms = timeit(lambda: rt.run(echo_zip, PAYLOAD), max(50, n // 2), warm=3)
+    pricing_payload = json.dumps({"items": [{"sku": "pen", "qty": 12, "unit_cents": 150}],
+                                  "coupon": "SPRING10"}).encode()
+    out = rt.run(pricing_zip, pricing_payload)
+    assert out.status is Status.SUCCEEDED, out
+    pricing_ms = timeit(lambda: rt.run(pricing_zip, pricing_payload), max(50, n // 2), warm=3)
 
     # the floor: a fresh store and instance of the interpreter, nothing run
     interp = _interpreter(rt, 1024)
@@ -162,6 +183,8 @@ def main() -> int:
         "interpreter_memory_image_mib": round(image_mib, 1),
         "orders_decimal_p50_ms": round(pct(orders_ms, 50), 2),
         "stats_statistics_p50_ms": round(pct(stats_ms, 50), 2),
+        "echo_zip_p50_ms": round(pct(echo_zip_ms, 50), 3),
+        "pricing_zip_p50_ms": round(pct(pricing_ms, 50), 3),
         "cold_new_process_first_event_ms": round(mid["first_event_ms"], 1),
         "cold_new_process_second_event_ms": round(mid["second_event_ms"], 2),
         "cold_new_process_imports_ms": round(mid["imports_ms"], 1),
@@ -184,6 +207,8 @@ def main() -> int:
          f"image {res['interpreter_memory_image_mib']:.0f} MiB (CoW)"),
         ("orders.py (imports decimal)", f"p50 {res['orders_decimal_p50_ms']:.1f} ms", ""),
         ("stats.py (imports statistics)", f"p50 {res['stats_statistics_p50_ms']:.1f} ms", ""),
+        ("echo.zip (main.py + helpers.py)", f"p50 {res['echo_zip_p50_ms']:.2f} ms", "package zip"),
+        ("pricing.zip (main, money, rules/)", f"p50 {res['pricing_zip_p50_ms']:.2f} ms", "package zip, 5 files"),
         ("cold: new process, first event", f"{res['cold_new_process_first_event_ms']:.0f} ms",
          f"2nd {res['cold_new_process_second_event_ms']:.1f} ms"),
         ("cold: deserialize_file of the interpreter", f"{res['deserialize_file_ms']:.0f} ms",
