@@ -128,6 +128,9 @@ def event(data):
     assert '    return d["missing"]' in out.stdout  # the tenant's source line
     assert "<string>" not in out.stdout  # none of the runner's frames
     assert out.stdout.rstrip().endswith("KeyError: 'missing'")
+    # raised inside the standard library: the line is the tenant's call, not the library's
+    out = runtime.run(py("import json\n\ndef event(data):\n    return 0, json.loads('{')\n", "j.py"), b"{}")
+    assert out.message.startswith("uncaught Python exception: j.py, line 4: JSONDecodeError: "), out.message
 
 
 def test_exit_and_failures_at_import_time(runtime):
