@@ -176,6 +176,11 @@ return 1
 """
 
 
+def _text(value):
+    """A Redis reply as text (clients may or may not decode); None stays None."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def holder_key(tenant: str, name: str) -> str:
     return f"{PREFIX}:{tenant}:{name}"
 
@@ -257,8 +262,7 @@ class Locks:
             raise Gone(execution_id)
         if int(res[0]) == 3:
             raise Stale(execution_id)
-        by = res[2].decode() if isinstance(res[2], bytes) else str(res[2])
-        return Blocked(names[int(res[1]) - 1], by, bool(int(res[3])), int(res[4]))
+        return Blocked(names[int(res[1]) - 1], _text(res[2]), bool(int(res[3])), int(res[4]))
 
     def renew(self, tenant: str, names: Sequence[str], execution_id: str) -> int:
         """Extend the leases; returns how many of the locks someone else holds now (0: all kept)."""
@@ -269,7 +273,7 @@ class Locks:
         tasks to publish now), at most one per freed lock."""
         keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n))]
         res = self._release(keys=keys, args=[execution_id, _PARK, f"w{uuid.uuid4().hex[:12]}:", self.stale_ms * 2])
-        res = [r.decode() if isinstance(r, bytes) else r for r in res[1:]]
+        res = [_text(r) for r in res[1:]]
         return [Wake(*res[i:i + 3]) for i in range(0, len(res), 3)]
 
     def forget(self, tenant: str, names: Sequence[str], execution_id: str) -> None:
@@ -285,7 +289,7 @@ class Locks:
         names: set[str] = set()
         for pattern in (holder_key(tenant, "*"), _line_key(tenant, "*")):
             for key in self.redis.scan_iter(match=pattern, count=500):
-                names.add((key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1])
+                names.add(_text(key).rsplit(":", 1)[1])
                 if len(names) > limit:
                     break
         ordered = sorted(names)
@@ -298,8 +302,7 @@ class Locks:
         out = []
         for i, n in enumerate(ordered[:limit]):
             holder, ttl, line = raw[3 * i: 3 * i + 3]
-            holder = holder.decode() if isinstance(holder, bytes) else holder
-            waiting = [w.decode() if isinstance(w, bytes) else w for w in line]
+            holder, waiting = _text(holder), [_text(w) for w in line]
             if holder is None and not waiting:
                 continue
             out.append({"name": n, "holder": holder, "lease_ms": ttl if holder is not None and ttl > 0 else None,
@@ -307,8 +310,7 @@ class Locks:
         return out, len(ordered) > limit
 
     def holder(self, tenant: str, name: str) -> str | None:
-        h = self.redis.get(holder_key(tenant, name))
-        return h.decode() if isinstance(h, bytes) else h
+        return _text(self.redis.get(holder_key(tenant, name)))
 
     def waiting(self, tenant: str, name: str) -> list[str]:
-        return [w.decode() if isinstance(w, bytes) else w for w in self.redis.zrange(_line_key(tenant, name), 0, -1)]
+        return [_text(w) for w in self.redis.zrange(_line_key(tenant, name), 0, -1)]

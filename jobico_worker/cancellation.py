@@ -85,22 +85,18 @@ def cancel_here(execution_id: str, reason: str) -> bool:
 def requested(execution_id: str, reason: str) -> bool:
     """A cancel request heard from outside: cancel it here, or keep it for a ``watch`` that may
     come soon. Returns whether it ran here."""
-    if cancel_here(execution_id, reason):
-        return True
     now = time.monotonic()
     with _lock:
-        if execution_id in _running:  # registered in between
-            token = _running[execution_id]
-        else:
-            token = None
+        token = _running.get(execution_id)
+        if token is None:  # kept for a watch() that may come soon
             _recent[execution_id] = (now + RECENT_S, reason)
             _recent.move_to_end(execution_id)
             while _recent and (len(_recent) > MAX_RECENT or next(iter(_recent.values()))[0] <= now):
                 _recent.popitem(last=False)
-    if token is not None:
+            return False
+    if not token.cancelled:
         token.cancel(reason)
-        return True
-    return False
+    return True
 
 
 def running_here() -> list[str]:

@@ -51,7 +51,6 @@ class LeaseKeeper:
         self.period = ctx.settings.lock_lease_s / 3
         self._held: dict[str, tuple[str, tuple[str, ...], float]] = {}  # id -> (tenant, names, last renewal)
         self._mutex = threading.Lock()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="jobico-lease-keeper", daemon=True)
         self._thread.start()
 
@@ -65,7 +64,7 @@ class LeaseKeeper:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.period)
+            time.sleep(self.period)
             with self._mutex:
                 held = list(self._held.items())
             for execution_id, (tenant, names, last) in held:

@@ -18,11 +18,6 @@ log = logging.getLogger("jobico.worker")
 __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 
 
-def _stop(execution_id: str, reason: str) -> None:
-    """A lock's lease was lost while the execution ran: stop it (recorded ``cancelled``)."""
-    cancellation.cancel_here(execution_id, reason)
-
-
 def _runtime(ctx):
     from jobico_worker.runtime import get_runtime
     return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
@@ -45,7 +40,7 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
                                   waiting, token)
             if not locking.take(ctx, message):
                 return
-            keep = locking.keeper(ctx, _stop)
+            keep = locking.keeper(ctx, on_lost=cancellation.cancel_here)  # a lost lease stops the run
             keep.hold(tenant, locks, execution_id)
         try:
             record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",

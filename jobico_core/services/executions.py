@@ -137,13 +137,13 @@ def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
         group.clear()
 
     for e in rows:
-        if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
-                      != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
-            flush()
         if e.locks:
             flush()
             out.append(task_message(e))
             continue
+        if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
+                      != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
+            flush()
         group.append(e)
     flush()
     return out
