@@ -45,6 +45,10 @@ class LRU(Generic[V]):
         with self._lock:
             self._items.pop(key, None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -80,5 +84,4 @@ class TTLCache:
         return value
 
     def clear(self) -> None:
-        with self._lru._lock:
-            self._lru._items.clear()
+        self._lru.clear()

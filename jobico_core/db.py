@@ -66,6 +66,15 @@ class Base(DeclarativeBase):
     pass
 
 
+# Internal ids are never handed out twice: caches and queued tasks name rows by id, so an id that
+# came back after a delete would make them serve the deleted row's successor (another tenant's
+# package, say). PostgreSQL sequences never go back; SQLite reuses the highest rowid after a delete
+# unless the table is AUTOINCREMENT. Every table with an integer id carries this (migration 0006);
+# the others have UUIDv7 ids (executions, rejected events) or natural keys.
+NEVER_REUSED = {"sqlite_autoincrement": True}
+INTEGER_ID_TABLES = ("api_keys", "files", "env_variables", "packages", "package_versions")
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -81,7 +90,7 @@ class Tenant(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
-    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_api_keys_tenant_name"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_api_keys_tenant_name"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
@@ -97,7 +106,7 @@ class ApiKey(Base):
 class RepoFile(Base):
     """A named file in a tenant's repository; its content is addressed by sha256."""
     __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_files_tenant_name"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_files_tenant_name"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -113,7 +122,7 @@ class EnvVariable(Base):
     (jobico_core.secrets); packages reference it as ``{secret: name}``. ``secret`` ones are
     never shown again and are masked in everything an execution records."""
     __tablename__ = "env_variables"
-    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_env_variables_tenant_name"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_env_variables_tenant_name"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
@@ -125,7 +134,7 @@ class EnvVariable(Base):
 
 class Package(Base):
     __tablename__ = "packages"
-    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_packages_tenant_name"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_packages_tenant_name"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))  # the YAML's `id`
@@ -139,7 +148,7 @@ class Package(Base):
 class PackageVersion(Base):
     """An immutable deployed version: source YAML, parsed form and pinned file hashes."""
     __tablename__ = "package_versions"
-    __table_args__ = (UniqueConstraint("package_id", "number", name="uq_package_versions_number"),)
+    __table_args__ = (UniqueConstraint("package_id", "number", name="uq_package_versions_number"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)

@@ -265,7 +265,7 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
     early = cancelled_before_run(row)
     if early is not None:
         return early
-    info = load_version(ctx, row.version_id)
+    info = load_version(ctx, row.version_id, row.tenant_id, row.package, row.version)
     if info is None:
         return Outcome(row, None, "cancelled", message=f"package {row.package!r} was deleted before the execution ran")
     ev = info.spec.events[row.event]
@@ -329,7 +329,8 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
         return to_dict(row, logs=False)
     if (state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries
             and row.cancel_requested_at is None):  # it kills its worker (a cancelled one is recorded so below)
-        return _finish(ctx, row, load_version(ctx, row.version_id), row.tenant_id, status="trapped",
+        return _finish(ctx, row, load_version(ctx, row.version_id, row.tenant_id, row.package, row.version),
+                       row.tenant_id, status="trapped",
                        dead_lettered=True,
                        message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
                                "earlier attempts")

@@ -16,7 +16,9 @@ from ..storage import ObjectStore, open_store
 
 
 log = logging.getLogger(__name__)
-ROUTING_GENERATION = "jobico:routing:generation"  # bumped by every change the webhook cache depends on
+# bumped by every change of tenants, keys, webhook modes and packages: every process empties its
+# webhook cache and its version cache when it moves (docs/architecture.md, "Caches")
+ROUTING_GENERATION = "jobico:routing:generation"
 
 
 @dataclass
@@ -43,7 +45,10 @@ class Context:
     # by database ids is only valid for the database it was filled from.
     @cached_property
     def versions(self) -> LRU:
-        """PackageVersion.id -> VersionInfo (versions are immutable)."""
+        """PackageVersion.id -> VersionInfo: versions are immutable and their ids never reused
+        (jobico_core.db.NEVER_REUSED); a hit is still checked against the tenant, package and
+        version asked for (``packages.cached_version``), and the cache is emptied when
+        ROUTING_GENERATION moves (``fresh_versions``)."""
         return LRU(4096)
 
     @cached_property
@@ -60,6 +65,7 @@ class Context:
         """A tenant, key, webhook mode or package changed: every API process's webhook sees it
         at its next request (this one's cache is emptied, the others' through a Redis counter)."""
         self.webhook_cache.clear()
+        self.versions.clear()
         try:
             self.redis.incr(ROUTING_GENERATION)
         except Exception as exc:  # Redis away: the other processes' entries still expire with their TTL
@@ -69,16 +75,28 @@ class Context:
     def fresh_webhook_cache(self) -> TTLCache:
         """``webhook_cache``, emptied first when any process changed routing since it was filled
         (one Redis GET; if Redis cannot answer, the entries still expire with their TTL)."""
-        cache = self.webhook_cache
-        if cache.ttl > 0:
-            try:
-                generation = self.redis.get(ROUTING_GENERATION)
-            except Exception:
-                return cache
-            if generation != self._routing_generation:
-                cache.clear()
-                self._routing_generation = generation
-        return cache
+        if self.webhook_cache.ttl > 0:
+            self._follow_routing_generation()
+        return self.webhook_cache
+
+    def fresh_versions(self) -> LRU:
+        """``versions``, emptied first when any process changed routing (a package deleted, say)
+        since it was filled: one Redis GET. If Redis cannot answer, entries are served as they are
+        (they cannot be another version's: ids are never reused; at worst a deleted package's
+        queued execution still runs, as it would have a moment earlier)."""
+        self._follow_routing_generation()
+        return self.versions
+
+    def _follow_routing_generation(self) -> None:
+        """Empty the caches ROUTING_GENERATION guards when it moved since this process last looked."""
+        try:
+            generation = self.redis.get(ROUTING_GENERATION)
+        except Exception:
+            return
+        if generation != self._routing_generation:
+            self.webhook_cache.clear()
+            self.versions.clear()
+            self._routing_generation = generation
 
     @property
     def redis(self):

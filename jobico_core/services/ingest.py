@@ -35,6 +35,9 @@ class _TenantAuth:
     webhook_auth: str
     signing_secret: str | None
     submitter_header: str | None
+    # which tenant of that name: a tenant deleted and created again under its name is another one,
+    # and state kept outside the database by name (idempotency keys) must not carry over
+    incarnation: str
 
 
 def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]):
@@ -47,20 +50,26 @@ def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers:
     """
     cache = ctx.fresh_webhook_cache()
     tenant = cache.get(("tenant", tenant_id))
+    if tenant is not None and tenant.id != tenant_id:
+        tenant = None
     if tenant is None:
         row = s.get(Tenant, tenant_id) if "\x00" not in tenant_id else None  # PostgreSQL refuses NUL
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         tenant = cache.put(("tenant", tenant_id), _TenantAuth(row.id, row.webhook_auth, row.signing_secret,
-                                                                 row.submitter_header))
+                                                                 row.submitter_header, row.created_at.isoformat()))
     submitter = _submitter(ctx, s, tenant, headers, body)
     info = cache.get(("route", tenant_id, event))
+    if info is not None and (info.tenant != tenant_id or event not in info.spec.events):
+        log.error("webhook cache: route %s/%s held version %d of %s/%s: refused", tenant_id, event,
+                  info.version_id, info.tenant, info.package, extra={"tenant": tenant_id})
+        info = None  # never served: looked up again
     if info is None:
         info = route(ctx, tenant_id, event, session=s) if "\x00" not in event else None
         if info is None:
             raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
         cache.put(("route", tenant_id, event), info)
-    return webhook_submitter(tenant, headers, submitter), info
+    return webhook_submitter(tenant, headers, submitter), info, tenant.incarnation
 
 
 def _submitter(ctx: Context, s, tenant: _TenantAuth, headers: Mapping[str, str], body: bytes) -> str:
@@ -123,12 +132,12 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
     if len(body) > max_body:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
     with ctx.db.session() as s:
-        submitter, info = _identify(ctx, s, tenant_id, event, body, headers)
+        submitter, info, incarnation = _identify(ctx, s, tenant_id, event, body, headers)
         payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
         key = headers.get("Idempotency-Key")
         if key is None:
             return _enqueue(ctx, s, info, event, payloads, submitter)
-        return _idempotent(ctx, tenant_id, key, event, payloads,
+        return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
                            lambda: _enqueue(ctx, s, info, event, payloads, submitter))
 
 
@@ -212,11 +221,13 @@ def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: 
     return ids
 
 
-def _idempotent(ctx: Context, tenant: str, key: str, event: str, payloads: list[str], run) -> list[str]:
+def _idempotent(ctx: Context, tenant: str, incarnation: str, key: str, event: str, payloads: list[str],
+                run) -> list[str]:
     if not key or len(key) > 255:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters", {"Idempotency-Key": ["bad length"]})
     r = ctx.redis
-    rkey = f"jobico:idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+    scoped = f"{incarnation}\n{key}".encode()  # the key of this tenant, not of a deleted one of its name
+    rkey = f"jobico:idem:{tenant}:{hashlib.sha256(scoped).hexdigest()}"
     digest = hashlib.sha256((event + "\n" + "\n".join(payloads)).encode()).hexdigest()
     try:
         claimed = r.set(rkey, json.dumps({"hash": digest, "state": "pending"}), nx=True, ex=60)

@@ -44,15 +44,46 @@ class VersionInfo:
     def queues(self) -> list[str]:
         return [queue_name(self.tenant, self.package, q) for q in self.spec.queue_ids()]
 
+    def is_for(self, tenant: str, package: str, number: int) -> bool:
+        """Whether this is version ``number`` of ``tenant``'s package ``package``."""
+        return (self.tenant, self.package, self.number) == (tenant, package, number)
+
+
+def _new_version_info(tenant: str, package: str, row: PackageVersion) -> VersionInfo:
+    return VersionInfo(row.id, tenant, package, row.number, PackageSpec.from_dict(row.spec), dict(row.pins))
+
+
+def cached_version(ctx: Context, version_id: int, tenant: str, package: str, number: int) -> VersionInfo | None:
+    """The cached version ``version_id`` if it is version ``number`` of ``tenant``'s ``package``.
+
+    An entry for anything else is refused (a miss: dropped and logged), never served. Ids are never
+    reused (jobico_core.db.NEVER_REUSED), so this only trips on a bug; it is the cache's own check
+    that it serves what was asked for."""
+    info = ctx.versions.get(version_id)
+    if info is None or info.is_for(tenant, package, number):
+        return info
+    ctx.versions.pop(version_id)
+    log.error("version cache: entry %d is version %d of %s/%s, not version %d of %s/%s: refused",
+              version_id, info.number, info.tenant, info.package, number, tenant, package,
+              extra={"tenant": tenant, "package": package})
+    return None
+
 
 def _version_info(ctx: Context, tenant: str, package: str, row: PackageVersion) -> VersionInfo:
-    return ctx.versions.get_or_create(row.id, lambda: VersionInfo(
-        row.id, tenant, package, row.number, PackageSpec.from_dict(row.spec), dict(row.pins)))
+    """A committed version row's VersionInfo, from the cache when it holds this very version."""
+    info = cached_version(ctx, row.id, tenant, package, row.number)
+    if info is None:
+        info = ctx.versions.put(row.id, _new_version_info(tenant, package, row))
+    return info
 
 
-def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
-    """A version by id (cached: versions never change); None if its package was deleted."""
-    info = ctx.versions.get(version_id)
+def load_version(ctx: Context, version_id: int, tenant: str, package: str, number: int) -> VersionInfo | None:
+    """Version ``number`` of ``tenant``'s package ``package``, by id (an execution's version_id),
+    or None if its package was deleted. Cached: versions never change and their ids are never
+    reused; a cached entry for anything else than asked is refused, and the cache is emptied when
+    any process changes routing (``Context.fresh_versions``)."""
+    ctx.fresh_versions()
+    info = cached_version(ctx, version_id, tenant, package, number)
     if info is not None:
         return info
     with ctx.db.session() as s:
@@ -60,7 +91,12 @@ def load_version(ctx: Context, version_id: int) -> VersionInfo | None:
         if row is None:
             return None
         pkg = row.package
-        return _version_info(ctx, pkg.tenant_id, pkg.name, row)
+        if (pkg.tenant_id, pkg.name, row.number) != (tenant, package, number):
+            log.error("version %d is version %d of %s/%s, not version %d of %s/%s as asked: not used",
+                      version_id, row.number, pkg.tenant_id, pkg.name, number, tenant, package,
+                      extra={"tenant": tenant, "package": package})
+            return None
+        return _version_info(ctx, tenant, package, row)
 
 
 def route(ctx: Context, tenant: str, event: str, session=None) -> VersionInfo | None:
@@ -70,12 +106,13 @@ def route(ctx: Context, tenant: str, event: str, session=None) -> VersionInfo | 
             select(PackageVersion, Package.name)
             .join(Package, Package.id == PackageVersion.package_id)
             .join(EventRoute, EventRoute.package_id == Package.id)
-            .where(EventRoute.tenant_id == tenant, EventRoute.event == event,
+            .where(Package.tenant_id == tenant, EventRoute.tenant_id == tenant, EventRoute.event == event,
                    PackageVersion.number == Package.active_version)
         ).first()
         if row is None:
             return None
-        return _version_info(ctx, tenant, row[1], row[0])
+        info = _version_info(ctx, tenant, row[1], row[0])
+    return info if event in info.spec.events else None
 
 
 # -- deploy -------------------------------------------------------------------------
@@ -271,7 +308,8 @@ def deploy_in(ctx: Context, s, tenant: str, spec: PackageSpec, text: str, *, red
     s.add(row)
     pkg.active_version = number
     s.flush()
-    return _version_info(ctx, tenant, spec.id, row)
+    # not cached: the caller may still roll back, and a rolled-back id can come again (SQLite)
+    return _new_version_info(tenant, spec.id, row)
 
 
 def announce_queues(ctx: Context, names: list[str]) -> None:

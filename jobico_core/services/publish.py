@@ -71,7 +71,6 @@ def publish(ctx: Context, tenant: str, data: bytes) -> tuple[VersionInfo, list[d
             raise ArchiveRefused(name, getattr(exc, "message", str(exc)), status=exc.status) from None
     digests = {name: sha256_hex(body) for name, body in files.items()}
     written: list[str] = []
-    info = None
     try:
         for name, body in files.items():
             key = blob_key(tenant, digests[name])
@@ -84,8 +83,6 @@ def publish(ctx: Context, tenant: str, data: bytes) -> tuple[VersionInfo, list[d
             s.flush()
             info = deploy_in(ctx, s, tenant, spec, source.decode("utf-8"), redeploy=None)
     except BaseException as exc:
-        if info is not None:
-            ctx.versions.pop(info.version_id)  # rolled back: its id may come again (SQLite)
         _remove_unreferenced(ctx, tenant, written)
         if isinstance(exc, IntegrityError):
             raise Conflict(f"package {spec.id!r} or one of its files was changed concurrently; retry") from None
