@@ -203,6 +203,15 @@ def _serve(app):
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
+def serve_api(settings: Settings) -> tuple[Context, str, object]:
+    """Another API process's worth: its own app and Context on ``settings``, served in a thread.
+    Returns (its Context, its URL, its server: ``shutdown()`` it)."""
+    from jobico_api import create_app
+    app = create_app(settings)
+    server, url = _serve(app)
+    return app.extensions["jobico"], url, server
+
+
 def platform_env(pg_url: str, redis_url: str, s3, bucket: str, tmp: Path, **extra: str) -> dict[str, str]:
     """The JOBICO_* environment of a platform on the given real services (API, workers)."""
     return {
