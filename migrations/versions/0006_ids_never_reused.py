@@ -5,7 +5,9 @@ A deleted row's id must never come back: in-process caches and queued tasks name
 unless the table is AUTOINCREMENT, which it cannot be made by ALTER: each table is rebuilt
 (batch mode, recreate="always"). Each table's counter starts above its highest id, and the
 versions' above every id an execution still names (its package may be deleted), so an old
-task's version id never meets a new version. PostgreSQL sequences never go back: nothing to do.
+task's version id never meets a new version. (Other ids freed before the upgrade are named by
+nothing left, in the database or out of it: they may be handed out once more, harmlessly.)
+PostgreSQL sequences never go back: nothing to do.
 
 Revision ID: 0006
 Revises: 0005
