@@ -62,8 +62,9 @@ class Context:
         return TTLCache(self.settings.webhook_cache_seconds)
 
     def changed_routing(self) -> None:
-        """A tenant, key, webhook mode or package changed: every API process's webhook sees it
-        at its next request (this one's cache is emptied, the others' through a Redis counter)."""
+        """A tenant, key, webhook mode or package changed: every process's webhook and version
+        caches are emptied before their next use (this one's now, the others' through a Redis
+        counter)."""
         self.webhook_cache.clear()
         self.versions.clear()
         try:

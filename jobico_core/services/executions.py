@@ -299,7 +299,9 @@ def retry_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, A
         if not e.dead_lettered:
             raise Conflict(f"execution {execution_id} is not dead-lettered (status {e.status}); "
                            "only dead-lettered executions can be retried")
-        if s.get(PackageVersion, e.version_id) is None:
+        version = s.get(PackageVersion, e.version_id)
+        if version is None or (version.package.tenant_id, version.package.name, version.number) != \
+                (e.tenant_id, e.package, e.version):  # never another's: version ids are never reused
             raise Conflict(f"execution {execution_id} cannot be retried: package {e.package!r} version "
                            f"{e.version} was deleted")
         s.execute(delete(ExecutionLog).where(ExecutionLog.execution_id == e.id))

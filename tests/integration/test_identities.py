@@ -258,3 +258,37 @@ def test_every_process_empties_its_version_cache_when_routing_changes(sqlite_ctx
     assert other.versions.get(info.version_id) is None
     other.db.engine.dispose()
     ctx.db.engine.dispose()
+
+
+def test_a_package_recreated_under_its_name_runs_nothing_of_the_old(sqlite_ctx):
+    """Queued and dead-lettered executions of a deleted package never run under its successor of
+    the same name, in a worker Context that had the old version cached."""
+    from jobico_core.errors import Conflict
+    from jobico_core.services.context import Context
+    from jobico_core.services.executions import retry_execution
+    from jobico_core.services.ingest import submit
+    from jobico_worker.executor import dead_letter, run_execution
+    from jobico_worker.runtime import Runtime
+    ctx = sqlite_ctx
+    worker = Context(ctx.settings)
+    old = _deploy(ctx, "people", "person_added")
+    queued, parked = submit(ctx, old, "person_added", ['{"name":"Ada"}', '{"name":"Bo"}'], submitter="k",
+                            trigger="webhook")
+    dead_letter(ctx, parked, "broker gone")
+    assert load_version(worker, old.version_id, "t1", "people", 1) is not None  # the worker has it cached
+    packages.delete_package(ctx, "t1", "people")
+    files.upload(ctx, "t1", "greet.wasm", wasm("greet"))
+    new = packages.deploy(ctx, "t1", package_yaml("people", "person_added", module="greet.wasm"))
+    assert new.number == 1 and new.version_id > old.version_id
+
+    runtime = Runtime()
+    done = run_execution(worker, runtime, queued, '{"name":"Ada"}', worker="w")
+    assert (done["status"], done["result"]) == ("cancelled", None)
+    assert "was deleted" in done["message"]
+    with pytest.raises(Conflict, match="was deleted"):
+        retry_execution(ctx, "t1", parked)
+    fresh = submit(ctx, packages.route(ctx, "t1", "person_added"), "person_added", ['{"name":"Cy"}'],
+                   submitter="k", trigger="webhook")[0]
+    done = run_execution(worker, runtime, fresh, '{"name":"Cy"}', worker="w")
+    assert (done["status"], done["package"], done["result"]) == ("succeeded", "people", "Hello, Cy!")
+    ctx.db.engine.dispose()
