@@ -99,15 +99,28 @@ def _values(e: Execution | NewExecution) -> dict[str, Any]:
     return {k: d[k] for k in _COLUMNS if k in d}
 
 
-def _insert_values(conn, values: list[dict[str, Any]]) -> None:
-    """INSERT new executions: several of one shape on PostgreSQL in ONE statement,
-    ``INSERT ... SELECT FROM unnest(<one array per column>)`` (one round trip, the same
-    statement text whatever the count, so psycopg prepares it; measured 8.7 ms for 100 rows
-    against 12.7 ms for an executemany); otherwise a plain Core INSERT (executemany)."""
+class VersionGone(NotFound):
+    """The package version new executions belong to was deleted while they were being recorded."""
+
+
+def _insert_values(conn, values: list[dict[str, Any]]) -> int:
+    """INSERT new executions whose package version still exists; returns how many went in.
+
+    On PostgreSQL, rows of one shape go in with ONE statement, ``INSERT ... SELECT FROM
+    unnest(<one array per column>)`` (one round trip, the same statement text whatever the
+    count, so psycopg prepares it; measured 8.7 ms for 100 rows against 12.7 ms for an
+    executemany), each row only if its version row exists, locked ``FOR KEY SHARE`` until the
+    commit: a delete of the version (its package, its tenant) waits for the rows, which it then
+    deletes too (``tenants.delete_tenant``), or it came first and no row goes in. Otherwise
+    (SQLite; rows of mixed shapes) a Core INSERT, then the versions are read back in the same
+    transaction (SQLite's writer holds the database: nothing can delete them in between)."""
     cols = tuple(values[0])
-    if len(values) == 1 or conn.dialect.name != "postgresql" or any(tuple(v) != cols for v in values):
+    if conn.dialect.name != "postgresql" or any(tuple(v) != cols for v in values):
         conn.execute(_INSERT, values)
-        return
+        versions = {v["version_id"] for v in values}
+        found = set(conn.execute(select(PackageVersion.id).where(PackageVersion.id.in_(versions))
+                                 .with_for_update(key_share=True, read=True)).scalars())
+        return len(values) if found == versions else 0
     if "created_at" not in cols:
         now = utcnow()
         for v in values:
@@ -117,8 +130,10 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> None:
     if stmt is None:
         names = ", ".join(f'"{c}"' for c in cols)
         arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}[])" for c in cols)
-        stmt = _PG_INSERTS[cols] = text(f"INSERT INTO executions ({names}) SELECT * FROM unnest({arrays})")
-    conn.execute(stmt, {c: [v[c] for v in values] for c in cols})
+        stmt = _PG_INSERTS[cols] = text(
+            f"INSERT INTO executions ({names}) SELECT u.* FROM unnest({arrays}) AS u({names}) "
+            "WHERE EXISTS (SELECT 1 FROM package_versions v WHERE v.id = u.version_id FOR KEY SHARE)")
+    return conn.execute(stmt, {c: [v[c] for v in values] for c in cols}).rowcount
 
 
 def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
@@ -153,7 +168,9 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
     """Commit the rows as ``queued``, then publish their tasks (``task_messages``: the rows
     of one request share tasks of up to JOBICO_TASK_BATCH executions).
 
-    Rows first, so a worker never receives a task before its row exists. If
+    Rows first, so a worker never receives a task before its row exists; rows only for a
+    package version that still exists (``_insert_values``: else ``VersionGone``, a 404, and
+    nothing stays), so a deleted tenant gets no row after its delete. If
     the broker refuses, the rows are removed again and ``Unavailable`` is
     raised: nothing of the request stays enqueued (a task already published
     for a removed row is dropped by the worker, which finds no row).
@@ -170,7 +187,12 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
         session.commit()  # ends the request's read transaction, if it opened one
     one_statement = ctx.db.engine.dialect.name == "postgresql" and all(v.keys() == values[0].keys() for v in values)
     with ctx.db.autocommit() if one_statement else ctx.db.engine.begin() as conn:
-        _insert_values(conn, values)  # Core: no ORM unit of work
+        inserted = _insert_values(conn, values)  # Core: no ORM unit of work
+        if inserted != len(values):  # a version was deleted meanwhile: nothing of the request stays
+            if one_statement and inserted:  # committed already (autocommit); elsewhere the raise rolls back
+                conn.execute(delete(Execution).where(Execution.id.in_(ids)))
+            raise VersionGone(f"package {rows[0].package!r} version {rows[0].version} of tenant "
+                              f"{rows[0].tenant_id!r} was deleted while the events were being accepted")
     try:
         publish(ctx.celery, messages)
     except Exception:

@@ -9,15 +9,17 @@ bridge (``trim``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import delete, select
 
-from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, utcnow
+from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tenant, utcnow
 from ..ids import uuid7
 from .context import Context
 from .executions import _cursor, encode_cursor
 
+log = logging.getLogger(__name__)
 REASONS = ("bad_request", "too_large", "invalid", "not_deployed")
 
 
@@ -30,6 +32,14 @@ def record(ctx: Context, tenant: str, *, event: str | None, trigger: str, source
                         payload=text.replace("\x00", "\ufffd"), payload_size=len(payload), created_at=utcnow())
     with ctx.db.session() as s:
         s.add(row)
+        s.flush()
+        # kept only for a tenant that exists: its row locked until the commit, so a delete of the
+        # tenant waits and then deletes this too (tenants.delete_tenant); after it, nothing is kept
+        # under the name for whoever takes it next
+        if s.scalar(select(Tenant.id).where(Tenant.id == tenant).with_for_update(key_share=True, read=True)) is None:
+            s.rollback()
+            log.info("rejection %s not kept: tenant %r does not exist (any more)", row.id, tenant)
+            return row.id
     return row.id
 
 

@@ -128,12 +128,17 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
+        # Its rows first (keys, files, variables, packages, versions, routes: cascades). A trigger
+        # recording executions holds its version row until it commits (executions._insert_values),
+        # so this waits for it, and the executions deleted below, read afterwards, include its
+        # rows; one that comes later finds no version and records nothing.
+        s.delete(tenant)
+        s.flush()
         # its history goes too: a tenant re-created under the same id must not see the old one's data
         s.execute(delete(ExecutionLog).where(ExecutionLog.execution_id.in_(
             select(Execution.id).where(Execution.tenant_id == tenant_id))))
         s.execute(delete(Execution).where(Execution.tenant_id == tenant_id))
         s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
-        s.delete(tenant)
     ctx.changed_routing()
     from .packages import schedules_changed
     schedules_changed(ctx)  # its schedules stop, and the MQTT bridge drops its topics

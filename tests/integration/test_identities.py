@@ -292,3 +292,100 @@ def test_a_package_recreated_under_its_name_runs_nothing_of_the_old(sqlite_ctx):
     done = run_execution(worker, runtime, fresh, '{"name":"Cy"}', worker="w")
     assert (done["status"], done["package"], done["result"]) == ("succeeded", "people", "Hello, Cy!")
     ctx.db.engine.dispose()
+
+
+# -- a deleted tenant or package gets no row afterwards, even from a trigger already under way ----------
+def _executions_of(ctx, tenant: str) -> list:
+    with ctx.db.session() as s:
+        return list(s.scalars(select(Execution.id).where(Execution.tenant_id == tenant)))
+
+
+def test_no_execution_is_recorded_for_a_version_deleted_after_its_route_was_read(sqlite_ctx, api):
+    """A trigger that read the route before the delete (a cached route, a slow request) records
+    nothing after it: 404, on SQLite and PostgreSQL."""
+    from jobico_core.services.executions import VersionGone
+    for ctx, tenant in ((sqlite_ctx, "t1"), (api.ctx, api.deployed_tenant().id)):
+        if tenant == "t1":
+            _deploy(ctx, "people", "person_added")
+        info = route(ctx, tenant, "person_added")
+        ids = ingest.submit(ctx, info, "person_added", ['{"name":"Ada"}'], submitter="k", trigger="webhook")
+        assert _executions_of(ctx, tenant) == ids
+        tenants.delete_tenant(ctx, tenant)
+        for payloads in (['{"name":"Bo"}'], ['{"name":"Bo"}', '{"name":"Cy"}']):
+            with pytest.raises(VersionGone, match="was deleted while the events were being accepted"):
+                ingest.submit(ctx, info, "person_added", payloads, submitter="k", trigger="webhook")
+        assert _executions_of(ctx, tenant) == []
+        tenants.create_tenant(ctx, tenant)
+        assert _executions_of(ctx, tenant) == []
+    sqlite_ctx.db.engine.dispose()
+
+
+def _wait_for_a_lock_wait(engine, deadline_s: float = 30.0) -> None:
+    import time
+    deadline = time.monotonic() + deadline_s
+    with engine.connect() as c:
+        while not c.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar():
+            assert time.monotonic() < deadline, "nobody waited for the lock"
+            time.sleep(0.02)
+            c.rollback()
+
+
+def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):
+    """PostgreSQL, both orders: the delete is under way when the rows come (they wait, then go in
+    nowhere), or rows are under way when the delete comes (it waits, then deletes them too)."""
+    import threading
+    from jobico_core.services.executions import VersionGone, new_executions
+    ctx = api.ctx
+    tenant = api.deployed_tenant().id
+    info = route(ctx, tenant, "person_added")
+
+    # 1. the delete is under way (uncommitted) when a request records its rows
+    outcome = {}
+
+    def accept():
+        try:
+            outcome["ids"] = ingest.submit(ctx, info, "person_added", ['{"name":"Ada"}'], submitter="k",
+                                           trigger="webhook")
+        except VersionGone as exc:
+            outcome["gone"] = exc
+
+    with ctx.db.engine.connect() as deleting:
+        deleting.exec_driver_sql("DELETE FROM tenants WHERE id = %s", (tenant,))
+        t = threading.Thread(target=accept)
+        t.start()
+        _wait_for_a_lock_wait(ctx.db.engine)
+        deleting.commit()
+    t.join(60)
+    assert "gone" in outcome and "ids" not in outcome
+    assert _executions_of(ctx, tenant) == []
+
+    # 2. rows are under way (their version locked, uncommitted) when the tenant is deleted
+    tenant = api.deployed_tenant("tenant_2").id
+    info = route(ctx, tenant, "person_added")
+    row = dict(new_executions(info, "person_added", ['{"name":"Bo"}'], submitter="k",
+                                     trigger="webhook")[0].__dict__)
+    with ctx.db.engine.connect() as recording:
+        recording.exec_driver_sql("SELECT 1 FROM package_versions WHERE id = %s FOR KEY SHARE", (info.version_id,))
+        recording.execute(sa.insert(Execution.__table__), [row])
+        deleted = threading.Thread(target=tenants.delete_tenant, args=(ctx, tenant))
+        deleted.start()
+        _wait_for_a_lock_wait(ctx.db.engine)
+        recording.commit()
+    deleted.join(60)
+    assert not deleted.is_alive()
+    assert _executions_of(ctx, tenant) == []
+
+
+def test_a_rejection_for_a_deleted_tenant_is_not_kept(sqlite_ctx):
+    from jobico_core.services import rejections
+    ctx = sqlite_ctx
+    kept = rejections.record(ctx, "t1", event=None, trigger="mqtt", source="a/b", reason="not_deployed",
+                             message="m", errors={}, payload=b"x")
+    assert rejections.exists(ctx, kept)
+    tenants.delete_tenant(ctx, "t1")
+    late = rejections.record(ctx, "t1", event=None, trigger="mqtt", source="a/b", reason="not_deployed",
+                             message="m", errors={}, payload=b"x")
+    tenants.create_tenant(ctx, "t1")
+    assert not rejections.exists(ctx, kept) and not rejections.exists(ctx, late)
+    assert rejections.list_rejections(ctx, "t1")[0] == []
+    ctx.db.engine.dispose()
