@@ -17,7 +17,7 @@ from ..storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 # bumped by every change of tenants, keys, webhook modes and packages: every process empties its
-# webhook cache and its version cache when it moves (docs/architecture.md, "Caches")
+# webhook cache and its version cache when it moves (docs/architecture.md, "Identities and caches")
 ROUTING_GENERATION = "jobico:routing:generation"
 
 
