@@ -328,7 +328,8 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
                    not_below: int | None = None) -> list[dict[str, Any]]:
     """Finished executions of ``tenant`` with ``seq > after``, in seq order, with logs (at most ``limit``).
 
-    ``lookback_seconds`` > 0 also returns those with ``seq <= after`` that finished
+    ``lookback_seconds`` > 0 also returns those with ``seq < after`` (never ``after``
+    itself: the client named it, so it has it) that finished
     at most that long before the execution whose seq is ``after`` (and within
     ``lookback_seqs`` positions of it, which bounds the index scan): a recording
     transaction can commit after one holding a higher seq (PostgreSQL sequences
@@ -346,7 +347,7 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
             if ref is not None:
                 since = ref - dt.timedelta(seconds=lookback_seconds)
                 floor = after - lookback_seqs if not_below is None else max(not_below, after - lookback_seqs)
-                late = list(s.scalars(q.where(Execution.seq <= after, Execution.seq > floor,
+                late = list(s.scalars(q.where(Execution.seq < after, Execution.seq > floor,
                                               Execution.finished_at >= since)
                                       .order_by(Execution.seq).limit(limit)))
                 rows = late + rows
