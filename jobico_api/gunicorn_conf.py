@@ -50,7 +50,7 @@ loglevel = os.environ.get("JOBICO_LOG_LEVEL", "info").lower()
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-# what gunicorn reads before refusing (docs/limits.md): the request line (method, URL with its
+# what gunicorn reads before refusing (docs/hostile-inputs.md): the request line (method, URL with its
 # query, version) up to gunicorn's maximum, 100 header fields of up to 16 KB each
 limit_request_line = 8190
 limit_request_fields = 100
