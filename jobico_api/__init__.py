@@ -97,6 +97,16 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     errors.register_error_handlers(app)
 
     @app.before_request
+    def _refuse_leading_empty_segment():
+        # werkzeug's router and request.path drop leading slashes, so `//events/t/e` would reach
+        # the webhook: every path with an empty first segment is a JSON 404, like `/events//t/e`
+        from flask import request
+        from jobico_core.errors import NotFound
+        if request.environ.get("PATH_INFO", "").startswith("//"):
+            raise NotFound("not found: the URL starts with '//' (an empty path segment); no route has one",
+                           {"url": ["empty path segment"]})
+
+    @app.before_request
     def _refuse_control_characters():
         # no id or file name may hold one, and PostgreSQL refuses NUL in a query (a 500 otherwise)
         from flask import request

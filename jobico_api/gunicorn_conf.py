@@ -8,11 +8,20 @@ environment: JOBICO_API_HOST/JOBICO_API_PORT (bind; and JOBICO_GATEWAY_HOST/
 JOBICO_GATEWAY_PORT, a second address for the webhook gateway), JOBICO_API_WORKERS
 (default: 2 x cores + 1, at most 8), JOBICO_API_THREADS (default 8),
 JOBICO_API_TIMEOUT, JOBICO_LOG_LEVEL.
+
+Requests gunicorn itself refuses (request line over ``limit_request_line``:
+414; more than ``limit_request_fields`` header fields or one over
+``limit_request_field_size``: 431; a malformed request line or header: 400)
+are answered with the API's JSON error body (``jobico_api.gunicorn_errors``).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+
+from jobico_api.gunicorn_errors import install as _json_errors
+
+_json_errors()
 
 
 def _int(name: str, default: int) -> int:
@@ -41,4 +50,8 @@ loglevel = os.environ.get("JOBICO_LOG_LEVEL", "info").lower()
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# what gunicorn reads before refusing (docs/hostile-inputs.md): the request line (method, URL with its
+# query, version) up to gunicorn's maximum, 100 header fields of up to 16 KB each
+limit_request_line = 8190
+limit_request_fields = 100
 limit_request_field_size = 16384

@@ -253,9 +253,15 @@ class Client:
     def list_tenants(self) -> dict:
         return self.request("GET", "/api/v1/tenants")
 
-    def update_tenant(self, tenant: str, webhook_auth: str, rotate_secret: bool = False) -> dict:
-        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}",
-                            json_body={"webhook_auth": webhook_auth, "rotate_secret": rotate_secret})
+    def update_tenant(self, tenant: str, webhook_auth: str, rotate_secret: bool = False,
+                      grace_seconds: int | None = None) -> dict:
+        body: dict = {"webhook_auth": webhook_auth, "rotate_secret": rotate_secret}
+        if grace_seconds is not None:
+            body["secret_grace_seconds"] = grace_seconds
+        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body=body)
+
+    def revoke_previous_secret(self, tenant: str) -> dict:
+        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body={"revoke_previous_secret": True})
 
     def set_submitter_header(self, tenant: str, header: str | None) -> dict:
         return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body={"submitter_header": header})

@@ -81,6 +81,10 @@ class Tenant(Base):
     # How the webhook authenticates callers: "key" (bearer key), "hmac" (signed) or "none".
     webhook_auth: Mapped[str] = mapped_column(String(8), default="key")
     signing_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # After a rotation, the secret it replaced stays valid until previous_secret_expires_at (or
+    # until revoked): senders move to the new one without a gap.
+    previous_signing_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # A request header whose value names the submitter of a webhook event (e.g. X-User);
     # None: the submitter is the key's name ("hmac"/"anonymous" for those modes).
     submitter_header: Mapped[str | None] = mapped_column(String(64), nullable=True)

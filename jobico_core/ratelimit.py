@@ -1,5 +1,6 @@
 """Webhook admission in one Redis round trip: the tenant's token bucket (shared by
-every API process) and the target queue's depth, decided atomically in Lua."""
+every API process), the target queue's depth and, for a signed request, whether
+its signature was already spent, decided atomically in Lua."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +10,17 @@ from dataclasses import dataclass
 
 import redis
 
-# KEYS[1] bucket, KEYS[2] queue list; ARGV rate, burst, now, n (events), max_queued, tasks (the
-# request's tasks: one per JOBICO_TASK_BATCH events). The queue's depth is in tasks (its length).
-# Returns {verdict, tokens, depth}: 1 admitted, 0 over the rate, 2 queue full (no token spent).
+# KEYS[1] bucket, KEYS[2] queue list, KEYS[3] (optional) the request's spent-signature record;
+# ARGV rate, burst, now, n (events), max_queued, tasks (the request's tasks: one per
+# JOBICO_TASK_BATCH events), the record's lifetime in seconds. The queue's depth is in tasks (its
+# length). Returns {verdict, tokens, depth}: 1 admitted, 0 over the rate, 2 queue full (no token
+# spent), 3 signature already spent (nothing looked at). The record is kept only when admitted.
 _ADMIT = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, cap, tasks = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[7])) then
+  return {3, '0', 0}
+end
 local depth = redis.call('LLEN', KEYS[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
@@ -24,6 +30,7 @@ local verdict = 0
 if depth + tasks > cap then verdict = 2 elseif tokens >= n then tokens = tokens - n; verdict = 1 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+if KEYS[3] and verdict ~= 1 then redis.call('DEL', KEYS[3]) end
 return {verdict, tostring(tokens), depth}
 """
 _SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
@@ -35,20 +42,26 @@ class Admission:
     queue_full: bool
     wait: float      # seconds until the bucket holds enough tokens (0 when admitted)
     depth: int       # tasks already waiting on the queue
+    replayed: bool = False  # the signature was spent by an earlier request (nothing else decided)
 
 
 def admit(client: redis.Redis, tenant: str, queue: str, n: int, rate: int, burst: int,
-          max_queued: int, tasks: int | None = None) -> Admission:
-    """``n`` events spend ``n`` tokens; they take ``tasks`` places on the queue (default ``n``)."""
+          max_queued: int, tasks: int | None = None, once: tuple[str, int] | None = None) -> Admission:
+    """``n`` events spend ``n`` tokens; they take ``tasks`` places on the queue (default ``n``).
+
+    ``once``: (key, seconds) of a signed request's spent-signature record: refused (``replayed``)
+    when the key exists, else set for that long if the request is admitted."""
     args = (rate, burst, repr(time.time()), n, max_queued, n if tasks is None else tasks)
-    keys = (f"jobico:rate:{tenant}", queue)
+    keys: tuple[str, ...] = (f"jobico:rate:{tenant}", queue)
+    if once is not None:
+        keys, args = keys + (once[0],), args + (once[1],)
     try:
-        verdict, tokens, depth = client.evalsha(_SHA, 2, *keys, *args)
+        verdict, tokens, depth = client.evalsha(_SHA, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
-        verdict, tokens, depth = client.eval(_ADMIT, 2, *keys, *args)
+        verdict, tokens, depth = client.eval(_ADMIT, len(keys), *keys, *args)
     verdict, depth = int(verdict), int(depth)
     wait = 0.0 if verdict != 0 else max(0.001, (n - float(tokens)) / rate)
-    return Admission(verdict == 1, verdict == 2, wait, depth)
+    return Admission(verdict == 1, verdict == 2, wait, depth, replayed=verdict == 3)
 
 
 def retry_after(seconds: float) -> str:

@@ -51,6 +51,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_MAX_UPLOAD_KB": ("20480", "largest file a tenant may upload"),
     "JOBICO_MAX_ARCHIVE_KB": ("65536", "largest package archive (`jobico publish`), compressed and decompressed"),
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
+    "JOBICO_WEBHOOK_SECRET_GRACE": ("86400", "seconds a tenant's previous HMAC signing secret stays valid after `rotate_secret` (unless the rotation names its own `secret_grace_seconds`, or the overlap is ended with `revoke_previous_secret`); 0 = the old secret stops at once"),
     "JOBICO_LOCK_LEASE_SECONDS": ("30", "lease of a named lock (an event's locks:): renewed every third of it while the execution runs, so a killed worker's locks free themselves within this long"),
     "JOBICO_LOCK_POLL_SECONDS": ("2", "how often an execution waiting for its named locks asks again in case no release woke it (a release hands the lock to the next in line at once; this covers a holder whose worker died)"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
@@ -86,14 +87,14 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _int(env: Mapping[str, str], name: str) -> int:
+def _int(env: Mapping[str, str], name: str, low: int = 1) -> int:
     raw = env.get(name, VARIABLES[name][0])
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive (got {value})")
+    if value < low:
+        raise ConfigError(f"{name} must be {'positive' if low == 1 else f'at least {low}'} (got {value})")
     return value
 
 
@@ -135,6 +136,7 @@ class Settings:
     max_upload_kb: int = 20480
     max_archive_kb: int = 65536
     idempotency_ttl: int = 86400
+    webhook_secret_grace: int = 86400
     queue_refresh: int = 5
     schedule_refresh: int = 5
     rescue_after: int = 120
@@ -203,6 +205,7 @@ class Settings:
             max_upload_kb=_int(env, "JOBICO_MAX_UPLOAD_KB"),
             max_archive_kb=_int(env, "JOBICO_MAX_ARCHIVE_KB"),
             idempotency_ttl=_int(env, "JOBICO_IDEMPOTENCY_TTL"),
+            webhook_secret_grace=_int(env, "JOBICO_WEBHOOK_SECRET_GRACE", low=0),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
             rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),

@@ -42,6 +42,9 @@ class TenantSchema(ma.Schema):
 
 class TenantWithSecretSchema(TenantSchema):
     signing_secret = ma.fields.String(allow_none=True)
+    previous_secret_expires_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "hmac, after rotate_secret: until when the previous signing secret is still accepted "
+                       "(null: only signing_secret is)"})
 
 
 class TenantListSchema(ma.Schema):
@@ -50,17 +53,31 @@ class TenantListSchema(ma.Schema):
 
 class TenantPatchSchema(ma.Schema):
     webhook_auth = ma.fields.String(validate=ma.validate.OneOf(WEBHOOK_MODES))
-    rotate_secret = ma.fields.Boolean(load_default=False)
+    rotate_secret = ma.fields.Boolean(load_default=False, metadata={
+        "description": "with webhook_auth=hmac: issue a new signing secret; the previous one stays valid for "
+                       "secret_grace_seconds"})
+    secret_grace_seconds = ma.fields.Integer(
+        validate=ma.validate.Range(0, svc.MAX_SECRET_GRACE), metadata={
+            "description": "with rotate_secret: how long the previous secret stays valid (default "
+                           "JOBICO_WEBHOOK_SECRET_GRACE; 0 = it stops at once)"})
+    revoke_previous_secret = ma.fields.Boolean(load_default=False, metadata={
+        "description": "end a rotation's overlap now: only the current signing secret is accepted"})
     submitter_header = ma.fields.String(allow_none=True, metadata={
         "description": "a request header (e.g. X-Submitter) whose value becomes the submitter of the webhook's "
                        "executions when present; null or \"\" = the key's name again", "example": "X-Submitter"})
 
     @ma.validates_schema
     def _something(self, data, **_):
-        if "webhook_auth" not in data and "submitter_header" not in data:
-            raise ma.ValidationError("give webhook_auth and/or submitter_header", "_schema")
+        if "webhook_auth" not in data and "submitter_header" not in data and not data.get("revoke_previous_secret"):
+            raise ma.ValidationError("give webhook_auth, submitter_header and/or revoke_previous_secret", "_schema")
         if data.get("rotate_secret") and "webhook_auth" not in data:
             raise ma.ValidationError("rotate_secret needs webhook_auth", "rotate_secret")
+        if "secret_grace_seconds" in data and not data.get("rotate_secret"):
+            raise ma.ValidationError("secret_grace_seconds needs rotate_secret", "secret_grace_seconds")
+        if data.get("rotate_secret") and data.get("revoke_previous_secret"):
+            raise ma.ValidationError("rotate_secret and revoke_previous_secret contradict each other (rotate with "
+                                     "secret_grace_seconds 0 to stop the old secret at once)",
+                                     "revoke_previous_secret")
 
 
 class KeyCreateSchema(ma.Schema):
@@ -95,6 +112,7 @@ def _tenant_out(t, *, secret: bool = False) -> dict:
            "created_at": t.created_at}
     if secret:
         out["signing_secret"] = t.signing_secret if t.webhook_auth == "hmac" else None
+        out["previous_secret_expires_at"] = t.previous_secret_expires_at if svc.previous_secret_valid(t) else None
     return out
 
 
@@ -127,8 +145,8 @@ def get_tenant(tenant):
 
 
 @blp.route("/tenants/<tenant>", methods=["PATCH"])
-@blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret) "
-                                    "and/or its submitter header")
+@blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret, "
+                                    "or end a rotation's overlap) and/or its submitter header")
 @admin_required
 @blp.arguments(TenantPatchSchema)
 @blp.response(200, TenantWithSecretSchema)
@@ -138,7 +156,10 @@ def patch_tenant(body, tenant):
     if "submitter_header" in body:
         t = svc.set_submitter_header(c, tenant, body["submitter_header"] or None)
     if "webhook_auth" in body:
-        t = svc.update_webhook(c, tenant, body["webhook_auth"], rotate_secret=body["rotate_secret"])
+        t = svc.update_webhook(c, tenant, body["webhook_auth"], rotate_secret=body["rotate_secret"],
+                               grace_seconds=body.get("secret_grace_seconds"))
+    if body["revoke_previous_secret"]:
+        t = svc.revoke_previous_secret(c, tenant)
     return _tenant_out(t, secret=True)
 
 

@@ -86,12 +86,17 @@ class ExecutionPageSchema(ma.Schema):
 
 
 class RunningExecutionSchema(ExecutionSummarySchema):
-    age_s = ma.fields.Float(allow_none=True, metadata={"description": "seconds since it started (this attempt)"})
+    age_s = ma.fields.Float(allow_none=True, metadata={"description": "seconds since it was claimed (this "
+                                                                      "attempt; with its batch, for a batch task)"})
+    batch_waiting = ma.fields.Integer(metadata={"description": "executions of its batch task claimed (status "
+                                                               "running) and waiting to run after it"})
 
 
 class RunningPackageSchema(ma.Schema):
     package = ma.fields.String()
-    running = ma.fields.Integer()
+    running = ma.fields.Integer(metadata={"description": "executions in a sandbox now (one per task)"})
+    claimed = ma.fields.Integer(metadata={"description": "executions claimed by a batch task behind the one it "
+                                                         "runs (not listed)"})
     items = ma.fields.List(ma.fields.Nested(RunningExecutionSchema))
 
 

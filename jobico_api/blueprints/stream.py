@@ -15,8 +15,8 @@ How it is fed, and what it guarantees (see docs/api.md, "Live stream"):
 1. subscribe to the tenant's pub/sub channel and wait for Redis to confirm it;
 2. replay from the database: with ``Last-Event-ID`` (header, or the
    ``last_event_id`` query parameter) every finished execution with a higher
-   seq, in seq order, plus a lookback window (those with a lower or equal seq
-   that finished at most ``LOOKBACK_SECONDS`` before it: sequence numbers are
+   seq, in seq order, plus a lookback window (those with a lower seq, never the
+   named one itself, that finished at most ``LOOKBACK_SECONDS`` before it: sequence numbers are
    handed out before commit, so they can commit out of order); without it the
    ``recent`` last ones;
 3. then live: each pub/sub message not already sent on this connection, even

@@ -35,7 +35,8 @@ DESCRIPTION = """Checked in this order: body size (413), tenant exists (404), cr
 403 another tenant's key), event exists (404), body shape (400), element size (413), schema (422).
 Credentials depend on the tenant's webhook mode: `key` (Authorization: Bearer <tenant key>),
 `hmac` (`X-Jobico-Timestamp: <unix seconds>` and `X-Jobico-Signature: sha256=<hex of
-HMAC-SHA256(secret, "<timestamp>.<raw body>")>`, at most 5 minutes old) or `none`.
+HMAC-SHA256(secret, "<timestamp>.<raw body>")>`, at most 5 minutes old; a signature is good for one
+request: sent again within its window, 409 `signature_replayed`) or `none`.
 `Idempotency-Key` (per tenant, 24 h by default) replays the first answer; reused with another body: 422.
 A 503 (with Retry-After) means nothing was enqueued."""
 
@@ -53,6 +54,8 @@ A 503 (with Retry-After) means nothing was enqueued."""
 @blp.alt_response(401, schema=ERROR_SCHEMA, description="missing or invalid credentials")
 @blp.alt_response(403, schema=ERROR_SCHEMA, description="the key belongs to another tenant")
 @blp.alt_response(404, schema=ERROR_SCHEMA, description="unknown tenant or event")
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="signature_replayed: this signature was already accepted, "
+                                                          "or a request with this Idempotency-Key is in progress")
 @blp.alt_response(413, schema=ERROR_SCHEMA, description="body or an element too large")
 @blp.alt_response(422, schema=ERROR_SCHEMA,
                   description="an element does not match the schema, or Idempotency-Key reused")

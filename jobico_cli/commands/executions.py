@@ -310,8 +310,9 @@ def running_table(doc: dict) -> Table:
                      ("AGE", {"justify": "right", "no_wrap": True}), ("SUBMITTER", {"overflow": "fold"})):
         table.add_column(name, **kw)
     for group in doc.get("packages") or []:
+        claimed = f", {sanitize(group.get('claimed'))} claimed behind them" if group.get("claimed") else ""
         table.add_row(Text.assemble(text(group.get("package"), "bold"),
-                                    (f"  {sanitize(group.get('running'))} running", "dim")))
+                                    (f"  {sanitize(group.get('running'))} running{claimed}", "dim")))
         for e in group.get("items") or []:
             table.add_row(*cells([e.get("id"), e.get("event"), e.get("worker"), e.get("attempts"),
                                   age_text(e.get("age_s")), e.get("submitter")]))
@@ -325,7 +326,11 @@ def running(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 200,
     json_: JsonOpt = False,
 ) -> None:
-    """What runs now, per package: each execution's worker, attempt and age (GET /api/v1/executions/running)."""
+    """What runs now, per package: each execution's worker, attempt and age (GET /api/v1/executions/running).
+
+    A batch task runs its executions one at a time: the one it runs is listed; the others it
+    claimed (their status says running) are counted as "claimed behind them".
+    """
     doc = client().running_executions(package=package, limit=limit) or {}
     if json_:
         print_json(doc)

@@ -78,14 +78,26 @@ def tenant_webhook(
     auth: Annotated[WebhookAuth, typer.Option(
         "--auth", help="How webhooks authenticate: a tenant key, an HMAC signature, or none.",
         case_sensitive=False, show_default=False)],
-    rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="With hmac: issue a new signing secret "
-                                                "(the old one stops working).")] = False,
+    rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="With hmac: issue a new signing secret; "
+                                                "the old one keeps working for --grace seconds.")] = False,
+    grace: Annotated[Optional[int], typer.Option(
+        "--grace", min=0, show_default=False,
+        help="With --rotate-secret: seconds the old secret stays valid (default: the server's "
+             "JOBICO_WEBHOOK_SECRET_GRACE, 24 h; 0 = it stops at once). End it earlier with "
+             "`jobico tenant revoke-previous-secret`.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Change how a tenant's webhooks authenticate (PATCH /api/v1/tenants/<tenant>)."""
+    """Change how a tenant's webhooks authenticate (PATCH /api/v1/tenants/<tenant>).
+
+    \b
+      jobico tenant webhook acme --auth hmac --rotate-secret            # old secret valid 24 h more
+      jobico tenant webhook acme --auth hmac --rotate-secret --grace 0  # old secret stops now
+    """
     if rotate_secret and auth is not WebhookAuth.hmac:
         raise UsageProblem("--rotate-secret needs --auth hmac")
-    res = client().update_tenant(tenant, auth.value, rotate_secret) or {}
+    if grace is not None and not rotate_secret:
+        raise UsageProblem("--grace needs --rotate-secret")
+    res = client().update_tenant(tenant, auth.value, rotate_secret, grace) or {}
     if json_:
         print_json(res)
         return
@@ -94,6 +106,24 @@ def tenant_webhook(
     if res.get("signing_secret") and (rotate_secret or auth is WebhookAuth.hmac):
         info("Webhook signing secret:")
         typer.echo(sanitize(res["signing_secret"]))
+    if res.get("previous_secret_expires_at"):
+        info(f"The previous signing secret stays valid until {safe(res['previous_secret_expires_at'])} "
+             f"(end it now: jobico tenant revoke-previous-secret {safe(res.get('id', tenant))}).")
+
+
+@command(tenant_app, "revoke-previous-secret")
+def tenant_revoke_previous_secret(tenant: TenantArg, json_: JsonOpt = False) -> None:
+    """End a signing-secret rotation's overlap now: only the current secret is accepted.
+
+    After `jobico tenant webhook <tenant> --auth hmac --rotate-secret` the old
+    secret stays valid for a grace period so senders can move over; once they
+    have, revoke it (PATCH /api/v1/tenants/<tenant> {"revoke_previous_secret": true}).
+    """
+    res = client().revoke_previous_secret(tenant) or {}
+    if json_:
+        print_json(res)
+        return
+    info(f"Tenant [bold]{safe(res.get('id', tenant))}[/]: only the current signing secret is accepted now.")
 
 
 @command(tenant_app, "submitter-header")

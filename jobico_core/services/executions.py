@@ -9,7 +9,7 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
@@ -298,21 +298,39 @@ def running_executions(ctx: Context, tenant: str, *, package: str | None = None,
                        limit: int = 200) -> dict[str, Any]:
     """What runs now, per package (packages by name, oldest start first within each), with
     each execution's worker, attempt and age in seconds; at most ``limit`` (``truncated`` says
-    whether there were more)."""
-    from ..db import utcnow
-    q = select(Execution).where(Execution.tenant_id == tenant, Execution.status == "running")
+    whether there were more).
+
+    A batch task (``jobico.execute_batch``) claims its executions together (one statement:
+    each row ``running``, with the same worker and ``started_at``) and runs them one after the
+    other, in id order, recording the finished ones in flushes (``jobico_worker.batch``). So
+    of the rows sharing a claim one at a time is in the sandbox: the first one not recorded yet
+    is listed (the one running, or one that finished and waits for the next flush), with
+    ``batch_waiting`` = how many of its batch are claimed behind it (0 for a task of its own);
+    those are counted in the package's ``claimed``, not listed. ``age_s`` counts from the claim.
+    """
+    claim = (Execution.worker, Execution.started_at)
+    ranked = (select(Execution.id.label("rid"),
+                     func.row_number().over(partition_by=claim, order_by=Execution.id).label("rn"),
+                     func.count().over(partition_by=claim).label("n"))
+              .where(Execution.tenant_id == tenant, Execution.status == "running"))
     if package is not None:
-        q = q.where(Execution.package == package)
+        ranked = ranked.where(Execution.package == package)
+    ranked = ranked.subquery()
+    q = (select(Execution, ranked.c.n).join(ranked, ranked.c.rid == Execution.id).where(ranked.c.rn == 1)
+         .order_by(Execution.package, Execution.started_at, Execution.id))
     with ctx.db.session() as s:
-        rows = list(s.scalars(q.order_by(Execution.package, Execution.started_at, Execution.id).limit(limit + 1)))
+        rows = list(s.execute(q.limit(limit + 1)))
     now = utcnow()
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for e in rows[:limit]:
+    groups: dict[str, dict[str, Any]] = {}
+    for e, n in rows[:limit]:
         d = to_dict(e, logs=False)
         d["age_s"] = round((now - e.started_at).total_seconds(), 3) if e.started_at else None
-        groups.setdefault(e.package, []).append(d)
-    return {"packages": [{"package": p, "running": len(items), "items": items} for p, items in groups.items()],
-            "total": min(len(rows), limit), "truncated": len(rows) > limit}
+        d["batch_waiting"] = n - 1
+        group = groups.setdefault(e.package, {"package": e.package, "running": 0, "claimed": 0, "items": []})
+        group["running"] += 1
+        group["claimed"] += n - 1
+        group["items"].append(d)
+    return {"packages": list(groups.values()), "total": min(len(rows), limit), "truncated": len(rows) > limit}
 
 
 def retry_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any]:
@@ -358,7 +376,8 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
                    not_below: int | None = None) -> list[dict[str, Any]]:
     """Finished executions of ``tenant`` with ``seq > after``, in seq order, with logs (at most ``limit``).
 
-    ``lookback_seconds`` > 0 also returns those with ``seq <= after`` that finished
+    ``lookback_seconds`` > 0 also returns those with ``seq < after`` (never ``after``
+    itself: the client named it, so it has it) that finished
     at most that long before the execution whose seq is ``after`` (and within
     ``lookback_seqs`` positions of it, which bounds the index scan): a recording
     transaction can commit after one holding a higher seq (PostgreSQL sequences
@@ -376,7 +395,7 @@ def finished_after(ctx: Context, tenant: str, after: int, *, package: str | None
             if ref is not None:
                 since = ref - dt.timedelta(seconds=lookback_seconds)
                 floor = after - lookback_seqs if not_below is None else max(not_below, after - lookback_seqs)
-                late = list(s.scalars(q.where(Execution.seq <= after, Execution.seq > floor,
+                late = list(s.scalars(q.where(Execution.seq < after, Execution.seq > floor,
                                               Execution.finished_at >= since)
                                       .order_by(Execution.seq).limit(limit)))
                 rows = late + rows

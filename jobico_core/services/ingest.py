@@ -2,7 +2,8 @@
 
 Checks in the contract's order: body size (413), tenant exists (404),
 credentials (401/403), event exists (404), body shape (400), element size
-(413), schema (422); then idempotency, then rows + tasks (all or nothing).
+(413), schema (422); then idempotency, then admission (429; a signed request's
+signature already spent: 409), then rows + tasks (all or nothing).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .context import Context
 from .executions import enqueue, new_executions
 from .files import schema_validator
 from .packages import route
-from .tenants import bearer_token, check_webhook_credentials, hash_key, webhook_submitter
+from .tenants import bearer_token, check_webhook_credentials, hash_key, spent_signature, webhook_submitter
 
 log = logging.getLogger(__name__)
 IDEMPOTENCY_PENDING_WAIT = 10.0  # seconds a repeat waits for the first request to finish
@@ -38,10 +39,13 @@ class _TenantAuth:
     # which tenant of that name: a tenant deleted and created again under its name is another one,
     # and state kept outside the database by name (idempotency keys) must not carry over
     incarnation: str
+    previous_signing_secret: str | None = None
+    previous_secret_expires_at: Any = None  # a datetime: checked at each request, so caching is safe
 
 
 def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]):
-    """Tenant (404), credentials (401/403), event (404), in that order.
+    """Tenant (404), credentials (401/403), event (404), in that order; returns (submitter, route,
+    the spent-signature record of a signed request: ``tenants.spent_signature``, or None).
 
     The three lookups are served from the per-process ``ctx.webhook_cache`` for
     JOBICO_WEBHOOK_CACHE_SECONDS (found ones only: a new tenant, key or package is
@@ -57,8 +61,11 @@ def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers:
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         tenant = cache.put(("tenant", tenant_id), _TenantAuth(row.id, row.webhook_auth, row.signing_secret,
-                                                                 row.submitter_header, row.created_at.isoformat()))
+                                                                 row.submitter_header, row.created_at.isoformat(),
+                                                                 row.previous_signing_secret,
+                                                                 row.previous_secret_expires_at))
     submitter = _submitter(ctx, s, tenant, headers, body)
+    once = spent_signature(tenant, headers)  # after the signature is verified, never before
     info = cache.get(("route", tenant_id, event))
     if info is not None and (info.tenant != tenant_id or event not in info.spec.events):
         log.error("webhook cache: route %s/%s held version %d of %s/%s: refused", tenant_id, event,
@@ -69,7 +76,7 @@ def _identify(ctx: Context, s, tenant_id: str, event: str, body: bytes, headers:
         if info is None:
             raise NotFound(f"event {event!r} is not deployed for tenant {tenant_id!r}")
         cache.put(("route", tenant_id, event), info)
-    return webhook_submitter(tenant, headers, submitter), info, tenant.incarnation
+    return webhook_submitter(tenant, headers, submitter), info, tenant.incarnation, once
 
 
 def _submitter(ctx: Context, s, tenant: _TenantAuth, headers: Mapping[str, str], body: bytes) -> str:
@@ -132,13 +139,13 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
     if len(body) > max_body:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
     with ctx.db.session() as s:
-        submitter, info, incarnation = _identify(ctx, s, tenant_id, event, body, headers)
+        submitter, info, incarnation, once = _identify(ctx, s, tenant_id, event, body, headers)
         payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
         key = headers.get("Idempotency-Key")
         if key is None:
-            return _enqueue(ctx, s, info, event, payloads, submitter)
+            return _enqueue(ctx, s, info, event, payloads, submitter, once=once)
         return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
-                           lambda: _enqueue(ctx, s, info, event, payloads, submitter))
+                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once))
 
 
 def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]:
@@ -183,15 +190,21 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
     return _validated_payloads(ctx, info, event, [element])[0]
 
 
-def _admit(ctx: Context, info, event: str, n: int) -> None:
-    """Queue cap (per queue) and rate limit (per tenant): 429 with Retry-After."""
+def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None) -> None:
+    """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
+    queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip."""
     from .. import ratelimit
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
-                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch))
+                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch), once=once)
     except Exception as exc:  # redis errors
         raise Unavailable(f"the message broker is unavailable: {exc}") from exc
+    if a.replayed:
+        raise Conflict("signature_replayed: this signed request was already accepted (a signature is "
+                       "good for one request); to send these events again, sign them again with a new "
+                       "X-Jobico-Timestamp (identical bodies signed in the same second share a signature)",
+                       {"X-Jobico-Signature": ["signature_replayed"]})
     if a.queue_full:
         raise TooManyRequests(f"queue {queue!r} already holds {a.depth} tasks (the cap is "
                               f"{ctx.settings.max_queued}); retry when the workers have caught up",
@@ -213,12 +226,24 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
 
 
 def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
-             **row_values) -> list[str]:
-    _admit(ctx, info, event, len(payloads))
+             once: tuple[str, int] | None = None, **row_values) -> list[str]:
+    _admit(ctx, info, event, len(payloads), once)
     rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
-    ids = enqueue(ctx, rows, session=s)
+    try:
+        ids = enqueue(ctx, rows, session=s)
+    except BaseException:
+        if once is not None:  # nothing was enqueued: the same signed request may be sent again
+            _unspend(ctx, once[0])
+        raise
     metrics.accepted(info.tenant, len(ids))
     return ids
+
+
+def _unspend(ctx: Context, key: str) -> None:
+    try:
+        ctx.redis.delete(key)
+    except Exception as exc:  # Redis gone as well: the record expires with the signature's window
+        log.warning("could not release a spent signature after a failed enqueue: %s", exc)
 
 
 def _idempotent(ctx: Context, tenant: str, incarnation: str, key: str, event: str, payloads: list[str],

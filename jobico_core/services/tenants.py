@@ -1,15 +1,17 @@
 """Tenants, their API keys and webhook credentials."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
 
 from sqlalchemy import delete, select
 
-from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant
+from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant, utcnow
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from ..names import name_problem
 from .context import Context
@@ -17,6 +19,8 @@ from .context import Context
 KEY_PREFIX = "jbk_"
 WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
 HMAC_MAX_SKEW = 300  # seconds
+MAX_SECRET_GRACE = 30 * 86400  # seconds a rotated-out signing secret may stay valid, at most
+SPENT_SIGNATURE_PREFIX = "jobico:sig:"  # + "<tenant>:<hex>": a signature already accepted (webhook replays)
 MAX_SUBMITTER = 128  # characters of a submitter name (executions.submitter)
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
 # headers that already mean something to the webhook (or to HTTP) cannot name the submitter
@@ -69,19 +73,63 @@ def get_tenant(ctx: Context, tenant_id: str) -> Tenant:
         return tenant
 
 
-def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secret: bool = False) -> Tenant:
+def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secret: bool = False,
+                   grace_seconds: int | None = None) -> Tenant:
+    """Set the tenant's webhook mode; ``rotate_secret`` (hmac) issues a new signing secret.
+
+    The secret it replaces stays valid for ``grace_seconds`` (default
+    JOBICO_WEBHOOK_SECRET_GRACE; 0: it stops at once) or until
+    ``revoke_previous_secret``, so senders move over without a gap. Only one
+    previous secret is kept: rotating again during an overlap drops the oldest.
+    Leaving hmac mode ends an overlap.
+    """
     if webhook_auth not in WEBHOOK_AUTH_MODES:
         raise Invalid(f"webhook_auth must be one of {', '.join(WEBHOOK_AUTH_MODES)}",
                       {"webhook_auth": [f"one of {', '.join(WEBHOOK_AUTH_MODES)}"]})
+    if grace_seconds is not None:
+        if not rotate_secret:
+            raise Invalid("secret_grace_seconds needs rotate_secret", {"secret_grace_seconds": ["needs rotate_secret"]})
+        if not 0 <= grace_seconds <= MAX_SECRET_GRACE:
+            problem = f"must be between 0 and {MAX_SECRET_GRACE} seconds (30 days)"
+            raise Invalid(f"secret_grace_seconds {problem}", {"secret_grace_seconds": [problem]})
+    grace = ctx.settings.webhook_secret_grace if grace_seconds is None else grace_seconds
     with ctx.db.session() as s:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"tenant {tenant_id!r} does not exist")
         tenant.webhook_auth = webhook_auth
-        if webhook_auth == "hmac" and (rotate_secret or not tenant.signing_secret):
+        if webhook_auth != "hmac":
+            _end_overlap(tenant)
+        elif rotate_secret or not tenant.signing_secret:
+            _end_overlap(tenant)
+            if tenant.signing_secret and rotate_secret and grace > 0:
+                tenant.previous_signing_secret = tenant.signing_secret
+                tenant.previous_secret_expires_at = utcnow() + dt.timedelta(seconds=grace)
             tenant.signing_secret = secrets.token_hex(32)
     ctx.changed_routing()
     return tenant
+
+
+def revoke_previous_secret(ctx: Context, tenant_id: str) -> Tenant:
+    """End a rotation's overlap now: only the current signing secret is valid (idempotent)."""
+    with ctx.db.session() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"tenant {tenant_id!r} does not exist")
+        _end_overlap(tenant)
+    ctx.changed_routing()
+    return tenant
+
+
+def _end_overlap(tenant: Tenant) -> None:
+    tenant.previous_signing_secret = None
+    tenant.previous_secret_expires_at = None
+
+
+def previous_secret_valid(tenant) -> bool:
+    """Whether the tenant (a row, or the webhook's cached copy) still accepts its previous secret."""
+    expires = tenant.previous_secret_expires_at
+    return bool(tenant.previous_signing_secret and expires is not None and expires > utcnow())
 
 
 def submitter_header_problem(name: str) -> str | None:
@@ -217,7 +265,12 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes, session=None) -> str:
-    """Authenticate a webhook call per the tenant's mode; returns the submitter name."""
+    """Authenticate a webhook call per the tenant's mode; returns the submitter name.
+
+    In hmac mode the signature may be made with the current secret or, during a
+    rotation's overlap, the previous one. A signature accepted here is not yet
+    spent: ``spent_signature`` names the record that refuses it a second time.
+    """
     if tenant.webhook_auth == "none":
         return "anonymous"
     if tenant.webhook_auth == "hmac":
@@ -233,10 +286,24 @@ def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes
         if abs(time.time() - ts) > HMAC_MAX_SKEW:
             raise Unauthorized("invalid credentials: the signature timestamp is older than 5 minutes "
                                "(or in the future)")
-        expected = sign(tenant.signing_secret or "", timestamp, body)
-        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        valid = [tenant.signing_secret or ""]
+        if previous_secret_valid(tenant):
+            valid.append(tenant.previous_signing_secret)
+        given = signature.strip().encode()
+        if not any(hmac.compare_digest(sign(secret, timestamp, body).encode(), given) for secret in valid):
             raise Unauthorized("invalid credentials: the signature does not match the body")
         return "hmac"
     _, key_name = authenticate_tenant(ctx, headers.get("Authorization"), tenant.id, session)
     return key_name
 
+
+def spent_signature(tenant, headers, now: float | None = None) -> tuple[str, int] | None:
+    """For a request ``check_webhook_credentials`` accepted (call it only after): the Redis key
+    that marks its signature spent, and for how many seconds it must live (until its timestamp
+    leaves the 5-minute window, after which the signature is refused as stale anyway).
+    None outside hmac mode."""
+    if tenant.webhook_auth != "hmac":
+        return None
+    signature = headers.get("X-Jobico-Signature").strip()  # verified: "sha256=" + 64 hex digits
+    ttl = math.ceil(int(headers.get("X-Jobico-Timestamp")) + HMAC_MAX_SKEW - (time.time() if now is None else now))
+    return f"{SPENT_SIGNATURE_PREFIX}{tenant.id}:{signature.removeprefix('sha256=')}", max(1, ttl + 1)

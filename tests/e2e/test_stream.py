@@ -172,3 +172,35 @@ def test_disconnect_loses_nothing(platform):
     finally:
         stream.close()
         proxy.close()
+
+
+def test_a_resume_starts_strictly_after_the_named_execution(platform):
+    """`Last-Event-ID: N` (header or query) never sends execution N again, however often the
+    client resumes from it; everything after N comes, once."""
+    p = platform
+    key = setup_tenant(p, "tenant_s")
+    live = SSEReader(p.url, key)
+    p.start_worker()
+    ids = [post_ids(p, key, "tenant_s", "ok", [{"n": i}])[0] for i in range(4)]
+    live.wait_for(ids)
+    live.close()
+    seq = {d["id"]: s for s, d in live.events}
+    order = sorted(ids, key=seq.get)
+    last, middle = order[-1], order[1]
+
+    def resume(n: int, query: bool = False) -> list[str]:
+        if query:
+            reader = SSEReader(p.url, key, {"follow": "false", "last_event_id": str(n)})
+        else:
+            reader = SSEReader(p.url, key, {"follow": "false"}, headers={"Last-Event-ID": str(n)})
+        assert reader.ended.wait(20) and reader.error is None
+        got = reader.ids()
+        assert len(got) == len(set(got))
+        return got
+
+    for attempt in range(3):
+        assert last not in resume(seq[last], query=attempt == 2)
+    after_middle = resume(seq[middle])
+    assert middle not in after_middle and set(order[2:]) <= set(after_middle)
+    # the lookback (late commits) reaches below N, never N: what it sends is older than N
+    assert all(seq[i] < seq[middle] for i in after_middle if i not in order[2:])

@@ -117,3 +117,56 @@ def test_running_view_shows_a_sleeping_execution(platform):
     assert done["status"] in ("timed_out", "limit_exceeded")
     assert p.call(key, "GET", "/api/v1/executions/running").json() == {"packages": [], "total": 0,
                                                                        "truncated": False}
+
+
+BATCH_YAML = """
+id: sleepy
+queues: [{id: q}]
+jobs:
+  - event: {id: nap, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
+            limits: {timeout_ms: 1500, fuel: 10000000000}}
+runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
+"""
+
+
+def test_running_view_lists_one_execution_per_batch_task(platform):
+    """One request of 3 events is one batch task: it claims the 3 (their records say running)
+    but runs one at a time, so the view lists one running execution, 2 claimed behind it."""
+    p = platform
+    key = p.tenant("naps")
+    for f in ("jobicolets/sleeper.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, BATCH_YAML)
+    naps = p.post(key, "naps", "nap", [{}, {}, {}]).json()["executions"]
+    p.start_worker("napper", concurrency=1)
+
+    deadline = time.monotonic() + 30
+    while True:
+        doc = p.call(key, "GET", "/api/v1/executions/running").json()
+        records = [p.call(key, "GET", f"/api/v1/executions/{i}").json()["status"] for i in naps]
+        if records.count("running") == 3:  # the batch claimed all three
+            break
+        assert time.monotonic() < deadline, ("the batch never claimed its executions", records)
+        time.sleep(0.05)
+    [group] = doc["packages"]
+    assert group["running"] == 1 and group["claimed"] == 2 and doc["total"] == 1, doc
+    [e] = group["items"]
+    assert e["id"] == naps[0] and e["batch_waiting"] == 2 and e["worker"].startswith("napper@")
+    res = cli(p, key, "executions", "running")
+    assert res.returncode == 0 and "1 running, 2 claimed behind them" in res.stdout, res.stdout + res.stderr
+    assert naps[0] in res.stdout and naps[1] not in res.stdout and naps[2] not in res.stdout
+
+    # every time the view is asked, at most one execution of the package is listed as running
+    seen = set()
+    deadline = time.monotonic() + 60
+    while not all(p.call(key, "GET", f"/api/v1/executions/{i}").json()["status"] not in ("queued", "running")
+                  for i in naps):
+        doc = p.call(key, "GET", "/api/v1/executions/running").json()
+        assert doc["total"] <= 1, doc
+        for g in doc["packages"]:
+            seen.update(i["id"] for i in g["items"])
+            assert g["running"] + g["claimed"] <= 3
+        assert time.monotonic() < deadline, "the batch never finished"
+        time.sleep(0.1)
+    assert seen <= set(naps) and len(seen) >= 2  # the listed one moved on through the batch
+    assert p.call(key, "GET", "/api/v1/executions/running").json()["total"] == 0

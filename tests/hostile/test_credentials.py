@@ -93,6 +93,21 @@ def test_hmac_signed_request_is_accepted(world):
     assert r.status_code == 200, r.get_data()[:300]
 
 
+def test_hmac_replays_are_refused(world):
+    """The captured headers on another body (401) do not spend the signature; the genuine request
+    is accepted once; the same request again, with or without another Idempotency-Key, is a 409."""
+    body = BODY + b" "  # the same events, another signature than the other tests' requests
+    stamp = str(int(time.time()))
+    headers = {"X-Jobico-Timestamp": stamp, "X-Jobico-Signature": sign(world.signed.signing_secret, stamp, body)}
+    world.refused(lambda: world.post(BODY, tenant="signed", event="signed_added", auth=False, headers=headers),
+                  401, "does not match")
+    r = world.post(body, tenant="signed", event="signed_added", auth=False, headers=headers)
+    assert r.status_code == 200, r.get_data()[:300]
+    for extra in ({}, {"Idempotency-Key": "another"}):
+        world.refused(lambda: world.post(body, tenant="signed", event="signed_added", auth=False,
+                                         headers={**headers, **extra}), 409, "signature_replayed")
+
+
 # -- the API: admin token vs tenant keys ---------------------------------------------------
 def _api_cases(w):
     ex = f"/api/v1/executions/{w.baseline_exec}"

@@ -118,3 +118,74 @@ def test_wsgi_refuses_to_start_without_credentials(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "JOBICO_ADMIN_TOKEN is not set" in r.stderr and "JOBICO_SECRET_KEY is not set" in r.stderr
+
+
+def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as is on a fresh connection; the answer's status, headers and body."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_what_gunicorn_refuses_is_answered_in_the_json_error_shape(api_settings, tmp_path):
+    """Request line, header count, header size, malformed request lines: gunicorn's own refusals
+    come back as the API's JSON error body, not HTML; `//events/...` is a JSON 404."""
+    port = free_port()
+    proc = _gunicorn(api_settings, tmp_path, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = requests.post(f"{base}/api/v1/tenants", json={"id": "tenant_1", "webhook_auth": "none"},
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+        assert r.status_code == 201
+
+        def refused(data: bytes, status: int, *words: str) -> None:
+            code, headers, body = _raw(port, data)
+            assert code == status, (data[:80], code, body[:300])
+            assert headers["content-type"] == "application/json", headers
+            doc = json.loads(body)
+            assert doc["code"] == status and doc["status"] and doc["errors"]["request"], doc
+            assert b"<html" not in body.lower()
+            for word in words:
+                assert word in doc["message"], doc
+
+        q = "x" * 8200  # the request line is longer than 8190 bytes
+        refused(f"GET /api/v1/whoami?q={q} HTTP/1.1\r\nHost: a\r\n\r\n".encode(), 414, "Request Line is too large")
+        # a long URL under the limit reaches the app
+        r = requests.get(f"{base}/api/v1/whoami?q={'x' * 7000}", timeout=10)
+        assert r.status_code == 401 and r.json()["code"] == 401
+        many = "".join(f"X-H{i}: v\r\n" for i in range(101))
+        refused(f"GET /health HTTP/1.1\r\nHost: a\r\n{many}\r\n".encode(), 431)
+        refused(f"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: {'v' * 17000}\r\n\r\n".encode(), 431)
+        assert requests.get(f"{base}/health", headers={f"X-H{i}": "v" for i in range(90)},
+                            timeout=10).status_code == 200
+        refused(b"GARBAGE\r\n\r\n", 400, "Invalid")
+        refused(b"GET /health HTTP/9.9\r\nHost: a\r\n\r\n", 400)
+        refused(b"G@T /health HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+        refused(b"GET /health HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400)
+
+        # `//events/...` is not the webhook: a JSON 404, and nothing is enqueued
+        body = json.dumps({"data": [1]}).encode()
+        code, headers, answer = _raw(port, b"POST //events/tenant_1/e HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                                     b"application/json\r\nContent-Length: " + str(len(body)).encode() +
+                                     b"\r\nConnection: close\r\n\r\n" + body)
+        doc = json.loads(answer)
+        assert code == 404 and doc["code"] == 404 and "'//'" in doc["message"], doc
+        r = requests.post(f"{base}/events//tenant_1/e", data=body, timeout=10)
+        assert r.status_code == 404 and r.json()["code"] == 404
+        r = requests.post(f"{base}/events/tenant_1/e", data=body, timeout=10)  # the real one: no such event
+        assert r.status_code == 404 and "is not deployed" in r.json()["message"]
+    finally:
+        _stop(proc)

@@ -132,6 +132,37 @@ def test_tenant_admin_commands(cli):
     assert [t["id"] for t in cli.json("tenant", "list", token=ADMIN_TOKEN)["items"]] == ["acme"]
 
 
+def test_signing_secret_rotation_with_an_overlap(cli, tenant, files):
+    """`tenant webhook --rotate-secret [--grace S]` keeps the old secret valid until `tenant
+    revoke-previous-secret` (or the grace runs out); `send --signing-secret` signs."""
+    cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+        "--schema", files["person.json"], token=tenant)
+    old = cli.json("tenant", "webhook", "tenant_1", "--auth", "hmac", token=ADMIN_TOKEN)["signing_secret"]
+    names = iter(range(1000))
+
+    def send(secret: str, code: int = 0):
+        return cli("send", "person_added", "--tenant", "tenant_1", "--signing-secret", secret,
+                   "--data", json.dumps({"name": f"n{next(names)}"}), token=tenant, code=code)
+
+    send(old)
+    rotated = cli("tenant", "webhook", "tenant_1", "--auth", "hmac", "--rotate-secret", "--grace", "3600",
+                  token=ADMIN_TOKEN)
+    new = rotated.stdout.strip()
+    assert new and new != old and "previous signing secret stays valid until" in rotated.output
+    assert "revoke-previous-secret tenant_1" in rotated.output
+    send(old), send(new)
+    done = cli("tenant", "revoke-previous-secret", "tenant_1", token=ADMIN_TOKEN)
+    assert "only the current signing secret" in done.output
+    assert "does not match" in send(old, code=1).output
+    send(new)
+    doc = cli.json("tenant", "revoke-previous-secret", "tenant_1", token=ADMIN_TOKEN)
+    assert doc["previous_secret_expires_at"] is None and doc["signing_secret"] == new
+    assert "--grace needs --rotate-secret" in cli("tenant", "webhook", "tenant_1", "--auth", "hmac",
+                                                  "--grace", "5", token=ADMIN_TOKEN, code=2).output
+    cli("tenant", "webhook", "tenant_1", "--auth", "hmac", "--rotate-secret", "--grace", "-1",
+        token=ADMIN_TOKEN, code=2)
+    assert "nobody" in cli("tenant", "revoke-previous-secret", "nobody", token=ADMIN_TOKEN, code=1).output
+
 # -- login / whoami / config file -----------------------------------------------------------
 def test_login_writes_a_private_config_used_by_later_commands(cli, tenant):
     p = cli.proc("login", "--api-url", cli.url, "--token", tenant, env={"JOBICO_API_URL": "http://127.0.0.1:9"})
