@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 from typing import Iterable, Mapping
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 
 from ..broker import publish
 from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
@@ -83,10 +83,13 @@ def extend(ctx: Context, ids: list[str], seconds: float) -> None:
 
 
 def _expired(now: dt.datetime, lease: float):
-    """Running rows whose lease ran out (a row claimed before leases existed: its start + a lease)."""
-    return or_(_EX.c.lease_until < now,
-               and_(_EX.c.lease_until.is_(None),
-                    or_(_EX.c.started_at.is_(None), _EX.c.started_at < now - dt.timedelta(seconds=lease))))
+    """Running rows whose lease ran out. A row claimed by a worker older than leases has none, or
+    an earlier claim's (before its start): its start + a lease stands for it."""
+    leased = and_(_EX.c.lease_until.is_not(None),
+                  or_(_EX.c.started_at.is_(None), _EX.c.lease_until >= _EX.c.started_at))
+    return or_(and_(leased, _EX.c.lease_until < now),
+               and_(not_(leased), or_(_EX.c.started_at.is_(None),
+                                      _EX.c.started_at < now - dt.timedelta(seconds=lease))))
 
 
 def _ignored(now: dt.datetime, lease: float):
@@ -137,7 +140,7 @@ def recover(ctx: Context, *, now: dt.datetime | None = None, limit: int = MAX_PE
     expired, ignored = _expired(now, lease), _ignored(now, lease)
     with ctx.db.session() as s:
         rows = list(s.execute(select(_EX.c.id, _EX.c.tenant_id, _EX.c.attempts, _EX.c.worker, _EX.c.lease_until,
-                                     _EX.c.cancel_requested_at, _EX.c.cancelled_by)
+                                     _EX.c.cancel_requested_at, _EX.c.cancelled_by, expired.label("lost"))
                               .where(_EX.c.status == "running", or_(expired, ignored))
                               .order_by(_EX.c.id).limit(limit)))
     done: dict[str, list[str]] = {"requeued": [], "cancelled": [], "failed": []}
@@ -146,8 +149,7 @@ def recover(ctx: Context, *, now: dt.datetime | None = None, limit: int = MAX_PE
     max_attempts = ctx.settings.max_attempts
     for r in rows:
         if r.cancel_requested_at is not None:
-            lost = r.lease_until is None or r.lease_until < now
-            why = (_lost_message(r.worker, r.attempts, r.lease_until) if lost
+            why = (_lost_message(r.worker, r.attempts, r.lease_until) if r.lost
                    else f"its worker {r.worker or '?'} did not stop it within {lease:g} s")
             ended = end(ctx, {r.id: f"cancelled by {r.cancelled_by or 'the tenant'}: {why}"}, status="cancelled",
                         where=(_EX.c.status == "running", or_(expired, ignored)), now=now)

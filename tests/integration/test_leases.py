@@ -80,15 +80,24 @@ def test_the_recovery_requeues_fails_or_cancels_what_no_worker_holds(h):
     take(h)
     claimed = {eid: claim(h.ctx, eid, "w-dead")[1] for eid in (plain, spent, asked, leased, ignored)}
     past = utcnow() - dt.timedelta(seconds=1)
-    for eid in (plain, spent, asked):
-        _set(h, eid, lease_until=past)
+    for eid in (plain, spent, asked):  # as if claimed a lease ago and never renewed
+        _set(h, eid, lease_until=past, started_at=past - dt.timedelta(seconds=h.settings.execution_lease_s))
     _set(h, spent, attempts=h.settings.max_attempts)
     long_ago = utcnow() - dt.timedelta(seconds=h.settings.execution_lease_s + 1)
     _set(h, asked, cancel_requested_at=utcnow(), cancelled_by="ops")
     _set(h, ignored, cancel_requested_at=long_ago, cancelled_by="ops")  # its worker lives but does not act
 
+    # claimed by a worker older than leases: no lease, or an earlier claim's; its start + a lease stands
+    [legacy, relic] = post(h, [{"n": 5}, {"n": 6}])
+    take(h)
+    for eid in (legacy, relic):
+        claim(h.ctx, eid, "w-old")
+    _set(h, legacy, lease_until=None, started_at=long_ago)
+    _set(h, relic, lease_until=utcnow() - dt.timedelta(seconds=3600))  # its start is now: leased 60 s more
+
     done = leases.recover(h.ctx)
-    assert done == {"requeued": [plain], "cancelled": sorted([asked, ignored]), "failed": [spent]}
+    assert done == {"requeued": sorted([plain, legacy]), "cancelled": sorted([asked, ignored]), "failed": [spent]}
+    assert rows(h, [relic])[relic].status == "running"
     got = rows(h, [plain, spent, asked, leased, ignored])
     assert got[leased].status == "running"  # its worker renews its lease: left alone
     assert (got[plain].status, got[plain].attempts) == ("queued", 1)
@@ -102,14 +111,16 @@ def test_the_recovery_requeues_fails_or_cancels_what_no_worker_holds(h):
     assert all(got[e].seq is not None and got[e].finished_at is not None for e in (spent, asked, ignored))
 
     # the requeued one's task is published again (alone: one lost row), and runs (attempt 2)
+    # their tasks are published again (the two of one event as one batch task), and run (attempt 2)
     [(name, args, _headers)] = take(h)
-    assert args[0] == plain
-    rec = run_execution(h.ctx, Runtime(), plain, args[1], worker="w2")
-    assert (rec["status"], rec["attempts"], rec["message"]) == ("succeeded", 2, None)
+    assert (name, sorted(args[0])) == ("jobico.execute_batch", sorted([plain, legacy]))
+    assert len(run_batch(h.ctx, Runtime(), args[0], worker="w2").recorded) == 2
+    rec = _record(h, plain)
+    assert (rec["status"], rec["attempts"], rec["message"], rec["worker"]) == ("succeeded", 2, None, "w2")
     assert leases.recover(h.ctx) == {"requeued": [], "cancelled": [], "failed": []}
     assert (claimed[leased].id, rows(h, [leased])[leased].status) == (leased, "running")
     assert leases.recover(h.ctx, now=utcnow() + dt.timedelta(seconds=h.settings.execution_lease_s + 1)) \
-        == {"requeued": [leased], "cancelled": [], "failed": []}
+        == {"requeued": sorted([leased, relic]), "cancelled": [], "failed": []}
     # one sweep per period across workers (a Redis lock)
     h.redis.delete(leases.LOCK_KEY)
     assert leases.sweep(h.ctx) is not None and leases.sweep(h.ctx) is None
@@ -121,7 +132,8 @@ def test_a_cancel_of_a_running_row_whose_lease_ran_out_ends_at_once(h):
     take(h)
     claim(h.ctx, lost, "w-dead")
     claim(h.ctx, alive, "w-alive")
-    _set(h, lost, lease_until=utcnow() - dt.timedelta(seconds=1))
+    past = utcnow() - dt.timedelta(seconds=1)
+    _set(h, lost, lease_until=past, started_at=past - dt.timedelta(seconds=h.settings.execution_lease_s))
     r = h.client.post(f"/api/v1/executions/{lost}/cancel", headers=h.t.headers)
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
