@@ -16,6 +16,7 @@ lost) message amounts to: nothing in Redis will ever deliver it again.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import signal
@@ -153,7 +154,9 @@ def test_a_killed_workers_execution_is_recovered_within_the_lease_and_a_cancel_o
     [lost] = p.post(key, "fate2", "nap", [{"seconds": 6}]).json()["executions"]
     rec = p.wait(key, lost, until=lambda e: e["status"] == "running")
     holder = _holder(p, rec)
-    _poll("a lease renewal", lambda: _row(p, lost).lease_until > utcnow())
+    # its worker renews the lease while it runs (every lease / 3): renewed past the claim's lease
+    _poll("a lease renewal", lambda: (lambda r: r.lease_until > r.started_at + dt.timedelta(seconds=lease))(
+        _row(p, lost)), timeout=lease + 10)
     holder.stop(signal.SIGKILL)
     killed = time.monotonic()
     _forget_task(p, lost)
