@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import DBAPIError, OperationalError
+
 from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, TaskMessage, publish
 from jobico_core.services import leases
 from jobico_core.services.executions import task_message
@@ -23,6 +25,14 @@ __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 def _runtime(ctx):
     from jobico_worker.runtime import get_runtime
     return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
+
+
+def _keep_leased(ctx, ids: list[str], delay: float, cause: Exception) -> None:
+    """Claimed rows stay ``running`` until the retry: extend their leases over its countdown, so
+    the lease recovery does not put them back meanwhile (leases.extend). Not when the database is
+    what failed: the write would only wait for it, and the recovery cannot run either."""
+    if not isinstance(cause, (OperationalError, DBAPIError)):
+        leases.extend(ctx, ids, delay)
 
 
 def _internal_error(task, ctx, ids: list[str], exc: Exception, where: str, extra: dict, **retry_kwargs) -> None:
@@ -81,7 +91,7 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
         delay = retry_delay(self.request.retries, base=0.5, cap=backoff_cap(settings))
         log.warning("execution %s: infrastructure failure (%s); retry %d in %.1fs",
                     execution_id, exc, self.request.retries + 1, delay, extra=extra)
-        leases.extend(ctx, [execution_id], delay)  # a claimed row stays running until the retry
+        _keep_leased(ctx, [execution_id], delay, exc)
         raise self.retry(exc=exc, countdown=delay, kwargs=afresh)
     except Exception as exc:  # not an infrastructure error: a defect or a corrupt row, at any point
         _internal_error(self, ctx, [execution_id], exc, f"execution {execution_id}", extra, kwargs=afresh)
@@ -113,7 +123,7 @@ def execute_batch(self, execution_ids: list[str], tenant: str | None = None, pac
         log.warning("batch of %d %s/%s/%s: infrastructure failure (%s); %d executions requeued alone, "
                     "retry in %.1fs", len(execution_ids), tenant, package, event, stop.cause,
                     len(stop.unfinished), delay, extra=extra)
-        leases.extend(ctx, [r.id for r in stop.unfinished], delay)  # running until their retries
+        _keep_leased(ctx, [r.id for r in stop.unfinished], delay, stop.cause)
         try:
             publish(ctx.celery, [task_message(r) for r in stop.unfinished], countdown=delay,
                     retries=self.request.retries + 1)
@@ -133,7 +143,7 @@ def execute_batch(self, execution_ids: list[str], tenant: str | None = None, pac
             return
         log.warning("batch of %d %s/%s/%s: infrastructure failure (%s); retry %d in %.1fs", len(execution_ids),
                     tenant, package, event, exc, self.request.retries + 1, delay, extra=extra)
-        leases.extend(ctx, list(execution_ids), delay)  # what its claim took, if it did, waits for the retry
+        _keep_leased(ctx, list(execution_ids), delay, exc)  # what its claim took, if it did
         raise self.retry(exc=exc, countdown=delay)
     except Exception as exc:  # outside run_batch (the runtime): nothing ran, every execution gets that fate
         _internal_error(self, ctx, list(execution_ids), exc, where, extra)

@@ -63,6 +63,13 @@ def test_a_claim_leases_the_row_and_only_the_attempt_it_claimed_renews_it(h, mak
     leases.renew(h.ctx, [(eid, row.attempts)])
     assert rows(h, [eid])[eid].lease_until > utcnow() + dt.timedelta(seconds=lease - 5)
 
+    # an infrastructure retry's countdown: the lease covers it (a row not running is left alone)
+    [other] = post(h, [{"n": 1}])
+    take(h)
+    leases.extend(h.ctx, [eid, other], 45)
+    assert rows(h, [eid])[eid].lease_until > utcnow() + dt.timedelta(seconds=lease + 40)
+    assert rows(h, [other])[other].lease_until is None
+
     # the process's heartbeat thread renews what it holds, every third of the lease, and stops after
     quick = make_api(execution_lease_s=1.5)
     _set(h, eid, lease_until=utcnow())
