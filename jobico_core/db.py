@@ -184,6 +184,9 @@ class Execution(Base):
         # A schedule fires a given time once, whichever beat process fires it (cron triggers only).
         Index("uq_executions_scheduled_fire", "tenant_id", "event", "scheduled_at", unique=True,
               postgresql_where=text("scheduled_at IS NOT NULL"), sqlite_where=text("scheduled_at IS NOT NULL")),
+        # The lease recovery's scan (jobico_core.services.leases): running rows only, a handful.
+        Index("ix_executions_running_lease", "lease_until", postgresql_where=text("status = 'running'"),
+              sqlite_where=text("status = 'running'")),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -225,6 +228,9 @@ class Execution(Base):
     # ``jobico executions cancel`` of a running execution: when it was asked, and by whom.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # While running: until when its worker holds it (set by the claim, renewed every third of
+    # JOBICO_EXECUTION_LEASE_SECONDS); past it, the lease recovery takes the execution back.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     logs: Mapped[list["ExecutionLog"]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 

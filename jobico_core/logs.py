@@ -12,7 +12,7 @@ import time
 
 from .settings import Settings
 
-_EXTRA_FIELDS = ("execution_id", "tenant", "package", "event", "status")
+_EXTRA_FIELDS = ("execution_id", "tenant", "package", "event", "status", "error_id")
 
 
 class JsonFormatter(logging.Formatter):

@@ -56,6 +56,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_LOCK_POLL_SECONDS": ("2", "how often an execution waiting for its named locks asks again in case no release woke it (a release hands the lock to the next in line at once; this covers a holder whose worker died)"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
+    "JOBICO_EXECUTION_LEASE_SECONDS": ("60", "lease of a running execution: its worker renews it every third of it while it holds the execution; one whose lease ran out (its worker died or hangs, its task lost) is put back on its queue, cancelled if that was asked, or failed and dead-lettered after JOBICO_MAX_ATTEMPTS, by a worker's recovery within 1.5 x this; a cancel no worker acts on is recorded within this long (docs/delivery.md)"),
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
@@ -142,6 +143,7 @@ class Settings:
     rescue_after: int = 120
     lock_lease_s: float = 30.0
     lock_poll_s: float = 2.0
+    execution_lease_s: float = 60.0
     visibility_timeout: int = 3600
     task_retries: int = 10
     task_batch: int = 100
@@ -211,6 +213,7 @@ class Settings:
             rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
             lock_lease_s=_seconds(env, "JOBICO_LOCK_LEASE_SECONDS"),
             lock_poll_s=_seconds(env, "JOBICO_LOCK_POLL_SECONDS"),
+            execution_lease_s=_seconds(env, "JOBICO_EXECUTION_LEASE_SECONDS"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),
             task_batch=_int(env, "JOBICO_TASK_BATCH"),
@@ -236,6 +239,8 @@ class Settings:
         )
         if settings.lock_lease_s < 1:
             raise ConfigError("JOBICO_LOCK_LEASE_SECONDS must be at least 1 second")
+        if settings.execution_lease_s < 1:
+            raise ConfigError("JOBICO_EXECUTION_LEASE_SECONDS must be at least 1 second")
         if settings.lock_poll_s < 0.05:
             raise ConfigError("JOBICO_LOCK_POLL_SECONDS must be at least 0.05 seconds")
         return replace(settings, **overrides) if overrides else settings

@@ -68,32 +68,67 @@ class QueueDiscovery(bootsteps.StartStopStep):
                 log.info("stopped consuming %s (not one of JOBICO_WORKER_TENANTS)", name)
 
 
-class StalledRescue(bootsteps.StartStopStep):
-    """Publishes again the tasks of executions left ``queued`` with none in Redis
-    (``jobico_core.services.rescue``), every JOBICO_RESCUE_AFTER / 2 seconds, one worker at a time."""
+class _Periodic(bootsteps.StartStopStep):
+    """Calls ``work`` every ``period()`` seconds on the consumer's timer (``period()`` 0: never)."""
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
+    what = ""
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         self.tref = None
 
+    def period(self) -> float:
+        raise NotImplementedError
+
     def start(self, c):
-        if settings.rescue_after > 0:
-            self.tref = c.timer.call_repeatedly(max(1.0, settings.rescue_after / 2), self.sweep, (), priority=20)
+        if self.period() > 0:
+            self.tref = c.timer.call_repeatedly(self.period(), self.run, (), priority=20)
 
     def stop(self, c):
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
 
-    def sweep(self):
-        from jobico_core.services.rescue import sweep
+    def run(self):
         from .context import worker_context
         try:
-            sweep(worker_context(settings, celery=app), settings.rescue_after)
-        except Exception as exc:  # database or Redis unreachable: the next sweep tries again
-            log.warning("could not look for stalled executions: %s", exc)
+            self.work(worker_context(settings, celery=app))
+        except Exception as exc:  # database or Redis unreachable: the next round tries again
+            log.warning("could not %s: %s", self.what, exc)
+
+    def work(self, ctx) -> None:
+        raise NotImplementedError
+
+
+class StalledRescue(_Periodic):
+    """Publishes again the tasks of executions left ``queued`` with none in Redis
+    (``jobico_core.services.rescue``), every JOBICO_RESCUE_AFTER / 2 seconds, one worker at a time."""
+
+    what = "look for stalled executions"
+
+    def period(self) -> float:
+        return max(1.0, settings.rescue_after / 2) if settings.rescue_after > 0 else 0
+
+    def work(self, ctx) -> None:
+        from jobico_core.services.rescue import sweep
+        sweep(ctx, settings.rescue_after)
+
+
+class LeaseRecovery(_Periodic):
+    """Takes back the running executions whose lease ran out (their worker is lost) and records
+    the cancels no worker acted on (``jobico_core.services.leases``), every
+    JOBICO_EXECUTION_LEASE_SECONDS / 2 seconds, one worker at a time."""
+
+    what = "look for running executions whose worker is lost"
+
+    def period(self) -> float:
+        from jobico_core.services.leases import sweep_period
+        return sweep_period(settings)
+
+    def work(self, ctx) -> None:
+        from jobico_core.services.leases import sweep
+        sweep(ctx)
 
 
 def in_pool(queue: str, tenants=None) -> bool:
@@ -132,6 +167,7 @@ if settings.worker_tenants:
 
 app.steps["consumer"].add(QueueDiscovery)
 app.steps["consumer"].add(StalledRescue)
+app.steps["consumer"].add(LeaseRecovery)
 
 
 @setup_logging.connect

@@ -31,6 +31,11 @@ own status, attempts, guest retries, exactly-once record and dead letter:
 * **infrastructure failure** after the claim: what ran is recorded if the
   database allows, and every unfinished execution is published as its own
   ``jobico.execute`` task with the backoff (``BatchInterrupted``).
+* **any other exception** (a defect, a corrupt row): what ran is recorded if the
+  database allows, and the task records every unfinished execution ``failed``
+  with ``internal_error`` (``BatchFailed``, ``jobico_worker.failures``).
+* **lease**: the claimed rows are leased and their leases renewed while the
+  batch holds them (``jobico_worker.heartbeat``).
 """
 from __future__ import annotations
 
@@ -46,8 +51,10 @@ from jobico_core.broker import publish, results_channel
 from jobico_core.db import _I64, _U64, TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
 from jobico_core.services.context import Context
 from jobico_core.services.executions import task_message, task_messages, to_dict
+from jobico_core.services.leases import until as lease_until
 
 from .executor import _RECORD_SEQ, INFRA_ERRORS, Outcome, _chained_row, run_claimed
+from .heartbeat import holding
 
 log = logging.getLogger("jobico.worker")
 
@@ -56,7 +63,7 @@ FLUSH_S = 0.1  # seconds of running after which the outcomes gathered so far are
 _EX = Execution.__table__
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _CLAIM_VALUES = {"status": "running", "attempts": _EX.c.attempts + 1, "started_at": bindparam("b_now"),
-                 "worker": bindparam("b_worker"), "waiting_for": None}
+                 "worker": bindparam("b_worker"), "waiting_for": None, "lease_until": bindparam("b_lease_until")}
 _CLAIM_MANY_PG = (update(_EX).where(_EX.c.id == any_(bindparam("b_ids", type_=ARRAY(String))),
                                     _EX.c.status == "queued")
                   .values(**_CLAIM_VALUES).returning(*_EX.c))
@@ -88,6 +95,16 @@ WHERE executions.id = v.id AND executions.status NOT IN ({", ".join(f"'{t}'" for
 RETURNING {_COLUMNS}""").columns(*_EX.c)
 
 
+class BatchFailed(Exception):
+    """Any other exception in a batch: ``unfinished`` are the ids of the executions it had not
+    finished (recorded, requeued or handed back), every one of them if the claim itself failed."""
+
+    def __init__(self, cause: Exception, unfinished: list[str]):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.unfinished = unfinished
+
+
 class BatchInterrupted(Exception):
     """An infrastructure failure after the claim: ``unfinished`` rows (claimed, or recorded but
     with their chained task maybe unpublished) must each go back as their own task."""
@@ -112,8 +129,9 @@ def _pg(ctx: Context) -> bool:
 
 
 def claim_many(ctx: Context, ids: list[str], worker: str, now=None) -> list:
-    """Flip the ``queued`` rows among ``ids`` to ``running`` in one statement; returns them."""
-    params = {"b_ids": list(ids), "b_now": now or utcnow(), "b_worker": worker}
+    """Flip the ``queued`` rows among ``ids`` to ``running`` (leased) in one statement; returns them."""
+    now = now or utcnow()
+    params = {"b_ids": list(ids), "b_now": now, "b_worker": worker, "b_lease_until": lease_until(ctx, now)}
     with ctx.db.autocommit() if _pg(ctx) else ctx.db.session() as conn:
         return list(conn.execute(_CLAIM_MANY_PG if _pg(ctx) else _CLAIM_MANY, params))
 
@@ -206,24 +224,41 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
     """Claim, run and record the executions ``ids`` (a ``jobico.execute_batch`` task).
 
     Raises infrastructure errors met before anything was claimed (the task retries the whole
-    batch), and ``BatchInterrupted`` for those met after.
+    batch), ``BatchInterrupted`` for those met after, and ``BatchFailed`` for any other
+    exception (after recording what ran, if it can).
     """
     res = BatchResult()
-    claimed_at = utcnow()
-    claimed = claim_many(ctx, ids, worker, claimed_at)
+    claimed: list | None = None
+    done: set[str] = set()   # recorded (by anyone) with chained tasks published, or requeued
+    try:
+        claimed_at = utcnow()
+        claimed = claim_many(ctx, ids, worker, claimed_at)
+        with holding(ctx, claimed):  # their leases are renewed until each is recorded
+            _run_claimed(ctx, runtime, ids, claimed, claimed_at, res, done, clock)
+    except INFRA_ERRORS as exc:
+        if claimed is None:
+            raise
+        raise BatchInterrupted(exc, [r for r in claimed if r.id not in done]) from exc
+    except Exception as exc:  # a defect, or a corrupt row: what is not final gets that fate
+        unfinished = list(ids) if claimed is None else [r.id for r in claimed if r.id not in done]
+        raise BatchFailed(exc, unfinished) from exc
+    return res
+
+
+def _run_claimed(ctx: Context, runtime, ids: list[str], claimed: list, claimed_at, res: BatchResult,
+                 done: set[str], clock) -> None:
     started = clock()
-    if len(claimed) < len(ids):  # a failure here retries the whole batch: what this claim took is
-        taken = {r.id for r in claimed}  # then found running and each requeued alone
+    if len(claimed) < len(ids):  # from here on, an infrastructure failure puts each claimed row
+        taken = {r.id for r in claimed}  # back as its own task (BatchInterrupted)
         _not_claimed(ctx, [i for i in ids if i not in taken], res)
     locked = [r for r in claimed if r.locks]
     if locked:  # never batched (task_messages): must take their locks first, each in its own task
         res.handed_back += hand_back(ctx, locked, claimed_at)
-        claimed = [r for r in claimed if not r.locks]
+        done.update(r.id for r in locked)
     order = {i: n for n, i in enumerate(ids)}
-    claimed.sort(key=lambda r: order[r.id])
+    todo = sorted((r for r in claimed if not r.locks), key=lambda r: order[r.id])
     budget = ctx.settings.batch_budget_s
     pending: list[Outcome] = []
-    done: set[str] = set()   # recorded (by anyone) with chained tasks published, or requeued
     last_flush = started
 
     def flush(after_failure: bool = False):
@@ -245,11 +280,11 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
         last_flush = clock()
 
     try:
-        for n, row in enumerate(claimed):
+        for n, row in enumerate(todo):
             if n and clock() - started >= budget:
                 flush()
-                res.handed_back = hand_back(ctx, claimed[n:], claimed_at)
-                done.update(r.id for r in claimed[n:])  # back to queued or taken by another delivery
+                res.handed_back += hand_back(ctx, todo[n:], claimed_at)
+                done.update(r.id for r in todo[n:])  # back to queued or taken by another delivery
                 break
             outcome = run_claimed(ctx, runtime, row, row.payload)
             if outcome is None:
@@ -260,11 +295,10 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
             if clock() - last_flush >= FLUSH_S:
                 flush()
         flush()
-    except INFRA_ERRORS as exc:
+    except Exception:  # what ran is recorded if the database allows; the caller says what else
         with _suppress_logged("record the outcomes gathered before the failure"):
             flush(after_failure=True)
-        raise BatchInterrupted(exc, [r for r in claimed if r.id not in done]) from exc
-    return res
+        raise
 
 
 def _not_claimed(ctx: Context, ids: list[str], res: BatchResult) -> None:

@@ -11,6 +11,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -27,16 +29,20 @@ from jobico_core.services.environment import redact_outcome
 from jobico_core.services.environment import resolve as resolve_environment
 from jobico_core.services.executions import MAX_CHAIN_DEPTH, announce, new_execution, task_message, to_dict
 from jobico_core.services.files import schema_validator
+from jobico_core.services.leases import until as lease_until
 from jobico_core.services.packages import VersionInfo, load_version
 from jobico_worker.cancellation import watch
+from jobico_worker.heartbeat import holding
 from jobico_worker.modules import module_bytes
 from jobico_worker.runtime.interpreter import InterpreterNotReady
 
 log = logging.getLogger("jobico.worker")
 
-# Infrastructure failures (database, object store, broker): retried with
-# exponential backoff and jitter. Guest failures are results, never retried as such.
-INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError)
+# Infrastructure failures (database, object store, broker, Redis): retried with
+# exponential backoff and jitter. Guest failures are results, never retried as such;
+# anything else a task raises is an internal error (jobico_worker.failures).
+INFRA_ERRORS = (Unavailable, OperationalError, DBAPIError, ConnectionError, TimeoutError, RedisConnectionError,
+                RedisTimeoutError)
 
 
 @dataclass
@@ -56,13 +62,13 @@ _PREV = (select(_EX.c.id, _EX.c.status.label("prev_status")).where(_EX.c.id == b
          .with_for_update().subquery())
 _CLAIM = (update(_EX).where(_EX.c.id == _PREV.c.id, _PREV.c.prev_status.notin_(_TERMINAL))
           .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
-                  worker=bindparam("b_worker"), waiting_for=None)
+                  worker=bindparam("b_worker"), waiting_for=None, lease_until=bindparam("b_lease_until"))
           .returning(_PREV.c.prev_status, *_EX.c))
 # SQLite: RETURNING may only name the target table's columns, so the previous status is
 # read first, in the same transaction (SQLite serialises writers anyway).
 _CLAIM_SQLITE = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(_TERMINAL))
                  .values(status="running", attempts=_EX.c.attempts + 1, started_at=bindparam("b_now"),
-                         worker=bindparam("b_worker"), waiting_for=None)
+                         worker=bindparam("b_worker"), waiting_for=None, lease_until=bindparam("b_lease_until"))
                  .returning(*_EX.c))
 _STATUS_BY_ID = select(_EX.c.status).where(_EX.c.id == bindparam("b_id"))
 _RECORD_VALUES = {name: bindparam(f"b_{name}", type_=_EX.c[name].type) for name in (
@@ -80,9 +86,11 @@ def claim(ctx: Context, execution_id: str, worker: str):
     or the broker's visibility timeout expired).
 
     One statement, in autocommit (one round trip): the row is locked, flipped to
-    ``running`` unless final, and returned with the status it had.
+    ``running`` unless final, leased (``jobico_core.services.leases``) and returned with the
+    status it had.
     """
-    params = {"b_id": execution_id, "b_now": utcnow(), "b_worker": worker}
+    now = utcnow()
+    params = {"b_id": execution_id, "b_now": now, "b_worker": worker, "b_lease_until": lease_until(ctx, now)}
     if ctx.db.engine.dialect.name != "postgresql":
         return _claim_sqlite(ctx, params)
     with ctx.db.autocommit() as conn:
@@ -327,17 +335,18 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     if state == "done":
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
-    if (state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries
-            and row.cancel_requested_at is None):  # it kills its worker (a cancelled one is recorded so below)
-        return _finish(ctx, row, load_version(ctx, row.version_id, row.tenant_id, row.package, row.version),
-                       row.tenant_id, status="trapped",
-                       dead_lettered=True,
-                       message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
-                               "earlier attempts")
-    outcome = run_claimed(ctx, runtime, row, payload)
-    if outcome is None:
-        return {"id": execution_id, "status": "queued", "attempts": row.attempts}
-    return _finish(ctx, row, outcome.info, row.tenant_id, **outcome.fields())
+    with holding(ctx, [row]):  # its lease is renewed until it is recorded (or requeued)
+        if (state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries
+                and row.cancel_requested_at is None):  # it kills its worker (a cancelled one is recorded so below)
+            return _finish(ctx, row, load_version(ctx, row.version_id, row.tenant_id, row.package, row.version),
+                           row.tenant_id, status="trapped",
+                           dead_lettered=True,
+                           message=f"dead-lettered: delivered {row.attempts} times; the worker died during the "
+                                   "earlier attempts")
+        outcome = run_claimed(ctx, runtime, row, payload)
+        if outcome is None:
+            return {"id": execution_id, "status": "queued", "attempts": row.attempts}
+        return _finish(ctx, row, outcome.info, row.tenant_id, **outcome.fields())
 
 
 def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:

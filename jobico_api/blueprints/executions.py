@@ -31,7 +31,9 @@ class ExecutionSummarySchema(ma.Schema):
     result = ma.fields.String(allow_none=True)
     stdout = ma.fields.String()
     limit = ma.fields.String(allow_none=True, metadata={"description": "which limit stopped it"})
-    message = ma.fields.String(allow_none=True)
+    message = ma.fields.String(allow_none=True, metadata={
+        "description": "why it ended so, or where it stands; 'internal_error: ... (error id <id>) ...' when the "
+                       "worker failed unexpectedly (the id is in the worker's log line; docs/api.md)"})
     attempts = ma.fields.Integer()
     dead_lettered = ma.fields.Boolean()
     chained_from = ma.fields.String(allow_none=True)

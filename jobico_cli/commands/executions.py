@@ -249,14 +249,16 @@ def cancel(
     json_: JsonOpt = False,
 ) -> None:
     """Cancel an execution: a queued one never starts; a running one is stopped inside its sandbox
-    and recorded cancelled. Its ok/error chain is not fired and it is not retried. Cancelling a
-    finished execution changes nothing.
+    and recorded cancelled (at once if its worker is lost). Its ok/error chain is not fired and it
+    is not retried. Cancelling a finished execution changes nothing.
 
     \b
     Exit codes:
       0  cancelled, or already finished (nothing to cancel)
       4  still running when --wait ran out (the cancel stands:
-         its worker stops it when the request reaches it)
+         its worker stops it when the request reaches it; if its
+         worker is lost or does not act, it is recorded cancelled
+         within 1.5 x JOBICO_EXECUTION_LEASE_SECONDS)
       1  refused (e.g. no such execution)
       2  usage error;  3  API unreachable
     """

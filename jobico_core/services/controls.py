@@ -11,7 +11,10 @@
   (``jobico_worker.cancellation``) cancels its ``CancelToken``, the guest stops within an epoch
   tick and the worker records ``cancelled`` without firing its chain or retrying it. The API
   waits up to ``wait`` seconds for the final record, publishing the request again every
-  ``REPUBLISH_S`` meanwhile (pub/sub is at most once).
+  ``REPUBLISH_S`` meanwhile (pub/sub is at most once). A running execution whose lease ran out
+  (its worker is lost, ``leases``) is recorded ``cancelled`` at once; one whose worker is lost
+  later, or does not act, is recorded ``cancelled`` by the lease recovery: every cancel ends
+  in a final record.
 * final already: nothing changes (``already_finished``).
 
 **Resubmit** (``POST /api/v1/executions/<id>/resubmit``, ``jobico executions resubmit``): a new
@@ -33,6 +36,7 @@ from ..ids import is_uuid
 from .context import Context
 from .executions import announce, get_execution, lock_names, to_dict
 from .ingest import submit, validated_element
+from .leases import cancel_if_lost, lease_s
 from .packages import route
 
 log = logging.getLogger(__name__)
@@ -170,6 +174,9 @@ def cancel_execution(ctx: Context, tenant: str, execution_id: str, *, by: str, w
         if not requested:
             if _request_running(ctx, tenant, execution_id, by):
                 requested, status = True, "running"
+                if cancel_if_lost(ctx, tenant, execution_id, by) is not None:  # no worker holds it
+                    return answer(CANCELLED_RUNNING, f"execution {execution_id} cancelled: its worker was lost "
+                                                     "while it ran (its lease ran out)")
                 problem = _publish_cancel(ctx, execution_id, by)
                 next_publish = clock() + REPUBLISH_S
                 continue  # it may have finished or gone back to queued meanwhile: look again
@@ -195,12 +202,14 @@ def cancel_execution(ctx: Context, tenant: str, execution_id: str, *, by: str, w
         now = clock()
         if now - t0 >= wait:
             detail = (f"cancel of execution {execution_id} requested; still running after {wait:g} s: its worker "
-                      "stops it when the request reaches it, or records it cancelled without running it if "
-                      "its task is delivered again")
+                      "stops it when the request reaches it; if its worker is lost or does not act, it is "
+                      f"recorded cancelled within {1.5 * lease_s(ctx):g} s")
             if problem:
                 detail += f" (the workers could not be told now: {problem})"
             return answer(REQUESTED, detail)
         if now >= next_publish:
+            if cancel_if_lost(ctx, tenant, execution_id, by) is not None:
+                continue  # its lease ran out meanwhile: the next read finds it cancelled
             problem = _publish_cancel(ctx, execution_id, by)
             next_publish = now + REPUBLISH_S
         sleep(POLL_S)
