@@ -8,6 +8,10 @@ environment: JOBICO_API_HOST/JOBICO_API_PORT (bind; and JOBICO_GATEWAY_HOST/
 JOBICO_GATEWAY_PORT, a second address for the webhook gateway), JOBICO_API_WORKERS
 (default: 2 x cores + 1, at most 8), JOBICO_API_THREADS (default 8),
 JOBICO_API_TIMEOUT, JOBICO_LOG_LEVEL.
+
+With PROMETHEUS_MULTIPROC_DIR set (the image, the chart and ``jobico run`` set it),
+the master empties it at start and drops each dead worker's live gauges, so any
+worker's ``/metrics`` shows the sum over all of them (jobico_core.multiproc).
 """
 from __future__ import annotations
 
@@ -42,3 +46,13 @@ accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 limit_request_field_size = 16384
+
+
+def on_starting(server):
+    from jobico_core import multiproc
+    multiproc.reset()
+
+
+def child_exit(server, worker):
+    from jobico_core import multiproc
+    multiproc.process_exited(worker.pid)

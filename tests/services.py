@@ -73,6 +73,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from jobico_core import embedded
 from jobico_core.embedded import (
     ManagedServer,
     ServiceStartError,
@@ -749,86 +750,8 @@ class S3Server(ManagedServer):
 # ---------------------------------------------------------------------------
 
 
-class MqttBroker(ManagedServer):
-    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``tests/amqtt_broker.py`` in its own
-    process (with the fix described there, so unacknowledged QoS 1 messages are redelivered to a
-    reconnecting persistent session). Clients connect with a username (any): amqtt drops the
-    session of anonymous clients. ``url`` is what JOBICO_MQTT_URL takes.
-    """
-
-    label = "amqtt broker"
-    startup_timeout = 30.0
-    stop_timeout = 5.0
-
-    def __init__(self, base_dir: Optional[os.PathLike | str] = None) -> None:
-        self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="jobico-mqtt-"))
-        self.port = free_port()
-        self.proc: Optional[subprocess.Popen] = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://jobico@127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.base_dir / "amqtt.log"
-
-    @property
-    def root_dir(self) -> Path:
-        return self.base_dir
-
-    def _describe(self) -> str:
-        return f"mqtt 127.0.0.1:{self.port}"
-
-    def _command(self) -> list[str]:
-        return [sys.executable, "-m", "tests.amqtt_broker", str(self.port)]
-
-    def _popen_kwargs(self) -> dict:
-        return {"cwd": str(Path(__file__).resolve().parents[1])}
-
-    def _probe(self) -> object:
-        if b"ready" not in self.log_path.read_bytes().rsplit(b"=== jobico: starting", 1)[-1]:
-            return "not listening yet"
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return None
-
-    def start(self) -> "MqttBroker":
-        if not self.is_running():
-            self._start_with_port_retries(3, lambda: setattr(self, "port", free_port()))
-        return self
-
-    def _start_once(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.startup_seconds = self._launch()
-
-    def _stop(self, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        if not _wait(proc, timeout):
-            self.kill()
-            return
-        self.proc = None
-        _unregister_live(self)
-
-    def kill(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            _signal_group(proc, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        self.proc = None
-        _unregister_live(self)
-
-    def restart(self) -> "MqttBroker":
-        """Kill and start again on the same port: amqtt keeps sessions in memory only, so every
-        client's session (subscriptions, queued messages) is gone, as after a broker crash."""
-        self.kill()
-        self._start_once()
-        return self
+class MqttBroker(embedded.MqttBroker):
+    """The package's local broker (``jobico_core.embedded.MqttBroker``) with a test client."""
 
     def client(self, client_id: str = "", **kwargs):
         """A connected paho client (network loop running); call ``loop_stop()``/``disconnect()`` after."""
