@@ -24,13 +24,15 @@ def directory() -> str | None:
 
 
 def reset(path: os.PathLike | str | None = None) -> None:
-    """Create the directory (private to its owner) and delete what an earlier run left in it."""
-    path = Path(path or directory() or "")
-    if not str(path):
+    """Create the directory (private to its owner) and delete the sample files (``*.db``) an
+    earlier run left in it. Nothing at all without a directory (never the working directory)."""
+    path = path or directory()
+    if not path:
         return
+    path = Path(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for entry in path.iterdir():
-        if entry.is_file() or entry.is_symlink():
+    for entry in path.glob("*.db"):  # prometheus-client's files: <type>_<pid>.db; nothing else is touched
+        if entry.is_file() and not entry.is_symlink():
             entry.unlink(missing_ok=True)
 
 
