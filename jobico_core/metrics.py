@@ -7,8 +7,9 @@
 Processes that fork (gunicorn's workers, Celery's prefork pool) need
 prometheus-client's *multiprocess mode*: set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty directory writable by the process before it starts (the container
-entrypoint and the Helm chart do; a worker with a metrics port and no such
-directory makes a private one). Each process then writes its samples to files
+entrypoint, the Helm chart and ``jobico run`` do; gunicorn's hooks keep it clean,
+``jobico_core.multiproc``; a worker with a metrics port and no such directory
+makes a private one). Each process then writes its samples to files
 there and a scrape adds them up. Without it, ``/metrics`` shows the samples of
 whichever gunicorn worker answered.
 
