@@ -56,6 +56,7 @@ whole group (postmaster and all backends).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -183,6 +184,64 @@ def _ensure_os_user() -> Optional[pwd.struct_passwd]:
             raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
 
 
+def traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` may reach ``path`` (the search bit of every directory on the way)."""
+    for d in [path, *path.parents]:
+        st = d.stat()
+        if st.st_uid == account.pw_uid and st.st_mode & stat.S_IXUSR:
+            continue
+        if st.st_gid == account.pw_gid and st.st_mode & stat.S_IXGRP:
+            continue
+        if st.st_mode & stat.S_IXOTH:
+            continue
+        return False
+    return True
+
+
+def reachable_bin_dir(bin_dir: Path, account: Optional[pwd.struct_passwd]) -> Path:
+    """``bin_dir``, or a copy of its installation the unprivileged ``account`` can reach.
+
+    As root, postgres runs as another account, which must be able to exec the wheel's
+    binaries (and read their lib/ and share/, found relative to them, and the wheel's
+    vendored libraries in ``pgserver.libs``). A checkout under a mode-700 directory
+    (``/root/...``) hides them; rather than open that directory to everyone, they are
+    copied once (~35 MB) into a world-readable directory of the temp dir, named by where
+    they come from and the binary's size and date, and shared by later runs.
+    """
+    bin_dir = bin_dir.resolve()
+    if account is None or traversable_by(bin_dir, account):
+        return bin_dir
+    install = bin_dir.parent                          # .../site-packages/pgserver/pginstall
+    package = install.parent                          # .../site-packages/pgserver
+    libs = package.parent / f"{package.name}.libs"    # auditwheel's libraries: RPATH $ORIGIN/../../../pgserver.libs
+    st = (bin_dir / "postgres").stat()
+    digest = hashlib.sha256(f"{install}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"jobico-pginstall-{digest}"
+    copied = target / package.name / install.name / bin_dir.name
+    if not (copied / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(install, staging / "root" / package.name / install.name, symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "root" / libs.name, symlinks=True)
+            for root, dirs, files in os.walk(staging):
+                os.chmod(root, 0o755)
+                for name in files:
+                    path = os.path.join(root, name)
+                    if not os.path.islink(path):
+                        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | 0o444)
+            try:
+                os.rename(staging / "root", target)  # atomic: a parallel run may have won
+            except OSError:
+                if not (copied / "postgres").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not traversable_by(copied, account):
+        raise RuntimeError(f"{account.pw_name} cannot reach PostgreSQL's binaries in {bin_dir} nor in {copied}")
+    return copied
+
+
 class PostgresServer(ManagedServer):
     """A real PostgreSQL server (pgserver wheel binaries) on 127.0.0.1:<port>.
 
@@ -223,8 +282,8 @@ class PostgresServer(ManagedServer):
         self.extra_settings = dict(extra_settings or {})
         self.startup_timeout = startup_timeout
         self.cleanup = cleanup
-        self.bin_dir = pg_bin_dir()
         self.os_user = _ensure_os_user()
+        self.bin_dir = reachable_bin_dir(pg_bin_dir(), self.os_user)
         self.proc: Optional[subprocess.Popen] = None
         self.startup_seconds: Optional[float] = None
         self.initdb_seconds: Optional[float] = None
