@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: install run test test-python chaos test-unit examples examples-python bench lint clean help
 
 help:
-	@echo "make run       start the whole platform locally (embedded defaults)"
+	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
@@ -26,7 +26,7 @@ $(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/jobico run
+	$(VENV)/bin/jobico run $(RUN_ARGS)
 
 test: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python

@@ -16,14 +16,13 @@ from flask_smorest import Api
 from jobico_core.services.context import Context
 from jobico_core.settings import Settings
 
-from . import errors
+from . import docs_ui, errors
 from .auth import BEARER_SCHEME
 
 __all__ = ["create_app", "ROLES"]
 ROLES = ("all", "gateway", "control")
 
 API_VERSION = "v1"
-SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 # room for the largest body any endpoint accepts; each endpoint enforces its own limit
 _PACKAGE_SOURCE_KB = 1024
 
@@ -70,7 +69,8 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
         OPENAPI_URL_PREFIX=None if role == "gateway" else "/",  # no /docs nor OpenAPI on the gateway
         OPENAPI_JSON_PATH="api/v1/openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_CDN,
+        OPENAPI_SWAGGER_UI_URL=docs_ui.ASSETS_URL,  # served by this app, no CDN (works offline)
+        OPENAPI_SWAGGER_UI_CONFIG=docs_ui.CONFIG,
         API_SPEC_OPTIONS={
             "info": {"description": "Multi-tenant platform running tenants' WebAssembly jobicolets in response "
                                     "to events. Errors: `{code, status, message, errors}`."},
@@ -91,8 +91,9 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     blueprints = {"gateway": gateway, "control": control, "all": control + gateway}[role]
     for bp in blueprints + [health.blp]:
         api.register_blueprint(bp)
-    if role == "gateway":  # /metrics is the control port's; the webhook's refusals are counted all the same
-        app.after_request(metrics.count_rejections)
+    metrics.instrument(app)  # /metrics is the control port's; every role's answers are counted all the same
+    if role != "gateway":
+        docs_ui.register(app)
     app.extensions["jobico_role"] = role
     errors.register_error_handlers(app)
 

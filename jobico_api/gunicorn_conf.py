@@ -13,6 +13,10 @@ Requests gunicorn itself refuses (request line over ``limit_request_line``:
 414; more than ``limit_request_fields`` header fields or one over
 ``limit_request_field_size``: 431; a malformed request line or header: 400)
 are answered with the API's JSON error body (``jobico_api.gunicorn_errors``).
+
+With PROMETHEUS_MULTIPROC_DIR set (the image, the chart and ``jobico run`` set it),
+the master empties it at start and drops each dead worker's live gauges, so any
+worker's ``/metrics`` shows the sum over all of them (jobico_core.multiproc).
 """
 from __future__ import annotations
 
@@ -55,3 +59,13 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 16384
+
+
+def on_starting(server):
+    from jobico_core import multiproc
+    multiproc.reset()
+
+
+def child_exit(server, worker):
+    from jobico_core import multiproc
+    multiproc.process_exited(worker.pid)

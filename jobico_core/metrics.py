@@ -7,8 +7,9 @@
 Processes that fork (gunicorn's workers, Celery's prefork pool) need
 prometheus-client's *multiprocess mode*: set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty directory writable by the process before it starts (the container
-entrypoint and the Helm chart do; a worker with a metrics port and no such
-directory makes a private one). Each process then writes its samples to files
+entrypoint, the Helm chart and ``jobico run`` do; gunicorn's hooks keep it clean,
+``jobico_core.multiproc``; a worker with a metrics port and no such directory
+makes a private one). Each process then writes its samples to files
 there and a scrape adds them up. Without it, ``/metrics`` shows the samples of
 whichever gunicorn worker answered.
 
@@ -19,14 +20,14 @@ own series per process (later ones are counted as ``_other``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from . import multiproc
 from .names import is_valid_name
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,18 @@ MQTT_MESSAGES = Counter(
 MQTT_REJECTED = Counter(
     "jobico_mqtt_rejected", "MQTT messages recorded as rejected, by reason (bad_request, too_large, invalid, "
     "not_deployed)", ["tenant", "reason"])
+EXECUTIONS_DEAD_LETTERED = Counter(
+    "jobico_executions_dead_lettered", "Executions dead-lettered (retries or deliveries exhausted; they wait for "
+    "`jobico executions retry`)", ["tenant"])
+HTTP_REQUESTS = Counter(
+    "jobico_http_requests", "HTTP requests the API answered, by route (the URL rule, not the URL), method and "
+    "status code", ["route", "method", "status"])
+HTTP_DURATION = Histogram(
+    "jobico_http_request_duration_seconds", "Time the API took to answer (until the response headers), by route",
+    ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+HTTP_IN_FLIGHT = Gauge(
+    "jobico_http_requests_in_flight", "HTTP requests being answered now (summed over the live API processes)",
+    multiprocess_mode="livesum")
 MODULE_CACHE_HITS = Counter(
     "jobico_module_cache_hits", "Compiled modules found in the worker's in-memory cache")
 MODULE_CACHE_MISSES = Counter(
@@ -93,10 +106,22 @@ def mqtt_message(tenant: str, outcome: str, reason: str | None = None) -> None:
         MQTT_REJECTED.labels(tenant=label, reason=reason).inc()
 
 
-def finished(tenant: str, status: str, duration_ms: float | None = None) -> None:
+def finished(tenant: str, status: str, duration_ms: float | None = None, dead_lettered: bool = False) -> None:
     EXECUTIONS.labels(tenant=tenant_label(tenant), status=status).inc()
     if duration_ms is not None:
         EXECUTION_DURATION.labels(status=status).observe(max(0.0, duration_ms) / 1000.0)
+    if dead_lettered:
+        dead_letters(tenant)
+
+
+def dead_letters(tenant: str, count: int = 1) -> None:
+    if count:
+        EXECUTIONS_DEAD_LETTERED.labels(tenant=tenant_label(tenant)).inc(count)
+
+
+def http_answered(route: str, method: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(route=route, method=method, status=str(status)).inc()
+    HTTP_DURATION.labels(route=route).observe(max(0.0, seconds))
 
 
 # -- queue depth ----------------------------------------------------------------------
@@ -160,14 +185,10 @@ class QueueDepthCollector:
 
 
 # -- exposition ---------------------------------------------------------------------------
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
-
-
 def registry(ctx=None) -> CollectorRegistry:
     """What a scrape shows: this process's metrics (or every process's, in multiprocess mode)."""
     from prometheus_client import REGISTRY
-    if multiprocess_dir():
+    if multiproc.directory():
         reg = CollectorRegistry()
         MultiProcessCollector(reg)
     else:

@@ -266,7 +266,8 @@ def _run_claimed(ctx: Context, runtime, ids: list[str], claimed: list, claimed_a
         if pending:
             records, lost_race = record_many(ctx, pending)
             for data in records:
-                metrics.finished(data["tenant"], data["status"], data.get("duration_ms"))
+                metrics.finished(data["tenant"], data["status"], data.get("duration_ms"),
+                                 bool(data.get("dead_lettered")))
             announce_many(ctx, records)
             res.recorded += records
             res.skipped += len(lost_race)
@@ -337,10 +338,14 @@ class _suppress_logged:
 
 _DEAD_LETTER_MANY = (update(_EX).where(_EX.c.id.in_(bindparam("b_ids", expanding=True)),
                                        _EX.c.status.notin_(_TERMINAL))
-                     .values(status="queued", dead_lettered=True, message=bindparam("b_message")))
+                     .values(status="queued", dead_lettered=True, message=bindparam("b_message"))
+                     .returning(_EX.c.tenant_id))
 
 
 def dead_letter_many(ctx: Context, ids: list[str], reason: str) -> None:
     """Infrastructure retries of a batch exhausted: park its unfinished executions."""
     with ctx.db.session() as s:
-        s.execute(_DEAD_LETTER_MANY, {"b_ids": list(ids), "b_message": f"dead-lettered: {reason}"})
+        tenants = s.execute(_DEAD_LETTER_MANY, {"b_ids": list(ids),
+                                                "b_message": f"dead-lettered: {reason}"}).scalars().all()
+    for tenant in set(tenants):
+        metrics.dead_letters(tenant, tenants.count(tenant))

@@ -201,7 +201,8 @@ def _finish(ctx: Context, claimed, info: VersionInfo | None, tenant: str, **outc
     """Record a final outcome, count it and stream it."""
     fin = record(ctx, claimed, info, **outcome)
     if fin.recorded:  # a concurrent duplicate delivery neither counts nor streams it a second time
-        metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"))
+        metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"),
+                         bool(fin.execution.get("dead_lettered")))
         announce(ctx, fin.execution)
     return fin.execution
 
@@ -356,6 +357,8 @@ def dead_letter(ctx: Context, execution_id: str, reason: str) -> None:
         if row is None or row.status in TERMINAL_STATUSES:
             return
         row.status, row.dead_lettered, row.message = "queued", True, f"dead-lettered: {reason}"
+        tenant = row.tenant_id
+    metrics.dead_letters(tenant)
 
 
 _compiled: LRU = LRU(256)  # sha256 -> compiled module: a warm worker never reads storage

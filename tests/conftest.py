@@ -135,7 +135,7 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def mqtt_broker():
-    """A real MQTT broker (amqtt, tests/amqtt_broker.py). Shared by the session: give each test its
+    """A real MQTT broker (amqtt, jobico_core/mqtt_broker.py). Shared by the session: give each test its
     own topic prefix (JOBICO_MQTT_PREFIX) and client id."""
     server = MqttBroker()
     try:

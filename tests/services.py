@@ -56,6 +56,7 @@ whole group (postmaster and all backends).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -73,6 +74,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from jobico_core import embedded
 from jobico_core.embedded import (
     ManagedServer,
     ServiceStartError,
@@ -182,6 +184,64 @@ def _ensure_os_user() -> Optional[pwd.struct_passwd]:
             raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
 
 
+def traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
+    """Whether ``account`` may reach ``path`` (the search bit of every directory on the way)."""
+    for d in [path, *path.parents]:
+        st = d.stat()
+        if st.st_uid == account.pw_uid and st.st_mode & stat.S_IXUSR:
+            continue
+        if st.st_gid == account.pw_gid and st.st_mode & stat.S_IXGRP:
+            continue
+        if st.st_mode & stat.S_IXOTH:
+            continue
+        return False
+    return True
+
+
+def reachable_bin_dir(bin_dir: Path, account: Optional[pwd.struct_passwd]) -> Path:
+    """``bin_dir``, or a copy of its installation the unprivileged ``account`` can reach.
+
+    As root, postgres runs as another account, which must be able to exec the wheel's
+    binaries (and read their lib/ and share/, found relative to them, and the wheel's
+    vendored libraries in ``pgserver.libs``). A checkout under a mode-700 directory
+    (``/root/...``) hides them; rather than open that directory to everyone, they are
+    copied once (~35 MB) into a world-readable directory of the temp dir, named by where
+    they come from and the binary's size and date, and shared by later runs.
+    """
+    bin_dir = bin_dir.resolve()
+    if account is None or traversable_by(bin_dir, account):
+        return bin_dir
+    install = bin_dir.parent                          # .../site-packages/pgserver/pginstall
+    package = install.parent                          # .../site-packages/pgserver
+    libs = package.parent / f"{package.name}.libs"    # auditwheel's libraries: RPATH $ORIGIN/../../../pgserver.libs
+    st = (bin_dir / "postgres").stat()
+    digest = hashlib.sha256(f"{install}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"jobico-pginstall-{digest}"
+    copied = target / package.name / install.name / bin_dir.name
+    if not (copied / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(install, staging / "root" / package.name / install.name, symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, staging / "root" / libs.name, symlinks=True)
+            for root, dirs, files in os.walk(staging):
+                os.chmod(root, 0o755)
+                for name in files:
+                    path = os.path.join(root, name)
+                    if not os.path.islink(path):
+                        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | 0o444)
+            try:
+                os.rename(staging / "root", target)  # atomic: a parallel run may have won
+            except OSError:
+                if not (copied / "postgres").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not traversable_by(copied, account):
+        raise RuntimeError(f"{account.pw_name} cannot reach PostgreSQL's binaries in {bin_dir} nor in {copied}")
+    return copied
+
+
 class PostgresServer(ManagedServer):
     """A real PostgreSQL server (pgserver wheel binaries) on 127.0.0.1:<port>.
 
@@ -222,8 +282,8 @@ class PostgresServer(ManagedServer):
         self.extra_settings = dict(extra_settings or {})
         self.startup_timeout = startup_timeout
         self.cleanup = cleanup
-        self.bin_dir = pg_bin_dir()
         self.os_user = _ensure_os_user()
+        self.bin_dir = reachable_bin_dir(pg_bin_dir(), self.os_user)
         self.proc: Optional[subprocess.Popen] = None
         self.startup_seconds: Optional[float] = None
         self.initdb_seconds: Optional[float] = None
@@ -749,86 +809,8 @@ class S3Server(ManagedServer):
 # ---------------------------------------------------------------------------
 
 
-class MqttBroker(ManagedServer):
-    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``tests/amqtt_broker.py`` in its own
-    process (with the fix described there, so unacknowledged QoS 1 messages are redelivered to a
-    reconnecting persistent session). Clients connect with a username (any): amqtt drops the
-    session of anonymous clients. ``url`` is what JOBICO_MQTT_URL takes.
-    """
-
-    label = "amqtt broker"
-    startup_timeout = 30.0
-    stop_timeout = 5.0
-
-    def __init__(self, base_dir: Optional[os.PathLike | str] = None) -> None:
-        self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="jobico-mqtt-"))
-        self.port = free_port()
-        self.proc: Optional[subprocess.Popen] = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://jobico@127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.base_dir / "amqtt.log"
-
-    @property
-    def root_dir(self) -> Path:
-        return self.base_dir
-
-    def _describe(self) -> str:
-        return f"mqtt 127.0.0.1:{self.port}"
-
-    def _command(self) -> list[str]:
-        return [sys.executable, "-m", "tests.amqtt_broker", str(self.port)]
-
-    def _popen_kwargs(self) -> dict:
-        return {"cwd": str(Path(__file__).resolve().parents[1])}
-
-    def _probe(self) -> object:
-        if b"ready" not in self.log_path.read_bytes().rsplit(b"=== jobico: starting", 1)[-1]:
-            return "not listening yet"
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return None
-
-    def start(self) -> "MqttBroker":
-        if not self.is_running():
-            self._start_with_port_retries(3, lambda: setattr(self, "port", free_port()))
-        return self
-
-    def _start_once(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.startup_seconds = self._launch()
-
-    def _stop(self, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        if not _wait(proc, timeout):
-            self.kill()
-            return
-        self.proc = None
-        _unregister_live(self)
-
-    def kill(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            _signal_group(proc, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        self.proc = None
-        _unregister_live(self)
-
-    def restart(self) -> "MqttBroker":
-        """Kill and start again on the same port: amqtt keeps sessions in memory only, so every
-        client's session (subscriptions, queued messages) is gone, as after a broker crash."""
-        self.kill()
-        self._start_once()
-        return self
+class MqttBroker(embedded.MqttBroker):
+    """The package's local broker (``jobico_core.embedded.MqttBroker``) with a test client."""
 
     def client(self, client_id: str = "", **kwargs):
         """A connected paho client (network loop running); call ``loop_stop()``/``disconnect()`` after."""

@@ -2,13 +2,17 @@
 
 Under gunicorn (several worker processes) set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty writable directory before it starts, so a scrape adds up every worker's
-samples (the container entrypoint and the Helm chart do). The webhook's
-rejections are counted here too, from the status of its error responses, so
-the error handlers and the webhook stay free of metrics code.
+samples (the container entrypoint, the Helm chart and ``jobico run`` do;
+``jobico_api.gunicorn_conf`` empties it at start and drops a dead worker's live
+gauges). ``instrument(app)`` counts every answer (route, method, status, time)
+and the webhook's rejections, from the status of its error responses, so the
+error handlers and the views stay free of metrics code.
 """
 from __future__ import annotations
 
-from flask import Response, current_app, request
+import time
+
+from flask import Flask, Response, current_app, g, request
 from flask_smorest import Blueprint
 
 from jobico_core import metrics
@@ -32,9 +36,31 @@ def get_metrics():
     return Response(metrics.render(reg), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
-@blp.after_app_request
-def count_rejections(response):
+def instrument(app: Flask) -> None:
+    """Count every request the app answers (whatever its role) in ``jobico_http_*`` and the
+    webhook's refusals in ``jobico_events_rejected_total``."""
+    app.before_request(_started)
+    app.after_request(_answered)
+    app.teardown_request(_done)
+
+
+def _started():
+    g.jobico_started = time.monotonic()
+    metrics.HTTP_IN_FLIGHT.inc()
+
+
+def _answered(response):
+    started = g.get("jobico_started")
+    if started is not None:
+        # the URL rule, never the URL: a bounded label whatever clients send
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.http_answered(route, request.method, response.status_code, time.monotonic() - started)
     if request.endpoint == WEBHOOK_ENDPOINT and response.status_code >= 400:
         tenant = (request.view_args or {}).get("tenant")
         metrics.rejected(REASONS.get(response.status_code, "error"), tenant)
     return response
+
+
+def _done(exc=None):
+    if g.pop("jobico_started", None) is not None:
+        metrics.HTTP_IN_FLIGHT.dec()

@@ -87,6 +87,8 @@ def executions(
 
 WIDE = 120  # from this width on, every column; below it the ids stay whole and less useful columns go
 WIDER = 140  # ... and the submitter too
+NARROWEST_WITH_TIME = 80  # a standard terminal still shows when each execution was created
+NAME_MIN_WIDTH = 5  # PACKAGE@VER and EVENT fold into columns this narrow rather than push the time out
 
 
 def _created(value: Any, wide: bool) -> str:
@@ -100,13 +102,13 @@ def executions_table(items: list[dict], width: int) -> Table:
     """The listing: whole ids always (copy them into `jobico executions show`), columns dropped when narrow.
 
     >= 120 columns: ID PACKAGE VER EVENT STATUS CODE CREATED MS (and SUBMITTER from 140 on); narrower: ID PACKAGE@VER
-    EVENT STATUS (" DL": dead-lettered) CODE (and CREATED as HH:MM:SS from 96 on), long names
-    folded rather than cut.
+    EVENT STATUS (" DL": dead-lettered) CODE CREATED (HH:MM:SS; from 80 columns on), long names folded rather
+    than cut: the whole id, the status and the time keep their width, CODE shrinks to 4, the names share the rest.
     """
     wide = width >= WIDE
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True)
     table.add_column("ID", no_wrap=True, min_width=36)
-    show_created = wide or width >= 96
+    show_created = width >= NARROWEST_WITH_TIME
     if wide:
         table.add_column("PACKAGE", overflow="fold")
         table.add_column("VER", justify="right")
@@ -117,14 +119,13 @@ def executions_table(items: list[dict], width: int) -> Table:
         # fixed widths: rich would otherwise squeeze the last columns away
         status_w = max([6] + [len(sanitize(e.get("status"))) + (3 if e.get("dead_lettered") else 0)
                               for e in items])
-        code_w = min(max([4] + [len(sanitize(e.get("code"))) for e in items]), 10)
-        rest = width - 36 - status_w - code_w - (9 if show_created else 0) - 5
-        pkg_w = max(8, min(max([7] + [len(sanitize(e.get("package"))) + 3 + len(str(e.get("version")))
-                                      for e in items]), rest // 2))
-        ev_w = max(8, rest - pkg_w)
-        over = 36 + pkg_w + ev_w + status_w + code_w + (9 if show_created else 0) + 5 - width
-        if over > 0:
-            code_w = max(4, code_w - over)
+        fixed = 36 + status_w + (9 if show_created else 0) + 5  # 5: one space between six columns
+        names_min = 2 * NAME_MIN_WIDTH
+        code_w = max(4, min(max([4] + [len(sanitize(e.get("code"))) for e in items]), 10, width - fixed - names_min))
+        rest = width - fixed - code_w
+        pkg_w = max(NAME_MIN_WIDTH, min(max([7] + [len(sanitize(e.get("package"))) + 3 + len(str(e.get("version")))
+                                                   for e in items]), rest // 2))
+        ev_w = max(NAME_MIN_WIDTH, rest - pkg_w)
         table.add_column("PACKAGE", overflow="fold", width=pkg_w)
         table.add_column("EVENT", overflow="fold", width=ev_w)
         table.add_column("STATUS", no_wrap=True, width=status_w)

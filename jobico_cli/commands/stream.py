@@ -1,4 +1,5 @@
-"""``jobico stream-from-recorder <package> [--logs] [--follow] [--json]`` and ``jobico dashboard``."""
+"""``jobico stream <package> [--logs] [--follow] [--json]`` (also under the original's name,
+``stream-from-recorder``) and ``jobico dashboard``."""
 
 import sys
 from typing import Annotated, Any, Optional
@@ -8,7 +9,7 @@ from rich.text import Text
 
 from ..output import console, err_console, json_line, level_text, one_line, sanitize, status_text, text
 from ..stream import ExecutionStream
-from ._common import JsonOpt, client, command
+from ._common import client, command
 from .executions import Status
 
 
@@ -47,9 +48,12 @@ def _print(renderable: Any) -> None:
     console.file.flush()
 
 
+JsonLinesOpt = Annotated[bool, typer.Option("--json", help="Print JSON Lines: one JSON object per execution, "
+                                            "one per line, logs included (for jq and scripts).")]
+
+
 def register(app: typer.Typer) -> None:
-    @command(app, "stream-from-recorder")
-    def stream_from_recorder(
+    def stream_executions(
         package: Annotated[str, typer.Argument(help="Package id.", show_default=False)],
         logs: Annotated[bool, typer.Option("--logs", help="Also print each execution's log records.")] = False,
         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming as executions finish "
@@ -60,7 +64,7 @@ def register(app: typer.Typer) -> None:
                                                       show_default=False)] = None,
         recent: Annotated[int, typer.Option("--recent", "-n", min=0, max=500,
                                             help="How many recent finished executions to show first.")] = 20,
-        json_: JsonOpt = False,
+        json_: JsonLinesOpt = False,
     ) -> None:
         """Print a package's finished executions from the live stream, one line each.
 
@@ -68,8 +72,8 @@ def register(app: typer.Typer) -> None:
         as it finishes. --json prints one JSON object per line (JSON Lines), logs included.
 
         \b
-          jobico stream-from-recorder hello --follow --logs
-          jobico stream-from-recorder hello --json | jq .result
+          jobico stream hello --follow --logs
+          jobico stream hello --json | jq .result
         """
         c = client()
         c.get_package(package)  # an unknown package is refused (exit 1), not an empty stream
@@ -96,6 +100,10 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             stream.close()
             raise typer.Exit(0)
+
+    command(app, "stream")(stream_executions)
+    command(app, "stream-from-recorder",  # the original Jobico's name, kept for its users' scripts
+            help="The same as `jobico stream` (the original Jobico's name for it).")(stream_executions)
 
     @command(app, "dashboard")
     def dashboard(

@@ -20,6 +20,7 @@ import requests
 from .conftest import ROOT, example
 
 HELLO_YAML = example("packages/hello.yaml").read_text()
+FLOWER_AUTH = ("ops", "flower-test-password")
 
 
 def free_port() -> int:
@@ -71,7 +72,8 @@ def flower(platform):
     log = open(log_path, "ab")
     env = {**os.environ, **platform.env}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["FLOWER_UNAUTHENTICATED_API"] = "true"  # Flower 2 serves /api/* only with auth or this
+    env.pop("FLOWER_UNAUTHENTICATED_API", None)
+    env["FLOWER_BASIC_AUTH"] = ":".join(FLOWER_AUTH)  # as compose and the chart run it (docs/operating.md)
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "jobico_worker.app", "flower", "--address=127.0.0.1",
          f"--port={port}", "--persistent=False"],
@@ -101,9 +103,11 @@ def test_flower_metrics_and_json_logs(platform, flower):
         "JOBICO_LOG_FORMAT": "json", "JOBICO_WORKER_METRICS_PORT": str(metrics_port)})
 
     # Flower sees the worker (through its heartbeats/events)
-    workers = poll(lambda: [w for w in requests.get(flower + "/api/workers?refresh=1", timeout=20).json()
+    workers = poll(lambda: [w for w in requests.get(flower + "/api/workers?refresh=1", auth=FLOWER_AUTH,
+                                                    timeout=20).json()
                             if w.startswith("w1@")], 40, "flower listing worker w1")
     assert workers
+    assert requests.get(flower + "/api/workers", timeout=20).status_code == 401  # no credentials, no answer
 
     r = p.post(key, "demo", "hello", [{"name": "Ada"}])
     assert r.status_code == 200, r.text
@@ -112,7 +116,7 @@ def test_flower_metrics_and_json_logs(platform, flower):
 
     # ... and the task, under the execution id, with the shadow name, finished
     def task():
-        tasks = requests.get(flower + "/api/tasks", timeout=10).json()
+        tasks = requests.get(flower + "/api/tasks", auth=FLOWER_AUTH, timeout=10).json()
         t = tasks.get(execution_id)
         return t if t and t.get("state") == "SUCCESS" else None
     t = poll(task, 60, f"flower showing task {execution_id} as SUCCESS")

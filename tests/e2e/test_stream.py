@@ -1,4 +1,4 @@
-"""The live stream (GET /api/v1/executions/stream) and `jobico stream-from-recorder`,
+"""The live stream (GET /api/v1/executions/stream) and `jobico stream` (`stream-from-recorder`),
 end to end: real API, real Celery worker, real Redis/PostgreSQL/S3."""
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
     assert "[red]x[/red]" in evil_line and "succeeded" in evil_line
     fail_line = next(line for line in lines if fail[0] in line)
     assert "failed" in fail_line and "code=3" in fail_line and "invalid order" in fail_line
-    # --json: JSON Lines, complete records, escapes kept inert as \u001b
-    run = subprocess.run([str(JOBICO), "stream-from-recorder", "tools", "--json"], env=env, capture_output=True,
+    # --json: JSON Lines, complete records, escapes kept inert as \u001b (`jobico stream`: the same command)
+    run = subprocess.run([str(JOBICO), "stream", "tools", "--json"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def rendered(request):
 # -- rendering, lint, validation ----------------------------------------------------------
 
 def test_value_sets_exist():
-    assert {"default", "pools", "keda", "ingress", "existing-secret", "mqtt"} <= set(VALUE_SETS)
+    assert {"default", "pools", "keda", "ingress", "existing-secret", "mqtt", "monitoring"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -369,6 +370,136 @@ def test_existing_secret():
     assert cm["JOBICO_S3_SECURE"] == "1"
 
 
+def test_flower_always_asks_for_basic_auth_from_a_secret():
+    docs = documents(render(values("default")))
+    flower = env_of(container(by_kind(docs, "Deployment")["rel-jobico-flower"]))
+    assert flower["FLOWER_BASIC_AUTH"]["secretKeyRef"] == {"name": "rel-jobico", "key": "flower-basic-auth"}
+    assert by_kind(docs, "Secret")["rel-jobico"]["stringData"]["flower-basic-auth"] == \
+        values("default")["flower"]["basicAuth"]
+    notes = render(values("default"))["jobico/templates/NOTES.txt"]
+    assert "basic auth" in notes and "flower-basic-auth" in notes
+    # no credentials: refused with what to set, rather than a Flower whose API answers 401
+    vals = values("default")
+    del vals["flower"]
+    with pytest.raises(helm.HelmError, match="flower.basicAuth"):
+        render(vals)
+    vals["flower"] = {"enabled": False}
+    assert "rel-jobico-flower" not in by_kind(documents(render(vals)), "Deployment")
+    vals["flower"] = {"basicAuth": "no-colon"}
+    with pytest.raises(helm.HelmError):  # the schema wants user:password
+        render(vals)
+    # with existingSecret and no basicAuthSecret: the operator's Secret, key existingSecretKeys.flowerBasicAuth
+    vals = values("existing-secret")
+    del vals["flower"]
+    flower = env_of(container(by_kind(documents(render(vals)), "Deployment")["rel-jobico-flower"]))
+    assert flower["FLOWER_BASIC_AUTH"]["secretKeyRef"] == {"name": "jobico-credentials", "key": "flower-basic-auth"}
+
+
+# -- monitoring: the Grafana dashboard and the Prometheus alert rules ---------------------------
+
+ALERTS_FILE = CHART / "files" / "prometheus" / "alerts.yaml"
+DASHBOARD_FILE = CHART / "files" / "grafana" / "jobico.json"
+
+
+def documented_metrics() -> set[str]:
+    """Every metric name in docs/operating.md's table (the first column)."""
+    text = (ROOT / "docs" / "operating.md").read_text()
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("| `jobico_"):
+            names |= set(re.findall(r"`(jobico_\w+)`", line.split("|")[1]))
+    return names
+
+
+def exposed_metrics() -> set[str]:
+    """What the code exposes: the name of every jobico_* family (counters with _total)."""
+    from jobico_core import metrics
+    collectors = [metrics.EVENTS_ACCEPTED, metrics.EVENTS_REJECTED, metrics.EXECUTIONS, metrics.EXECUTION_DURATION,
+                  metrics.EXECUTIONS_DEAD_LETTERED, metrics.HTTP_REQUESTS, metrics.HTTP_DURATION,
+                  metrics.HTTP_IN_FLIGHT, metrics.MQTT_MESSAGES, metrics.MQTT_REJECTED, metrics.MODULE_CACHE_HITS,
+                  metrics.MODULE_CACHE_MISSES, metrics.QueueDepthCollector(None, cache_s=3600)]
+    return {f.name + ("_total" if f.type == "counter" else "") for c in collectors for f in c.collect()}
+
+
+def expr_metrics(expr: str) -> set[str]:
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in re.findall(r"\b(jobico_\w+)", expr)}
+
+
+def balanced(expr: str) -> bool:
+    stack, pairs = [], {")": "(", "]": "[", "}": "{"}
+    in_string = False
+    for ch in expr:
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch in "([{":
+            stack.append(ch)
+        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
+            return False
+    return not stack and not in_string
+
+
+def test_the_documented_metrics_are_the_exposed_ones():
+    assert documented_metrics() == exposed_metrics()
+
+
+def test_alert_rules_are_a_valid_rule_file_on_documented_metrics():
+    doc = yaml.safe_load(ALERTS_FILE.read_text())
+    assert set(doc) == {"groups"} and len(doc["groups"]) >= 1
+    known, seen, alerts = documented_metrics(), set(), set()
+    for group in doc["groups"]:
+        assert set(group) <= {"name", "interval", "rules"} and group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert re.fullmatch(r"Jobico[A-Za-z]+", rule["alert"]) and rule["alert"] not in alerts
+            alerts.add(rule["alert"])
+            assert isinstance(rule["expr"], str) and balanced(rule["expr"]), rule["expr"]
+            assert re.search(r"[<>]=?|==", rule["expr"]), rule  # an alert needs a condition
+            if "for" in rule:
+                assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["for"]
+            assert rule["labels"]["severity"] in ("warning", "critical")
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            names = expr_metrics(rule["expr"])
+            assert names and names <= known, (rule["alert"], names - known)
+            seen |= names
+    # what the issue asks to be watched: queue depth, dead letters, error rate, latency
+    assert {"jobico_queue_depth", "jobico_executions_dead_lettered_total", "jobico_http_requests_total",
+            "jobico_http_request_duration_seconds", "jobico_execution_duration_seconds"} <= seen
+
+
+def test_grafana_dashboard_is_importable_and_on_documented_metrics():
+    dash = json.loads(DASHBOARD_FILE.read_text())
+    assert dash["uid"] and dash["title"] == "Jobico" and isinstance(dash["schemaVersion"], int)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) >= 10
+    known = documented_metrics()
+    cells = set()
+    for panel in dash["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, panel["title"]  # panels do not overlap
+                cells.add((x, y))
+        assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"]
+        for target in panel["targets"]:
+            assert balanced(target["expr"]) and expr_metrics(target["expr"]) <= known, target["expr"]
+    assert {v["name"] for v in dash["templating"]["list"]} == {"datasource", "tenant"}
+
+
+def test_monitoring_configmaps_are_off_by_default_and_carry_the_files():
+    names = set(by_kind(documents(render(values("default"))), "ConfigMap"))
+    assert names == {"rel-jobico", "rel-jobico-migrate"}  # nothing else unless asked
+    cms = by_kind(documents(render(values("monitoring"))), "ConfigMap")
+    dash = cms["rel-jobico-grafana-dashboard"]
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dash["data"]["jobico.json"]) == json.loads(DASHBOARD_FILE.read_text())
+    rules = cms["rel-jobico-prometheus-rules"]
+    assert rules["metadata"]["labels"]["prometheus"] == "main"
+    assert yaml.safe_load(rules["data"]["jobico-alerts.yaml"]) == yaml.safe_load(ALERTS_FILE.read_text())
+
+
 # -- docker-compose.yml ----------------------------------------------------------------------
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -382,7 +513,8 @@ def compose_binary() -> Path:
 
 
 def test_docker_compose_config_is_valid():
-    env = {**os.environ, "JOBICO_ADMIN_TOKEN": "a" * 24, "JOBICO_SECRET_KEY": "s" * 32}
+    env = {**os.environ, "JOBICO_ADMIN_TOKEN": "a" * 24, "JOBICO_SECRET_KEY": "s" * 32,
+           "FLOWER_BASIC_AUTH": "flower:flower-password"}
     env.pop("DOCKER_HOST", None)
     r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "--profile", "mqtt", "config", "--format",
                         "json"],
@@ -397,6 +529,12 @@ def test_docker_compose_config_is_valid():
     r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "-q"],
                        capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
     assert r.returncode != 0 and "JOBICO_ADMIN_TOKEN" in r.stderr
+    # nor without Flower's credentials: its HTTP API answers only with them
+    env["JOBICO_ADMIN_TOKEN"] = "a" * 24
+    env.pop("FLOWER_BASIC_AUTH")
+    r = subprocess.run([str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "-q"],
+                       capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    assert r.returncode != 0 and "FLOWER_BASIC_AUTH" in r.stderr
 
     one_shot = {"minio-init", "migrate"}
     for name, svc in services.items():
@@ -419,6 +557,7 @@ def test_docker_compose_config_is_valid():
         assert services[name]["environment"]["JOBICO_STORAGE_URL"].startswith("s3://")
     assert services["migrate"]["command"] == ["migrate"] and services["worker"]["command"] == ["worker"]
     assert services["flower"]["command"] == ["flower"] and services["api"]["command"] == ["api"]
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "flower:flower-password"
     assert services["beat"]["command"] == ["beat"] and services["beat"]["depends_on"]["migrate"]
     assert "mb" in services["minio-init"]["entrypoint"]
     # split ports: the gateway published apart from the control API

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import stat
 import threading
 import time
 import urllib.error
@@ -18,7 +21,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from jobico_core.embedded import RedisServer, ServiceStartError, free_port
-from tests.services import PostgresServer
+from tests.services import PostgresServer, pg_bin_dir, reachable_bin_dir
 
 pytestmark = pytest.mark.services
 
@@ -284,3 +287,27 @@ def test_pg_module_url_is_shared_within_the_module(postgres_server, pg_module_ur
                 pg_module_url.rsplit("/", 1)[1]
     finally:
         engine.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs postgres as another account")
+def test_postgres_reaches_its_binaries_under_a_private_directory(tmp_path, monkeypatch):
+    """A checkout under a mode-700 directory (/root/...): the account postgres runs as cannot
+    reach the wheel's binaries there; a world-readable copy is used and the directory stays private."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    wheel = pg_bin_dir().resolve().parent  # site-packages/pgserver/pginstall, and its pgserver.libs
+    install = private / "site-packages" / "pgserver" / "pginstall"
+    shutil.copytree(wheel, install, symlinks=True)
+    shutil.copytree(wheel.parent.parent / "pgserver.libs", install.parent.parent / "pgserver.libs")
+    monkeypatch.setenv("JOBICO_PG_BIN", str(install / "bin"))
+    pg = PostgresServer(base_dir=tmp_path / "pg", startup_timeout=60)
+    copy = pg.bin_dir.parents[2]
+    try:
+        assert not pg.bin_dir.is_relative_to(private) and pg.bin_dir.name == "bin"
+        with pg:
+            with psycopg.connect(pg.dsn(), connect_timeout=10) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # not opened to everyone
+        assert reachable_bin_dir(install / "bin", pg.os_user) == pg.bin_dir  # copied once, then shared
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)

@@ -130,6 +130,12 @@ def test_executions_table_readable_in_80_columns():
     for e in items:
         assert e["id"] in text  # whole ids, never cut into "…"
     assert "…" not in text and "CODE" in text and "limit_exceeded DL" in text
+    # the time column stays on a standard terminal, even with the longest status and code
+    assert "CREATED" in text and text.count("12:00:01") == 3  # the fourth has no created_at
+    plain = Console(width=80, record=True, file=io.StringIO())
+    plain.print(executions_table(items[:3], 80))
+    rows = plain.export_text().splitlines()
+    assert len(rows) == 4 and all(r.rstrip().endswith("12:00:01") for r in rows[1:]), rows  # one line each
     wide = Console(width=160, record=True, file=io.StringIO())
     wide.print(executions_table(items, 160))
     wide_text = wide.export_text()

@@ -85,6 +85,9 @@ PROMETHEUS_MULTIPROC_DIR: "/tmp/jobico-metrics"
 {{- if .Values.mqtt.enabled }}
 {{ .Values.existingSecretKeys.mqttUrl }}: {{ required "mqtt.url is required when mqtt.enabled (or existingSecret)" .Values.mqtt.url | quote }}
 {{- end }}
+{{- if and .Values.flower.enabled (not .Values.flower.basicAuthSecret) }}
+{{ .Values.existingSecretKeys.flowerBasicAuth }}: {{ required "flower.basicAuth (user:password) is required when flower.enabled: Flower's UI and HTTP API need it (or flower.basicAuthSecret, existingSecret, or flower.enabled=false)" .Values.flower.basicAuth | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment from the ConfigMap and the Secret. Call with (dict "root" $ "secret" name "config" name). */}}

@@ -1,10 +1,11 @@
-"""A real MQTT broker for the tests: amqtt's ``Broker`` on 127.0.0.1:<port>.
+"""A local MQTT broker: amqtt's ``Broker`` on 127.0.0.1:<port>.
 
-    python -m tests.amqtt_broker PORT
+    python -m jobico_core.mqtt_broker PORT
 
-Run as its own process (``tests.services.MqttBroker``), never inside the code under
-test, so a test can kill and restart it like any other server. Prints ``ready`` once
-it listens.
+What ``jobico run --mqtt`` starts for the MQTT tour (no Docker, no system broker) and what
+the tests use (``jobico_core.embedded.MqttBroker`` runs it as its own process, so a test
+can kill and restart it like any other server). Prints ``ready`` once it listens. Not for
+production: give the bridge a real broker (mosquitto, EMQX, HiveMQ...).
 
 Two settings matter for persistent sessions (what the bridge relies on):
 
