@@ -114,7 +114,9 @@ class ListArgs(ma.Schema):
     submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron, "
                                                           "mqtt:<topic> or chain"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page (opaque: anything "
+                                                       "else is a 400; empty: the first page)",
+                                        "pattern": "^[A-Za-z0-9_-]*$"})
 
 
 @blp.route("", methods=["GET"])
@@ -122,6 +124,7 @@ class ListArgs(ma.Schema):
 @tenant_required
 @blp.arguments(ListArgs, location="query")
 @blp.response(200, ExecutionPageSchema)
+@blp.alt_response(400, schema=ERROR_SCHEMA, description="cursor is not a next_cursor of this API")
 def list_executions(args):
     items, nxt = svc.list_executions(ctx(), g.tenant, package=args.get("package"), event=args.get("event"),
                                      status=args.get("status"), submitter=args.get("submitter"),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import time
 
@@ -11,14 +10,13 @@ from sqlalchemy import delete, select
 
 from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from ..names import name_problem
+from ..names import HEADER, name_problem
 from .context import Context
 
 KEY_PREFIX = "jbk_"
 WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
 HMAC_MAX_SKEW = 300  # seconds
 MAX_SUBMITTER = 128  # characters of a submitter name (executions.submitter)
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
 # headers that already mean something to the webhook (or to HTTP) cannot name the submitter
 _RESERVED_HEADERS = ("authorization", "proxy-authorization", "cookie", "host", "idempotency-key",
                      "content-type", "content-length", "content-encoding", "transfer-encoding")
@@ -85,7 +83,7 @@ def update_webhook(ctx: Context, tenant_id: str, webhook_auth: str, rotate_secre
 
 
 def submitter_header_problem(name: str) -> str | None:
-    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+    if HEADER.problem(name, "header"):
         return "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-, at most 64 characters)"
     if name.lower().startswith("x-jobico-") or name.lower() in _RESERVED_HEADERS:
         return f"{name!r} already means something to the webhook; choose another header (e.g. X-Submitter)"
