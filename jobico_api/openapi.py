@@ -3,7 +3,7 @@
 * ``Flag``: a JSON boolean, strictly (``0``, ``"yes"`` are a 422; marshmallow's Boolean takes them);
   ``QueryFlag``: a query-string boolean, ``true`` or ``false`` only.
 * ``Named(rule)``: a string field documented with the rule's pattern and lengths (the service checks it
-  with ``rule.problem``, which words the 422).
+  with ``rule.problem``, which words the 422); ``Cursor``: a page cursor.
 * Path converters ``name``, ``package`` and ``file``: route the way the rules say (a package is never
   called ``archive``, so ``/packages/archive`` is the publishing route only; a file URL ending in
   ``/content`` is the download route only) and document each path parameter with its rule.
@@ -43,10 +43,22 @@ class QueryFlag(ma.fields.Boolean):
         super().__init__(truthy={"true"}, falsy={"false"}, **kwargs)
 
 
-def Named(rule: Rule, **kwargs) -> ma.fields.String:  # noqa: N802 - a field factory, named like a field
-    metadata = {**rule.json_schema(), **kwargs.pop("metadata", {})}
-    metadata.pop("type")
-    return ma.fields.String(metadata=metadata, **kwargs)
+class Named(ma.fields.String):
+    """A string documented with ``rule`` (pattern, lengths, reserved words); the service checks it."""
+
+    def __init__(self, rule: Rule, **kwargs):
+        schema = rule.json_schema()
+        schema.pop("type")
+        super().__init__(metadata={**schema, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+class Cursor(ma.fields.String):
+    """``?cursor=``: the ``next_cursor`` of the previous page, opaque (anything else is a 400)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"description": "next_cursor of the previous page (opaque: anything else is a "
+                                                  "400; empty: the first page)", "pattern": "^[A-Za-z0-9_-]*$"},
+                         **kwargs)
 
 
 class NameConverter(BaseConverter):

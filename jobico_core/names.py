@@ -32,6 +32,10 @@ class Rule:
             return f"{what} {value!r} is reserved (not one of {', '.join(self.reserved)})"
         return None
 
+    def optional_pattern(self) -> str:
+        """The pattern, the empty string allowed too."""
+        return f"^(?:{self.pattern[1:-1]})?$"
+
     def json_schema(self) -> dict:
         """The rule as a JSON Schema (OpenAPI 3.0) string schema."""
         out: dict = {"type": "string", "pattern": self.pattern, "minLength": 1, "maxLength": self.max_length}

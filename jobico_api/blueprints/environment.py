@@ -34,9 +34,8 @@ class SetSchema(ma.Schema):
     value = ma.fields.String(required=True, metadata={
         "description": f"at most {MAX_ENV_VALUE_BYTES} bytes of UTF-8, no NUL", "maxLength": MAX_ENV_VALUE_BYTES,
         "pattern": "^[^\\u0000]*$"})
-    secret = Flag(load_default=True,
-                               metadata={"description": "true (default): masked everywhere, redacted from "
-                                                        "execution records; false: a plain value, shown"})
+    secret = Flag(load_default=True, metadata={"description": "true (default): masked everywhere, redacted from "
+                                                         "execution records; false: a plain value, shown"})
 
 
 @blp.route("", methods=["GET"])

@@ -10,6 +10,7 @@ from jobico_core.services import controls
 from jobico_core.services import executions as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import Cursor
 
 blp = Blueprint("executions", __name__, url_prefix="/api/v1/executions",
                 description="What happened to each event: status, code, result, logs.")
@@ -114,9 +115,7 @@ class ListArgs(ma.Schema):
     submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron, "
                                                           "mqtt:<topic> or chain"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page (opaque: anything "
-                                                       "else is a 400; empty: the first page)",
-                                        "pattern": "^[A-Za-z0-9_-]*$"})
+    cursor = Cursor()
 
 
 @blp.route("", methods=["GET"])

@@ -112,7 +112,7 @@ def content(name):
     row = svc.get_file(c, g.tenant, name)
     data = svc.read_blob(c, g.tenant, row.sha256)
     return Response(data, mimetype=media_type(row), headers={"ETag": f'"{row.sha256}"',
-                                                      "X-Content-SHA256": row.sha256})
+                                                             "X-Content-SHA256": row.sha256})
 
 
 @blp.route("/<file:name>", methods=["GET"])

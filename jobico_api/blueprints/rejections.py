@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from jobico_core.services import rejections as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import Cursor
 
 blp = Blueprint("rejections", __name__, url_prefix="/api/v1/rejections",
                 description="Events a trigger without a caller (MQTT) could not accept, and why.")
@@ -36,9 +37,7 @@ class ListArgs(ma.Schema):
     event = ma.fields.String()
     reason = ma.fields.String(validate=ma.validate.OneOf(svc.REASONS))
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page (opaque: anything "
-                                                       "else is a 400; empty: the first page)",
-                                        "pattern": "^[A-Za-z0-9_-]*$"})
+    cursor = Cursor()
 
 
 @blp.route("", methods=["GET"])
