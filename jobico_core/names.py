@@ -16,6 +16,7 @@ class Rule:
     max_length: int
     hint: str = ""                    # added to the refusal, e.g. "(no directories, no '..')"
     reserved: tuple[str, ...] = ()    # names the pattern allows that mean something else
+    reserved_why: str = ""            # ... and what
     _re: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -29,7 +30,7 @@ class Rule:
         if not self._re.fullmatch(value):
             return f"{what} {value!r} is not valid: it must match {self.pattern}{hint}"
         if value in self.reserved:
-            return f"{what} {value!r} is reserved (not one of {', '.join(self.reserved)})"
+            return f"{what} {value!r} is reserved: {self.reserved_why}"
         return None
 
     def optional_pattern(self) -> str:
@@ -48,7 +49,8 @@ NAME_RULE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # tenants, events, queues, keys, stored variables, locks
 NAME = Rule(NAME_RULE, 64)
 # a package id is a name, except the word of the publishing route (POST /api/v1/packages/archive)
-PACKAGE = Rule(NAME_RULE, 64, reserved=("archive",))
+PACKAGE = Rule(NAME_RULE, 64, reserved=("archive",),
+               reserved_why="POST /api/v1/packages/archive publishes an archive; choose another package id")
 # File names in a tenant's repository: same alphabet, a little longer, never a path.
 FILE_RULE = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 FILE = Rule(FILE_RULE, 128, hint="(no directories, no '..')")
