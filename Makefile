@@ -41,7 +41,7 @@ test-python: install
 # the OpenAPI document against the running API (tests/spec, docs/api.md "Checked by schemathesis"):
 # schemathesis, every phase, --checks all, with the admin token and with a tenant key; run by .ci/run
 test-spec: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/spec
+	$(VENV)/bin/pytest -q -rP -p no:cacheprovider tests/spec
 
 # crash/outage scenarios on private servers (docs/delivery.md); ~4 min, run by .ci/run after `make test`
 chaos: install
