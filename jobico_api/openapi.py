@@ -4,9 +4,10 @@
   ``QueryFlag``: a query-string boolean, ``true`` or ``false`` only.
 * ``Named(rule)``: a string field documented with the rule's pattern and lengths (the service checks it
   with ``rule.problem``, which words the 422); ``Cursor``: a page cursor.
-* Path converters ``name``, ``package`` and ``file``: route the way the rules say (a package is never
-  called ``archive``, so ``/packages/archive`` is the publishing route only; a file URL ending in
-  ``/content`` is the download route only) and document each path parameter with its rule.
+* Path converters ``tenant``, ``key``, ``variable``, ``package`` and ``file``: route the way the rules
+  say (a package is never called ``archive``, so ``/packages/archive`` is the publishing route only; a
+  file URL ending in ``/content`` is the download route only) and document each path parameter with its
+  rule and an example (the names the tests and docs use).
 * ``openapi(name, extra)``: a schema-level addition (``anyOf``...) to a marshmallow schema's component.
 * ``StandardResponses``: the answers every operation of a kind can give, added to each: 401 and 403
   where a credential is required (401 only where any caller is welcome, ``ANY_CALLER``), 404 where the
@@ -61,29 +62,40 @@ class Cursor(ma.fields.String):
                          **kwargs)
 
 
-class NameConverter(BaseConverter):
-    """One path segment; documented as a name (tenant, key, variable)."""
-    rule = NAME
+class TenantConverter(BaseConverter):
+    """One path segment: a tenant id."""
+    rule, example = NAME, "tenant_1"
+
+
+class KeyConverter(BaseConverter):
+    """One path segment: a key's name."""
+    rule, example = NAME, "default"
+
+
+class VariableConverter(BaseConverter):
+    """One path segment: a stored variable's name."""
+    rule, example = NAME, "API_TOKEN"
 
 
 class PackageConverter(BaseConverter):
     """One path segment, not the word ``archive`` (the publishing route)."""
-    rule = PACKAGE
+    rule, example = PACKAGE, "people"
     regex = "(?!(?:" + "|".join(PACKAGE.reserved) + ")(?![^/]))[^/]+"
 
 
 class FileConverter(PathConverter):
     """The rest of the path (so ``a/b.json`` reaches the handler, which refuses it by name), except a
     trailing ``/content`` (the download route)."""
-    rule = FILE
+    rule, example = FILE, "echo.wasm"
     regex = "[^/].*?(?<!/content)"
 
 
-CONVERTERS = {"name": NameConverter, "package": PackageConverter, "file": FileConverter}
+CONVERTERS = {"tenant": TenantConverter, "key": KeyConverter, "variable": VariableConverter,
+              "package": PackageConverter, "file": FileConverter}
 
 
 def _param_schema(converter) -> dict:
-    return converter.rule.json_schema()
+    return {**converter.rule.json_schema(), "example": converter.example}
 
 
 _EXTRAS: list[tuple[str, type[ma.Schema], dict[str, Any]]] = []

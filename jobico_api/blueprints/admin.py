@@ -126,7 +126,7 @@ def list_tenants():
     return {"items": [_tenant_out(t) for t in svc.list_tenants(ctx())]}
 
 
-@blp.route("/tenants/<name:tenant>", methods=["GET"])
+@blp.route("/tenants/<tenant:tenant>", methods=["GET"])
 @blp.doc(security=SECURITY, summary="Show a tenant")
 @admin_required
 @blp.response(200, TenantSchema)
@@ -134,7 +134,7 @@ def get_tenant(tenant):
     return _tenant_out(svc.get_tenant(ctx(), tenant))
 
 
-@blp.route("/tenants/<name:tenant>", methods=["PATCH"])
+@blp.route("/tenants/<tenant:tenant>", methods=["PATCH"])
 @blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret) "
                                     "and/or its submitter header")
 @admin_required
@@ -150,7 +150,7 @@ def patch_tenant(body, tenant):
     return _tenant_out(t, secret=True)
 
 
-@blp.route("/tenants/<name:tenant>", methods=["DELETE"])
+@blp.route("/tenants/<tenant:tenant>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Delete a tenant, its keys, files and packages")
 @admin_required
 @blp.response(204)
@@ -158,7 +158,7 @@ def delete_tenant(tenant):
     svc.delete_tenant(ctx(), tenant)
 
 
-@blp.route("/tenants/<name:tenant>/keys", methods=["POST"])
+@blp.route("/tenants/<tenant:tenant>/keys", methods=["POST"])
 @blp.doc(security=SECURITY, summary="Create a named key for a tenant")
 @admin_required
 @blp.arguments(KeyCreateSchema)
@@ -169,7 +169,7 @@ def create_key(body, tenant):
     return {"name": row.name, "key": key, "prefix": row.prefix}
 
 
-@blp.route("/tenants/<name:tenant>/keys", methods=["GET"])
+@blp.route("/tenants/<tenant:tenant>/keys", methods=["GET"])
 @blp.doc(security=SECURITY, summary="List a tenant's keys (no secrets)")
 @admin_required
 @blp.response(200, KeyListSchema)
@@ -179,7 +179,7 @@ def list_keys(tenant):
                        "last_used_at": k.last_used_at} for k in svc.list_keys(ctx(), tenant)]}
 
 
-@blp.route("/tenants/<name:tenant>/keys/<name:name>", methods=["DELETE"])
+@blp.route("/tenants/<tenant:tenant>/keys/<key:name>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Revoke a key")
 @admin_required
 @blp.response(204)

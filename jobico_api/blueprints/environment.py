@@ -46,7 +46,7 @@ def list_variables():
     return {"items": [v.to_dict() for v in svc.list_variables(ctx(), g.tenant)]}
 
 
-@blp.route("/<name:name>", methods=["PUT"])
+@blp.route("/<variable:name>", methods=["PUT"])
 @blp.doc(security=SECURITY, summary="Set (create or replace) a variable",
          description="Takes effect for executions that start afterwards; no redeploy needed.")
 @tenant_required
@@ -57,7 +57,7 @@ def set_variable(body, name):
     return svc.set_variable(ctx(), g.tenant, name, body["value"], secret=body["secret"]).to_dict()
 
 
-@blp.route("/<name:name>", methods=["DELETE"])
+@blp.route("/<variable:name>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Remove a variable",
          description="Executions of a package still referencing it are then recorded as cancelled, "
                      "with a message naming it.")
