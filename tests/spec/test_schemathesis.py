@@ -41,7 +41,9 @@ def live_api(api_settings, monkeypatch):
     from jobico_core.services.context import Context
 
     monkeypatch.setattr(stream, "MAX_STREAM_SECONDS", 1.0)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    access_log = logging.getLogger("werkzeug")  # thousands of requests: no access log
+    level = access_log.level
+    access_log.setLevel(logging.WARNING)
     ctx = Context(api_settings)
     srv = make_server("127.0.0.1", 0, create_app(ctx=ctx), threaded=True)
     thread = threading.Thread(target=srv.serve_forever, name="spec-api", daemon=True)
@@ -54,6 +56,7 @@ def live_api(api_settings, monkeypatch):
         srv.server_close()
         ctx.celery.close()
         ctx.db.engine.dispose()
+        access_log.setLevel(level)
 
 
 def tenant_key(base: str) -> str:
