@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-python chaos test-unit examples examples-python bench lint clean help
+.PHONY: install run test test-python test-spec chaos test-unit examples examples-python bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
+	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
@@ -29,13 +30,18 @@ run: install
 	$(VENV)/bin/jobico run $(RUN_ARGS)
 
 test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python
+	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python --ignore=tests/spec
 
 # Python jobicolets on the sealed CPython (docs/python.md). The interpreter is compiled once per
 # machine (1-5 min on 2 cores) into $$JOBICO_TEST_PYTHON_CACHE (default ~/.cache/jobico/python) and
 # reused by later runs; then ~1 min. Run by .ci/run after `make test`.
 test-python: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/python
+
+# the OpenAPI document against the running API (tests/spec, docs/api.md "Checked by schemathesis"):
+# schemathesis, every phase, --checks all, with the admin token and with a tenant key; run by .ci/run
+test-spec: install
+	$(VENV)/bin/pytest -q -rP -p no:cacheprovider tests/spec
 
 # crash/outage scenarios on private servers (docs/delivery.md); ~4 min, run by .ci/run after `make test`
 chaos: install

@@ -16,7 +16,7 @@ from flask_smorest import Api
 from jobico_core.services.context import Context
 from jobico_core.settings import Settings
 
-from . import docs_ui, errors
+from . import docs_ui, errors, openapi
 from .auth import BEARER_SCHEME
 
 __all__ = ["create_app", "ROLES"]
@@ -29,6 +29,8 @@ _PACKAGE_SOURCE_KB = 1024
 
 class JobicoApi(Api):
     """flask-smorest's Api with Jobico's error bodies (always code/status/message/errors)."""
+
+    ERROR_SCHEMA = errors.ErrorSchema
 
     def handle_http_exception(self, error):
         return errors.handle_http_exception(error)
@@ -81,13 +83,14 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     )
     app.extensions["jobico"] = ctx
 
-    api = JobicoApi(app)
+    api = JobicoApi(app, spec_kwargs={"extra_plugins": [openapi.StandardResponses()]})
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
     from .blueprints import (admin, environment, executions, files, health, locks, metrics, packages, rejections,
                              stream, webhook)
     gateway = [webhook.blp]
     control = [admin.blp, files.blp, packages.blp, environment.blp, executions.blp, rejections.blp, locks.blp,
                metrics.blp, stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
+    openapi.install(app, api)
     blueprints = {"gateway": gateway, "control": control, "all": control + gateway}[role]
     for bp in blueprints + [health.blp]:
         api.register_blueprint(bp)

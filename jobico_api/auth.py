@@ -12,11 +12,12 @@ from functools import wraps
 from typing import Callable
 
 from flask import current_app, g, request
-from flask_smorest.error_handler import ErrorSchema as ERROR_SCHEMA  # noqa: F401  (re-exported: documents error bodies)
 
 from jobico_core.errors import Forbidden, Unauthorized
 from jobico_core.services import tenants as tenant_svc
 from jobico_core.services.context import Context
+
+from .errors import ErrorSchema as ERROR_SCHEMA  # noqa: F401  (re-exported: documents error bodies)
 
 SECURITY = [{"bearerAuth": []}]
 BEARER_SCHEME = {"type": "http", "scheme": "bearer",

@@ -8,6 +8,7 @@ from flask import request
 from jobico_core.errors import JobicoError
 
 _CHUNK = 64 * 1024
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def read_body(limit: int, too_large: Callable[[int | None], JobicoError]) -> bytes:
@@ -32,3 +33,10 @@ def read_body(limit: int, too_large: Callable[[int | None], JobicoError]) -> byt
         if total > limit:
             raise too_large(None)
     return b"".join(chunks)
+
+
+def refuse_forms(what: str) -> None:
+    """A 415 for a form body where the endpoint takes raw bytes (a form's envelope is not the content)."""
+    if request.mimetype in FORM_TYPES:
+        raise JobicoError(f"send {what} as the raw body, not as {request.mimetype}",
+                          {"body": [f"not {request.mimetype}"]}, status=415)

@@ -17,6 +17,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import marshmallow as ma
 from flask import Flask, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -25,6 +26,16 @@ from jobico_core.errors import JobicoError
 log = logging.getLogger("jobico_api")
 
 RETRY_AFTER = "5"
+
+
+class ErrorSchema(ma.Schema):
+    """Every error body (the OpenAPI document's ``Error``)."""
+    code = ma.fields.Integer(required=True, metadata={"description": "the HTTP status", "example": 422})
+    status = ma.fields.String(required=True, metadata={"description": "its reason phrase",
+                                                       "example": "Unprocessable Entity"})
+    message = ma.fields.String(required=True, metadata={"description": "what is wrong, in words"})
+    errors = ma.fields.Dict(required=True, keys=ma.fields.String(), metadata={
+        "description": "where: field or member -> problems (`{}` when the message says it all)"})
 
 
 def reason(status: int) -> str:

@@ -22,7 +22,7 @@ from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
 from .limits import MAX_LIMITS, Limits
 from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
-from .names import file_name_problem, name_problem
+from .names import file_name_problem, name_problem, package_name_problem
 
 MAX_SOURCE_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -289,6 +289,8 @@ def _str(obj: dict, key: str, path: str, p: _Problems, *, required: bool = True,
         return default
     if rule == "name":
         problem = name_problem(value, key)
+    elif rule == "package":
+        problem = package_name_problem(value, key)
     elif rule == "file":
         problem = file_name_problem(value)
     else:
@@ -529,7 +531,7 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
             p.add("package", "'package' must be a mapping")
             p.raise_if_any()
     _check_keys(raw, _ROOT_KEYS, "", p)
-    spec = PackageSpec(id=_str(raw, "id", "", p))
+    spec = PackageSpec(id=_str(raw, "id", "", p, rule="package"))
     spec.name = _str(raw, "name", "", p, required=False, rule="text")
     if raw.get("tenant") is not None:
         spec.tenant = _str(raw, "tenant", "", p)

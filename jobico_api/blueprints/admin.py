@@ -6,9 +6,11 @@ from flask import request
 from flask_smorest import Blueprint
 
 from jobico_core.errors import Unauthorized
+from jobico_core.names import HEADER, NAME
 from jobico_core.services import tenants as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, admin_required, ctx
+from ..openapi import Flag, Named, openapi
 
 blp = Blueprint("tenants", __name__, url_prefix="/api/v1", description="Tenants and API keys (admin token).")
 
@@ -16,11 +18,10 @@ WEBHOOK_MODES = svc.WEBHOOK_AUTH_MODES
 
 
 class TenantCreateSchema(ma.Schema):
-    id = ma.fields.String(required=True, metadata={"description": "tenant id, ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                                                   "example": "tenant_1"})
+    id = Named(NAME, required=True, metadata={"description": "tenant id", "example": "tenant_1"})
     webhook_auth = ma.fields.String(load_default="key", validate=ma.validate.OneOf(WEBHOOK_MODES),
                                     metadata={"description": "how webhooks authenticate: key, hmac or none"})
-    key_name = ma.fields.String(load_default="default", metadata={"description": "name of the first key"})
+    key_name = Named(NAME, load_default="default", metadata={"description": "name of the first key"})
 
 
 class TenantCreatedSchema(ma.Schema):
@@ -51,20 +52,36 @@ class TenantListSchema(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(TenantSchema))
 
 
+@openapi("TenantPatch", {"allOf": [
+    {"anyOf": [
+        {"required": ["webhook_auth"]},
+        {"required": ["submitter_header"], "properties": {"rotate_secret": {"enum": [False]}}},
+        {"required": ["revoke_previous_secret"],
+         "properties": {"revoke_previous_secret": {"enum": [True]}, "rotate_secret": {"enum": [False]}}},
+    ]},
+    {"anyOf": [{"not": {"required": ["secret_grace_seconds"]}},
+               {"required": ["rotate_secret"], "properties": {"rotate_secret": {"enum": [True]}}}]},
+    {"not": {"required": ["rotate_secret", "revoke_previous_secret"],
+             "properties": {"rotate_secret": {"enum": [True]}, "revoke_previous_secret": {"enum": [True]}}}},
+], "description": "at least one of webhook_auth, submitter_header and revoke_previous_secret; rotate_secret "
+                  "needs webhook_auth; secret_grace_seconds needs rotate_secret; rotate_secret and "
+                  "revoke_previous_secret exclude each other"})
 class TenantPatchSchema(ma.Schema):
     webhook_auth = ma.fields.String(validate=ma.validate.OneOf(WEBHOOK_MODES))
-    rotate_secret = ma.fields.Boolean(load_default=False, metadata={
+    rotate_secret = Flag(load_default=False, metadata={
         "description": "with webhook_auth=hmac: issue a new signing secret; the previous one stays valid for "
                        "secret_grace_seconds"})
     secret_grace_seconds = ma.fields.Integer(
         validate=ma.validate.Range(0, svc.MAX_SECRET_GRACE), metadata={
             "description": "with rotate_secret: how long the previous secret stays valid (default "
                            "JOBICO_WEBHOOK_SECRET_GRACE; 0 = it stops at once)"})
-    revoke_previous_secret = ma.fields.Boolean(load_default=False, metadata={
+    revoke_previous_secret = Flag(load_default=False, metadata={
         "description": "end a rotation's overlap now: only the current signing secret is accepted"})
     submitter_header = ma.fields.String(allow_none=True, metadata={
         "description": "a request header (e.g. X-Submitter) whose value becomes the submitter of the webhook's "
-                       "executions when present; null or \"\" = the key's name again", "example": "X-Submitter"})
+                       "executions when present; null or \"\" = the key's name again. Not a header that already "
+                       "means something (Authorization, Content-*, Idempotency-Key, X-Jobico-*...: 422)",
+        "example": "X-Submitter", "pattern": HEADER.optional_pattern(), "maxLength": HEADER.max_length})
 
     @ma.validates_schema
     def _something(self, data, **_):
@@ -81,7 +98,7 @@ class TenantPatchSchema(ma.Schema):
 
 
 class KeyCreateSchema(ma.Schema):
-    name = ma.fields.String(required=True, metadata={"example": "ci"})
+    name = Named(NAME, required=True, metadata={"example": "ci"})
 
 
 class KeyCreatedSchema(ma.Schema):
@@ -136,7 +153,7 @@ def list_tenants():
     return {"items": [_tenant_out(t) for t in svc.list_tenants(ctx())]}
 
 
-@blp.route("/tenants/<tenant>", methods=["GET"])
+@blp.route("/tenants/<tenant:tenant>", methods=["GET"])
 @blp.doc(security=SECURITY, summary="Show a tenant")
 @admin_required
 @blp.response(200, TenantSchema)
@@ -144,7 +161,7 @@ def get_tenant(tenant):
     return _tenant_out(svc.get_tenant(ctx(), tenant))
 
 
-@blp.route("/tenants/<tenant>", methods=["PATCH"])
+@blp.route("/tenants/<tenant:tenant>", methods=["PATCH"])
 @blp.doc(security=SECURITY, summary="Change a tenant's webhook authentication (or rotate its HMAC secret, "
                                     "or end a rotation's overlap) and/or its submitter header")
 @admin_required
@@ -163,7 +180,7 @@ def patch_tenant(body, tenant):
     return _tenant_out(t, secret=True)
 
 
-@blp.route("/tenants/<tenant>", methods=["DELETE"])
+@blp.route("/tenants/<tenant:tenant>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Delete a tenant, its keys, files and packages")
 @admin_required
 @blp.response(204)
@@ -171,17 +188,18 @@ def delete_tenant(tenant):
     svc.delete_tenant(ctx(), tenant)
 
 
-@blp.route("/tenants/<tenant>/keys", methods=["POST"])
+@blp.route("/tenants/<tenant:tenant>/keys", methods=["POST"])
 @blp.doc(security=SECURITY, summary="Create a named key for a tenant")
 @admin_required
 @blp.arguments(KeyCreateSchema)
 @blp.response(201, KeyCreatedSchema)
+@blp.alt_response(409, schema=ERROR_SCHEMA, description="the tenant has a key by that name")
 def create_key(body, tenant):
     row, key = svc.create_key(ctx(), tenant, body["name"])
     return {"name": row.name, "key": key, "prefix": row.prefix}
 
 
-@blp.route("/tenants/<tenant>/keys", methods=["GET"])
+@blp.route("/tenants/<tenant:tenant>/keys", methods=["GET"])
 @blp.doc(security=SECURITY, summary="List a tenant's keys (no secrets)")
 @admin_required
 @blp.response(200, KeyListSchema)
@@ -191,7 +209,7 @@ def list_keys(tenant):
                        "last_used_at": k.last_used_at} for k in svc.list_keys(ctx(), tenant)]}
 
 
-@blp.route("/tenants/<tenant>/keys/<name>", methods=["DELETE"])
+@blp.route("/tenants/<tenant:tenant>/keys/<key:name>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Revoke a key")
 @admin_required
 @blp.response(204)

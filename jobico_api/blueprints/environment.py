@@ -9,6 +9,7 @@ from jobico_core.package import ENV_NAME_RULE, MAX_ENV_VALUE_BYTES
 from jobico_core.services import environment as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import Flag
 
 blp = Blueprint("environment", __name__, url_prefix="/api/v1/environment",
                 description="Stored environment variables and secrets, referenced by packages as "
@@ -30,10 +31,11 @@ class VariableListSchema(ma.Schema):
 
 
 class SetSchema(ma.Schema):
-    value = ma.fields.String(required=True, metadata={"description": f"at most {MAX_ENV_VALUE_BYTES} bytes"})
-    secret = ma.fields.Boolean(load_default=True,
-                               metadata={"description": "true (default): masked everywhere, redacted from "
-                                                        "execution records; false: a plain value, shown"})
+    value = ma.fields.String(required=True, metadata={
+        "description": f"at most {MAX_ENV_VALUE_BYTES} bytes of UTF-8, no NUL", "maxLength": MAX_ENV_VALUE_BYTES,
+        "pattern": "^[^\\u0000]*$"})
+    secret = Flag(load_default=True, metadata={"description": "true (default): masked everywhere, redacted from "
+                                                         "execution records; false: a plain value, shown"})
 
 
 @blp.route("", methods=["GET"])
@@ -44,7 +46,7 @@ def list_variables():
     return {"items": [v.to_dict() for v in svc.list_variables(ctx(), g.tenant)]}
 
 
-@blp.route("/<name>", methods=["PUT"])
+@blp.route("/<variable:name>", methods=["PUT"])
 @blp.doc(security=SECURITY, summary="Set (create or replace) a variable",
          description="Takes effect for executions that start afterwards; no redeploy needed.")
 @tenant_required
@@ -55,7 +57,7 @@ def set_variable(body, name):
     return svc.set_variable(ctx(), g.tenant, name, body["value"], secret=body["secret"]).to_dict()
 
 
-@blp.route("/<name>", methods=["DELETE"])
+@blp.route("/<variable:name>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Remove a variable",
          description="Executions of a package still referencing it are then recorded as cancelled, "
                      "with a message naming it.")

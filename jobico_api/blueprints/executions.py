@@ -10,6 +10,7 @@ from jobico_core.services import controls
 from jobico_core.services import executions as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import Cursor
 
 blp = Blueprint("executions", __name__, url_prefix="/api/v1/executions",
                 description="What happened to each event: status, code, result, logs.")
@@ -121,7 +122,7 @@ class ListArgs(ma.Schema):
     submitter = ma.fields.String(metadata={"description": "a key's name, a submitter header's value, cron, "
                                                           "mqtt:<topic> or chain"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = Cursor()
 
 
 @blp.route("", methods=["GET"])
@@ -129,6 +130,7 @@ class ListArgs(ma.Schema):
 @tenant_required
 @blp.arguments(ListArgs, location="query")
 @blp.response(200, ExecutionPageSchema)
+@blp.alt_response(400, schema=ERROR_SCHEMA, description="cursor is not a next_cursor of this API")
 def list_executions(args):
     items, nxt = svc.list_executions(ctx(), g.tenant, package=args.get("package"), event=args.get("event"),
                                      status=args.get("status"), submitter=args.get("submitter"),

@@ -51,9 +51,10 @@ def _run(check) -> dict:
 
 
 @blp.route("/ready", methods=["GET"])
-@blp.doc(summary="Readiness: database, Redis and object store reachable",
-         responses={"503": {"description": "a dependency is down (see `failed`)"}})
+@blp.doc(summary="Readiness: database, Redis and object store reachable")
 @blp.response(200, ReadySchema)
+@blp.alt_response(503, schema=ReadySchema, description="a dependency is down (see `failed`)",
+                  headers={"Retry-After": {"description": "seconds", "schema": {"type": "string"}}})
 def ready():
     c = ctx()
     checks = {

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import marshmallow as ma
-from flask import g, request
+from flask import g
 from flask_smorest import Blueprint
 
-from jobico_core.errors import JobicoError, TooLarge
+from jobico_core.errors import TooLarge
 from jobico_core.package import MAX_SOURCE_BYTES
 from jobico_core.services import packages as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
-from ..body import read_body
+from ..body import read_body, refuse_forms
 
 blp = Blueprint("packages", __name__, url_prefix="/api/v1/packages",
                 description="Packages: immutable numbered versions of a YAML definition.")
@@ -62,13 +62,8 @@ class RollbackSchema(ma.Schema):
     version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
 
 
-_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
 def _source() -> bytes:
-    if request.mimetype in _FORM_TYPES:
-        raise JobicoError(f"send the package YAML as the raw body (Content-Type: application/yaml), "
-                          f"not as {request.mimetype}", {"body": ["not YAML"]}, status=415)
+    refuse_forms("the package YAML (Content-Type: application/yaml)")
     return read_body(MAX_SOURCE_BYTES, lambda size: TooLarge(
         f"package source is larger than {MAX_SOURCE_BYTES // 1024} KB"))
 
@@ -97,6 +92,7 @@ def _show(tenant: str, name: str, number: int | None = None) -> dict:
 @blp.response(201, PackageSchema)
 @blp.alt_response(409, schema=ERROR_SCHEMA,
                   description="the package exists, or another package owns one of its event ids")
+@blp.alt_response(415, schema=ERROR_SCHEMA, description="sent as a form: send the YAML as the raw body")
 @blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package (every problem listed with its path)")
 def deploy():
     info = svc.deploy(ctx(), g.tenant, _source())
@@ -159,18 +155,19 @@ def list_packages():
     return {"items": items}
 
 
-@blp.route("/<package>", methods=["PUT"])
+@blp.route("/<package:package>", methods=["PUT"])
 @blp.doc(security=SECURITY, summary="Redeploy: a new version of an existing package", requestBody=YAML_BODY)
 @tenant_required
 @blp.response(201, PackageSchema)
 @blp.alt_response(404, schema=ERROR_SCHEMA, description="no such package")
+@blp.alt_response(415, schema=ERROR_SCHEMA, description="sent as a form: send the YAML as the raw body")
 @blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package, or its id differs from the URL")
 def redeploy(package):
     info = svc.deploy(ctx(), g.tenant, _source(), redeploy=True, expected_id=package)
     return _show(g.tenant, info.package, info.number)
 
 
-@blp.route("/<package>", methods=["GET"])
+@blp.route("/<package:package>", methods=["GET"])
 @blp.doc(security=SECURITY, summary="Show a package and one of its versions")
 @tenant_required
 @blp.arguments(ShowArgs, location="query")
@@ -179,7 +176,7 @@ def show(args, package):
     return _show(g.tenant, package, args.get("version"))
 
 
-@blp.route("/<package>/rollback", methods=["POST"])
+@blp.route("/<package:package>/rollback", methods=["POST"])
 @blp.doc(security=SECURITY, summary="Make an earlier version active again")
 @tenant_required
 @blp.arguments(RollbackSchema)
@@ -189,7 +186,7 @@ def rollback(body, package):
     return _show(g.tenant, package, info.number)
 
 
-@blp.route("/<package>", methods=["DELETE"])
+@blp.route("/<package:package>", methods=["DELETE"])
 @blp.doc(security=SECURITY, summary="Delete a package and all its versions")
 @tenant_required
 @blp.response(204)

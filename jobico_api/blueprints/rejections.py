@@ -7,7 +7,8 @@ from flask_smorest import Blueprint
 
 from jobico_core.services import rejections as svc
 
-from ..auth import SECURITY, ctx, tenant_required
+from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import Cursor
 
 blp = Blueprint("rejections", __name__, url_prefix="/api/v1/rejections",
                 description="Events a trigger without a caller (MQTT) could not accept, and why.")
@@ -36,7 +37,7 @@ class ListArgs(ma.Schema):
     event = ma.fields.String()
     reason = ma.fields.String(validate=ma.validate.OneOf(svc.REASONS))
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = Cursor()
 
 
 @blp.route("", methods=["GET"])
@@ -46,6 +47,7 @@ class ListArgs(ma.Schema):
 @tenant_required
 @blp.arguments(ListArgs, location="query")
 @blp.response(200, RejectionPageSchema)
+@blp.alt_response(400, schema=ERROR_SCHEMA, description="cursor is not a next_cursor of this API")
 def list_rejections(args):
     items, nxt = svc.list_rejections(ctx(), g.tenant, event=args.get("event"), reason=args.get("reason"),
                                      limit=args["limit"], cursor=args.get("cursor"))

@@ -51,6 +51,7 @@ from jobico_core.errors import BadRequest, Unavailable
 from jobico_core.services import executions as svc
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
+from ..openapi import QueryFlag
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ REPLAY_BATCH = 500
 MAX_STREAM_SECONDS = 30 * 60.0
 RETRY_MS = 2000
 SENT_MEMORY = 10000  # execution ids remembered per connection (dedup of live vs replay/catch-up)
+MAX_SEQ = 2**63 - 1  # executions.seq is a BIGINT
 
 blp = Blueprint("stream", __name__, url_prefix="/api/v1/executions",
                 description="Live stream of finished executions (Server-Sent Events).")
@@ -70,12 +72,12 @@ class StreamArgs(ma.Schema):
     package = ma.fields.String(metadata={"description": "only this package"})
     event = ma.fields.String(metadata={"description": "only this event"})
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES), metadata={"description": "only this status"})
-    last_event_id = ma.fields.Integer(validate=ma.validate.Range(min=0), metadata={
+    last_event_id = ma.fields.Integer(validate=ma.validate.Range(min=0, max=MAX_SEQ), metadata={
         "description": "replay from this seq (for clients that cannot send the Last-Event-ID header; "
                        "the header wins)"})
     recent = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=500), metadata={
         "description": "without Last-Event-ID: first send the last N finished executions"})
-    follow = ma.fields.Boolean(load_default=True, metadata={
+    follow = QueryFlag(load_default=True, metadata={
         "description": "false: send the replay (recent / since Last-Event-ID), then close"})
 
 
@@ -84,7 +86,7 @@ def _last_event_id(args: dict) -> int | None:
     if raw is not None and raw.strip() != "":
         try:
             value = int(raw.strip())
-            if value < 0:
+            if not 0 <= value <= MAX_SEQ:
                 raise ValueError
             return value
         except ValueError:
@@ -106,13 +108,47 @@ class _Filter:
                 and (self.status is None or d.get("status") == self.status))
 
 
+# One event of the stream (OpenAPI 3.0 cannot type the items of a text/event-stream: the document carries
+# this as the media type's `x-itemSchema`, OpenAPI 3.2's `itemSchema`, and the stream tests check frames
+# against it).
+EVENT_SCHEMA = {
+    "type": "object", "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the record's seq (the Last-Event-ID)"},
+        "event": {"type": "string", "enum": ["execution"]},
+        "data": {"$ref": "#/components/schemas/Execution",
+                 "description": "the execution record with its logs, JSON on one line"},
+    },
+}
+STREAM_FORMAT = """`text/event-stream` (https://html.spec.whatwg.org/multipage/server-sent-events.html): first
+`retry: 2000` and a comment; then one event per finished execution:
+
+    id: <seq>
+    event: execution
+    data: <the execution record as JSON, with its logs, on one line>
+
+(typed by `x-itemSchema`: `data` is an `Execution`), an id-only block `id: <seq>` (the position reached, so
+a reconnect resumes from there) and `: keepalive` comments every 15 s. With follow=false the stream ends
+after the replay."""
+
+
 @blp.route("/stream", methods=["GET"])
 @blp.doc(security=SECURITY, summary="Live stream of finished executions (Server-Sent Events)",
          description="Events `id: <seq>`, `event: execution`, `data: <execution JSON with logs>`; "
                      "`: keepalive` comments every 15 s. `Last-Event-ID` (or `last_event_id`) replays "
                      "what was missed, with a short lookback: deduplicate by the record's `id`.",
-         responses={"200": {"description": "an endless text/event-stream (unless follow=false)",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+         parameters=[{"in": "header", "name": "Last-Event-ID", "required": False,
+                      "description": "replay from this seq (an event id this stream sent); wins over "
+                                     "last_event_id; empty: as if absent; anything else is a 400",
+                      "schema": {"type": "string", "pattern": "^ *([0-9]{1,18})? *$"}}],
+         responses={"200": {"description": STREAM_FORMAT,
+                            "content": {"text/event-stream": {
+                                "schema": {"type": "string", "format": "event-stream"},
+                                "x-itemSchema": EVENT_SCHEMA,
+                                "example": 'retry: 2000\n: executions of tenant_1\n\nid: 7\nevent: execution\n'
+                                           'data: {"id":"0190...","seq":7,"status":"succeeded",...}\n\n'}},
+                            "headers": {"Cache-Control": {"schema": {"type": "string"},
+                                                          "description": "no-cache, no-store"}}},
                     "400": {"description": "bad Last-Event-ID", "content": {"application/json": {
                         "schema": ERROR_SCHEMA}}},
                     "503": {"description": "Redis is unavailable", "content": {"application/json": {

@@ -5,7 +5,6 @@ import datetime as dt
 import hashlib
 import hmac
 import math
-import re
 import secrets
 import time
 
@@ -13,7 +12,7 @@ from sqlalchemy import delete, select
 
 from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant, utcnow
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from ..names import name_problem
+from ..names import HEADER, name_problem
 from .context import Context
 
 KEY_PREFIX = "jbk_"
@@ -22,7 +21,6 @@ HMAC_MAX_SKEW = 300  # seconds
 MAX_SECRET_GRACE = 30 * 86400  # seconds a rotated-out signing secret may stay valid, at most
 SPENT_SIGNATURE_PREFIX = "jobico:sig:"  # + "<tenant>:<hex>": a signature already accepted (webhook replays)
 MAX_SUBMITTER = 128  # characters of a submitter name (executions.submitter)
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an HTTP token (RFC 9110)
 # headers that already mean something to the webhook (or to HTTP) cannot name the submitter
 _RESERVED_HEADERS = ("authorization", "proxy-authorization", "cookie", "host", "idempotency-key",
                      "content-type", "content-length", "content-encoding", "transfer-encoding")
@@ -133,7 +131,7 @@ def previous_secret_valid(tenant) -> bool:
 
 
 def submitter_header_problem(name: str) -> str | None:
-    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+    if HEADER.problem(name, "header"):
         return "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-, at most 64 characters)"
     if name.lower().startswith("x-jobico-") or name.lower() in _RESERVED_HEADERS:
         return f"{name!r} already means something to the webhook; choose another header (e.g. X-Submitter)"
