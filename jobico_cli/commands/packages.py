@@ -139,6 +139,10 @@ def _report(verb: str, package: str, res: dict, source: bytes, json_: bool) -> N
     if json_:
         print_json(res)
         return
+    if res.get("unchanged"):
+        info(f"Package [bold]{safe(res.get('id', package))}[/] unchanged: version {safe(_version_number(res))} "
+             "(active) already has this YAML and these files; no new version.")
+        return
     info(f"{verb} package [bold]{safe(res.get('id', package))}[/] version {safe(_version_number(res))} (active).")
     events = _event_ids(source)
     if events:
@@ -185,6 +189,7 @@ def register(app: typer.Typer) -> None:
         \b
           jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--python x.py] [--schema hello.json]
 
+        The same YAML and files as the active version again: "unchanged", no new version.
         When the server refuses it, every repository file the uploads replaced gets its previous
         content back.
         """
