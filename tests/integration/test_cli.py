@@ -260,6 +260,29 @@ def test_deploy_problems_are_listed_one_per_line(cli, tenant, files, tmp_path):
     assert any("runtimes[0]" in line for line in lines)
 
 
+def test_redeploying_the_same_config_and_files_is_unchanged(cli, tenant, files):
+    cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+        "--schema", files["person.json"], token=tenant)
+    same = cli("redeploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"], token=tenant)
+    assert "Package people unchanged: version 1 (active)" in same.output and "no new version" in same.output
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is True and doc["version"]["number"] == 1
+    assert [v["number"] for v in cli.json("show", "people", token=tenant)["versions"]] == [1]
+    # one byte more in the YAML, or another file behind a name: a new version
+    changed = files["people.yaml"].read_text() + "# v2\n"
+    files["people.yaml"].write_text(changed)
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 2
+    files["echo.wasm"].write_bytes(wasm("error"))
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+                   token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 3
+    # after a rollback the active version is the one compared with
+    cli("rollback", "people", "--version", "1", token=tenant)
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 4
+
+
 def test_a_refused_deploy_leaves_the_repository_files_as_they_were(cli, tenant, files, tmp_path):
     cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
         "--schema", files["person.json"], token=tenant)
