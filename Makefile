@@ -13,7 +13,7 @@ help:
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
 	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
-	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc) and the Python zip"
+	@echo "make examples  rebuild examples/jobicolets/*.wasm (apt: clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32; TinyGo from its releases) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
 	@echo "make lint      byte-compile and run ruff (pyflakes + pycodestyle rules)"

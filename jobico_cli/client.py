@@ -190,8 +190,11 @@ class Client:
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 json_body: Any = None, data: Any = None, headers: Mapping[str, str] | None = None,
-                auth: bool = True) -> Any:
-        """Send a request; return the decoded JSON answer (None for an empty one)."""
+                auth: bool = True, raw: bool = False) -> Any:
+        """Send a request; return the decoded JSON answer (None for an empty one).
+
+        ``raw``: return the successful :class:`requests.Response` itself (a download).
+        """
         url = self.url(path)
         hdrs = {"Accept": "application/json"}
         if auth and self.token:
@@ -217,6 +220,8 @@ class Client:
                               ) from None
         except requests.exceptions.RequestException as exc:
             raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: {exc}") from None
+        if raw and 200 <= resp.status_code < 300:
+            return resp
         return self._answer(resp)
 
     def _answer(self, resp: requests.Response) -> Any:
@@ -283,6 +288,23 @@ class Client:
         body: Any = _ProgressBody(data, on_progress) if on_progress else data
         return self.request("PUT", f"/api/v1/files/{_seg(name)}", params={"kind": kind}, data=body,
                             headers={"Content-Type": "application/octet-stream"})
+
+    def file_info(self, name: str) -> dict | None:
+        """A repository file's metadata (kind, sha256, ...); None when there is no such file."""
+        try:
+            return self.request("GET", f"/api/v1/files/{_seg(name)}")
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def file_content(self, name: str) -> tuple[dict, bytes] | None:
+        """A repository file's metadata and current bytes; None when there is no such file."""
+        meta = self.file_info(name)
+        if meta is None:
+            return None
+        resp = self.request("GET", f"/api/v1/files/{_seg(name)}/content", raw=True, headers={"Accept": "*/*"})
+        return meta, resp.content
 
     def list_files(self, kind: str | None = None) -> dict:
         return self.request("GET", "/api/v1/files", params={"kind": kind})

@@ -150,18 +150,33 @@ class _Children:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.ready: dict[str, threading.Event] = {}
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str],
+              ready_suffix: str | None = None) -> subprocess.Popen:
+        """Start ``name``; with ``ready_suffix``, :meth:`wait_ready` waits for an output line ending with it."""
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        ready = self.ready[name] = threading.Event()
+        threading.Thread(target=self._pump, args=(name, proc, ready, ready_suffix), daemon=True).start()
         self.procs.append((name, proc))
         return proc
 
     @staticmethod
-    def _pump(name: str, proc: subprocess.Popen) -> None:
+    def _pump(name: str, proc: subprocess.Popen, ready: threading.Event, ready_suffix: str | None) -> None:
         for line in iter(proc.stdout.readline, b""):
-            sys.stderr.write(f"[{name}] {line.decode(errors='replace')}")
+            text = line.decode(errors="replace")
+            sys.stderr.write(f"[{name}] {text}")
+            if ready_suffix and text.rstrip().endswith(ready_suffix):
+                ready.set()
+
+    def wait_ready(self, name: str, timeout: float) -> bool:
+        """Wait (bounded) for ``name``'s ready line; False when it did not come in time or a child died."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.exited() is None:
+            if self.ready[name].wait(0.2):
+                return True
+        return False
 
     def exited(self) -> tuple[str, int] | None:
         for name, proc in self.procs:
@@ -376,15 +391,19 @@ def run(
                                "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
         children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
                                   "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
-                                  "--without-mingle"], env)
+                                  "--without-mingle"], env, ready_suffix=" ready.")
         if beat:
             children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
                                     "--scheduler", BEAT_SCHEDULER], env)
         if settings.mqtt_url:
             children.start("mqtt-bridge", [py, "-m", "jobico_cli.main", "mqtt-bridge"], env)
         if flower:
+            # Flower inspects the workers once as it starts and warns about every query nobody answered:
+            # start it once the worker is up (bounded: a slow worker only brings the warnings back)
+            children.wait_ready("worker", timeout=60)
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
-                                      "--address=127.0.0.1", f"--port={flower_port}"],
+                                      "--address=127.0.0.1", f"--port={flower_port}",
+                                      "--inspect_timeout=3000"],  # ms: a busy 2-core machine answers late
                            {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
         _wait_ready(api_url, children)
         key = _bootstrap_demo(api_url, settings.admin_token, data_dir)

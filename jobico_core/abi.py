@@ -1,4 +1,4 @@
-"""Static checks of the jobicolet ABI (docs: /work/shared/docs/jobicolet-abi.md).
+"""Static checks of the jobicolet ABI (the ABI itself: docs/jobicolets.md).
 
 Used by uploads (API) and by the worker's runtime before a module is compiled.
 The check is cheap: a small pure-Python reader of the module's type, import,

@@ -5,8 +5,16 @@
 * ``*.c``   -> ``*.wasm`` with clang for ``wasm32-wasi`` against wasi-libc.
   Debian/Ubuntu: ``apt-get install clang lld wasi-libc libclang-rt-dev-wasm32``
   (Debian 12: ``clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32``).
-  Without a compiler the committed ``.wasm`` files are kept and the packages
-  to install are printed.
+* ``greet_rust.rs`` -> ``wasm32-unknown-unknown``, ``greet_rust_wasi.rs`` -> ``wasm32-wasip1``
+  (``wasm32-wasi`` before Rust 1.78) with ``rustc`` (no cargo, no crates).
+  Debian/Ubuntu: ``apt-get install rustc libstd-rust-dev-wasm32 wasi-libc`` (a rustup
+  toolchain works too once ``rustup target add wasm32-unknown-unknown wasm32-wasip1``).
+* ``*.go`` -> ``*.wasm`` with TinyGo (``-target=wasip1``). TinyGo is not packaged by
+  Debian nor published on PyPI or npm: install it from its own releases and put
+  ``tinygo`` on PATH.
+
+Without a toolchain the committed ``.wasm`` files of that language are kept, and the
+packages to install are printed.
 
 The built ``.wasm`` files are committed so tests and ``make run`` need no compiler.
 """
@@ -23,6 +31,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 APT_HINT = ("apt-get install clang lld wasi-libc libclang-rt-dev-wasm32   "
             "(Debian 12: clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)")
+RUST_HINT = "apt-get install rustc libstd-rust-dev-wasm32 wasi-libc"
+TINYGO_HINT = ("TinyGo is not packaged by Debian nor on PyPI/npm: install it from its releases "
+               "(tinygo on PATH)")
+#: Rust sources and the target each is built for (the WASI one under either of its names)
+RUST_SOURCES = {"greet_rust.rs": ("wasm32-unknown-unknown",),
+                "greet_rust_wasi.rs": ("wasm32-wasip1", "wasm32-wasi")}
+#: extra rustc arguments per source: the WASI build exports wasi-libc's allocator
+RUST_ARGS = {"greet_rust_wasi.rs": ["-C", "link-arg=--export=malloc", "-C", "link-arg=--export=free"]}
 
 
 def find_clang() -> str | None:
@@ -68,6 +84,44 @@ def build_c(src: Path, clang: str, sysroot: str) -> None:
     print(f"  c    {src.name:<20} -> {out.name} ({out.stat().st_size} bytes)")
 
 
+def rust_target(targets: tuple[str, ...]) -> tuple[str, str] | None:
+    """A rustc that has the standard library for one of ``targets``: (rustc, target)."""
+    seen = set()
+    for cand in (shutil.which("rustc"), "/usr/bin/rustc"):
+        if not cand or not Path(cand).exists() or cand in seen:
+            continue
+        seen.add(cand)
+        try:
+            sysroot = subprocess.run([cand, "--print", "sysroot"], capture_output=True, text=True,
+                                     check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        for target in targets:
+            if Path(sysroot, "lib", "rustlib", target, "lib").is_dir():
+                return cand, target
+    return None
+
+
+def build_rust(src: Path, rustc: str, target: str) -> None:
+    out = src.with_suffix(".wasm")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / out.name
+        subprocess.run([rustc, "--target", target, "--crate-type", "cdylib", "-O", "-C", "strip=symbols",
+                        *RUST_ARGS.get(src.name, []), "-o", str(tmp_out), str(src)], check=True, cwd=tmp)
+        shutil.copyfile(tmp_out, out)
+    print(f"  rust {src.name:<20} -> {out.name} ({out.stat().st_size} bytes, {target})")
+
+
+def build_tinygo(src: Path, tinygo: str) -> None:
+    out = src.with_suffix(".wasm")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / out.name
+        subprocess.run([tinygo, "build", "-o", str(tmp_out), "-target=wasip1", "-no-debug",
+                        "-scheduler=none", str(src)], check=True, cwd=HERE)
+        shutil.copyfile(tmp_out, out)
+    print(f"  go   {src.name:<20} -> {out.name} ({out.stat().st_size} bytes, TinyGo)")
+
+
 def main() -> int:
     print(f"building example jobicolets in {HERE}")
     for src in sorted(HERE.glob("*.wat")):
@@ -89,6 +143,22 @@ def main() -> int:
         else:
             for src in c_sources:
                 build_c(src, clang, sysroot)  # type: ignore[arg-type]
+    for name, targets in RUST_SOURCES.items():
+        src = HERE / name
+        found = rust_target(targets)
+        if found is None:
+            print(f"  skipping {name}: no rustc with the {' or '.join(targets)} standard library; "
+                  f"the committed {src.with_suffix('.wasm').name} is kept.")
+            print(f"  to rebuild it: {RUST_HINT}")
+        else:
+            build_rust(src, *found)
+    for src in sorted(HERE.glob("*.go")):
+        tinygo = shutil.which("tinygo")
+        if tinygo is None:
+            kept = "the committed one is kept" if src.with_suffix(".wasm").exists() else "none is committed"
+            print(f"  skipping {src.name}: tinygo not found ({kept}). {TINYGO_HINT}")
+        else:
+            build_tinygo(src, tinygo)
     # check every example against the ABI
     sys.path.insert(0, str(HERE.parents[1]))
     from jobico_core.abi import inspect_module

@@ -39,6 +39,19 @@ class PackageSchema(ma.Schema):
     active_version = ma.fields.Integer()
     version = ma.fields.Nested(VersionSchema)
     versions = ma.fields.List(ma.fields.Nested(VersionSummarySchema))
+    unchanged = ma.fields.Boolean(metadata={"description": "deploy, redeploy and publish: true when the YAML and "
+                                                           "every file it references were those of the active "
+                                                           "version, so no version was created (answered 200, "
+                                                           "not 201)"})
+
+
+UNCHANGED = "unchanged: the same YAML and files as the active version, which is returned; no new version"
+
+
+def _deployed(info, extra: dict | None = None):
+    """The answer to a deploy: 201 with the new version, or 200 with the active one when unchanged."""
+    body = {**_show(g.tenant, info.package, info.number), **(extra or {}), "unchanged": info.unchanged}
+    return (body, 200) if info.unchanged else body
 
 
 class PackageListItemSchema(ma.Schema):
@@ -96,7 +109,7 @@ def _show(tenant: str, name: str, number: int | None = None) -> dict:
 @blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package (every problem listed with its path)")
 def deploy():
     info = svc.deploy(ctx(), g.tenant, _source())
-    return _show(g.tenant, info.package, info.number)
+    return _deployed(info)
 
 
 class StoredFileSchema(ma.Schema):
@@ -121,10 +134,12 @@ ARCHIVE_BODY = {"required": True, "content": {
          description="The archive holds the package YAML (package.yaml, or its only .yaml file) and the modules "
                      "and schemas it references. All or nothing: every file is stored and the new version (1, or "
                      "the next one of an existing package) is created and made active, or nothing changes. "
+                     "The same YAML and files as the active version create no version: 200, `unchanged: true`. "
                      "Links, devices, absolute or '..' paths, duplicate names, oversize members, too many "
                      "members and archive bombs are refused naming the member (`errors.archive`).")
 @tenant_required
 @blp.response(201, PublishedSchema)
+@blp.alt_response(200, schema=PublishedSchema, description=UNCHANGED)
 @blp.alt_response(409, schema=ERROR_SCHEMA, description="another package owns one of its event ids")
 @blp.alt_response(413, schema=ERROR_SCHEMA,
                   description="larger than JOBICO_MAX_ARCHIVE_KB (compressed or not), a member larger than "
@@ -138,7 +153,7 @@ def publish():
     data = read_body(limit_kb * 1024, lambda size: TooLarge(
         f"archive is larger than the {limit_kb} KB limit (JOBICO_MAX_ARCHIVE_KB)"))
     info, stored = publish_svc.publish(c, g.tenant, data)
-    return {**_show(g.tenant, info.package, info.number), "files": stored}
+    return _deployed(info, {"files": stored})
 
 
 @blp.route("", methods=["GET"])
@@ -159,12 +174,13 @@ def list_packages():
 @blp.doc(security=SECURITY, summary="Redeploy: a new version of an existing package", requestBody=YAML_BODY)
 @tenant_required
 @blp.response(201, PackageSchema)
+@blp.alt_response(200, schema=PackageSchema, description=UNCHANGED)
 @blp.alt_response(404, schema=ERROR_SCHEMA, description="no such package")
 @blp.alt_response(415, schema=ERROR_SCHEMA, description="sent as a form: send the YAML as the raw body")
 @blp.alt_response(422, schema=ERROR_SCHEMA, description="invalid package, or its id differs from the URL")
 def redeploy(package):
     info = svc.deploy(ctx(), g.tenant, _source(), redeploy=True, expected_id=package)
-    return _show(g.tenant, info.package, info.number)
+    return _deployed(info)
 
 
 @blp.route("/<package:package>", methods=["GET"])

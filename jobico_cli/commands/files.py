@@ -41,6 +41,13 @@ def kind_for(path: Path) -> str:
     return kind
 
 
+def upload_name(path: Path, name: Optional[str]) -> str:
+    """The repository name a local file (or a directory, packed as a zip) is uploaded under."""
+    if name:
+        return name
+    return f"{path.resolve().name}.zip" if path.is_dir() else path.name
+
+
 def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> list[dict]:
     """Upload (path, kind, name) triples with a progress bar on a terminal; return the answers.
 
@@ -52,11 +59,11 @@ def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> lis
             if kind != "python":
                 raise UsageProblem(f"{str(path)!r} is a directory: only a Python package is uploaded from one")
             data = pack_python_dir(path)
-            name = name or f"{path.resolve().name}.zip"
+            name = upload_name(path, name)
             info(f"Packed {safe(str(path))} into {safe(name)} ({len(python_files(path))} .py files)")
             payloads.append((path, kind, name, data))
         else:
-            payloads.append((path, kind, name or path.name, read_local(path)))
+            payloads.append((path, kind, upload_name(path, name), read_local(path)))
     results: list[dict] = []
     if not payloads:
         return results

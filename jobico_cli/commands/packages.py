@@ -1,7 +1,7 @@
 """``jobico deploy``, ``redeploy``, ``rollback``, ``delete``, ``show`` and ``packages``."""
 import sys
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 import yaml
@@ -10,10 +10,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Refused, UsageProblem
+from ..client import Client, Refused, Unreachable, UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize, text
 from ._common import JsonOpt, client, command, read_local
-from .files import upload_files
+from .files import upload_files, upload_name
 
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", exists=True, dir_okay=False, readable=True, show_default=False,
@@ -63,9 +63,13 @@ def _event_ids(source: bytes) -> list[str]:
         return []
 
 
+Upload = tuple[Path, str, Optional[str]]
+
+
 def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
-             schema: Optional[List[Path]], python: Optional[List[Path]] = None) -> tuple[str, bytes]:
-    """Read the YAML and check ids locally; then upload the files. Returns (package id, source)."""
+             schema: Optional[List[Path]], python: Optional[List[Path]] = None
+             ) -> tuple[str, bytes, list[Upload]]:
+    """Read the YAML and check ids locally. Returns (package id, source, files to upload)."""
     if config is None:
         path = Path(target)
         if not path.is_file():
@@ -78,11 +82,50 @@ def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
         package = yaml_package_id(source, config)
         if package != target:
             raise UsageProblem(f"package {target!r} does not match the id {package!r} declared in {str(config)!r}")
-    files = ([(p, "wasm", None) for p in wasm or []] + [(p, "python", None) for p in python or []]
-             + [(p, "schema", None) for p in schema or []])
-    if files:
-        upload_files(client(), files)
-    return package, source
+    files: list[Upload] = ([(p, "wasm", None) for p in wasm or []] + [(p, "python", None) for p in python or []]
+                           + [(p, "schema", None) for p in schema or []])
+    return package, source, files
+
+
+def _upload_then(files: list[Upload], action: Callable[[], Any]) -> Any:
+    """Upload ``files``, then ``action()`` (the deploy), all or nothing for the repository.
+
+    A deploy is checked by the server only once its files are in the repository, so the
+    uploads come first; when the server refuses an upload or the deploy, every file they
+    replaced gets its previous content back (same bytes, same sha256): a refused deploy
+    leaves the repository's files as they were. A file that did not exist before stays
+    (it replaced nothing; no package version pins it).
+    """
+    if not files:
+        return action()
+    c = client()
+    previous: dict[str, tuple[dict, bytes] | None] = {}
+    for path, _kind, name in files:
+        n = upload_name(path, name)
+        if n not in previous:
+            previous[n] = c.file_content(n)
+    try:
+        upload_files(c, files)
+        return action()
+    except Refused:
+        _restore(c, previous)
+        raise
+
+
+def _restore(c: Client, previous: dict[str, tuple[dict, bytes] | None]) -> None:
+    for name, old in previous.items():
+        if old is None:
+            continue
+        meta, data = old
+        try:
+            now = c.file_info(name)
+            if now is not None and now.get("sha256") == meta.get("sha256"):
+                continue
+            c.upload_file(name, data, meta.get("kind"))
+            info(f"Restored {safe(name)} to its previous content (sha256 {safe(str(meta.get('sha256'))[:12])}): "
+                 "the deploy was refused.")
+        except (Refused, Unreachable) as exc:
+            err_console.print(f"Could not restore {safe(name)} to its previous content: {safe(str(exc))}")
 
 
 def _version_number(res: dict) -> Any:
@@ -95,6 +138,10 @@ def _version_number(res: dict) -> Any:
 def _report(verb: str, package: str, res: dict, source: bytes, json_: bool) -> None:
     if json_:
         print_json(res)
+        return
+    if res.get("unchanged"):
+        info(f"Package [bold]{safe(res.get('id', package))}[/] unchanged: version {safe(_version_number(res))} "
+             "(active) already has this YAML and these files; no new version.")
         return
     info(f"{verb} package [bold]{safe(res.get('id', package))}[/] version {safe(_version_number(res))} (active).")
     events = _event_ids(source)
@@ -117,11 +164,12 @@ def register(app: typer.Typer) -> None:
           jobico deploy greet --config greet.yaml --wasm greet.wasm --schema hello.json
           jobico deploy echo/package.yaml --python echo/echo.py --schema echo/schema.json
 
-        A package that already exists is refused: use `jobico redeploy`.
+        A package that already exists is refused: use `jobico redeploy`. When the server refuses
+        the deploy, every repository file the uploads replaced gets its previous content back.
         """
-        package, source = _prepare(target, config, wasm, schema, python)
+        package, source, files = _prepare(target, config, wasm, schema, python)
         try:
-            res = client().deploy(source) or {}
+            res = _upload_then(files, lambda: client().deploy(source)) or {}
         except Refused as exc:
             if exc.status == 409 and "redeploy" not in exc.message:
                 exc.message += (f"\n  To create a new version of an existing package use: "
@@ -140,9 +188,13 @@ def register(app: typer.Typer) -> None:
 
         \b
           jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--python x.py] [--schema hello.json]
+
+        The same YAML and files as the active version again: "unchanged", no new version.
+        When the server refuses it, every repository file the uploads replaced gets its previous
+        content back.
         """
-        package, source = _prepare(target, config, wasm, schema, python)
-        res = client().redeploy(package, source) or {}
+        package, source, files = _prepare(target, config, wasm, schema, python)
+        res = _upload_then(files, lambda: client().redeploy(package, source)) or {}
         _report("Redeployed", package, res, source, json_)
 
     @command(app, "rollback")

@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
           jobico publish greet.zip          # or a zip / tar.gz made by CI
 
         The package is created, or gets a new active version; every file is stored, or nothing is.
+        The same YAML and files as the active version again: "unchanged", no new version.
         """
         if target.is_dir():
             data, names = pack_directory(target)
@@ -91,6 +92,10 @@ def register(app: typer.Typer) -> None:
             print_json(res)
             return
         version = (res.get("version") or {}).get("number")
+        if res.get("unchanged"):
+            info(f"Package [bold]{safe(res.get('id'))}[/] unchanged: version {safe(version)} (active) already has "
+                 "this YAML and these files; no new version.")
+            return
         info(f"Published package [bold]{safe(res.get('id'))}[/] version {safe(version)} (active), "
              f"{len(res.get('files') or [])} files stored.")
         for f in res.get("files") or []:

@@ -33,6 +33,8 @@ class VersionInfo:
     number: int
     spec: PackageSpec
     pins: dict[str, str]
+    #: a (re)deploy or publish of exactly the active version's YAML and files: no version was created
+    unchanged: bool = False
 
     def queue_for(self, event_id: str) -> str:
         return queue_name(self.tenant, self.package, self.spec.events[event_id].supplierqueue)
@@ -259,7 +261,8 @@ def deploy(ctx: Context, tenant: str, source: str | bytes, *, redeploy: bool = F
             info = deploy_in(ctx, s, tenant, spec, text, redeploy=redeploy)
     except IntegrityError:
         raise Conflict(f"package {spec.id!r} or one of its event ids was deployed concurrently; retry") from None
-    after_deploy(ctx, info, redeploy)
+    if not info.unchanged:
+        after_deploy(ctx, info, redeploy)
     return info
 
 
@@ -284,7 +287,11 @@ def checked_spec(ctx: Context, tenant: str, source: str | bytes, expected_id: st
 
 
 def deploy_in(ctx: Context, s, tenant: str, spec: PackageSpec, text: str, *, redeploy: bool | None) -> VersionInfo:
-    """The version's rows, in the caller's transaction (``redeploy=None``: create or add a version)."""
+    """The version's rows, in the caller's transaction (``redeploy=None``: create or add a version).
+
+    The same YAML text with the same files (sha256) as the active version creates nothing: the
+    active version comes back with ``unchanged=True`` (publishing twice is not two versions).
+    """
     if s.get(Tenant, tenant) is None:
         raise NotFound(f"tenant {tenant!r} does not exist")
     pins = _check_references(ctx, s, tenant, spec)
@@ -300,6 +307,10 @@ def deploy_in(ctx: Context, s, tenant: str, spec: PackageSpec, text: str, *, red
         s.flush()
         number = 1
     else:
+        active = s.scalar(select(PackageVersion).where(PackageVersion.package_id == pkg.id,
+                                                       PackageVersion.number == pkg.active_version))
+        if active is not None and active.source == text and dict(active.pins) == pins:
+            return dataclasses.replace(_new_version_info(tenant, spec.id, active), unchanged=True)
         number = (s.scalar(select(func.max(PackageVersion.number))
                            .where(PackageVersion.package_id == pkg.id)) or 0) + 1
     _claim_events(s, tenant, pkg, spec)

@@ -10,7 +10,9 @@ are deleted again unless a repository row references them.
 The package YAML is the member named ``package.yaml`` (or ``package.yml``), else the only
 ``.yaml``/``.yml`` member. Every other member must be a file the package references
 (``moduleref``/``schemaref``); a referenced file not in the archive is taken from the
-repository, as a plain deploy does. A package that exists gets a new version.
+repository, as a plain deploy does. A package that exists gets a new version, unless the
+YAML and every file it references are those of its active version: then nothing is created
+(``VersionInfo.unchanged``).
 """
 from __future__ import annotations
 
@@ -87,9 +89,11 @@ def publish(ctx: Context, tenant: str, data: bytes) -> tuple[VersionInfo, list[d
         if isinstance(exc, IntegrityError):
             raise Conflict(f"package {spec.id!r} or one of its files was changed concurrently; retry") from None
         raise
-    after_deploy(ctx, info, redeploy=info.number > 1)
+    if not info.unchanged:
+        after_deploy(ctx, info, redeploy=info.number > 1)
     stored = [{"name": n, "kind": kinds[n], "sha256": digests[n], "size": len(files[n])} for n in sorted(files)]
-    log.info("tenant %s: published %s version %d from an archive (%d files)", tenant, spec.id, info.number,
+    log.info("tenant %s: published %s %s from an archive (%d files)", tenant, spec.id,
+             f"unchanged (version {info.number})" if info.unchanged else f"version {info.number}",
              len(stored), extra={"tenant": tenant})
     return info, stored
 

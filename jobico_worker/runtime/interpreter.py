@@ -225,9 +225,10 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
         say("compiling the Python interpreter for this host (once; typically 1-4 minutes of CPU). "
             "Python jobicolets wait until it is ready; WASM modules are not affected")
         t0 = time.monotonic()
+        # -c, not -m: the package imports this module, and runpy would warn about running it again
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobico_worker.runtime.interpreter", "--cache-dir", str(cache_dir),
-             "--in-process"],
+            [sys.executable, "-c", "import sys; from jobico_worker.runtime.interpreter import main; sys.exit(main())",
+             "--cache-dir", str(cache_dir), "--in-process"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
         lines: list[str] = []
 

@@ -109,6 +109,12 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path, mqtt_broke
         out.close()
         err.close()
     assert code == 0, (tmp_path / "err.log").read_text()[-4000:]
+    # start-up output free of warnings (docs/operating.md, "Start-up output"): no runpy or deprecation
+    # warning, no Flower inspect warning; only Celery's advice against running as root, when root
+    log = (tmp_path / "err.log").read_text()
+    warnings = [line for line in log.splitlines() if re.search(r"Warning\b|\[W \d{6} ", line)
+                and not (os.geteuid() == 0 and "SecurityWarning: You're running the worker with superuser" in line)]
+    assert not warnings, warnings
     # everything it started is gone: nothing listens on its ports any more
     for p in (port, flower, gateway):
         with pytest.raises(requests.ConnectionError):

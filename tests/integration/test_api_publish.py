@@ -81,15 +81,24 @@ def test_publish_zip_then_tar_gz_creates_versions_and_stores_files(api):
     assert body["id"] == "people" and body["version"]["number"] == 1 and body["active_version"] == 1
     assert {f["name"]: f["kind"] for f in body["files"]} == {"echo.wasm": "wasm", "person.json": "schema"}
     assert body["version"]["pins"]["echo.wasm"] == sha256_hex(wasm("echo"))
-    # in a directory, as `tar czf pkg.tgz pkg/` makes it: a new version
+    assert body["unchanged"] is False
+    # the same YAML and files again, in a directory as `tar czf pkg.tgz pkg/` makes it: unchanged
     members = [(f"pkg/{n}", d) for n, d in good_members()]
     r = publish(api, t, make_tgz([("pkg/", b"", tarfile.DIRTYPE), *members]))
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["unchanged"] is True and r.get_json()["version"]["number"] == 1
+    assert r.get_json()["active_version"] == 1 and [v["number"] for v in r.get_json()["versions"]] == [1]
+    # another module under the same name: a new version
+    members = [(f"pkg/{n}", wasm("error") if n == "echo.wasm" else d) for n, d in good_members()]
+    r = publish(api, t, make_tgz([("pkg/", b"", tarfile.DIRTYPE), *members]))
     assert r.status_code == 201, r.get_json()
-    assert r.get_json()["version"]["number"] == 2
+    assert r.get_json()["version"]["number"] == 2 and r.get_json()["unchanged"] is False
     assert api.post_events("pub1", "person_added", {"data": [{"name": "Ada"}]}, t.headers).status_code == 200
-    # a referenced file may come from the repository instead of the archive
-    r = publish(api, t, make_zip([("package.yaml", package_yaml().encode()), ("echo.wasm", wasm("echo"))]))
+    # a referenced file may come from the repository instead of the archive (and a changed YAML is a version)
+    yaml2 = package_yaml(extra_events=("person_removed",)).encode()
+    r = publish(api, t, make_zip([("package.yaml", yaml2), ("echo.wasm", wasm("echo"))]))
     assert r.status_code == 201 and r.get_json()["version"]["number"] == 3
+    assert r.get_json()["version"]["pins"]["person.json"] == sha256_hex(SCHEMA)
 
 
 ATTACKS = [
@@ -201,7 +210,14 @@ def test_cli_publish_packs_a_directory_and_sends_an_archive(api, tmp_path):
         archive = tmp_path / "people.zip"
         archive.write_bytes(make_zip(good_members()))
         res = CliRunner().invoke(cli_app, ["publish", str(archive), "--json"], env=env)
-        assert res.exit_code == 0 and json.loads(res.stdout)["version"]["number"] == 2, res.output
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)   # the same content again: no new version
+        assert doc["unchanged"] is True and doc["version"]["number"] == 1, res.output
+        res = CliRunner().invoke(cli_app, ["publish", str(d)], env=env)
+        assert res.exit_code == 0 and "unchanged: version 1" in res.output and "no new version" in res.output
+        (d / "package.yaml").write_text(package_yaml(extra_events=("person_removed",)))
+        res = CliRunner().invoke(cli_app, ["publish", str(d)], env=env)
+        assert res.exit_code == 0 and "Published package people version 2" in res.output, res.output
         bad = tmp_path / "bad.zip"
         bad.write_bytes(make_zip([*good_members(), ("../evil.json", SCHEMA)]))
         res = CliRunner().invoke(cli_app, ["publish", str(bad)], env=env)

@@ -260,6 +260,64 @@ def test_deploy_problems_are_listed_one_per_line(cli, tenant, files, tmp_path):
     assert any("runtimes[0]" in line for line in lines)
 
 
+def test_redeploying_the_same_config_and_files_is_unchanged(cli, tenant, files):
+    cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+        "--schema", files["person.json"], token=tenant)
+    same = cli("redeploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"], token=tenant)
+    assert "Package people unchanged: version 1 (active)" in same.output and "no new version" in same.output
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is True and doc["version"]["number"] == 1
+    assert [v["number"] for v in cli.json("show", "people", token=tenant)["versions"]] == [1]
+    # one byte more in the YAML, or another file behind a name: a new version
+    changed = files["people.yaml"].read_text() + "# v2\n"
+    files["people.yaml"].write_text(changed)
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 2
+    files["echo.wasm"].write_bytes(wasm("error"))
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+                   token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 3
+    # after a rollback the active version is the one compared with
+    cli("rollback", "people", "--version", "1", token=tenant)
+    doc = cli.json("redeploy", "people", "--config", files["people.yaml"], token=tenant)
+    assert doc["unchanged"] is False and doc["version"]["number"] == 4
+
+
+def test_a_refused_deploy_leaves_the_repository_files_as_they_were(cli, tenant, files, tmp_path):
+    cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
+        "--schema", files["person.json"], token=tenant)
+    before = {f["name"]: f["sha256"] for f in cli.json("files", token=tenant)["items"]}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "echo.wasm").write_bytes(wasm("error"))          # another module under the same name
+    bad = tmp_path / "people-bad.yaml"                        # refused by the server: a missing schema
+    bad.write_text(package_yaml("people", "person_added", schema="nope.json"))
+
+    refused = cli("redeploy", "people", "--config", bad, "--wasm", other / "echo.wasm", token=tenant, code=1)
+    assert "Uploaded echo.wasm" in refused.output and "nope.json" in refused.output
+    assert "Restored echo.wasm to its previous content" in refused.output
+    assert {f["name"]: f["sha256"] for f in cli.json("files", token=tenant)["items"]} == before
+    # the bytes behind the name are the first module's again, and version 1 is still the only one
+    from jobico_cli.client import Client
+    meta, data = Client(cli.url, tenant).file_content("echo.wasm")
+    assert data == files["echo.wasm"].read_bytes() and meta["sha256"] == before["echo.wasm"]
+    assert cli.json("show", "people", token=tenant)["active_version"] == 1
+
+    # a refused deploy of a new package: the same (the file it replaced is back; a new file stays)
+    (other / "fresh.json").write_text(json.dumps(PERSON_SCHEMA))
+    (tmp_path / "p2.yaml").write_text(package_yaml("people2", "p2_added", schema="nope.json"))
+    cli("deploy", "people2", "--config", tmp_path / "p2.yaml", "--wasm", other / "echo.wasm",
+        "--schema", other / "fresh.json", token=tenant, code=1)
+    after = {f["name"]: f["sha256"] for f in cli.json("files", token=tenant)["items"]}
+    assert after["echo.wasm"] == before["echo.wasm"] and "fresh.json" in after
+
+    # an accepted redeploy does replace the file
+    ok = cli("redeploy", "people", "--config", files["people-v2.yaml"], "--wasm", other / "echo.wasm", token=tenant)
+    assert "Restored" not in ok.output
+    assert {f["name"]: f["sha256"] for f in cli.json("files", token=tenant)["items"]}["echo.wasm"] != \
+        before["echo.wasm"]
+
+
 # -- events and executions -------------------------------------------------------------------------
 def test_send_and_executions(cli, tenant, files):
     cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],

@@ -15,6 +15,7 @@ import pytest
 from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
 from tests.e2e.conftest import Platform, _serve, platform_env
+from tests.guest_examples import documented_cases
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
 pytestmark = pytest.mark.timeout(1200)
@@ -116,6 +117,8 @@ def test_the_examples_deploy_and_run_from_the_webhook(py_platform):
         {"items": [{"sku": "pen", "qty": 12, "unit_cents": 150}], "coupon": "SPRING10"},
         {"items": [{"sku": "ink", "qty": 1, "unit_cents": 99}], "coupon": "NOPE"},
         {"items": [{"sku": "pen", "qty": 1, "unit_cents": -5}]}]).json()["executions"]
+    cases = documented_cases()   # docs/jobicolets.md's worked example, in Python
+    greets = p.post(key, "pyt", "py-greet", [json.loads(c.event) for c in cases]).json()["executions"]
 
     e = p.wait(key, echo)
     assert e["status"] == "succeeded" and e["code"] == 0 and e["result"] == '{"a":"é","b":[1,2]}'
@@ -139,6 +142,10 @@ def test_the_examples_deploy_and_run_from_the_webhook(py_platform):
         "uncaught Python exception: pricing.zip/money.py, line 7: ValueError: an amount must be"), e
     assert 'File "pricing.zip/main.py", line 21, in event' in e["stdout"], e["stdout"]
     assert 'File "pricing.zip/money.py", line 7, in cents' in e["stdout"], e["stdout"]
+    for case, eid in zip(cases, greets):
+        e = p.wait(key, eid)
+        assert (e["status"], e["code"], e["result"]) == (case.status, case.code, case.result), e
+        assert [(r["level"], r["message"]) for r in e["logs"]] == list(case.logs), e
 
 
 def test_exception_timeout_memory_outcomes_and_no_state_between_events(py_platform):
@@ -266,6 +273,30 @@ def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp
     (tmp_path / "zgreeter" / "zgreeter" / "greetings.py").write_text("def greet(name):\n    return f'{name\n")
     r = jobico("upload", "zgreeter/zgreeter")
     assert r.returncode == 1 and "zgreeter.zip/greetings.py, line 2" in r.stderr, r.stdout + r.stderr
+
+
+def test_a_refused_deploy_python_leaves_the_previous_file_in_the_repository(py_platform, tmp_path):
+    p = py_platform
+    key = p.tenant("keeper")
+    env = {**os.environ, "JOBICO_API_URL": p.url, "JOBICO_TOKEN": key, "JOBICO_HOME": str(tmp_path / "home")}
+
+    def jobico(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(JOBICO), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=120)
+
+    assert jobico("new", "python", "greeter").returncode == 0
+    r = jobico("deploy", "greeter/package.yaml", "--python", "greeter/greeter.py", "--schema", "greeter/greeter.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    v1 = (tmp_path / "greeter" / "greeter.py").read_bytes()
+    # compiles (the upload accepts it) but its top level fails: the deploy check refuses it
+    (tmp_path / "greeter" / "greeter.py").write_text("import jobico\nraise RuntimeError('not ready')\n"
+                                                   "def event(data):\n    return 0, 'v2'\n")
+    r = jobico("redeploy", "greeter", "--config", "greeter/package.yaml", "--python", "greeter/greeter.py")
+    assert r.returncode == 1 and "not ready" in r.stderr, r.stdout + r.stderr
+    assert "Uploaded greeter.py" in r.stderr and "Restored greeter.py to its previous content" in r.stderr
+    got = p.call(key, "GET", "/api/v1/files/greeter.py/content")
+    assert got.status_code == 200 and got.content == v1
+    assert p.call(key, "GET", "/api/v1/packages/greeter").json()["active_version"] == 1
 
 
 def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
