@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 import wasmtime  # noqa: E402
 
-from jobico_worker.runtime import Runtime, Status  # noqa: E402
-from jobico_worker.runtime import interpreter  # noqa: E402
-from jobico_worker.runtime.python import _interpreter, load_python  # noqa: E402
+from jobico_runtime import Runtime, Status  # noqa: E402
+from jobico_runtime import interpreter  # noqa: E402
+from jobico_runtime.python import _interpreter, load_python  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 CACHE = Path(os.environ.get("JOBICO_PYTHON_CACHE_DIR") or Path.home() / ".cache" / "jobico" / "python")
@@ -47,8 +47,8 @@ COLD = """
 import sys, time, json
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from jobico_worker.runtime import Runtime
-from jobico_worker.runtime.python import load_python
+from jobico_runtime import Runtime
+from jobico_runtime.python import load_python
 rt = Runtime(python_cache_dir={cache!r})
 m = load_python(open({echo!r}, "rb").read(), "echo.py")
 t1 = time.perf_counter()

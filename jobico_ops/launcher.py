@@ -1,4 +1,5 @@
-"""Operator commands: `jobico run` (the whole platform locally) and `jobico migrate`."""
+"""Operator commands: `jobico run` (the whole platform locally), `jobico migrate`, `jobico prepare-python`,
+`jobico mqtt-bridge` and `jobico mqtt-publish`. Registered on the tenant's CLI by ``jobico_ops.main``."""
 from __future__ import annotations
 
 import json
@@ -16,8 +17,19 @@ from pathlib import Path
 
 import typer
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+
+
+def _examples() -> Path:
+    """The demo's files: package data of an installed wheel (``jobico_ops/examples``, mapped from the
+    repository's ``examples/`` by pyproject.toml), else a checkout's ``examples/`` (editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "examples", here.parent / "examples"):
+        if (candidate / "packages" / "hello.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"the demo's files are missing (looked in {here / 'examples'}): a broken installation")
+
+
+EXAMPLES = _examples()
 DEMO_TENANT = "demo"
 BEAT_SCHEDULER = "jobico_worker.beat:JobicoScheduler"
 DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "jobicolets/nap.wasm", "schemas/hello.json",
@@ -38,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
 def prepare_python() -> None:
     from jobico_core.settings import Settings
-    from jobico_worker.runtime.interpreter import InterpreterMissing, prepare
+    from jobico_runtime.interpreter import InterpreterMissing, prepare
     settings = Settings.from_env()
     try:
         path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True))
@@ -152,7 +164,7 @@ class _Children:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
         self.procs.append((name, proc))
@@ -285,7 +297,7 @@ def _planned_ports(settings, flower_port: int | None) -> list[_Port]:
 
 def port_problems(ports: list[_Port]) -> list[str]:
     """Why each port cannot be had: taken by another program, or asked for twice."""
-    from jobico_core.embedded import port_is_free
+    from jobico_ops.embedded import port_is_free
     problems, seen = [], {}
     for p in ports:
         if p.port in seen:
@@ -322,7 +334,7 @@ def run(
 ) -> None:
     """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
     from jobico_core.db import upgrade_schema
-    from jobico_core.embedded import MqttBroker, RedisServer
+    from jobico_ops.embedded import MqttBroker, RedisServer
     from jobico_core.settings import ConfigError, Settings
 
     env = dict(os.environ)
@@ -372,7 +384,7 @@ def run(
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         py = sys.executable
         api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
-        children.start("api", [py, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"),
+        children.start("api", [py, "-m", "gunicorn", "-c", "python:jobico_api.gunicorn_conf",
                                "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
         children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
                                   "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
@@ -381,7 +393,7 @@ def run(
             children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
                                     "--scheduler", BEAT_SCHEDULER], env)
         if settings.mqtt_url:
-            children.start("mqtt-bridge", [py, "-m", "jobico_cli.main", "mqtt-bridge"], env)
+            children.start("mqtt-bridge", [py, "-m", "jobico_ops.main", "mqtt-bridge"], env)
         if flower:
             children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
                                       "--address=127.0.0.1", f"--port={flower_port}"],

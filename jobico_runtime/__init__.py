@@ -1,6 +1,6 @@
 """The jobicolet runtime: a wasmtime host of the jobicolet ABI (no Celery, no DB).
 
-    from jobico_worker.runtime import Runtime, Outcome, Status, LogRecord, CancelToken
+    from jobico_runtime import Runtime, Outcome, Status, LogRecord, CancelToken
     rt = Runtime(cache_dir=None, memory_cache_entries=64)
     out = rt.run(module_bytes, b'{"name":"x"}', main="event", limits=Limits())
 

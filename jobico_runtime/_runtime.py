@@ -561,7 +561,7 @@ class Runtime:
         Raises :class:`InvalidModule`.  ``sha256`` (hex) saves hashing on a
         memory-cache hit; it is verified whenever the module is compiled.
         ``language="python"``: ``module_bytes`` is a Python source file (``name`` is its file
-        name); returns a :class:`~jobico_worker.runtime.python.PythonModule` that ``run`` runs
+        name); returns a :class:`~jobico_runtime.python.PythonModule` that ``run`` runs
         in the sealed CPython.
         """
         if language == "python":
@@ -653,7 +653,7 @@ class Runtime:
 
         ``env``: WASI environment variables, given only to a module that imports WASI (one
         without WASI imports cannot read any). A
-        :class:`~jobico_worker.runtime.python.PythonModule` runs in the sealed CPython
+        :class:`~jobico_runtime.python.PythonModule` runs in the sealed CPython
         (``python.run_python``), where ``env`` is ``os.environ``.
         """
         if not isinstance(module, (bytes, bytearray, memoryview, CompiledModule)):

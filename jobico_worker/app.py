@@ -192,7 +192,7 @@ def _prepare_python(**_):
     event that arrives first is requeued until it is ready; WASM events are not affected.
     """
     if settings.python_prepare:
-        from .runtime.interpreter import start_preparing
+        from jobico_runtime.interpreter import start_preparing
         start_preparing(settings.python_cache_dir)
 
 

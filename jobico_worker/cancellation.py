@@ -34,7 +34,7 @@ from redis.retry import Retry
 
 from jobico_core.broker import CANCEL_CHANNEL, parse_cancel_message
 
-from .runtime import CancelToken
+from jobico_runtime import CancelToken
 
 log = logging.getLogger("jobico.worker")
 

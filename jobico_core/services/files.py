@@ -42,8 +42,8 @@ def check_python_bytes(ctx: Context, name: str, data: bytes, main: str | None = 
     refusal is a 422 naming the file (inside a zip: ``x.zip/pkg/util.py``) and the line; while the
     interpreter is still being compiled on this host, a 503 with Retry-After.
     """
-    from jobico_worker.runtime import get_runtime
-    from jobico_worker.runtime.python import check_python, load_python
+    from jobico_runtime import get_runtime
+    from jobico_runtime.python import check_python, load_python
     try:
         module = load_python(data, name)
         runtime = get_runtime(cache_dir=ctx.settings.cache_dir / "compiled",

@@ -34,7 +34,7 @@ import wasmtime
 from sqlalchemy import func, select
 
 from jobico_core.db import TERMINAL_STATUSES, Execution, upgrade_schema
-from jobico_core.embedded import RedisServer
+from jobico_ops.embedded import RedisServer
 from jobico_core.settings import Settings
 from tests.e2e.conftest import Platform, _serve, example, platform_env
 from tests.services import PostgresServer, S3Server

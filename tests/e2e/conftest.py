@@ -145,7 +145,7 @@ class Beat(Worker):
     """``celery beat`` with Jobico's scheduler (what `jobico run`, the chart and compose start)."""
 
     def start(self, timeout: float = 60.0) -> None:
-        from jobico_cli.ops import BEAT_SCHEDULER
+        from jobico_ops.launcher import BEAT_SCHEDULER
         env = {**os.environ, **self.platform.env, **self.extra_env}
         self.log_path = self.platform.tmp / f"beat-{self.name}.log"
         self._log = open(self.log_path, "ab")
@@ -174,7 +174,7 @@ class Bridge(Worker):
         self.log_path = self.platform.tmp / f"bridge-{self.name}.log"
         self._log = open(self.log_path, "ab")
         offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen([sys.executable, "-m", "jobico_cli.main", "mqtt-bridge"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "jobico_ops.main", "mqtt-bridge"], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while b"connected to" not in self.log_path.read_bytes()[offset:]:

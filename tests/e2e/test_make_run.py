@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = Path(sys.executable).parent / "jobico"

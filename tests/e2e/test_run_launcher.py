@@ -25,7 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
 
 from .test_flower import metric
 

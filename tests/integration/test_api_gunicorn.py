@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
 
 from .conftest import ADMIN_TOKEN, SECRET_KEY
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
 
 from .conftest import PACKAGE
 

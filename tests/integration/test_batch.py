@@ -58,7 +58,7 @@ class Runtime:
     """The real runtime; ``fail_at``: the call number (1-based) that raises ``exc`` instead."""
 
     def __init__(self, fail_at: int | None = None, exc: BaseException | None = None):
-        from jobico_worker.runtime import get_runtime
+        from jobico_runtime import get_runtime
         self.real, self.calls, self.fail_at, self.exc = get_runtime(), 0, fail_at, exc
 
     def load(self, *a, **kw):

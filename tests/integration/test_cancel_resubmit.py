@@ -72,7 +72,7 @@ def listener(h):
 
 
 def runtime():
-    from jobico_worker.runtime import get_runtime
+    from jobico_runtime import get_runtime
     return get_runtime()
 
 

@@ -279,7 +279,7 @@ def test_a_package_recreated_under_its_name_runs_nothing_of_the_old(sqlite_ctx):
     from jobico_core.services.executions import retry_execution
     from jobico_core.services.ingest import submit
     from jobico_worker.executor import dead_letter, run_execution
-    from jobico_worker.runtime import Runtime
+    from jobico_runtime import Runtime
     ctx = sqlite_ctx
     worker = Context(ctx.settings)
     old = _deploy(ctx, "people", "person_added")

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from minio import Minio
 from minio.error import S3Error
 
-from jobico_core.embedded import RedisServer, ServiceStartError, free_port
+from jobico_ops.embedded import RedisServer, ServiceStartError, free_port
 from tests.services import PostgresServer, pg_bin_dir, reachable_bin_dir
 
 pytestmark = pytest.mark.services

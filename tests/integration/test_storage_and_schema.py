@@ -41,7 +41,7 @@ def test_s3_store_bad_credentials_and_unreachable_are_unavailable(s3_server, s3_
     wrong = S3Store(s3_server.endpoint, s3_bucket, s3_server.access_key, "not-the-secret")
     with pytest.raises(Unavailable):
         wrong.put("tenants/a/blobs/x", b"x")
-    from jobico_core.embedded import free_port
+    from jobico_ops.embedded import free_port
     down = S3Store(f"127.0.0.1:{free_port()}", s3_bucket, "k", "s")
     with pytest.raises(Unavailable):
         down.ping()

@@ -272,7 +272,7 @@ def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_plat
     """Before a host has compiled its interpreter, a Python event is put back on its queue with a
     note (never failed, never compiled on its path), and runs once the interpreter is there."""
     from jobico_worker.executor import run_execution
-    from jobico_worker.runtime import Runtime, interpreter
+    from jobico_runtime import Runtime, interpreter
 
     p = py_platform
     key = p.tenant("pyw")

@@ -9,7 +9,7 @@ import pytest
 from jobico_core.broker import cancel_message, parse_cancel_message
 from jobico_core.limits import Limits
 from jobico_worker import cancellation
-from jobico_worker.runtime import Runtime, Status
+from jobico_runtime import Runtime, Status
 
 SLEEPER = (Path(__file__).resolve().parents[2] / "examples" / "jobicolets" / "sleeper.wasm").read_bytes()
 LONG = Limits(timeout_ms=20_000, fuel=10_000_000_000)

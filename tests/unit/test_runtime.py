@@ -1,4 +1,4 @@
-"""jobico_worker.runtime: the jobicolet ABI, outcomes and limits, on real WASM."""
+"""jobico_runtime: the jobicolet ABI, outcomes and limits, on real WASM."""
 import threading
 import time
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import wasmtime
 
 from jobico_core.limits import Limits
-from jobico_worker.runtime import CancelToken, InvalidModule, LogRecord, Outcome, Runtime, Status
+from jobico_runtime import CancelToken, InvalidModule, LogRecord, Outcome, Runtime, Status
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobicolets"
 U64 = 2**64 - 1
