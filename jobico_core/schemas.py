@@ -171,3 +171,19 @@ def compile_validator(schema: Any):
         raise Invalid(f"the event's schema cannot be used: {problems[0]['path']}: {problems[0]['message']}; "
                       "upload a fixed schema and redeploy", {"schema": problems})
     return _linear(cls)(schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_REMOTE)
+
+
+def _json_path(parts) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
+    try:
+        errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    except RecursionError:  # a recursive schema ($ref: "#") and an element nested hundreds deep
+        return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
+    return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
+            for e in errors[:limit]]

@@ -22,7 +22,7 @@ from ..db import EnvVariable, Tenant, utcnow
 from ..errors import Invalid, NotFound
 from ..names import name_problem
 from ..package import MAX_ENV_VALUE_BYTES, PackageSpec
-from ..secrets import MASK, open_value, redaction_list, seal
+from ..secrets import MASK, open_value, redact, redaction_list, seal
 from .context import Context
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,6 @@ def redact_outcome(out, secrets: list[str]):
     """Mask every secret value in what an execution records and streams (in place; returns it)."""
     if not secrets:
         return out
-    from ..secrets import redact
     out.result = redact(out.result, secrets)
     out.stdout = redact(out.stdout, secrets)
     out.message = redact(out.message, secrets)

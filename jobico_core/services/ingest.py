@@ -19,6 +19,8 @@ from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..limits import resolve
+from ..schemas import schema_errors
+from .. import ratelimit
 from .context import Context
 from .executions import enqueue, new_executions
 from .files import schema_validator
@@ -91,22 +93,6 @@ def _submitter(ctx: Context, s, tenant: _TenantAuth, headers: Mapping[str, str],
         if ckey:
             ctx.webhook_cache.put(ckey, name)
     return name
-
-
-def _json_path(parts) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
-    try:
-        errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    except RecursionError:  # a recursive schema ($ref: "#") and an element nested hundreds deep
-        return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
-    return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
-            for e in errors[:limit]]
 
 
 def parse_body(ctx: Context, body: bytes) -> list[Any]:
@@ -193,7 +179,6 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
 def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None) -> None:
     """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
     queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip."""
-    from .. import ratelimit
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,

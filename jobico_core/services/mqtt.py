@@ -36,7 +36,9 @@ from ..ids import uuid7
 from ..mqtt import matches, namespaced, split_topic
 from . import rejections
 from .context import Context
-from .packages import SCHEDULES_CHANGED, route
+from .ingest import submit, validated_element
+from .packages import route
+from .triggers import SCHEDULES_CHANGED
 
 log = logging.getLogger("jobico.mqtt")
 
@@ -130,7 +132,6 @@ def receive(ctx: Context, subscriptions: list[Subscription], topic: str, payload
     if ev is None or ev.mqtt is None or not matches(ev.mqtt.topic, rest):
         return _reject(ctx, tenant, None if sub is None else sub.event, rest, payload, record_id, "not_deployed",
                        f"no deployed event of tenant {tenant!r} has an MQTT topic matching {rest!r}", {})
-    from .ingest import submit, validated_element
     try:
         canonical = validated_element(ctx, info, sub.event, payload)
     except (BadRequest, TooLarge, Invalid) as exc:

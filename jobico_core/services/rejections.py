@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 
 from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tenant, utcnow
 from ..ids import uuid7
+from ..canonical import dumps
 from .context import Context
 from .executions import _cursor, encode_cursor
 
@@ -45,7 +46,6 @@ def record(ctx: Context, tenant: str, *, event: str | None, trigger: str, source
 
 def _bounded(errors: dict) -> dict:
     """At most the first 20 problems of a schema failure, as the webhook answers them."""
-    from ..canonical import dumps
     text = dumps(errors)
     if len(text) <= 16384:
         return errors

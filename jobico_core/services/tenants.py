@@ -15,6 +15,7 @@ from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant, utcnow
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from ..names import name_problem
 from .context import Context
+from .triggers import schedules_changed
 
 KEY_PREFIX = "jbk_"
 WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
@@ -188,7 +189,6 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         s.execute(delete(Execution).where(Execution.tenant_id == tenant_id))
         s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
     ctx.changed_routing()
-    from .packages import schedules_changed
     schedules_changed(ctx)  # its schedules stop, and the MQTT bridge drops its topics
 
 
