@@ -74,7 +74,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from jobico_core import embedded
+from jobico_ops import embedded
 from jobico_ops.embedded import (
     ManagedServer,
     ServiceStartError,
