@@ -38,7 +38,7 @@ import wasmtime  # noqa: E402
 
 from jobico_runtime import Runtime, Status  # noqa: E402
 from jobico_runtime import interpreter  # noqa: E402
-from jobico_runtime.python import _interpreter, load_python  # noqa: E402
+from jobico_runtime.python import load_interpreter, load_python  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 CACHE = Path(os.environ.get("JOBICO_PYTHON_CACHE_DIR") or Path.home() / ".cache" / "jobico" / "python")
@@ -130,8 +130,8 @@ def main() -> int:
     pricing_ms = timeit(lambda: rt.run(pricing_zip, pricing_payload), max(50, n // 2), warm=3)
 
     # the floor: a fresh store and instance of the interpreter, nothing run
-    interp = _interpreter(rt, 1024)
-    engine = rt._engine(1024).engine
+    interp = load_interpreter(rt, 1024)
+    engine = rt.engine(1024)
 
     def bare() -> None:
         store = wasmtime.Store(engine)

