@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import Client, CliError, UsageProblem
-from .output import human_size, level_text, one_line, sanitize, short, status_text, text
+from .output import age_text, human_size, level_text, one_line, sanitize, short, status_text, text
 
 PANES = ("packages", "files", "results")
 MAX_RESULTS = 500
@@ -258,7 +258,6 @@ def _results_table(state: DashboardState, height: int, width: int) -> Renderable
 def _running_table(state: DashboardState, height: int) -> RenderableType:
     if not state.running:
         return Text("nothing is running", style="dim")
-    from .commands.executions import age_text
     since = max(0.0, time.monotonic() - state.running_at) if state.running_at else 0.0
     table = Table(box=None, header_style="bold", expand=True, pad_edge=False)
     table.add_column("PACKAGE/EVENT", overflow="ellipsis", no_wrap=True, ratio=2)

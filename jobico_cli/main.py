@@ -16,7 +16,7 @@ import typer
 from .commands import (auth, environment, events, executions, files, locks, packages, publish, rejections,
                        scaffold, tenants)
 from .commands import stream as stream_commands
-from .commands._common import ApiUrlOpt, TokenOpt, remember
+from .commands.common import ApiUrlOpt, TokenOpt, remember
 
 app = typer.Typer(
     name="jobico",

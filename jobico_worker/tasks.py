@@ -11,7 +11,7 @@ from jobico_core.services import leases
 from jobico_core.services.executions import task_message
 
 from . import cancellation, locking
-from .app import app, settings
+from .celery_app import app, settings
 from .batch import BatchFailed, BatchInterrupted, dead_letter_many, run_batch
 from .context import worker_context
 from .executor import INFRA_ERRORS, backoff_cap, dead_letter, retry_delay, run_execution

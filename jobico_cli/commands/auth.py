@@ -7,7 +7,7 @@ import typer
 from .. import config as cfg
 from ..client import Client, UsageProblem
 from ..output import info, print_json, safe, sanitize
-from ._common import JsonOpt, command, resolved
+from .common import JsonOpt, command, resolved
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     @command(app, "whoami")
     def whoami(json_: JsonOpt = False) -> None:
         """Show who the configured token belongs to (the admin, or a tenant and key name)."""
-        from ._common import client
+        from .common import client
         c = client()
         me = c.whoami() or {}
         if json_:

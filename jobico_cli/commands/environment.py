@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..client import UsageProblem, _seg
 from ..output import cells, console, info, print_json, safe
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 env_app = typer.Typer(
     help="Stored environment variables and secrets of your tenant. A package uses one as "

@@ -11,7 +11,7 @@ import typer
 
 from ..client import UsageProblem
 from ..output import info, print_json, safe, sanitize
-from ._common import JsonOpt, client, command, read_local, resolved
+from .common import JsonOpt, client, command, read_local, resolved
 
 
 def _load(data: Optional[str], file: Optional[Path]) -> Any:

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..client import EXIT_STILL_RUNNING
-from ..output import cells, console, info, level_text, print_json, safe, sanitize, status_text, text
-from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
+from ..output import age_text, cells, console, info, level_text, print_json, safe, sanitize, status_text, text
+from .common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
 STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
             "invalid_module", "cancelled"]
@@ -291,18 +291,6 @@ def resubmit(
     console.print(Text.assemble("resubmitted ", text(execution_id), " as ", text(rec.get("id"), "bold"),
                                 (f" ({sanitize(rec.get('package'))} version {sanitize(rec.get('version'))}, "
                                  f"{sanitize(rec.get('status'))})", "dim")), soft_wrap=True)
-
-
-def age_text(seconds: Any) -> str:
-    """12.3s, 4m05s, 2h03m."""
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    s = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def running_table(doc: dict) -> Table:

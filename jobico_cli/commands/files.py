@@ -10,7 +10,7 @@ from rich.table import Table
 from ..client import Client, UsageProblem
 from ..output import cells, console, err_console, human_size, info, print_json, safe, short
 from ..pyzip import pack_python_dir, python_files
-from ._common import JsonOpt, client, command, read_local
+from .common import JsonOpt, client, command, read_local
 
 KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python", ".zip": "python"}  # .zip: a Python package
 

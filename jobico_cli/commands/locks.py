@@ -5,7 +5,7 @@ import typer
 from rich.table import Table
 
 from ..output import console, info, print_json, text
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..client import Refused, UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize, text
-from ._common import JsonOpt, client, command, read_local
+from .common import JsonOpt, client, command, read_local
 from .files import upload_files
 
 ConfigOpt = Annotated[Optional[Path], typer.Option(

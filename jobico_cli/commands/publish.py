@@ -10,7 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from ..client import UsageProblem, _ProgressBody
 from ..output import err_console, human_size, info, print_json, safe
-from ._common import JsonOpt, client, command, read_local
+from .common import JsonOpt, client, command, read_local
 
 YAML_NAMES = ("package.yaml", "package.yml")
 

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from ..output import console, info, one_line, print_json, safe, text
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 REASONS = ["bad_request", "too_large", "invalid", "not_deployed"]
 Reason = Enum("Reason", {r: r for r in REASONS}, type=str)

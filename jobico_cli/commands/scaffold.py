@@ -4,9 +4,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from jobico_core.names import name_problem
+
 from ..client import UsageProblem
 from ..output import info, print_json, safe
-from ._common import JsonOpt, command
+from .common import JsonOpt, command
 
 SOURCE = '''"""{name}: a Python jobicolet.
 
@@ -82,7 +84,6 @@ def greet(name):
 def scaffold_python(name: str, directory: Path, force: bool = False, package: bool = False) -> list[Path]:
     """Write ``<dir>/<name>.py`` (``--package``: ``<dir>/<name>/main.py`` and a helper module),
     ``<name>.json`` and ``package.yaml``; return the paths (the jobicolet's first)."""
-    from jobico_core.names import name_problem
     problem = name_problem(name, "jobicolet name")
     if problem:
         raise UsageProblem(problem)

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ..output import console, err_console, json_line, level_text, one_line, sanitize, status_text, text
 from ..stream import ExecutionStream
-from ._common import client, command
+from .common import client, command
 from .executions import Status
 
 

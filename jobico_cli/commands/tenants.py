@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..client import UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 
 class WebhookAuth(str, Enum):
