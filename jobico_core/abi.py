@@ -358,11 +358,11 @@ def inspect_module(data: bytes, main: str | None = None, *, strict: bool = True,
                             f"`{WASI_MODULE}.*` are provided")
 
     # exports
-    kind = info.exports.get("memory")
-    if kind is None:
+    memory_kind = info.exports.get("memory")
+    if memory_kind is None:
         problems.append("missing export `memory` (linear memory)")
-    elif kind != "memory":
-        problems.append(f"export `memory` is a {kind}, not a linear memory")
+    elif memory_kind != "memory":
+        problems.append(f"export `memory` is a {memory_kind}, not a linear memory")
     elif memory64:
         problems.append("64-bit linear memory (memory64) is not supported")
 

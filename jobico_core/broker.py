@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import redis
 from celery import Celery
@@ -91,7 +91,7 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
-                kwargs = {"tenant": m.tenant, "package": m.package, "event": m.event}
+                kwargs: dict[str, Any] = {"tenant": m.tenant, "package": m.package, "event": m.event}
                 if isinstance(m, BatchMessage):
                     ids = list(m.execution_ids)
                     req = app.amqp.as_task_v2(

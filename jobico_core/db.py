@@ -268,7 +268,7 @@ class Counter(Base):
 def next_seq(session: Session, name: str = "execution_seq") -> int:
     """The next value of a monotonic sequence (PostgreSQL SEQUENCE, or a counter row)."""
     from sqlalchemy import update
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return int(session.execute(text(f"SELECT nextval('{name}')")).scalar_one())
     return int(session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
                                .returning(Counter.value)).scalar_one())

@@ -108,7 +108,7 @@ class Limits:
 
     # -- construction -------------------------------------------------
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None, base: "Limits | None" = None) -> "Limits":
+    def from_mapping(cls, mapping: "Limits | Mapping[str, Any] | None", base: "Limits | None" = None) -> "Limits":
         """Build from a mapping such as a package's ``limits:``.
 
         Keys not given keep ``base`` (default: the platform defaults).

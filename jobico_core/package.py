@@ -426,7 +426,7 @@ def _mqtt(raw: Any, path: str, p: _Problems) -> MqttSpec | None:
         p.add(f"{path}.qos", f"'qos' must be 0 (at most once) or 1 (at least once, deduplicated by the bridge); "
                              f"got {qos!r}" + ("; QoS 2 is not supported: use 1" if qos == 2 else ""))
         ok = False
-    return MqttSpec(topic=topic, qos=qos) if ok else None
+    return MqttSpec(topic=topic, qos=qos) if ok and topic is not None else None
 
 
 def _environment(raw: Any, path: str, p: _Problems) -> dict[str, dict[str, str]]:
@@ -508,7 +508,7 @@ def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
         p.add(f"{path}.payload", f"'payload' must be plain JSON (mappings, lists, strings, numbers, true/false, "
                                  f"null): {exc}")
         ok = False
-    if not ok:
+    if not ok or expression is None:
         return None
     return ScheduleSpec(cron=expression, timezone=timezone, payload=text)
 

@@ -36,11 +36,11 @@ def linear_regex(pattern: str):
 
 def _refuse_retrieval(uri: str):
     # jsonschema's default registry would fetch http(s) $refs with urllib (SSRF): never
-    raise referencing.exceptions.NoSuchResource(ref=uri)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class
 
 
 # the metaschemas (bundled, no network) + nothing else: any other $ref must resolve inside the schema
-_NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))
+_NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
 
 
 def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
@@ -139,7 +139,7 @@ def _linear(cls):
     return js_validators.extend(cls, {"pattern": _pattern, "patternProperties": _pattern_properties})
 
 
-def check_schema_bytes(data: bytes) -> dict[str, Any]:
+def check_schema_bytes(data: bytes) -> dict[str, Any] | bool:
     """A schema must be JSON, a valid JSON Schema, self-contained and RE2-safe; returns it parsed."""
     try:
         schema = strict_loads(data)  # UTF-8, no NaN/Infinity

@@ -171,7 +171,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
-        limit_defaults, limit_maxima, python_limit_defaults = {}, {}, {}
+        limit_defaults: dict[str, int] = {}
+        limit_maxima: dict[str, int] = {}
+        python_limit_defaults: dict[str, int] = {}
         for key, value in env.items():
             for prefix, target in (("JOBICO_LIMIT_", limit_defaults), ("JOBICO_MAX_", limit_maxima),
                                    ("JOBICO_PYTHON_LIMIT_", python_limit_defaults)):

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from typing import Any, cast
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from ..db import EnvVariable, Tenant, utcnow
 from ..errors import Invalid, NotFound
@@ -95,7 +96,8 @@ def set_variable(ctx: Context, tenant: str, name: str, value: str, *, secret: bo
 def unset_variable(ctx: Context, tenant: str, name: str) -> None:
     _check_name(name)
     with ctx.db.session() as s:
-        gone = s.execute(delete(EnvVariable).where(EnvVariable.tenant_id == tenant, EnvVariable.name == name))
+        gone = cast("CursorResult[Any]", s.execute(
+            delete(EnvVariable).where(EnvVariable.tenant_id == tenant, EnvVariable.name == name)))
         if gone.rowcount == 0:
             raise NotFound(f"tenant {tenant!r} has no stored variable {name!r}")
     log.info("tenant %s: removed variable %s", tenant, name, extra={"tenant": tenant})

@@ -155,8 +155,8 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
         if errs:
             problems[str(i)] = errs
     if problems:
-        i, errs = next(iter(problems.items()))
-        raise Invalid(f"event {i} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
+        first, errs = next(iter(problems.items()))
+        raise Invalid(f"event {first} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
                       f"{errs[0]['message']}", {"data": problems})
     return payloads
 

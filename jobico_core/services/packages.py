@@ -189,6 +189,7 @@ def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[
             problems.append({"path": path, "message": f"the payload is {size} bytes; an event may be at most "
                                                       f"{max_element // 1024} KB"})
             continue
+        assert ev.schema is not None   # parse_package: a scheduled event has a schema
         errs = schema_errors(schema_validator(ctx, tenant, pins[ev.schema.schemaref]), loads(sched.payload), 1)
         if errs:
             problems.append({"path": path, "message": f"the payload does not match schema "

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tenant, utcnow
 from ..ids import uuid7
@@ -84,6 +84,6 @@ def list_rejections(ctx: Context, tenant: str, *, event: str | None = None, reas
 def trim(ctx: Context, keep_days: int = REJECTED_KEEP_DAYS) -> int:
     """Delete rejections older than ``keep_days``; returns how many."""
     with ctx.db.session() as s:
-        result = s.execute(delete(RejectedEvent).where(
-            RejectedEvent.created_at < utcnow() - dt.timedelta(days=keep_days)))
+        result = cast("CursorResult[Any]", s.execute(delete(RejectedEvent).where(
+            RejectedEvent.created_at < utcnow() - dt.timedelta(days=keep_days))))
         return result.rowcount or 0
