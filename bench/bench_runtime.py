@@ -84,7 +84,8 @@ def cancel_latencies(rt, module, n: int, limits) -> list[float]:
     for _ in range(n):
         tok = CancelToken()
         box: dict = {}
-        th = threading.Thread(target=lambda: box.setdefault("o", rt.run(module, b"{}", limits=limits, cancel=tok)))
+        th = threading.Thread(target=lambda box=box, tok=tok: box.setdefault("o", rt.run(module, b"{}", limits=limits,
+                                                                                   cancel=tok)))
         th.start()
         time.sleep(0.05)
         t = time.perf_counter()

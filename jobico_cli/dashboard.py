@@ -377,7 +377,7 @@ class Dashboard:
             self._update(apply)
         except CliError as exc:
             msg = f"refresh failed: {exc.format_message()}"
-            self._update(lambda s: setattr(s, "message", msg))
+            self._update(lambda s, msg=msg: setattr(s, "message", msg))
         except Exception as exc:  # never let the thread die
             msg = f"refresh failed: {type(exc).__name__}: {exc}"
             self._update(lambda s: setattr(s, "message", msg))
@@ -402,11 +402,11 @@ class Dashboard:
                         return
             except CliError as exc:
                 msg = exc.format_message()
-                self._update(lambda s: (setattr(s, "connection", "down"), setattr(s, "message", msg)))
+                self._update(lambda s, msg=msg: (setattr(s, "connection", "down"), setattr(s, "message", msg)))
                 self.stop.wait(3)
             except Exception as exc:
                 msg = f"stream: {type(exc).__name__}: {exc}"
-                self._update(lambda s: setattr(s, "message", msg))
+                self._update(lambda s, msg=msg: setattr(s, "message", msg))
                 self.stop.wait(3)
 
     def run(self) -> None:

@@ -22,6 +22,11 @@ _U64 = 1 << 64
 _I64 = 1 << 63
 
 
+def as_signed64(value: int) -> int:
+    """An unsigned 64-bit integer as the signed BIGINT that keeps it (what :class:`U64` stores)."""
+    return value - _U64 if value >= _I64 else value
+
+
 class U64(TypeDecorator):
     """An unsigned 64-bit integer kept losslessly in a signed BIGINT."""
 
@@ -33,7 +38,7 @@ class U64(TypeDecorator):
             return None
         if not 0 <= value < _U64:
             raise ValueError(f"{value} is not an unsigned 64-bit integer")
-        return value - _U64 if value >= _I64 else value
+        return as_signed64(value)
 
     def process_result_value(self, value: int | None, dialect: Any) -> int | None:
         if value is None:

@@ -40,7 +40,7 @@ def _refuse_retrieval(uri: str):
 
 
 # the metaschemas (bundled, no network) + nothing else: any other $ref must resolve inside the schema
-_NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
+NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
 
 
 def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
@@ -65,7 +65,7 @@ def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
                 index(v, f"{path}/{i}")
     index(schema, "")
     resource = spec.create_resource(schema)
-    registry = _NO_REMOTE.with_resource(resource.id() or "", resource).crawl()
+    registry = NO_REMOTE.with_resource(resource.id() or "", resource).crawl()
     problems: list[dict[str, str]] = []
 
     def walk(resolver, res) -> None:
@@ -170,7 +170,7 @@ def compile_validator(schema: Any):
     if problems:
         raise Invalid(f"the event's schema cannot be used: {problems[0]['path']}: {problems[0]['message']}; "
                       "upload a fixed schema and redeploy", {"schema": problems})
-    return _linear(cls)(schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_REMOTE)
+    return _linear(cls)(schema, format_checker=cls.FORMAT_CHECKER, registry=NO_REMOTE)
 
 
 def _json_path(parts) -> str:

@@ -113,7 +113,7 @@ def _register_live(server) -> None:
     _live.add(server)
 
 
-def _unregister_live(server) -> None:
+def unregister_live(server) -> None:
     _live.discard(server)
 
 
@@ -442,13 +442,13 @@ class RedisServer(ManagedServer):
                     self.kill()
                     return
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         """SIGKILL, no chance to flush anything (crash simulation). Keeps the data dir."""
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -456,7 +456,7 @@ class RedisServer(ManagedServer):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def restart(self, timeout: float = 10.0) -> "RedisServer":
         """Stop (if running) and start again on the same port and data dir."""
@@ -538,7 +538,7 @@ class MqttBroker(ManagedServer):
             self.kill()
             return
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         proc = self.proc
@@ -548,7 +548,7 @@ class MqttBroker(ManagedServer):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def restart(self) -> "MqttBroker":
         """Kill and start again on the same port: amqtt keeps sessions in memory only, so every

@@ -56,7 +56,7 @@ def prepare_python() -> None:
         path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True))
     except InterpreterMissing as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(f"the Python interpreter is ready: {path}")
 
 
@@ -73,7 +73,7 @@ def mqtt_bridge() -> None:
         settings = Settings.from_env().check()
     except ConfigError as exc:
         typer.echo(f"jobico mqtt-bridge: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not settings.mqtt_url:
         typer.echo("jobico mqtt-bridge: JOBICO_MQTT_URL is not set (e.g. mqtt://broker:1883)", err=True)
         raise typer.Exit(2)
@@ -100,7 +100,7 @@ def mqtt_publish(
         address = BrokerAddress.parse(url)
     except ValueError as exc:
         typer.echo(f"jobico mqtt-publish: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"jobico-publish-{secrets.token_hex(4)}")
     if address.username:
         client.username_pw_set(address.username, address.password)
@@ -110,7 +110,7 @@ def mqtt_publish(
         client.connect(address.host, address.port)
     except OSError as exc:
         typer.echo(f"jobico mqtt-publish: cannot reach {address.redacted()}: {exc}", err=True)
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     client.loop_start()
     try:
         info = client.publish(topic, message.encode(), qos=qos)
@@ -351,7 +351,7 @@ def run(
         planned = Settings.from_env(env)
     except ConfigError as exc:
         typer.echo(f"jobico run: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     problems = port_problems(_planned_ports(planned, flower_port if flower else None))
     if problems:  # before anything starts: never talk to another program on our port
         for problem in problems:
@@ -417,7 +417,7 @@ def run(
         sys.stderr.write("\nstopping...\n")
     except Exception as exc:
         sys.stderr.write(f"error: {exc}\n")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     finally:
         children.stop()
         if broker is not None:

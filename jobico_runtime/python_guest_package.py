@@ -33,7 +33,7 @@ def prune(tb, runner):
     t = tb.tb_next
     while t is not None:
         name = t.tb_frame.f_code.co_filename
-        if name == runner or name == own or name.startswith("<frozen importlib"):
+        if name in (runner, own) or name.startswith("<frozen importlib"):
             prev.tb_next = t.tb_next
         else:
             prev = t

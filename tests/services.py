@@ -78,7 +78,7 @@ from jobico_ops import embedded
 from jobico_ops.embedded import (
     ManagedServer,
     ServiceStartError,
-    _unregister_live,
+    unregister_live,
     free_port,
     port_is_free,
 )
@@ -181,7 +181,7 @@ def _ensure_os_user() -> Optional[pwd.struct_passwd]:
         try:
             return pwd.getpwnam("nobody")
         except KeyError:
-            raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
+            raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}") from None
 
 
 def traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
@@ -224,7 +224,7 @@ def reachable_bin_dir(bin_dir: Path, account: Optional[pwd.struct_passwd]) -> Pa
             shutil.copytree(install, staging / "root" / package.name / install.name, symlinks=True)
             if libs.is_dir():
                 shutil.copytree(libs, staging / "root" / libs.name, symlinks=True)
-            for root, dirs, files in os.walk(staging):
+            for root, _dirs, files in os.walk(staging):
                 os.chmod(root, 0o755)
                 for name in files:
                     path = os.path.join(root, name)
@@ -345,7 +345,7 @@ class PostgresServer(ManagedServer):
             if st.st_uid != self.os_user.pw_uid and not st.st_mode & stat.S_IXOTH:
                 parent.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
         uid, gid = self.os_user.pw_uid, self.os_user.pw_gid
-        for root, dirs, files in os.walk(self.base_dir):
+        for root, _dirs, files in os.walk(self.base_dir):
             os.chown(root, uid, gid)
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
@@ -454,13 +454,13 @@ class PostgresServer(ManagedServer):
         _wait_group_gone(proc.pid, 5)
         _signal_group(proc, signal.SIGKILL)  # stray backends, if any
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend (crash simulation); keeps data."""
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         self._signal_all(signal.SIGKILL)  # children setsid(): a group kill would orphan them
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -468,7 +468,7 @@ class PostgresServer(ManagedServer):
         _wait_group_gone(proc.pid, 10)
         self.proc = None
         self.frozen = False
-        _unregister_live(self)
+        unregister_live(self)
 
     def processes(self) -> list[int]:
         """The postmaster and every process it forked. PostgreSQL's children call
@@ -757,19 +757,19 @@ class S3Server(ManagedServer):
                 return
         _signal_group(proc, signal.SIGKILL)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
         self._remove_grpc_sockets()
 
     def kill(self) -> None:
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         _signal_group(proc, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
         self._remove_grpc_sockets()
 
     def _remove_grpc_sockets(self) -> None:

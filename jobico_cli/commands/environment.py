@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..client import UsageProblem, _seg
+from ..client import UsageProblem, segment
 from ..output import cells, console, info, print_json, safe
 from .common import JsonOpt, client, command
 
@@ -45,7 +45,7 @@ def env_set(
     json_: JsonOpt = False,
 ) -> None:
     """Create or replace a stored variable (takes effect for executions started afterwards)."""
-    res = client().request("PUT", f"/api/v1/environment/{_seg(name)}",
+    res = client().request("PUT", f"/api/v1/environment/{segment(name)}",
                            json_body={"value": _read_value(value, secret), "secret": secret}) or {}
     if json_:
         print_json(res)
@@ -76,7 +76,7 @@ def env_list(json_: JsonOpt = False) -> None:
 @command(env_app, "unset")
 def env_unset(name: NameArg, json_: JsonOpt = False) -> None:
     """Remove a stored variable (executions still referencing it are then cancelled, with a message)."""
-    client().request("DELETE", f"/api/v1/environment/{_seg(name)}")
+    client().request("DELETE", f"/api/v1/environment/{segment(name)}")
     if json_:
         print_json({"name": name, "removed": True})
         return

@@ -63,7 +63,7 @@ def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> lis
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         console=err_console, transient=True, disable=not err_console.is_terminal)
     with progress:
-        for path, kind, name, data in payloads:
+        for _path, kind, name, data in payloads:
             task = progress.add_task(f"{safe(name)} ({kind})", total=len(data))
             advance: Callable[[int], None] = lambda n, t=task: progress.advance(t, n)  # noqa: E731
             res = c.upload_file(name, data, kind, on_progress=advance) or {}

@@ -1,7 +1,7 @@
 """``jobico deploy``, ``redeploy``, ``rollback``, ``delete``, ``show`` and ``packages``."""
 import sys
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 import yaml
@@ -18,13 +18,13 @@ from .files import upload_files
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", exists=True, dir_okay=False, readable=True, show_default=False,
     help="The package YAML (its id must equal PACKAGE).")]
-WasmOpt = Annotated[Optional[List[Path]], typer.Option(
+WasmOpt = Annotated[Optional[list[Path]], typer.Option(
     "--wasm", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A module to upload first (repeatable); stored under its file name.")]
-SchemaOpt = Annotated[Optional[List[Path]], typer.Option(
+SchemaOpt = Annotated[Optional[list[Path]], typer.Option(
     "--schema", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A JSON Schema to upload first (repeatable); stored under its file name.")]
-PythonOpt = Annotated[Optional[List[Path]], typer.Option(
+PythonOpt = Annotated[Optional[list[Path]], typer.Option(
     "--python", exists=True, readable=True, show_default=False,
     help="A Python jobicolet (.py, or a .zip package) to upload first (repeatable); stored under its file name. "
          "A directory holding main.py is packed into a package zip, DIR.zip.")]
@@ -63,8 +63,8 @@ def _event_ids(source: bytes) -> list[str]:
         return []
 
 
-def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
-             schema: Optional[List[Path]], python: Optional[List[Path]] = None) -> tuple[str, bytes]:
+def _prepare(target: str, config: Optional[Path], wasm: Optional[list[Path]],
+             schema: Optional[list[Path]], python: Optional[list[Path]] = None) -> tuple[str, bytes]:
     """Read the YAML and check ids locally; then upload the files. Returns (package id, source)."""
     if config is None:
         path = Path(target)

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
                         _print(line)
         except KeyboardInterrupt:
             stream.close()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
 
     command(app, "stream")(stream_executions)
     command(app, "stream-from-recorder",  # the original Jobico's name, kept for its users' scripts

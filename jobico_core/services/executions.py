@@ -257,7 +257,7 @@ def get_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any
         return d
 
 
-def _cursor(after: str | None) -> str | None:
+def decode_cursor(after: str | None) -> str | None:
     if not after:
         return None
     try:
@@ -279,7 +279,7 @@ def list_executions(ctx: Context, tenant: str, *, package: str | None = None, ev
     """Newest first, keyset-paginated: returns (items, next cursor or None)."""
     if status is not None and status not in STATUSES:
         raise Invalid(f"status must be one of {', '.join(STATUSES)}", {"status": [status]})
-    before = _cursor(cursor)
+    before = decode_cursor(cursor)
     q = select(Execution).where(Execution.tenant_id == tenant)
     for column, value in ((Execution.package, package), (Execution.event, event),
                           (Execution.status, status), (Execution.submitter, submitter)):

@@ -18,7 +18,7 @@ from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tena
 from ..ids import uuid7
 from ..canonical import dumps
 from .context import Context
-from .executions import _cursor, encode_cursor
+from .executions import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 REASONS = ("bad_request", "too_large", "invalid", "not_deployed")
@@ -67,7 +67,7 @@ def to_dict(r: RejectedEvent) -> dict[str, Any]:
 def list_rejections(ctx: Context, tenant: str, *, event: str | None = None, reason: str | None = None,
                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first, keyset-paginated like the executions: (items, next cursor or None)."""
-    before = _cursor(cursor)
+    before = decode_cursor(cursor)
     q = select(RejectedEvent).where(RejectedEvent.tenant_id == tenant)
     if event is not None:
         q = q.where(RejectedEvent.event == event)

@@ -40,7 +40,7 @@ def _flood(p, info, n: int, batch: int = 2000) -> None:
     cols = {c.name for c in Execution.__table__.columns}
     base = {k: v for k, v in vars(first).items() if k in cols}
     for start in range(1, n, batch):
-        rows = [{**base, "id": uuid7(), "payload": '{"n":%d}' % i} for i in range(start, min(n, start + batch))]
+        rows = [{**base, "id": uuid7(), "payload": f'{{"n":{i}}}'} for i in range(start, min(n, start + batch))]
         with p.ctx.db.session() as s:
             s.execute(insert(Execution), rows)
         pipe = p.ctx.redis.pipeline(transaction=False)

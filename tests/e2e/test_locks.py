@@ -73,7 +73,7 @@ def _post(p, key, tenant, event, n=1) -> list[str]:
 
 def _no_overlap(runs: list[dict]) -> None:
     spans = sorted((_t(e["started_at"]), _t(e["finished_at"]), e["id"]) for e in runs)
-    for (s1, f1, a), (s2, f2, b) in zip(spans, spans[1:]):
+    for (_s1, f1, a), (s2, _f2, b) in zip(spans, spans[1:]):
         assert s2 >= f1, f"{b} started at {s2} while {a} ran until {f1}"
 
 

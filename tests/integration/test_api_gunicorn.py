@@ -43,7 +43,7 @@ def _gunicorn(s, tmp_path, port: int, **extra: str) -> subprocess.Popen:
         except requests.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(proc)
-                raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+                raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:]) from None
             time.sleep(0.2)
 
 
