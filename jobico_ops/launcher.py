@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from jobico_cli.client import CliError, Client, Refused
+
 
 
 def _examples() -> Path:
@@ -204,56 +206,57 @@ def _interrupt(signum, frame):
 
 
 def _wait_ready(url: str, children: _Children, timeout: float = 90) -> None:
-    import requests
+    client = Client(url, timeout=(2, 2))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dead = children.exited()
         if dead:
             raise RuntimeError(f"{dead[0]} exited with code {dead[1]} during start-up (see its output above)")
         try:
-            if requests.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
+            client.request("GET", "/ready", auth=False)
+            return
+        except CliError:  # not listening yet, or not ready (503)
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the API did not become ready at {url} within {timeout:.0f}s")
 
 
-def _bootstrap_demo(url: str, admin: str, data_dir: Path) -> str:
-    """Create the demo tenant and deploy the hello package through the public API; returns its key."""
-    import requests
+def _demo_key(admin: Client, data_dir: Path) -> str:
+    """The demo tenant's key: a new tenant's, the one an earlier run kept, or a new key of it."""
     key_file = data_dir / "demo.key"
-    r = requests.post(url + "/api/v1/tenants", json={"id": DEMO_TENANT},
-                      headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-    if r.status_code == 201:
-        key = r.json()["key"]
-    elif r.status_code == 409 and key_file.exists():
-        key = key_file.read_text().strip()
-    elif r.status_code == 409:
-        r = requests.post(url + f"/api/v1/tenants/{DEMO_TENANT}/keys", json={"name": f"run-{int(time.time())}"},
-                          headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-        r.raise_for_status()
-        key = r.json()["key"]
-    else:
-        raise RuntimeError(f"could not create the demo tenant: {r.status_code} {r.text}")
+    try:
+        key = admin.create_tenant(DEMO_TENANT)["key"]
+    except Refused as exc:
+        if exc.status != 409:
+            raise RuntimeError(f"could not create the demo tenant: {exc.format_message()}") from None
+        if key_file.exists():
+            return key_file.read_text().strip()
+        key = admin.create_key(DEMO_TENANT, f"run-{int(time.time())}")["key"]
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key)
-    auth = {"Authorization": f"Bearer {key}"}
-    for rel in DEMO_FILES:
-        path = EXAMPLES / rel
-        r = requests.put(url + f"/api/v1/files/{path.name}", data=path.read_bytes(), headers=auth, timeout=30)
-        if r.status_code not in (200, 201):
-            raise RuntimeError(f"could not upload {path.name}: {r.status_code} {r.text}")
-    source = (EXAMPLES / "packages/hello.yaml").read_bytes()
-    headers = {**auth, "Content-Type": "application/yaml"}
-    r = requests.post(url + "/api/v1/packages", data=source, headers=headers, timeout=30)
-    if r.status_code == 409:  # already deployed by an earlier run: keep its versions, refresh to this one
-        current = requests.get(url + "/api/v1/packages/hello", headers=auth, timeout=30).json()
-        if current.get("version", {}).get("source") != source.decode():
-            r = requests.put(url + "/api/v1/packages/hello", data=source, headers=headers, timeout=30)
-    if r.status_code not in (200, 201, 409):
-        raise RuntimeError(f"could not deploy the demo package: {r.status_code} {r.text}")
+    return key
+
+
+def _bootstrap_demo(url: str, admin_token: str, data_dir: Path) -> str:
+    """Create the demo tenant and deploy the hello package through the public API (the CLI's
+    client); returns the tenant's key."""
+    key = _demo_key(Client(url, admin_token, timeout=(5, 30)), data_dir)
+    tenant = Client(url, key, timeout=(5, 30))
+    try:
+        for rel in DEMO_FILES:
+            path = EXAMPLES / rel
+            tenant.upload_file(path.name, path.read_bytes())
+        source = (EXAMPLES / "packages/hello.yaml").read_bytes()
+        try:
+            tenant.deploy(source)
+        except Refused as exc:  # already deployed by an earlier run: keep its versions, refresh to this one
+            if exc.status != 409:
+                raise
+            if tenant.get_package("hello").get("version", {}).get("source") != source.decode():
+                tenant.redeploy("hello", source)
+    except Refused as exc:
+        raise RuntimeError(f"could not deploy the demo: {exc.format_message()}") from None
     return key
 
 
