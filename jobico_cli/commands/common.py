@@ -94,6 +94,25 @@ def command(app: typer.Typer, name: Optional[str] = None, **kwargs: Any) -> Call
     return decorate
 
 
+class Commands:
+    """A module's top-level commands, written as module-level functions (``@commands("deploy")``)
+    and added to the app by the module's ``register(app)``: the one way every command module
+    registers (a command group is a ``typer.Typer`` of the module, added the same way)."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str | None, dict[str, Any], Callable]] = []
+
+    def __call__(self, name: str | None = None, **kwargs: Any) -> Callable[[Callable], Callable]:
+        def collect(fn: Callable) -> Callable:
+            self._pending.append((name, kwargs, fn))
+            return fn
+        return collect
+
+    def register(self, app: typer.Typer) -> None:
+        for name, kwargs, fn in self._pending:
+            command(app, name, **kwargs)(fn)
+
+
 def read_local(path: Path, what: str = "file") -> bytes:
     """Bytes of a local file; a missing or unreadable one is a usage error (exit 2)."""
     try:

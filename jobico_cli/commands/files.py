@@ -10,7 +10,7 @@ from rich.table import Table
 from ..client import Client, UsageProblem
 from ..output import cells, console, err_console, human_size, info, print_json, safe, short
 from ..pyzip import pack_python_dir, python_files
-from .common import JsonOpt, client, command, read_local
+from .common import client, Commands, JsonOpt, read_local
 
 KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python", ".zip": "python"}  # .zip: a Python package
 
@@ -80,45 +80,54 @@ def _upload_one(path: Path, kind: str, name: Optional[str], json_: bool) -> None
         print_json(res)
 
 
+commands = Commands()
+
+
+@commands("upload-wasm")
+def upload_wasm(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+    """Upload a WebAssembly module to the tenant's repository (a runtime's moduleref)."""
+    _upload_one(file, "wasm", name, json_)
+
+
+@commands("upload-schema")
+def upload_schema(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+    """Upload a JSON Schema to the tenant's repository (an event's schemaref)."""
+    _upload_one(file, "schema", name, json_)
+
+
+@commands("upload")
+def upload(file: UploadArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
+    """Upload a file, its kind taken from the extension: .wasm (module), .py (Python jobicolet) or .json (schema).
+
+    A .py file is compiled by the platform's sandboxed CPython 3.15: a syntax error is refused
+    with its line. A .zip is a Python package (main.py at its root, plus the .py modules and
+    packages it imports; docs/python.md): each of its files is compiled the same way. A
+    directory holding main.py is packed into such a zip, DIR.zip (its .py files only).
+    """
+    _upload_one(file, kind_for(file), name, json_)
+
+
+@commands("files")
+def files(
+    kind: Annotated[Optional[Kind], typer.Option("--kind", "-k", help="Only files of this kind.",
+                                                 show_default=False)] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List the files in the tenant's repository."""
+    res = client().list_files(kind.value if kind else None) or {}
+    if json_:
+        print_json(res)
+        return
+    items = res.get("items", [])
+    if not items:
+        info("No files." if kind is None else f"No {kind.value} files.")
+        return
+    table = Table("NAME", "KIND", "SIZE", "SHA256", "UPLOADED", box=None, header_style="bold")
+    for f in items:
+        table.add_row(*cells([f.get("name"), f.get("kind"), human_size(f.get("size")),
+                              short(f.get("sha256"), 12), f.get("uploaded_at")]))
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    @command(app, "upload-wasm")
-    def upload_wasm(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
-        """Upload a WebAssembly module to the tenant's repository (a runtime's moduleref)."""
-        _upload_one(file, "wasm", name, json_)
-
-    @command(app, "upload-schema")
-    def upload_schema(file: FileArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
-        """Upload a JSON Schema to the tenant's repository (an event's schemaref)."""
-        _upload_one(file, "schema", name, json_)
-
-    @command(app, "upload")
-    def upload(file: UploadArg, name: NameOpt = None, json_: JsonOpt = False) -> None:
-        """Upload a file, its kind taken from the extension: .wasm (module), .py (Python jobicolet) or .json (schema).
-
-        A .py file is compiled by the platform's sandboxed CPython 3.15: a syntax error is refused
-        with its line. A .zip is a Python package (main.py at its root, plus the .py modules and
-        packages it imports; docs/python.md): each of its files is compiled the same way. A
-        directory holding main.py is packed into such a zip, DIR.zip (its .py files only).
-        """
-        _upload_one(file, kind_for(file), name, json_)
-
-    @command(app, "files")
-    def files(
-        kind: Annotated[Optional[Kind], typer.Option("--kind", "-k", help="Only files of this kind.",
-                                                     show_default=False)] = None,
-        json_: JsonOpt = False,
-    ) -> None:
-        """List the files in the tenant's repository."""
-        res = client().list_files(kind.value if kind else None) or {}
-        if json_:
-            print_json(res)
-            return
-        items = res.get("items", [])
-        if not items:
-            info("No files." if kind is None else f"No {kind.value} files.")
-            return
-        table = Table("NAME", "KIND", "SIZE", "SHA256", "UPLOADED", box=None, header_style="bold")
-        for f in items:
-            table.add_row(*cells([f.get("name"), f.get("kind"), human_size(f.get("size")),
-                                  short(f.get("sha256"), 12), f.get("uploaded_at")]))
-        console.print(table)
+    commands.register(app)
