@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from jobico_cli.client import CliError, Client, Refused
+from jobico_core.settings import ConfigError, Settings
 
 
 
@@ -51,7 +52,6 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare_python() -> None:
-    from jobico_core.settings import Settings
     from jobico_runtime.interpreter import InterpreterMissing, prepare
     settings = Settings.from_env()
     try:
@@ -70,7 +70,6 @@ def mqtt_bridge() -> None:
     JOBICO_MQTT_PREFIX, JOBICO_MQTT_CLIENT_ID, JOBICO_MQTT_REFRESH, JOBICO_MQTT_METRICS_PORT and
     the platform's database and Redis variables (README).
     """
-    from jobico_core.settings import ConfigError, Settings
     try:
         settings = Settings.from_env().check()
     except ConfigError as exc:
@@ -128,7 +127,6 @@ def mqtt_publish(
 
 def migrate() -> None:
     from jobico_core.db import upgrade_schema
-    from jobico_core.settings import Settings
     settings = Settings.from_env()
     upgrade_schema(settings.database_url)
     typer.echo(f"database schema is up to date ({_redact(settings.database_url)})")
@@ -324,22 +322,9 @@ def _runtime_dir() -> Path:
     return path
 
 
-def run(
-    port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
-    concurrency: int = typer.Option(2, help="Worker processes."),
-    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1 "
-                                "(basic auth: user 'flower', the password the banner prints)."),
-    beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
-                              "cron triggers)."),
-    flower_port: int = typer.Option(5555, help="Flower's port (127.0.0.1)."),
-    mqtt: bool = typer.Option(False, "--mqtt", help="Also start a local MQTT broker (amqtt, 127.0.0.1, a free "
-                              "port) and the MQTT bridge on it (instead of JOBICO_MQTT_URL)."),
-) -> None:
-    """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
-    from jobico_core.db import upgrade_schema
-    from jobico_ops.embedded import MqttBroker, RedisServer
-    from jobico_core.settings import ConfigError, Settings
-
+def _run_environment(port: int | None, mqtt: bool, flower_port: int | None) -> tuple[dict[str, str], Path]:
+    """The children's environment and the data directory; exits (2, or BUSY_PORT_EXIT) on a
+    configuration problem or a busy port, before anything starts."""
     env = dict(os.environ)
     env.setdefault("JOBICO_EMBEDDED", "1")
     data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
@@ -355,12 +340,51 @@ def run(
     except ConfigError as exc:
         typer.echo(f"jobico run: {exc}", err=True)
         raise typer.Exit(2) from None
-    problems = port_problems(_planned_ports(planned, flower_port if flower else None))
+    problems = port_problems(_planned_ports(planned, flower_port))
     if problems:  # before anything starts: never talk to another program on our port
         for problem in problems:
             typer.echo(f"jobico run: {problem}", err=True)
         raise typer.Exit(BUSY_PORT_EXIT)
+    return env, data_dir
 
+
+def _start_children(children: _Children, env: dict[str, str], settings, runtime: Path, *, concurrency: int,
+                    beat: bool, flower_port: int | None, flower_auth: str) -> None:
+    """The API (gunicorn), a worker, beat, the MQTT bridge and Flower, as asked."""
+    py = sys.executable
+    api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
+    children.start("api", [py, "-m", "gunicorn", "-c", "python:jobico_api.gunicorn_conf",
+                           "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
+    children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
+                              "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
+                              "--without-mingle"], env)
+    if beat:
+        children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
+                                "--scheduler", BEAT_SCHEDULER], env)
+    if settings.mqtt_url:
+        children.start("mqtt-bridge", [py, "-m", "jobico_ops.main", "mqtt-bridge"], env)
+    if flower_port is not None:
+        children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
+                                  "--address=127.0.0.1", f"--port={flower_port}"],
+                       {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
+
+
+def run(
+    port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1 "
+                                "(basic auth: user 'flower', the password the banner prints)."),
+    beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
+                              "cron triggers)."),
+    flower_port: int = typer.Option(5555, help="Flower's port (127.0.0.1)."),
+    mqtt: bool = typer.Option(False, "--mqtt", help="Also start a local MQTT broker (amqtt, 127.0.0.1, a free "
+                              "port) and the MQTT bridge on it (instead of JOBICO_MQTT_URL)."),
+) -> None:
+    """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
+    from jobico_core.db import upgrade_schema
+    from jobico_ops.embedded import MqttBroker, RedisServer
+
+    env, data_dir = _run_environment(port, mqtt, flower_port if flower else None)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -385,22 +409,8 @@ def run(
         settings = Settings.from_env(env).check()
         upgrade_schema(settings.database_url)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        py = sys.executable
-        api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
-        children.start("api", [py, "-m", "gunicorn", "-c", "python:jobico_api.gunicorn_conf",
-                               "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
-        children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
-                                  "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
-                                  "--without-mingle"], env)
-        if beat:
-            children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
-                                    "--scheduler", BEAT_SCHEDULER], env)
-        if settings.mqtt_url:
-            children.start("mqtt-bridge", [py, "-m", "jobico_ops.main", "mqtt-bridge"], env)
-        if flower:
-            children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
-                                      "--address=127.0.0.1", f"--port={flower_port}"],
-                           {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
+        _start_children(children, env, settings, runtime, concurrency=concurrency, beat=beat,
+                        flower_port=flower_port if flower else None, flower_auth=flower_auth)
         _wait_ready(api_url, children)
         key = _bootstrap_demo(api_url, settings.admin_token, data_dir)
         from jobico_cli.config import config_path, write_config
