@@ -59,6 +59,7 @@ import contextlib
 import hashlib
 import io
 import json
+import itertools
 import os
 import pwd
 import secrets
@@ -820,3 +821,9 @@ class MqttBroker(embedded.MqttBroker):
         c.connect("127.0.0.1", self.port)
         c.loop_start()
         return c
+
+
+#: The session Redis has this many databases; tests take their own in turn (redis_db_numbers,
+#: shared by every conftest: one iterator, so two packages never get the same database).
+REDIS_DATABASES = 1024
+redis_db_numbers = itertools.cycle(range(1, REDIS_DATABASES))

@@ -20,24 +20,17 @@ lost`` through ``report``; the table is printed at the end of the session.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import pytest
-import wasmtime
 from sqlalchemy import func, select
 
-from jobico_core.db import TERMINAL_STATUSES, Execution, upgrade_schema
-from jobico_ops.embedded import RedisServer
-from jobico_core.settings import Settings
-from tests.e2e.conftest import Platform, _serve, example, platform_env
-from tests.services import PostgresServer, S3Server
+from jobico_core.db import TERMINAL_STATUSES, Execution
+from tests.e2e.helpers import Platform, example, platform_env
+from tests.services import S3Server
 
 HERE = Path(__file__).resolve().parent
 VISIBILITY = 5          # seconds
@@ -62,65 +55,12 @@ runtimes:
 _results: list[dict] = []
 
 
-def pytest_terminal_summary(terminalreporter):
-    if not _results:
-        return
-    tr = terminalreporter
-    tr.section("chaos: every accepted event executed at least once, recorded exactly once")
-    cols = ("scenario", "sent", "accepted", "executed", "recorded", "duplicates", "lost", "runs", "notes")
-    tr.write_line(" | ".join(cols))
-    for r in _results:
-        tr.write_line(" | ".join(str(r.get(c, "")) for c in cols))
-    out = os.environ.get("JOBICO_CHAOS_REPORT")
-    if out:
-        Path(out).write_text(json.dumps(_results, indent=2))
-
-
 # ---------------------------------------------------------------------------
 # private servers
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def chaos_redis():
-    server = RedisServer(appendonly=True, appendfsync="always", extra_args=["--databases", "64"])
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def chaos_pg():
-    server = PostgresServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.frozen:
-            server.thaw()
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def chaos_s3():
-    server = S3Server()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 _dbs = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def spin_wasm(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("wasm") / "spin.wasm"
-    path.write_bytes(wasmtime.wat2wasm((HERE / "spin.wat").read_text()))
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -273,39 +213,3 @@ def chaos_env(pg_url: str, redis_url: str, s3: S3Server, bucket: str, tmp: Path)
                         JOBICO_RESCUE_AFTER="10")
 
 
-@pytest.fixture
-def chaos(chaos_redis, chaos_pg, chaos_s3, spin_wasm, tmp_path):
-    db = next(_dbs)
-    redis_url = chaos_redis.url_for(db)
-    chaos_redis.client(db).flushdb()
-    pg_url = chaos_pg.create_database()
-    db_name = pg_url.rsplit("/", 1)[1]
-    # statements bounded at 3 s server-side, 5 s client-side (jobico_core.db): a frozen server costs 5 s
-    pg_url += "?options=-c%20statement_timeout%3D3000"
-    bucket = chaos_s3.create_bucket(f"chaos-{uuid.uuid4().hex[:16]}")
-    env = chaos_env(pg_url, redis_url, chaos_s3, bucket, tmp_path)
-    upgrade_schema(pg_url)
-    settings = Settings.from_env(env).check()
-    from jobico_api import create_app
-    app = create_app(settings)
-    server, url = _serve(app)
-    p = Chaos(env, settings, app.extensions["jobico"], tmp_path, url)
-    p.setup_tenant(spin_wasm)
-    try:
-        yield p
-    finally:
-        for w in p.workers:
-            w.stop(timeout=10)
-        server.shutdown()
-        with contextlib.suppress(Exception):
-            app.extensions["jobico"].db.engine.dispose()
-        if chaos_pg.frozen:
-            chaos_pg.thaw()
-        if not chaos_pg.is_running():
-            chaos_pg.restart()
-        with contextlib.suppress(Exception):
-            chaos_pg.drop_database(db_name)
-        if not chaos_redis.is_running():
-            chaos_redis.restart()
-        if not chaos_s3.is_running():
-            chaos_s3.restart()

@@ -20,7 +20,7 @@ from jobico_core.ids import uuid7
 from jobico_core.services.executions import enqueue, new_execution
 from jobico_core.services.packages import route
 
-from .conftest import MAX_TIMEOUT_MS
+from .helpers import MAX_TIMEOUT_MS
 
 SLOW_BOUND = 3 * MAX_TIMEOUT_MS / 1000 + 7   # s: B waits for at most one A execution per pool slot
 FLOOD = int(os.environ.get("JOBICO_CHAOS_FLOOD", "50000"))

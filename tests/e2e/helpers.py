@@ -12,10 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
 
-from jobico_core.db import upgrade_schema
 from jobico_core.services.context import Context
 from jobico_core.settings import Settings
 
@@ -195,7 +193,7 @@ class Bridge(Worker):
         return self.log_path.stat().st_size
 
 
-def _serve(app):
+def serve_app(app):
     from werkzeug.serving import make_server
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -208,7 +206,7 @@ def serve_api(settings: Settings) -> tuple[Context, str, object]:
     Returns (its Context, its URL, its server: ``shutdown()`` it)."""
     from jobico_api import create_app
     app = create_app(settings)
-    server, url = _serve(app)
+    server, url = serve_app(app)
     return app.extensions["jobico"], url, server
 
 
@@ -231,23 +229,6 @@ def platform_env(pg_url: str, redis_url: str, s3, bucket: str, tmp: Path, **extr
         "JOBICO_LOG_LEVEL": "INFO",
         **extra,
     }
-
-
-@pytest.fixture
-def platform(pg_url, redis_url, s3_server, s3_bucket, tmp_path):
-    env = platform_env(pg_url, redis_url, s3_server, s3_bucket, tmp_path)
-    settings = Settings.from_env(env)
-    upgrade_schema(pg_url)
-    from jobico_api import create_app
-    app = create_app(settings)
-    server, url = _serve(app)
-    p = Platform(env, settings, app.extensions["jobico"], tmp_path, url)
-    try:
-        yield p
-    finally:
-        for w in p.workers:
-            w.stop()
-        server.shutdown()
 
 
 def example(path: str) -> Path:

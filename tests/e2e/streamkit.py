@@ -13,7 +13,7 @@ import wasmtime
 
 from jobico_cli.stream import parse_sse, shutdown
 
-from .conftest import example
+from .helpers import example
 
 # the guest's result: rich markup and an ANSI "clear screen"
 EVIL_RESULT = "[red]x[/red]\x1b[2J"

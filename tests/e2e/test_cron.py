@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from jobico_core.db import Execution
 
-from .conftest import example
+from .helpers import example
 
 CLOCK_YAML = """
 id: clock

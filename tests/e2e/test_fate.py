@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 
 from jobico_core.db import Execution, utcnow
 
-from .conftest import example
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 

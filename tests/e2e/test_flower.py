@@ -17,7 +17,7 @@ import pytest
 import redis
 import requests
 
-from .conftest import ROOT, example
+from .helpers import ROOT, example
 
 HELLO_YAML = example("packages/hello.yaml").read_text()
 FLOWER_AUTH = ("ops", "flower-test-password")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import example
+from .helpers import example
 
 LOCKED_YAML = """
 id: deployer

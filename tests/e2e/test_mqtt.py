@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from jobico_core.db import Execution
 
-from .conftest import example
+from .helpers import example
 
 PACKAGE = """
 id: doors

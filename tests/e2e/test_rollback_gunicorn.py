@@ -90,7 +90,7 @@ def test_tenant_webhook_cli(platform):
 
     from jobico_cli.main import app
 
-    from .conftest import ADMIN
+    from .helpers import ADMIN
 
     def cli(*args, code=0):
         env = {"JOBICO_API_URL": platform.url, "JOBICO_TOKEN": ADMIN, "JOBICO_HOME": str(platform.tmp / "h"),

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import example
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 

@@ -8,7 +8,7 @@ import pytest
 
 from jobico_core.services.tenants import sign
 
-from .conftest import GOOD
+from .helpers import GOOD
 
 pytestmark = pytest.mark.services
 

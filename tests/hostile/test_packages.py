@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import PACKAGE, package_yaml
+from .helpers import PACKAGE, package_yaml
 
 pytestmark = pytest.mark.services
 

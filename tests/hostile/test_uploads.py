@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.integration.conftest import wat
+from tests.integration.helpers import wat
 
-from .conftest import assert_error, package_yaml, wasm
+from .helpers import assert_error, package_yaml, wasm
 
 pytestmark = pytest.mark.services
 

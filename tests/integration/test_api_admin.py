@@ -5,7 +5,7 @@ import pytest
 
 from jobico_core.settings import ConfigError, Settings
 
-from .conftest import ADMIN_TOKEN
+from .helpers import ADMIN_TOKEN
 
 pytestmark = pytest.mark.services
 

@@ -14,7 +14,7 @@ import requests
 
 from jobico_ops.embedded import free_port
 
-from .conftest import ADMIN_TOKEN, SECRET_KEY
+from .helpers import ADMIN_TOKEN, SECRET_KEY
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import PACKAGE, PERSON_SCHEMA, package_yaml, wasm, wat
+from .helpers import PACKAGE, PERSON_SCHEMA, package_yaml, wasm, wat
 
 pytestmark = pytest.mark.services
 

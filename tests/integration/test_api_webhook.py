@@ -12,7 +12,7 @@ import pytest
 
 from jobico_ops.embedded import free_port
 
-from .conftest import PACKAGE
+from .helpers import PACKAGE
 
 pytestmark = pytest.mark.services
 

@@ -19,7 +19,7 @@ from jobico_worker import cancellation
 from jobico_worker.batch import run_batch
 from jobico_worker.executor import claim, run_execution
 
-from .conftest import wasm
+from .helpers import wasm
 
 pytestmark = pytest.mark.services
 

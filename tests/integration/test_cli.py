@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from jobico_cli import config as cfg
 from jobico_cli.main import app
 
-from .conftest import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
+from .helpers import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = ROOT / ".venv" / "bin" / "jobico"

@@ -16,7 +16,7 @@ from jobico_core.package import parse_package
 from jobico_core.services import environment, files, ingest, packages, tenants
 from jobico_core.services.packages import VersionInfo, cached_version, load_version, route
 
-from .conftest import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
 
 def _alembic(url: str):

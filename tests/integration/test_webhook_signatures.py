@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import PACKAGE
+from .helpers import PACKAGE
 
 pytestmark = pytest.mark.services
 

@@ -14,7 +14,7 @@ import pytest
 
 from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
-from tests.e2e.conftest import Platform, _serve, platform_env
+from tests.e2e.helpers import Platform, serve_app, platform_env
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
 pytestmark = pytest.mark.timeout(1200)
@@ -80,7 +80,7 @@ def py_platform(python_cache, pg_url, redis_url, s3_server, s3_bucket, tmp_path)
     upgrade_schema(pg_url)
     from jobico_api import create_app
     app = create_app(settings)
-    server, url = _serve(app)
+    server, url = serve_app(app)
     p = Platform(env, settings, app.extensions["jobico"], tmp_path, url)
     try:
         yield p
