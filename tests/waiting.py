@@ -29,3 +29,16 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, *, what: str =
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
         time.sleep(interval)
+
+
+def holds_for(condition: Callable[[], object], seconds: float, *, what: str = "the condition",
+              interval: float = 0.05) -> None:
+    """Assert that ``condition`` stays true for ``seconds`` (what must NOT happen, e.g. a duplicate
+    or a fire after a delete, is given that long to show up): checked all along, failing at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        assert value, f"{what}: broken after {seconds - (deadline - time.monotonic()):.2f}s (got {value!r})"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from jobico_core.db import Execution
 
 from .helpers import example
+from tests.waiting import holds_for
 
 PACKAGE = """
 id: doors
@@ -107,7 +108,8 @@ def test_messages_become_executions_invalid_ones_are_recorded_and_deploys_are_fo
     assert platform.call(key, "DELETE", "/api/v1/packages/doors").status_code == 204
     bridge.wait_log(f"unsubscribed {prefix}/acme/doorbell/+", after=mark)
     _publish(mqtt_broker, f"{prefix}/acme/doorbell/front", [json.dumps({"name": "late"})])
-    time.sleep(1.0)
+    holds_for(lambda: len(platform.call(key, "GET", "/api/v1/executions").json()["items"]) == 1, 1.0,
+              what="no execution of a message after the delete")
     names = [json.loads(e["payload"])["name"] for e in (
         platform.call(key, "GET", f"/api/v1/executions/{i['id']}").json()
         for i in platform.call(key, "GET", "/api/v1/executions").json()["items"])]
@@ -140,7 +142,7 @@ def test_bridge_killed_mid_stream_loses_no_qos1_message_and_records_none_twice(p
 
     bridge2 = platform.start_bridge("bridge2")
     _until(lambda: count() >= n, timeout=60, what=f"{n} executions")
-    time.sleep(1.0)  # anything more (a duplicate) would land now
+    holds_for(lambda: count() == n, 1.0, what="no duplicate after the restart")
     with platform.ctx.db.session() as s:
         payloads = list(s.scalars(select(Execution.payload).where(Execution.tenant_id == "acme")))
     names = sorted(json.loads(p)["name"] for p in payloads)

@@ -15,6 +15,7 @@ from jobico_cli.client import Client
 from jobico_cli.stream import ExecutionStream
 
 from .streamkit import EVIL_RESULT, CuttableProxy, SSEReader, post_ids, setup_tenant
+from tests.waiting import holds_for, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = ROOT / ".venv" / "bin" / "jobico"
@@ -47,7 +48,8 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
     failed_only.wait_for(fail)
     by_event.wait_for(ok)
     other_tenant.wait_for(b_ok)
-    time.sleep(0.3)
+    holds_for(lambda: len(everything.ids()) == len(ok + fail + evil) and failed_only.ids() == fail
+              and len(by_event.ids()) == len(ok) and other_tenant.ids() == b_ok, 0.3, what="no duplicate, no stray")
     # filters, isolation, no duplicates, monotonic ids = the records' seq
     assert sorted(everything.ids()) == sorted(ok + fail + evil)
     assert failed_only.ids() == fail
@@ -144,14 +146,11 @@ def test_disconnect_loses_nothing(platform):
                          daemon=True)
     t.start()
     try:
-        deadline = time.monotonic() + 10
-        while "connected" not in states and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "connected" in states, 10, what="the stream connected")
         before = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(5)])
         for eid in before:
             p.wait(key, eid)
-        while len(got) < 5 and time.monotonic() < deadline + 20:
-            time.sleep(0.05)
+        wait_until(lambda: len(got) >= 5, 30, what="the first 5 executions streamed")
         # cut the connection and keep the server "down" while more executions finish
         proxy.refuse = True
         proxy.cut()
@@ -162,10 +161,8 @@ def test_disconnect_loses_nothing(platform):
         proxy.refuse = False
         after = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(12, 15)])
         expected = before + during + after
-        deadline = time.monotonic() + 30
-        while len({e["id"] for e in got}) < len(expected) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_until(lambda: len({e["id"] for e in got}) >= len(expected), 30, what="every execution streamed")
+        holds_for(lambda: len(got) == len(expected), 0.5, what="each execution exactly once")
         ids = [e["id"] for e in got]
         assert sorted(ids) == sorted(expected), (len(ids), len(expected))  # all N, exactly once
         assert states.count("connected") >= 2 and "reconnecting" in states

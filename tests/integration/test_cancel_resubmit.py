@@ -20,6 +20,7 @@ from jobico_worker.batch import run_batch
 from jobico_worker.executor import claim, run_execution
 
 from .helpers import wasm
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -140,11 +141,8 @@ def test_cancel_of_a_running_execution_stops_it_records_it_and_fires_no_chain(h,
     thread = threading.Thread(target=lambda: out.update(run_execution(h.ctx, runtime(), tid, payload,
                                                                        worker="w")))
     thread.start()
-    deadline = time.monotonic() + 10
-    while get(h, eid)["status"] != "running":
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.01)
-    time.sleep(0.2)  # well inside the guest's endless loop
+    wait_until(lambda: get(h, eid)["status"] == "running", 10, what="the execution started")
+    wait_until(lambda: runtime().ticker.active > 0, 10, what="the guest running")  # inside its endless loop
     t0 = time.monotonic()
     r = cancel(h, eid)
     elapsed = time.monotonic() - t0
