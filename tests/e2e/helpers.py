@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import requests
 
 from jobico_core.services.context import Context
 from jobico_core.settings import Settings
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -82,17 +82,23 @@ class Platform:
 
     def wait(self, key: str, execution_id: str, timeout: float = 60.0,
              until=lambda e: e["status"] not in ("queued", "running")) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
+        seen: dict = {}
+
+        def reached() -> dict | None:
             r = self.call(key, "GET", f"/api/v1/executions/{execution_id}")
-            assert r.status_code == 200, r.text
-            e = r.json()
-            if until(e):
-                return e
-            if time.monotonic() > deadline:
-                logs = "\n".join(w.log_tail() for w in self.workers)
-                raise AssertionError(f"execution {execution_id} still {e['status']} after {timeout}s\n{logs}")
-            time.sleep(0.1)
+            if r.status_code != 200:
+                raise AssertionError(r.text)
+            seen["e"] = r.json()
+            return seen["e"] if until(seen["e"]) else None
+
+        try:
+            return wait_until(reached, timeout, interval=0.1)
+        except AssertionError:
+            if "e" not in seen:
+                raise
+            logs = "\n".join(w.log_tail() for w in self.workers)
+            raise AssertionError(f"execution {execution_id} still {seen['e']['status']} after {timeout}s\n{logs}") \
+                from None
 
 
 class Worker:
@@ -109,13 +115,23 @@ class Worker:
              "-P", "prefork", "-c", str(self.concurrency), "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-l", "INFO"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while b" ready." not in self.log_path.read_bytes():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        self.wait_log(" ready.", timeout, what="worker ready")
+
+    def wait_log(self, needle: str, timeout: float = 20.0, after: int = 0, *, what: str | None = None) -> None:
+        """Until the process logs ``needle`` (after byte ``after``); its exit or the deadline fails
+        with the log's tail."""
+        what = what or f"{self.name} logged {needle!r}"
+
+        def seen() -> bool:
+            if needle.encode() in self.log_path.read_bytes()[after:]:
+                return True
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{what}: the process exited ({self.proc.returncode}):\n{self.log_tail()}")
+            return False
+        try:
+            wait_until(seen, timeout, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -152,13 +168,7 @@ class Beat(Worker):
              "--scheduler", BEAT_SCHEDULER],
             cwd=self.platform.tmp, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while b"beat: Starting" not in self.log_path.read_bytes():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"beat exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"beat not started after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        self.wait_log("beat: Starting", timeout, what="beat started")
 
     def holds_lock(self) -> bool:
         return b"holds the lock" in self.log_path.read_bytes()
@@ -174,20 +184,7 @@ class Bridge(Worker):
         offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen([sys.executable, "-m", "jobico_ops.main", "mqtt-bridge"], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while b"connected to" not in self.log_path.read_bytes()[offset:]:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bridge exited ({self.proc.returncode}):\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bridge not connected after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    def wait_log(self, needle: str, timeout: float = 20.0, after: int = 0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle.encode() not in self.log_path.read_bytes()[after:]:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bridge never logged {needle!r}:\n{self.log_tail()}")
-            time.sleep(0.05)
+        self.wait_log("connected to", timeout, after=offset, what="bridge connected")
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size

@@ -6,14 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import time
 
 from sqlalchemy import select
 
 from jobico_core.db import Execution
 
 from .helpers import example
-from tests.waiting import holds_for
+from tests.waiting import holds_for, wait_until
 
 CLOCK_YAML = """
 id: clock
@@ -40,11 +39,10 @@ def _fires(p, event: str = "tick") -> list[Execution]:
 
 
 def _wait_for(cond, timeout: float, what: str, logs) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout}s\n{logs()}")
-        time.sleep(0.2)
+    try:
+        wait_until(cond, timeout, what=what, interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{logs()}") from None
 
 
 def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platform):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy import func, select
 from jobico_core.db import Execution
 
 from .helpers import example
-from tests.waiting import holds_for
+from tests.waiting import holds_for, wait_until
 
 PACKAGE = """
 id: doors
@@ -56,14 +55,7 @@ def _publish(broker, topic: str, payloads, qos: int = 1) -> None:
 
 
 def _until(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.1)
+    return wait_until(check, timeout, what=what, interval=0.1)
 
 
 def test_messages_become_executions_invalid_ones_are_recorded_and_deploys_are_followed(

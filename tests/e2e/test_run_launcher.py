@@ -28,6 +28,7 @@ import requests
 from jobico_ops.embedded import free_port
 
 from .test_flower import metric
+from tests.waiting import wait_until
 
 JOBICO = Path(sys.executable).parent / "jobico"
 API_WORKERS = 2
@@ -44,17 +45,8 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _poll(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (requests.RequestException, ValueError, subprocess.SubprocessError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+    return wait_until(fn, timeout, what=what, interval=0.5,
+                      ignore=(requests.RequestException, ValueError, subprocess.SubprocessError))
 
 
 # -- a busy port: a clear message, exit 2, nothing started --------------------------------------
