@@ -174,10 +174,7 @@ def test_members_of_a_batch_task_are_cancelled_one_by_one(h, make_api, listener)
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(res=run_batch(worker.ctx, runtime(), ids, worker="w")))
     thread.start()
-    deadline = time.monotonic() + 10
-    while first not in cancellation.running_here():
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.01)
+    wait_until(lambda: first in cancellation.running_here(), 10, what="the first execution started", interval=0.01)
     assert get(h, second)["status"] == "running"  # claimed with the batch, not started
     r = cancel(h, second, "?wait=0")
     assert r.status_code == 202 and r.get_json()["cancel"] == "requested"
@@ -240,10 +237,7 @@ def test_a_listener_that_lost_its_connection_reads_missed_requests_from_the_data
                 s.execute(update(Execution).where(Execution.id == eid).values(cancel_requested_at=utcnow(),
                                                                                cancelled_by="ops"))
             assert h.redis.client_kill_filter(_type="pubsub") >= 1
-            deadline = time.monotonic() + 10
-            while not token.cancelled:
-                assert time.monotonic() < deadline, "the listener never caught up"
-                time.sleep(0.01)
+            wait_until(lambda: token.cancelled, 10, what="the listener catching up", interval=0.01)
             assert token.reason == "cancelled by ops" and thread.connections == 2
     finally:
         cancellation.stop()
