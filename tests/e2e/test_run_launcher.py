@@ -17,7 +17,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -109,11 +108,9 @@ class Run:
             [str(JOBICO), "run", "--port", str(self.port), "--flower-port", str(self.flower), "--mqtt",
              "--no-beat", "--concurrency", "1"],
             cwd=tmp, env=self.env, stdout=self.out, stderr=self.err, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while b"Ctrl-C stops everything" not in (tmp / "out.log").read_bytes():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.5)
+        wait_until(lambda: b"Ctrl-C stops everything" in (tmp / "out.log").read_bytes() or self.proc.poll() is not None,
+                   180, what="the banner", interval=0.5)
+        assert self.proc.poll() is None, self.log()
         self.banner = (tmp / "out.log").read_text()
 
     def log(self) -> str:
