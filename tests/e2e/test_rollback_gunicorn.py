@@ -10,6 +10,7 @@ import time
 import requests
 
 from .streamkit import PACKAGE, SSEReader, post_ids, setup_tenant
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,15 +52,9 @@ def test_concurrent_streams_on_gunicorn_do_not_starve_the_api(platform):
     url = f"http://127.0.0.1:{port}"
     readers = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (p.tmp / "gunicorn.log").read_text()
-            time.sleep(0.2)
+        wait_until(lambda: proc.poll() is not None or requests.get(url + "/health", timeout=1).status_code == 200,
+                   30, what="gunicorn answering /health", interval=0.2, ignore=(requests.RequestException,))
+        assert proc.poll() is None, (p.tmp / "gunicorn.log").read_text()
         readers = [SSEReader(url, key, {"package": "tools"}) for _ in range(6)]
         # with 6 streams open, ordinary requests still answer promptly
         for path in ("/health", "/api/v1/packages", "/api/v1/executions", "/api/v1/files"):

@@ -121,9 +121,7 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
                 break
             assert time.monotonic() < live_by, "the CLI stream never showed a new execution"
         more = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
-        deadline = time.monotonic() + 30
-        while not any(more[0] in line for line in got) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: any(more[0] in line for line in got), 30, what="the new execution printed")
         line = next(line for line in got if more[0] in line)
         assert "[red]x[/red]" in line and "\x1b[2J" not in line
         assert "\x1b[" in line  # coloured status: the only escapes are the CLI's own
