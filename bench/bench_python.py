@@ -36,8 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 import wasmtime  # noqa: E402
 
-from jobico_runtime import Runtime, Status  # noqa: E402
-from jobico_runtime import interpreter  # noqa: E402
+from jobico_runtime import (  # noqa: E402
+    Runtime,
+    Status,
+    interpreter,  # noqa: E402
+)
 from jobico_runtime.python import load_interpreter, load_python  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'

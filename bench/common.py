@@ -80,7 +80,7 @@ class Services:
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jobico-bench-")))
     _dbs: int = 0
 
-    def start(self, s3: bool = True) -> "Services":
+    def start(self, s3: bool = True) -> Services:
         from jobico_ops.embedded import RedisServer
         from tests.services import PostgresServer, S3Server
         self.redis = RedisServer(extra_args=["--databases", "64"]).start()
@@ -148,7 +148,8 @@ def context(env: dict[str, str]):
 def setup_tenant(ctx, tenant: str, packages: int = 1, module: bytes | None = None,
                  module_name: str = "echo.wasm") -> str:
     """Create ``tenant`` with ``packages`` echo packages (events e0..eN-1); returns its key."""
-    from jobico_core.services import files, packages as pk, tenants
+    from jobico_core.services import files, tenants
+    from jobico_core.services import packages as pk
     _, key = tenants.create_tenant(ctx, tenant)
     files.upload(ctx, tenant, "any.json", (EXAMPLES / "schemas/any.json").read_bytes())
     files.upload(ctx, tenant, module_name, module or (EXAMPLES / "jobicolets/echo.wasm").read_bytes())

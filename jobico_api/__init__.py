@@ -83,8 +83,19 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
 
     api = JobicoApi(app)
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
-    from .blueprints import (admin, environment, executions, files, health, locks, metrics, packages, rejections,
-                             stream, webhook)
+    from .blueprints import (
+        admin,
+        environment,
+        executions,
+        files,
+        health,
+        locks,
+        metrics,
+        packages,
+        rejections,
+        stream,
+        webhook,
+    )
     gateway = [webhook.blp]
     control = [admin.blp, files.blp, packages.blp, environment.blp, executions.blp, rejections.blp, locks.blp,
                metrics.blp, stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
@@ -102,6 +113,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
         # werkzeug's router and request.path drop leading slashes, so `//events/t/e` would reach
         # the webhook: every path with an empty first segment is a JSON 404, like `/events//t/e`
         from flask import request
+
         from jobico_core.errors import NotFound
         if request.environ.get("PATH_INFO", "").startswith("//"):
             raise NotFound("not found: the URL starts with '//' (an empty path segment); no route has one",
@@ -111,6 +123,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     def _refuse_control_characters():
         # no id or file name may hold one, and PostgreSQL refuses NUL in a query (a 500 otherwise)
         from flask import request
+
         from jobico_core.errors import NotFound
         if request.endpoint == "webhook.post_events":
             return  # its own order (body size first); jobico_core.services.ingest copes with NUL

@@ -8,8 +8,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import current_app, g, request
 from flask_smorest.error_handler import ErrorSchema as ERROR_SCHEMA  # noqa: F401  (re-exported: documents error bodies)

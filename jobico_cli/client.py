@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import json
 import socket
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import requests

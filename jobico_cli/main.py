@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
-from .commands import (auth, environment, events, executions, files, locks, packages, publish, rejections,
-                       scaffold, tenants)
+from .commands import (
+    auth,
+    environment,
+    events,
+    executions,
+    files,
+    locks,
+    packages,
+    publish,
+    rejections,
+    scaffold,
+    tenants,
+)
 from .commands import stream as stream_commands
 from .commands.common import ApiUrlOpt, TokenOpt, remember
 
@@ -51,7 +61,7 @@ scaffold.register(app)
 # entry point: this package is the tenant's HTTP client only and imports no server code.
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turn every failure into an exit code."""
     try:
         app(args=argv, prog_name="jobico")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 

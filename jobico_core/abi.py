@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 __all__ = ["InvalidModule", "ModuleInfo", "FuncSig", "Import", "inspect_module",
            "WASI_MODULE", "LOG_SIG", "LEGACY_LOG_SIG", "MAIN_SIG", "LEGACY_MAIN_SIG"]

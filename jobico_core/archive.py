@@ -25,8 +25,8 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import Invalid, JobicoError
 

@@ -178,7 +178,7 @@ class PackageSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PackageSpec":
+    def from_dict(cls, d: dict[str, Any]) -> PackageSpec:
         events = {}
         for k, v in d["events"].items():
             v = dict(v)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import typer
 
-from jobico_cli.client import CliError, Client, Refused
+from jobico_cli.client import Client, CliError, Refused
 from jobico_core.settings import ConfigError, Settings
-
 
 
 def _examples() -> Path:

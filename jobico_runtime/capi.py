@@ -18,9 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import wasmtime
-from wasmtime import Trap, WasmtimeError
+from wasmtime import Trap, WasmtimeError, _ffi
 from wasmtime import _bindings as ffi
-from wasmtime import _ffi
 
 EPOCH_CALLBACK_T = ffi._wasmtime_store_epoch_deadline_callback.argtypes[1]
 OUTPUT_CALLBACK_T = ffi._wasi_config_set_stdout_custom.argtypes[1]

@@ -32,10 +32,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import wasmtime

@@ -39,10 +39,11 @@ import sys
 
 
 def _jobico_run():
-    import _host
     import json
     import os
     import types
+
+    import _host
 
     call = _host.call
     mode, filename, main, package, source = call(b"S").decode("utf-8").split("\0", 4)

@@ -44,8 +44,22 @@ from jobico_core.limits import DEFAULT_LIMITS, Limits
 
 from . import capi, python, wasi_clock
 from .outcome import CancelToken, Outcome, Status
-from .sandbox import (ENGINE_CONFIG_HASH, WASMTIME_VERSION, Execution, GuestFault, Ticker, classify, current,
-                      finish, make_engine, refused_at_start, run_in_store, short, stopped, wasi_config)
+from .sandbox import (
+    ENGINE_CONFIG_HASH,
+    WASMTIME_VERSION,
+    Execution,
+    GuestFault,
+    Ticker,
+    classify,
+    current,
+    finish,
+    make_engine,
+    refused_at_start,
+    run_in_store,
+    short,
+    stopped,
+    wasi_config,
+)
 
 log = logging.getLogger("jobico.runtime")
 

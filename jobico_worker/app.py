@@ -38,6 +38,7 @@ class QueueDiscovery(bootsteps.StartStopStep):
 
     def refresh(self, c):
         from jobico_core.services.packages import active_queues
+
         from .context import worker_context
         pool = settings.worker_tenants or None  # JOBICO_WORKER_TENANTS: a per-tenant pool
         try:

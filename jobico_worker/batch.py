@@ -48,12 +48,12 @@ from sqlalchemy import ARRAY, String, any_, bindparam, insert, select, text, upd
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
-from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow, as_signed64
+from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, as_signed64, next_seq, utcnow
 from jobico_core.services.context import Context
 from jobico_core.services.executions import task_message, task_messages, to_dict
 from jobico_core.services.leases import until as lease_until
 
-from .executor import RECORD_SEQ, INFRA_ERRORS, Outcome, chained_row, run_claimed
+from .executor import INFRA_ERRORS, RECORD_SEQ, Outcome, chained_row, run_claimed
 from .heartbeat import holding
 
 log = logging.getLogger("jobico.worker")

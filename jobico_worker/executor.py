@@ -17,8 +17,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics
-from jobico_core.broker import publish
 from jobico_core.abi import InvalidModule
+from jobico_core.broker import publish
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
@@ -31,10 +31,10 @@ from jobico_core.services.executions import MAX_CHAIN_DEPTH, announce, new_execu
 from jobico_core.services.files import schema_validator
 from jobico_core.services.leases import until as lease_until
 from jobico_core.services.packages import VersionInfo, load_version
+from jobico_runtime.interpreter import InterpreterNotReady
 from jobico_worker.cancellation import watch
 from jobico_worker.heartbeat import holding
 from jobico_worker.modules import module_bytes
-from jobico_runtime.interpreter import InterpreterNotReady
 
 log = logging.getLogger("jobico.worker")
 

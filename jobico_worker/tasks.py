@@ -11,8 +11,8 @@ from jobico_core.services import leases
 from jobico_core.services.executions import task_message
 
 from . import cancellation, locking
-from .celery_app import app, settings
 from .batch import BatchFailed, BatchInterrupted, dead_letter_many, run_batch
+from .celery_app import app, settings
 from .context import worker_context
 from .executor import INFRA_ERRORS, backoff_cap, dead_letter, retry_delay, run_execution
 from .failures import record_internal_error

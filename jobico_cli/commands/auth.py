@@ -1,6 +1,6 @@
 """``jobico login`` and ``jobico whoami``."""
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -9,13 +9,12 @@ from ..client import Client, UsageProblem
 from ..output import info, print_json, safe, sanitize
 from .common import Commands, JsonOpt, resolved
 
-
 commands = Commands()
 
 
 @commands("login")
 def login(
-    tenant: Annotated[Optional[str], typer.Option(
+    tenant: Annotated[str | None, typer.Option(
         help="Record this tenant in the config (default: the token's own tenant, from whoami).",
         show_default=False)] = None,
 ) -> None:

@@ -1,6 +1,6 @@
 """``jobico env set/list/unset``: the tenant's stored environment variables and secrets."""
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
 
 
-def _read_value(value: Optional[str], secret: bool) -> str:
+def _read_value(value: str | None, secret: bool) -> str:
     if value is not None:
         return value
     if not sys.stdin.isatty():  # `printf %s "$TOKEN" | jobico env set api-token --secret`
@@ -37,7 +37,7 @@ def _read_value(value: Optional[str], secret: bool) -> str:
 @command(env_app, "set")
 def env_set(
     name: NameArg,
-    value: Annotated[Optional[str], typer.Argument(
+    value: Annotated[str | None, typer.Argument(
         help="The value. For a secret, leave it out to type it (not echoed) or pipe it on stdin: "
              "an argument stays in your shell history.", show_default=False)] = None,
     secret: Annotated[bool, typer.Option("--secret/--plain", help="A secret: sealed, never shown again, masked "

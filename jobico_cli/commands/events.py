@@ -5,16 +5,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from ..client import UsageProblem
 from ..output import info, print_json, safe, sanitize
-from .common import client, Commands, JsonOpt, read_local, resolved
+from .common import Commands, JsonOpt, client, read_local, resolved
 
 
-def _load(data: Optional[str], file: Optional[Path]) -> Any:
+def _load(data: str | None, file: Path | None) -> Any:
     if (data is None) == (file is None):
         raise UsageProblem("give exactly one of --data JSON or --file FILE")
     if file is not None:
@@ -38,20 +38,20 @@ commands = Commands()
 @commands("send")
 def send(
     event: Annotated[str, typer.Argument(help="Event id.", show_default=False)],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", metavar="JSON", show_default=False,
+    data: Annotated[str | None, typer.Option("--data", "-d", metavar="JSON", show_default=False,
                                                 help="The event as JSON; an array sends several.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", show_default=False,
+    file: Annotated[Path | None, typer.Option("--file", "-f", show_default=False,
                                                  help="Read the JSON from a file ('-' for stdin).")] = None,
-    tenant: Annotated[Optional[str], typer.Option(
+    tenant: Annotated[str | None, typer.Option(
         "--tenant", "-t", show_default=False,
         help="Tenant (default: the config file's tenant, else the token's own, from whoami).")] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option(
+    idempotency_key: Annotated[str | None, typer.Option(
         "--idempotency-key", show_default=False,
         help="Repeating a request with the same key enqueues nothing new.")] = None,
-    signing_secret: Annotated[Optional[str], typer.Option(
+    signing_secret: Annotated[str | None, typer.Option(
         "--signing-secret", envvar="JOBICO_SIGNING_SECRET", show_default=False,
         help="Sign the request (tenants with hmac webhooks) \\[env: JOBICO_SIGNING_SECRET].")] = None,
-    gateway_url: Annotated[Optional[str], typer.Option(
+    gateway_url: Annotated[str | None, typer.Option(
         "--gateway-url", envvar="JOBICO_GATEWAY_URL", show_default=False,
         help="Where the webhook gateway listens when it has its own port (JOBICO_GATEWAY_PORT), e.g. "
              "http://127.0.0.1:8081 (default: the API URL) \\[env: JOBICO_GATEWAY_URL].")] = None,

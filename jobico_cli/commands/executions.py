@@ -1,8 +1,8 @@
 """``jobico executions [filters]`` and ``jobico executions show <id>``."""
 import shlex
-from typing import Annotated, Any, Optional
-
 from enum import Enum
+from typing import Annotated, Any
+
 import typer
 from rich.console import Group
 from rich.panel import Panel
@@ -29,19 +29,19 @@ def register(app: typer.Typer) -> None:
 @plain_errors
 def executions(
     ctx: typer.Context,
-    package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
+    package: Annotated[str | None, typer.Option("--package", "-p", help="Only this package.",
                                                    show_default=False)] = None,
-    event: Annotated[Optional[str], typer.Option("--event", "-e", help="Only this event.",
+    event: Annotated[str | None, typer.Option("--event", "-e", help="Only this event.",
                                                  show_default=False)] = None,
-    status: Annotated[Optional[Status], typer.Option("--status", "-s",
+    status: Annotated[Status | None, typer.Option("--status", "-s",
                                                   help="Only executions in this status.",
                                                   show_default=False)] = None,
-    submitter: Annotated[Optional[str], typer.Option("--submitter", help="Only those of this submitter: a key's name, "
+    submitter: Annotated[str | None, typer.Option("--submitter", help="Only those of this submitter: a key's name, "
                                                      "the value of the tenant's submitter header, cron, "
                                                      "mqtt:<topic> or chain.",
                                                      show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
-    cursor: Annotated[Optional[str], typer.Option("--cursor", help="Continue from a previous page.",
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Continue from a previous page.",
                                                   show_default=False)] = None,
     json_: JsonOpt = False,
     api_url: ApiUrlOpt = None,
@@ -312,7 +312,7 @@ def running_table(doc: dict) -> Table:
 
 @command(executions_app, "running")
 def running(
-    package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
+    package: Annotated[str | None, typer.Option("--package", "-p", help="Only this package.",
                                                    show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 200,
     json_: JsonOpt = False,

@@ -1,7 +1,8 @@
 """``jobico upload-wasm``, ``upload-schema``, ``upload`` and ``files``: the tenant's file repository."""
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -10,7 +11,7 @@ from rich.table import Table
 from ..client import Client, UsageProblem
 from ..output import cells, console, err_console, human_size, info, print_json, safe, short
 from ..pyzip import pack_python_dir, python_files
-from .common import client, Commands, JsonOpt, read_local
+from .common import Commands, JsonOpt, client, read_local
 
 KINDS = {".wasm": "wasm", ".json": "schema", ".py": "python", ".zip": "python"}  # .zip: a Python package
 
@@ -26,7 +27,7 @@ FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=T
 UploadArg = Annotated[Path, typer.Argument(exists=True, readable=True, show_default=False,
                                            help="Local file to upload, or a directory to upload as a Python "
                                                 "package zip (DIR.zip).")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", "-n", show_default=False,
+NameOpt = Annotated[str | None, typer.Option("--name", "-n", show_default=False,
                                                 help="Name in the repository (default: the file's name).")]
 
 
@@ -41,7 +42,7 @@ def kind_for(path: Path) -> str:
     return kind
 
 
-def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> list[dict]:
+def upload_files(c: Client, files: list[tuple[Path, str, str | None]]) -> list[dict]:
     """Upload (path, kind, name) triples with a progress bar on a terminal; return the answers.
 
     A directory (kind python) is packed into a Python package zip named ``<directory>.zip``.
@@ -74,7 +75,7 @@ def upload_files(c: Client, files: list[tuple[Path, str, Optional[str]]]) -> lis
     return results
 
 
-def _upload_one(path: Path, kind: str, name: Optional[str], json_: bool) -> None:
+def _upload_one(path: Path, kind: str, name: str | None, json_: bool) -> None:
     [res] = upload_files(client(), [(path, kind, name)])
     if json_:
         print_json(res)
@@ -109,7 +110,7 @@ def upload(file: UploadArg, name: NameOpt = None, json_: JsonOpt = False) -> Non
 
 @commands("files")
 def files(
-    kind: Annotated[Optional[Kind], typer.Option("--kind", "-k", help="Only files of this kind.",
+    kind: Annotated[Kind | None, typer.Option("--kind", "-k", help="Only files of this kind.",
                                                  show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -5,8 +5,7 @@ import typer
 from rich.table import Table
 
 from ..output import console, info, print_json, text
-from .common import client, Commands, JsonOpt
-
+from .common import Commands, JsonOpt, client
 
 commands = Commands()
 

@@ -1,7 +1,7 @@
 """``jobico deploy``, ``redeploy``, ``rollback``, ``delete``, ``show`` and ``packages``."""
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -12,19 +12,19 @@ from rich.text import Text
 
 from ..client import Refused, UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize, text
-from .common import client, Commands, JsonOpt, read_local
+from .common import Commands, JsonOpt, client, read_local
 from .files import upload_files
 
-ConfigOpt = Annotated[Optional[Path], typer.Option(
+ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", exists=True, dir_okay=False, readable=True, show_default=False,
     help="The package YAML (its id must equal PACKAGE).")]
-WasmOpt = Annotated[Optional[list[Path]], typer.Option(
+WasmOpt = Annotated[list[Path] | None, typer.Option(
     "--wasm", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A module to upload first (repeatable); stored under its file name.")]
-SchemaOpt = Annotated[Optional[list[Path]], typer.Option(
+SchemaOpt = Annotated[list[Path] | None, typer.Option(
     "--schema", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A JSON Schema to upload first (repeatable); stored under its file name.")]
-PythonOpt = Annotated[Optional[list[Path]], typer.Option(
+PythonOpt = Annotated[list[Path] | None, typer.Option(
     "--python", exists=True, readable=True, show_default=False,
     help="A Python jobicolet (.py, or a .zip package) to upload first (repeatable); stored under its file name. "
          "A directory holding main.py is packed into a package zip, DIR.zip.")]
@@ -63,8 +63,8 @@ def _event_ids(source: bytes) -> list[str]:
         return []
 
 
-def _prepare(target: str, config: Optional[Path], wasm: Optional[list[Path]],
-             schema: Optional[list[Path]], python: Optional[list[Path]] = None) -> tuple[str, bytes]:
+def _prepare(target: str, config: Path | None, wasm: list[Path] | None,
+             schema: list[Path] | None, python: list[Path] | None = None) -> tuple[str, bytes]:
     """Read the YAML and check ids locally; then upload the files. Returns (package id, source)."""
     if config is None:
         path = Path(target)
@@ -184,7 +184,7 @@ def delete(
 @commands("show")
 def show(
     package: PackageArg,
-    version: Annotated[Optional[int], typer.Option("--version", "-v", min=1, show_default=False,
+    version: Annotated[int | None, typer.Option("--version", "-v", min=1, show_default=False,
                                                    help="Show this version (default: the active one).")] = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -1,8 +1,9 @@
 """``jobico publish <dir|archive>``: deploy a package and its files as one archive, all or nothing."""
 import io
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -10,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from ..client import UsageProblem, _ProgressBody
 from ..output import err_console, human_size, info, print_json, safe
-from .common import client, Commands, JsonOpt, read_local
+from .common import Commands, JsonOpt, client, read_local
 
 YAML_NAMES = ("package.yaml", "package.yml")
 

@@ -1,13 +1,13 @@
 """``jobico rejections``: events a trigger without a caller (MQTT) could not accept, and why."""
 import shlex
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from ..output import console, info, one_line, print_json, safe, text
-from .common import client, Commands, JsonOpt
+from .common import Commands, JsonOpt, client
 
 REASONS = ["bad_request", "too_large", "invalid", "not_deployed"]
 Reason = Enum("Reason", {r: r for r in REASONS}, type=str)
@@ -18,12 +18,12 @@ commands = Commands()
 
 @commands("rejections")
 def rejections(
-    event: Annotated[Optional[str], typer.Option("--event", "-e", help="Only this event.",
+    event: Annotated[str | None, typer.Option("--event", "-e", help="Only this event.",
                                                  show_default=False)] = None,
-    reason: Annotated[Optional[Reason], typer.Option("--reason", "-r", help="Only this reason.",
+    reason: Annotated[Reason | None, typer.Option("--reason", "-r", help="Only this reason.",
                                                      show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="Page size.")] = 50,
-    cursor: Annotated[Optional[str], typer.Option("--cursor", help="Continue from a previous page.",
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Continue from a previous page.",
                                                   show_default=False)] = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -1,6 +1,6 @@
 """``jobico new python NAME [--package]``: a ready-to-deploy Python jobicolet to start from."""
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -118,7 +118,7 @@ new = typer.Typer(help="Start a new jobicolet from a template.", no_args_is_help
 def python(
     name: Annotated[str, typer.Argument(help="The jobicolet's name: its event, runtime and package id.",
                                         show_default=False)],
-    directory: Annotated[Optional[Path], typer.Option(
+    directory: Annotated[Path | None, typer.Option(
         "--dir", "-d", file_okay=False, show_default=False,
         help="Where to write the files (default: ./NAME).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,

@@ -2,14 +2,14 @@
 ``stream-from-recorder``) and ``jobico dashboard``."""
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
 from ..output import console, err_console, json_line, level_text, one_line, sanitize, status_text, text
 from ..stream import ExecutionStream
-from .common import client, Commands
+from .common import Commands, client
 from .executions import Status
 
 
@@ -63,9 +63,9 @@ def stream_executions(
     logs: Annotated[bool, typer.Option("--logs", help="Also print each execution's log records.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming as executions finish "
                                          "(reconnects by itself); Ctrl-C stops.")] = False,
-    event: Annotated[Optional[str], typer.Option("--event", "-e", help="Only this event.",
+    event: Annotated[str | None, typer.Option("--event", "-e", help="Only this event.",
                                                  show_default=False)] = None,
-    status: Annotated[Optional[Status], typer.Option("--status", "-s", help="Only this status.",
+    status: Annotated[Status | None, typer.Option("--status", "-s", help="Only this status.",
                                                   show_default=False)] = None,
     recent: Annotated[int, typer.Option("--recent", "-n", min=0, max=500,
                                         help="How many recent finished executions to show first.")] = 20,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-
 from typing import cast
 
 from sqlalchemy import Table, case, func, literal, select, update

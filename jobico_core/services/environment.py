@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any, cast
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
 

@@ -5,9 +5,8 @@ import base64
 import json
 import logging
 import re
-from typing import Any, cast
-
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql

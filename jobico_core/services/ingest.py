@@ -11,16 +11,16 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from .. import metrics
+from .. import metrics, ratelimit
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..limits import resolve
 from ..schemas import schema_errors
-from .. import ratelimit
 from .context import Context
 from .executions import enqueue, new_executions
 from .files import schema_validator

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Iterable, Mapping, cast
+from collections.abc import Iterable, Mapping
+from typing import cast
 
 from sqlalchemy import Table, and_, bindparam, func, not_, or_, select, update
 

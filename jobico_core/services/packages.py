@@ -9,15 +9,15 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..abi import InvalidModule, inspect_module
+from ..broker import broadcast_consume, declare_queues
+from ..canonical import loads
 from ..db import EventRoute, Package, PackageVersion, RepoFile, Tenant
 from ..errors import Conflict, Invalid, NotFound
 from ..limits import resolve
+from ..mqtt import overlaps
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from ..schemas import schema_errors
-from ..broker import broadcast_consume, declare_queues
-from ..canonical import loads
-from ..mqtt import overlaps
 from .context import Context
 from .environment import missing_references
 from .files import check_python_bytes, read_blob, schema_validator

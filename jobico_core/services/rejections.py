@@ -14,9 +14,9 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
 
+from ..canonical import dumps
 from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tenant, utcnow
 from ..ids import uuid7
-from ..canonical import dumps
 from .context import Context
 from .executions import decode_cursor, encode_cursor
 

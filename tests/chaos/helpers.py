@@ -191,7 +191,7 @@ class Sender:
             self.latencies.append((code, time.monotonic() - t0))
             time.sleep(self.interval)
 
-    def __enter__(self) -> "Sender":
+    def __enter__(self) -> Sender:
         self._thread.start()
         return self
 

@@ -8,8 +8,8 @@ from jobico_core.settings import Settings
 
 from .helpers import (
     Platform,
-    serve_app,
     platform_env,
+    serve_app,
 )
 
 

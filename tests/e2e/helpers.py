@@ -29,21 +29,21 @@ class Platform:
     ctx: Context
     tmp: Path
     url: str = ""
-    workers: list["Worker"] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2, extra_env: dict | None = None) -> "Worker":
+    def start_worker(self, name: str = "w1", concurrency: int = 2, extra_env: dict | None = None) -> Worker:
         w = Worker(self, name, concurrency, extra_env or {})
         w.start()
         self.workers.append(w)
         return w
 
-    def start_bridge(self, name: str = "bridge1", extra_env: dict | None = None) -> "Bridge":
+    def start_bridge(self, name: str = "bridge1", extra_env: dict | None = None) -> Bridge:
         b = Bridge(self, name, 0, extra_env or {})
         b.start()
         self.workers.append(b)
         return b
 
-    def start_beat(self, name: str = "beat1", extra_env: dict | None = None) -> "Beat":
+    def start_beat(self, name: str = "beat1", extra_env: dict | None = None) -> Beat:
         b = Beat(self, name, 0, extra_env or {})
         b.start()
         self.workers.append(b)

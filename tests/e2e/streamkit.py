@@ -11,9 +11,9 @@ import requests
 import wasmtime
 
 from jobico_cli.stream import parse_sse, shutdown
+from tests.waiting import wait_until
 
 from .helpers import example
-from tests.waiting import wait_until
 
 # the guest's result: rich markup and an ANSI "clear screen"
 EVIL_RESULT = "[red]x[/red]\x1b[2J"

@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .helpers import example
 from tests.waiting import holds_for, wait_until
+
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 

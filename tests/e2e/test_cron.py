@@ -10,9 +10,9 @@ import signal
 from sqlalchemy import select
 
 from jobico_core.db import Execution
+from tests.waiting import holds_for, wait_until
 
 from .helpers import example
-from tests.waiting import holds_for, wait_until
 
 CLOCK_YAML = """
 id: clock
@@ -54,7 +54,7 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     beats = [p.start_beat("b1"), p.start_beat("b2")]  # two started by mistake: one fires, one stands by
     logs = lambda: "\n".join(w.log_tail(40) for w in p.workers)  # noqa: E731
 
-    deployed = dt.datetime.now(dt.timezone.utc)
+    deployed = dt.datetime.now(dt.UTC)
     p.deploy(key, _clock("* * * * * *"))
     _wait_for(lambda: len(_fires(p)) >= 5, 20, "5 fires of a per-second schedule", logs)
 
@@ -77,7 +77,7 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     assert len(holder) == 1, logs()
     standby = next(b for b in beats if b is not holder[0])
     holder[0].stop(signal.SIGKILL)
-    killed = dt.datetime.now(dt.timezone.utc)
+    killed = dt.datetime.now(dt.UTC)
     _wait_for(standby.holds_lock, 25, "the standby beat taking over", logs)
     _wait_for(lambda: _fires(p)[-1].scheduled_at > killed + dt.timedelta(seconds=2), 15,
               "fires after the takeover", logs)
@@ -86,7 +86,7 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     assert all(b - a == dt.timedelta(seconds=1) for a, b in zip(times, times[1:])), times  # ...nor a gap
 
     # a redeploy moves the schedule: every 3rd second from now on, from version 2
-    moved = dt.datetime.now(dt.timezone.utc)
+    moved = dt.datetime.now(dt.UTC)
     p.deploy(key, _clock("*/3 * * * * *"), redeploy_id="clock")
     settle = moved + dt.timedelta(seconds=2)  # the beat learns of it at its next tick
     _wait_for(lambda: len([e for e in _fires(p) if e.scheduled_at > settle]) >= 3, 20,
@@ -99,7 +99,7 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     # a delete stops it
     r = p.call(key, "DELETE", "/api/v1/packages/clock")
     assert r.status_code == 204, r.text
-    stopped = dt.datetime.now(dt.timezone.utc)
+    stopped = dt.datetime.now(dt.UTC)
     count = len(_fires(p))
     holds_for(lambda: len(_fires(p)) == count, 4.5, what="no fire after the delete (a 3 s schedule)")
     rows = _fires(p)

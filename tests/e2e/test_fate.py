@@ -28,9 +28,9 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from jobico_core.db import Execution, utcnow
+from tests.waiting import wait_until
 
 from .helpers import example
-from tests.waiting import wait_until
 
 JOBICO = Path(sys.executable).parent / "jobico"
 

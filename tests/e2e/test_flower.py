@@ -17,8 +17,9 @@ import pytest
 import redis
 import requests
 
-from .helpers import ROOT, example
 from tests.waiting import wait_until
+
+from .helpers import ROOT, example
 
 HELLO_YAML = example("packages/hello.yaml").read_text()
 FLOWER_AUTH = ("ops", "flower-test-password")

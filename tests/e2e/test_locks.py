@@ -121,7 +121,7 @@ def test_a_killed_workers_lock_frees_within_the_lease(platform):
     p.wait(key, stuck, until=lambda e: e["status"] == "running")
     time.sleep(1.5)  # a renewal or two happened: the lease would go on without the kill
     w1.stop(signal.SIGKILL)
-    killed_at = dt.datetime.now(dt.timezone.utc)
+    killed_at = dt.datetime.now(dt.UTC)
     p.start_worker("w2", concurrency=1, extra_env=lease)
     p.deploy(key, (LOCKED_YAML % {"ms": 200}), redeploy_id="deployer")  # the next one is short
     nxt = _post(p, key, "locks2", "deploy_web")[0]

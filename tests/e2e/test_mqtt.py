@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from jobico_core.db import Execution
+from tests.waiting import holds_for, wait_until
 
 from .helpers import example
-from tests.waiting import holds_for, wait_until
 
 PACKAGE = """
 id: doors

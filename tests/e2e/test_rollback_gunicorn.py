@@ -9,8 +9,9 @@ import time
 
 import requests
 
-from .streamkit import PACKAGE, SSEReader, post_ids, setup_tenant
 from tests.waiting import wait_until
+
+from .streamkit import PACKAGE, SSEReader, post_ids, setup_tenant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

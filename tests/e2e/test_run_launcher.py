@@ -25,9 +25,9 @@ import pytest
 import requests
 
 from jobico_ops.embedded import free_port
+from tests.waiting import wait_until
 
 from .test_flower import metric
-from tests.waiting import wait_until
 
 JOBICO = Path(sys.executable).parent / "jobico"
 API_WORKERS = 2

@@ -13,9 +13,9 @@ import requests
 
 from jobico_cli.client import Client
 from jobico_cli.stream import ExecutionStream
+from tests.waiting import holds_for, wait_until
 
 from .streamkit import EVIL_RESULT, CuttableProxy, SSEReader, post_ids, setup_tenant
-from tests.waiting import holds_for, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = ROOT / ".venv" / "bin" / "jobico"

@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .helpers import example
 from tests.waiting import wait_until
+
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 

@@ -7,7 +7,6 @@ import pytest
 import redis
 
 from jobico_core.settings import Settings
-from tests.services import redis_db_numbers
 from tests.integration.helpers import (
     ADMIN_TOKEN,
     PACKAGE,
@@ -15,6 +14,7 @@ from tests.integration.helpers import (
     ApiHarness,
     package_yaml,
 )
+from tests.services import redis_db_numbers
 
 from .helpers import (
     GOOD,

@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from jobico_ops.embedded import free_port
+from tests.waiting import wait_until
 
 from .helpers import ADMIN_TOKEN, SECRET_KEY
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]

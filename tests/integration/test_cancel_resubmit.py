@@ -19,9 +19,9 @@ from jobico_core.db import Execution
 from jobico_worker import cancellation
 from jobico_worker.batch import run_batch
 from jobico_worker.executor import claim, run_execution
+from tests.waiting import wait_until
 
 from .helpers import wasm
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -145,7 +145,7 @@ def test_cancel_of_a_running_execution_stops_it_records_it_and_fires_no_chain(h,
     wait_until(lambda: get(h, eid)["status"] == "running", 10, what="the execution started")
     wait_until(lambda: runtime().ticker.active > 0, 10, what="the guest running")
     started = dt.datetime.fromisoformat(get(h, eid)["started_at"])
-    wait_until(lambda: dt.datetime.now(dt.timezone.utc) - started >= dt.timedelta(seconds=0.2), 10,
+    wait_until(lambda: dt.datetime.now(dt.UTC) - started >= dt.timedelta(seconds=0.2), 10,
                what="0.2 s into the guest's endless loop")
     t0 = time.monotonic()
     r = cancel(h, eid)

@@ -23,9 +23,9 @@ from jobico_worker import heartbeat
 from jobico_worker.batch import BatchFailed, run_batch
 from jobico_worker.executor import claim, run_execution
 from jobico_worker.failures import record_internal_error
+from tests.waiting import wait_until
 
 from .test_batch import FLAKY, Runtime, deploy, post, rows, take
-from tests.waiting import wait_until
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from .helpers import PACKAGE
 from tests.waiting import wait_until
+
+from .helpers import PACKAGE
 
 pytestmark = pytest.mark.services
 
@@ -161,7 +162,7 @@ def _accepted(api, secret: str, tenant: str = "tenant_1") -> int:
 def test_rotation_keeps_the_old_secret_until_it_is_revoked(make_api):
     api = make_api(webhook_secret_grace=3600)
     old = hmac_tenant(api)
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     r = _patch(api, {"webhook_auth": "hmac", "rotate_secret": True})
     assert r.status_code == 200, r.get_json()
     new = r.get_json()["signing_secret"]

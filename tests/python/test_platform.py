@@ -14,7 +14,7 @@ import pytest
 
 from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
-from tests.e2e.helpers import Platform, serve_app, platform_env
+from tests.e2e.helpers import Platform, platform_env, serve_app
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
 pytestmark = pytest.mark.timeout(1200)
@@ -271,8 +271,8 @@ def test_a_newcomer_scaffolds_deploys_and_runs_one_with_the_cli(py_platform, tmp
 def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
     """Before a host has compiled its interpreter, a Python event is put back on its queue with a
     note (never failed, never compiled on its path), and runs once the interpreter is there."""
-    from jobico_worker.executor import run_execution
     from jobico_runtime import Runtime, interpreter
+    from jobico_worker.executor import run_execution
 
     p = py_platform
     key = p.tenant("pyw")

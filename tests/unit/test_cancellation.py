@@ -8,8 +8,8 @@ import pytest
 
 from jobico_core.broker import cancel_message, parse_cancel_message
 from jobico_core.limits import Limits
-from jobico_worker import cancellation
 from jobico_runtime import Runtime, Status
+from jobico_worker import cancellation
 from tests.waiting import wait_until
 
 SLEEPER = (Path(__file__).resolve().parents[2] / "examples" / "jobicolets" / "sleeper.wasm").read_bytes()

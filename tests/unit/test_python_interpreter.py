@@ -84,6 +84,7 @@ def test_a_package_zip_is_read_in_memory_with_its_paths():
     import io
     import zipfile
     from pathlib import Path
+
     from jobico_runtime.python import MAX_PACKAGE_ZIP_BYTES
     examples = Path(__file__).resolve().parents[2] / "examples" / "python"
     data = (examples / "pricing.zip").read_bytes()
