@@ -16,6 +16,7 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
+from . import celeryconfig
 from .errors import Unavailable
 from .settings import Settings
 
@@ -34,8 +35,6 @@ def celery_queue(name: str) -> Queue:
 
 
 def make_celery(settings: Settings, name: str = "jobico") -> Celery:
-    from . import celeryconfig
-
     app = Celery(name, set_as_current=False)
     app.conf.update(celeryconfig.make_config(settings))
     app.conf.task_queues = [celery_queue(CONTROL_QUEUE)]
