@@ -108,6 +108,13 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     app.extensions["jobico_role"] = role
     errors.register_error_handlers(app)
 
+    _refuse_unroutable_urls(app)
+    app.json.sort_keys = False
+    return app
+
+
+def _refuse_unroutable_urls(app: Flask) -> None:
+    """JSON 404s for URLs no route can have: a leading empty segment, a control character."""
     @app.before_request
     def _refuse_leading_empty_segment():
         # werkzeug's router and request.path drop leading slashes, so `//events/t/e` would reach
@@ -131,5 +138,3 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
                 any("\x00" in v for vs in request.args.lists() for v in [vs[0], *vs[1]]):
             raise NotFound("not found: the URL holds a control character (NUL, newline...), which no "
                            "tenant, event, package or file name may contain", {"url": ["control character"]})
-    app.json.sort_keys = False
-    return app
