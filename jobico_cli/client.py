@@ -149,7 +149,7 @@ def reason_of(exc: BaseException) -> str:
     return text
 
 
-class _ProgressBody:
+class ProgressBody:
     """A bytes body that reports its progress as requests reads it (keeps Content-Length)."""
 
     def __init__(self, data: bytes, on_read: Callable[[int], None], chunk: int = 64 * 1024):
@@ -281,7 +281,7 @@ class Client:
 
     def upload_file(self, name: str, data: bytes, kind: str | None = None,
                     on_progress: Callable[[int], None] | None = None) -> dict:
-        body: Any = _ProgressBody(data, on_progress) if on_progress else data
+        body: Any = ProgressBody(data, on_progress) if on_progress else data
         return self.request("PUT", f"/api/v1/files/{segment(name)}", params={"kind": kind}, data=body,
                             headers={"Content-Type": "application/octet-stream"})
 

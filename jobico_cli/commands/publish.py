@@ -9,7 +9,7 @@ import typer
 import yaml
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from ..client import UsageProblem, _ProgressBody
+from ..client import UsageProblem, ProgressBody
 from ..output import err_console, human_size, info, print_json, safe
 from .common import Commands, JsonOpt, client, read_local
 
@@ -88,7 +88,7 @@ def publish(
     with progress:
         task = progress.add_task(f"publishing {safe(target.name)}", total=len(data))
         advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
-        res = client().request("POST", "/api/v1/packages/archive", data=_ProgressBody(data, advance),
+        res = client().request("POST", "/api/v1/packages/archive", data=ProgressBody(data, advance),
                                headers={"Content-Type": "application/octet-stream"}) or {}
     if json_:
         print_json(res)

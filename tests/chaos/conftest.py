@@ -19,24 +19,24 @@ from tests.services import PostgresServer, S3Server
 from .helpers import (
     HERE,
     Chaos,
-    _dbs,
-    _results,
+    DB_NUMBERS,
+    RESULTS,
     chaos_env,
 )
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _results:
+    if not RESULTS:
         return
     tr = terminalreporter
     tr.section("chaos: every accepted event executed at least once, recorded exactly once")
     cols = ("scenario", "sent", "accepted", "executed", "recorded", "duplicates", "lost", "runs", "notes")
     tr.write_line(" | ".join(cols))
-    for r in _results:
+    for r in RESULTS:
         tr.write_line(" | ".join(str(r.get(c, "")) for c in cols))
     out = os.environ.get("JOBICO_CHAOS_REPORT")
     if out:
-        Path(out).write_text(json.dumps(_results, indent=2))
+        Path(out).write_text(json.dumps(RESULTS, indent=2))
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def spin_wasm(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def chaos(chaos_redis, chaos_pg, chaos_s3, spin_wasm, tmp_path):
-    db = next(_dbs)
+    db = next(DB_NUMBERS)
     redis_url = chaos_redis.url_for(db)
     chaos_redis.client(db).flushdb()
     pg_url = chaos_pg.create_database()

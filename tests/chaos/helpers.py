@@ -52,7 +52,7 @@ runtimes:
   - {id: sleeper, moduleref: sleeper.wasm}
 """
 
-_results: list[dict] = []
+RESULTS: list[dict] = []
 
 
 # ---------------------------------------------------------------------------
@@ -60,7 +60,7 @@ _results: list[dict] = []
 # ---------------------------------------------------------------------------
 
 
-_dbs = itertools.count(1)
+DB_NUMBERS = itertools.count(1)
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +152,7 @@ class Chaos(Platform):
             "lost_ids": lost[:10],
             "statuses": sorted({rows[i].status for i in recorded}),
         }
-        _results.append(result)
+        RESULTS.append(result)
         print(json.dumps(result))
         return result
 
