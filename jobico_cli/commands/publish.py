@@ -9,7 +9,7 @@ import typer
 import yaml
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from ..client import UsageProblem, ProgressBody
+from ..client import ProgressBody, UsageProblem
 from ..output import err_console, human_size, info, print_json, safe
 from .common import Commands, JsonOpt, client, read_local
 

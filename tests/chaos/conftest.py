@@ -17,10 +17,10 @@ from tests.e2e.helpers import serve_app
 from tests.services import PostgresServer, S3Server
 
 from .helpers import (
-    HERE,
-    Chaos,
     DB_NUMBERS,
+    HERE,
     RESULTS,
+    Chaos,
     chaos_env,
 )
 
