@@ -35,7 +35,7 @@ def _alembic(url: str):
 
     from jobico_core.db import __file__ as db_file
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db_file).resolve().parent.parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(db_file).resolve().parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["configure_logger"] = False
     return cfg
