@@ -20,15 +20,18 @@ COPY requirements.txt ./
 # the runtime part of requirements.txt only (everything above "# test-only")
 RUN sed '/^# test-only/,$d' requirements.txt > /tmp/runtime-requirements.txt \
  && pip install -r /tmp/runtime-requirements.txt
-COPY pyproject.toml README.md alembic.ini celeryconfig.py ./
+COPY pyproject.toml README.md ./
 COPY jobico_core ./jobico_core
+COPY jobico_runtime ./jobico_runtime
 COPY jobico_api ./jobico_api
 COPY jobico_worker ./jobico_worker
 COPY jobico_cli ./jobico_cli
-COPY migrations ./migrations
-# editable: the code stays in /app (migrations are found next to jobico_core), `jobico` is on PATH
-RUN pip install --no-deps -e . \
- && python -m compileall -q /app
+COPY jobico_ops ./jobico_ops
+COPY examples ./examples
+# a wheel, installed: the code, the migrations (jobico_core/migrations) and the demo (jobico_ops/examples)
+# live in the virtualenv's site-packages; /app is only the build's source and is not copied on
+RUN pip install --no-deps . \
+ && python -m compileall -q /opt/venv/lib
 
 # --- runtime: the virtualenv and the code, no compilers, not root ------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -50,9 +53,8 @@ RUN groupadd --system --gid 10001 jobico \
  && mkdir -p /var/lib/jobico /var/cache/jobico \
  && chown jobico:jobico /var/lib/jobico /var/cache/jobico
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/jobico-entrypoint
-WORKDIR /app
+WORKDIR /var/lib/jobico
 USER 10001:10001
 EXPOSE 8080 8081 5555 9100 9101
 # the API's liveness; worker/flower containers override it (docker-compose.yml, Helm chart)

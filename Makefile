@@ -16,7 +16,7 @@ help:
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (apt: clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32; TinyGo from its releases) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
-	@echo "make lint      byte-compile and run ruff (pyflakes + pycodestyle rules)"
+	@echo "make lint      ruff, the import contracts (lint-imports) and the type checker (mypy); run by .ci/run"
 
 $(STAMP): requirements.txt pyproject.toml scripts/bootstrap-venv.sh
 	@scripts/bootstrap-venv.sh $(VENV)
@@ -62,9 +62,13 @@ bench: install
 	@command -v wrk >/dev/null || echo "NOTE: wrk not found (Debian: apt-get install -y wrk): ingest/scaling fall back to a slower Python load generator"
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
+# ruff (pyproject.toml [tool.ruff]), the layers (docs/architecture.md; [tool.importlinter]) and the
+# types of jobico_core and jobico_runtime ([tool.mypy])
 lint: install
-	$(PY) -m compileall -q jobico_core jobico_api jobico_worker jobico_cli tests bench
+	$(PY) -m compileall -q jobico_core jobico_runtime jobico_api jobico_worker jobico_cli jobico_ops tests bench
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .jobico .pytest_cache

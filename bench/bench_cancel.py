@@ -92,8 +92,9 @@ def one_round(api: Api, ctx) -> dict:
 def floor(n: int) -> list[float]:
     """CancelToken.cancel() -> Runtime.run returns, same module, in this process."""
     from bench_runtime import cancel_latencies
+
     from jobico_core.limits import Limits
-    from jobico_worker.runtime import Runtime
+    from jobico_runtime import Runtime
     rt = Runtime(cache_dir=None)
     return cancel_latencies(rt, rt.load((EXAMPLES / "jobicolets/sleeper.wasm").read_bytes()), n, Limits(**LIMITS))
 

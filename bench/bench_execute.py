@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Services, context, log, median, preload, setup_tenant, table,  # noqa: E402
-                    worker)
+from common import Services, context, log, median, preload, setup_tenant, table, worker  # noqa: E402
 
 PAYLOAD = '{"age":50,"firstName":"john"}'
 

@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Services, body, context, gunicorn, have_wrk, load, log, median, setup_tenant,  # noqa: E402
-                    sized_event, table)
+from common import Services, body, context, gunicorn, have_wrk, load, log, median, setup_tenant, sized_event, table  # noqa: E402
 
 PAYLOAD = {"age": 50, "firstName": "john"}
 

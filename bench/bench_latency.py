@@ -87,6 +87,7 @@ def breakdown(ctx, sent: dict, ps_seen: dict) -> dict:
     """Split each latency by the execution row's timestamps: scheduled send -> row created (the
     webhook), -> claimed by a worker (queue wait), -> recorded (run + record), -> on pub/sub."""
     from sqlalchemy import select
+
     from jobico_core.db import Execution
     offset = time.time() - time.monotonic()  # monotonic -> wall clock (same host)
     with ctx.db.session() as s:

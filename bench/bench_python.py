@@ -36,9 +36,12 @@ sys.path.insert(0, str(ROOT))
 
 import wasmtime  # noqa: E402
 
-from jobico_worker.runtime import Runtime, Status  # noqa: E402
-from jobico_worker.runtime import interpreter  # noqa: E402
-from jobico_worker.runtime.python import _interpreter, load_python  # noqa: E402
+from jobico_runtime import (  # noqa: E402
+    Runtime,
+    Status,
+    interpreter,  # noqa: E402
+)
+from jobico_runtime.python import load_interpreter, load_python  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 CACHE = Path(os.environ.get("JOBICO_PYTHON_CACHE_DIR") or Path.home() / ".cache" / "jobico" / "python")
@@ -47,8 +50,8 @@ COLD = """
 import sys, time, json
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from jobico_worker.runtime import Runtime
-from jobico_worker.runtime.python import load_python
+from jobico_runtime import Runtime
+from jobico_runtime.python import load_python
 rt = Runtime(python_cache_dir={cache!r})
 m = load_python(open({echo!r}, "rb").read(), "echo.py")
 t1 = time.perf_counter()
@@ -130,8 +133,8 @@ def main() -> int:
     pricing_ms = timeit(lambda: rt.run(pricing_zip, pricing_payload), max(50, n // 2), warm=3)
 
     # the floor: a fresh store and instance of the interpreter, nothing run
-    interp = _interpreter(rt, 1024)
-    engine = rt._engine(1024).engine
+    interp = load_interpreter(rt, 1024)
+    engine = rt.engine(1024)
 
     def bare() -> None:
         store = wasmtime.Store(engine)

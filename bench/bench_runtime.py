@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import wasmtime  # noqa: E402
 
 from jobico_core.limits import Limits  # noqa: E402
-from jobico_worker.runtime import CancelToken, Runtime, Status  # noqa: E402
-from jobico_worker.runtime._runtime import _make_engine  # noqa: E402
+from jobico_runtime import CancelToken, Runtime, Status  # noqa: E402
+from jobico_runtime.sandbox import make_engine  # noqa: E402
 
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 
@@ -84,7 +84,8 @@ def cancel_latencies(rt, module, n: int, limits) -> list[float]:
     for _ in range(n):
         tok = CancelToken()
         box: dict = {}
-        th = threading.Thread(target=lambda: box.setdefault("o", rt.run(module, b"{}", limits=limits, cancel=tok)))
+        th = threading.Thread(target=lambda box=box, tok=tok: box.setdefault("o", rt.run(module, b"{}", limits=limits,
+                                                                                   cancel=tok)))
         th.start()
         time.sleep(0.05)
         t = time.perf_counter()
@@ -113,7 +114,7 @@ def main() -> int:
     warm_t = timeit(lambda: rt.run(cm_t, PAYLOAD, limits=limits), n)
 
     # bare floor: same engine configuration, plain wasmtime-py, trivial export, no WASI
-    engine = _make_engine(limits.stack_kb)
+    engine = make_engine(limits.stack_kb)
     trivial = wasmtime.Module(engine, wasmtime.wat2wasm('(module (func (export "f")))'))
 
     def bare() -> None:

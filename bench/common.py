@@ -1,6 +1,6 @@
 """Shared harness of the service benchmarks (ingest, execute, latency, scaling).
 
-Starts REAL servers the way the test suite does (``jobico_core.embedded.RedisServer``,
+Starts REAL servers the way the test suite does (``jobico_ops.embedded.RedisServer``,
 ``tests.services.PostgresServer`` / ``S3Server``), sets a tenant up through the
 domain services, runs the API under gunicorn with ``jobico_api/gunicorn_conf.py``
 (the worker class and count we ship) and Celery workers with the flags
@@ -80,8 +80,8 @@ class Services:
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jobico-bench-")))
     _dbs: int = 0
 
-    def start(self, s3: bool = True) -> "Services":
-        from jobico_core.embedded import RedisServer
+    def start(self, s3: bool = True) -> Services:
+        from jobico_ops.embedded import RedisServer
         from tests.services import PostgresServer, S3Server
         self.redis = RedisServer(extra_args=["--databases", "64"]).start()
         self.pg = PostgresServer(max_connections=300).start()
@@ -148,7 +148,8 @@ def context(env: dict[str, str]):
 def setup_tenant(ctx, tenant: str, packages: int = 1, module: bytes | None = None,
                  module_name: str = "echo.wasm") -> str:
     """Create ``tenant`` with ``packages`` echo packages (events e0..eN-1); returns its key."""
-    from jobico_core.services import files, packages as pk, tenants
+    from jobico_core.services import files, tenants
+    from jobico_core.services import packages as pk
     _, key = tenants.create_tenant(ctx, tenant)
     files.upload(ctx, tenant, "any.json", (EXAMPLES / "schemas/any.json").read_bytes())
     files.upload(ctx, tenant, module_name, module or (EXAMPLES / "jobicolets/echo.wasm").read_bytes())
@@ -214,7 +215,7 @@ class Proc:
 
 def gunicorn(name: str, app: str, env: dict[str, str], logdir: Path) -> tuple[Proc, str]:
     """gunicorn with the shipped config (gthread, 2 x cores + 1 workers, 8 threads)."""
-    from jobico_core.embedded import free_port
+    from jobico_ops.embedded import free_port
     port = free_port()
     env = {**env, "JOBICO_API_HOST": "127.0.0.1", "JOBICO_API_PORT": str(port)}
     p = Proc(name, [PY, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"), app], env, logdir)

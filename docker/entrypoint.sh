@@ -28,7 +28,7 @@ role="${1:-api}"
 case "$role" in
     api)
         prepare_metrics_dir
-        exec gunicorn -c /app/jobico_api/gunicorn_conf.py "$@" jobico_api.wsgi:app
+        exec gunicorn -c python:jobico_api.gunicorn_conf "$@" jobico_api.wsgi:app
         ;;
     worker)
         prepare_metrics_dir

@@ -85,8 +85,19 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
 
     api = JobicoApi(app, spec_kwargs={"extra_plugins": [openapi.StandardResponses()]})
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
-    from .blueprints import (admin, environment, executions, files, health, locks, metrics, packages, rejections,
-                             stream, webhook)
+    from .blueprints import (
+        admin,
+        environment,
+        executions,
+        files,
+        health,
+        locks,
+        metrics,
+        packages,
+        rejections,
+        stream,
+        webhook,
+    )
     gateway = [webhook.blp]
     control = [admin.blp, files.blp, packages.blp, environment.blp, executions.blp, rejections.blp, locks.blp,
                metrics.blp, stream.blp]  # stream: GET /api/v1/executions/stream (SSE)
@@ -100,11 +111,19 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     app.extensions["jobico_role"] = role
     errors.register_error_handlers(app)
 
+    _refuse_unroutable_urls(app)
+    app.json.sort_keys = False
+    return app
+
+
+def _refuse_unroutable_urls(app: Flask) -> None:
+    """JSON 404s for URLs no route can have: a leading empty segment, a control character."""
     @app.before_request
     def _refuse_leading_empty_segment():
         # werkzeug's router and request.path drop leading slashes, so `//events/t/e` would reach
         # the webhook: every path with an empty first segment is a JSON 404, like `/events//t/e`
         from flask import request
+
         from jobico_core.errors import NotFound
         if request.environ.get("PATH_INFO", "").startswith("//"):
             raise NotFound("not found: the URL starts with '//' (an empty path segment); no route has one",
@@ -114,6 +133,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     def _refuse_control_characters():
         # no id or file name may hold one, and PostgreSQL refuses NUL in a query (a 500 otherwise)
         from flask import request
+
         from jobico_core.errors import NotFound
         if request.endpoint == "webhook.post_events":
             return  # its own order (body size first); jobico_core.services.ingest copes with NUL
@@ -121,5 +141,3 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
                 any("\x00" in v for vs in request.args.lists() for v in [vs[0], *vs[1]]):
             raise NotFound("not found: the URL holds a control character (NUL, newline...), which no "
                            "tenant, event, package or file name may contain", {"url": ["control character"]})
-    app.json.sort_keys = False
-    return app

@@ -8,8 +8,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import current_app, g, request
 

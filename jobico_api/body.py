@@ -1,7 +1,7 @@
 """Reading request bodies with a hard cap (before and while reading)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flask import request
 

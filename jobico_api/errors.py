@@ -121,7 +121,8 @@ def handle_unexpected(exc: Exception):
 def _unavailable_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = []
     try:
-        from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError as PoolTimeout
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
         types += [OperationalError, InterfaceError, PoolTimeout]
     except ImportError:  # pragma: no cover
         pass

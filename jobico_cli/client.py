@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import json
 import socket
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -120,7 +121,7 @@ def refusal_message(status: int, reason: str, body: Any, url: str) -> str:
 
 
 # -- the client ------------------------------------------------------------------
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     """A short human reason for a connection failure."""
     seen = set()
     cur: BaseException | None = exc
@@ -148,7 +149,7 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-class _ProgressBody:
+class ProgressBody:
     """A bytes body that reports its progress as requests reads it (keeps Content-Length)."""
 
     def __init__(self, data: bytes, on_read: Callable[[int], None], chunk: int = 64 * 1024):
@@ -215,7 +216,7 @@ class Client:
             raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: timed out "
                               f"(connect {self.timeout[0]:g}s, read {self.timeout[1]:g}s)") from None
         except requests.exceptions.ConnectionError as exc:
-            raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: {_reason(exc)}\n"
+            raise Unreachable(f"cannot reach the Jobico API at {self.base_url}: {reason_of(exc)}\n"
                               "  Is it running? Set the URL with --api-url, JOBICO_API_URL or `jobico login`."
                               ) from None
         except requests.exceptions.RequestException as exc:
@@ -263,36 +264,36 @@ class Client:
         body: dict = {"webhook_auth": webhook_auth, "rotate_secret": rotate_secret}
         if grace_seconds is not None:
             body["secret_grace_seconds"] = grace_seconds
-        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body=body)
+        return self.request("PATCH", f"/api/v1/tenants/{segment(tenant)}", json_body=body)
 
     def revoke_previous_secret(self, tenant: str) -> dict:
-        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body={"revoke_previous_secret": True})
+        return self.request("PATCH", f"/api/v1/tenants/{segment(tenant)}", json_body={"revoke_previous_secret": True})
 
     def set_submitter_header(self, tenant: str, header: str | None) -> dict:
-        return self.request("PATCH", f"/api/v1/tenants/{_seg(tenant)}", json_body={"submitter_header": header})
+        return self.request("PATCH", f"/api/v1/tenants/{segment(tenant)}", json_body={"submitter_header": header})
 
     def delete_tenant(self, tenant: str) -> None:
-        self.request("DELETE", f"/api/v1/tenants/{_seg(tenant)}")
+        self.request("DELETE", f"/api/v1/tenants/{segment(tenant)}")
 
     def create_key(self, tenant: str, name: str) -> dict:
-        return self.request("POST", f"/api/v1/tenants/{_seg(tenant)}/keys", json_body={"name": name})
+        return self.request("POST", f"/api/v1/tenants/{segment(tenant)}/keys", json_body={"name": name})
 
     def list_keys(self, tenant: str) -> dict:
-        return self.request("GET", f"/api/v1/tenants/{_seg(tenant)}/keys")
+        return self.request("GET", f"/api/v1/tenants/{segment(tenant)}/keys")
 
     def delete_key(self, tenant: str, name: str) -> None:
-        self.request("DELETE", f"/api/v1/tenants/{_seg(tenant)}/keys/{_seg(name)}")
+        self.request("DELETE", f"/api/v1/tenants/{segment(tenant)}/keys/{segment(name)}")
 
     def upload_file(self, name: str, data: bytes, kind: str | None = None,
                     on_progress: Callable[[int], None] | None = None) -> dict:
-        body: Any = _ProgressBody(data, on_progress) if on_progress else data
-        return self.request("PUT", f"/api/v1/files/{_seg(name)}", params={"kind": kind}, data=body,
+        body: Any = ProgressBody(data, on_progress) if on_progress else data
+        return self.request("PUT", f"/api/v1/files/{segment(name)}", params={"kind": kind}, data=body,
                             headers={"Content-Type": "application/octet-stream"})
 
     def file_info(self, name: str) -> dict | None:
         """A repository file's metadata (kind, sha256, ...); None when there is no such file."""
         try:
-            return self.request("GET", f"/api/v1/files/{_seg(name)}")
+            return self.request("GET", f"/api/v1/files/{segment(name)}")
         except Refused as exc:
             if exc.status == 404:
                 return None
@@ -303,7 +304,7 @@ class Client:
         meta = self.file_info(name)
         if meta is None:
             return None
-        resp = self.request("GET", f"/api/v1/files/{_seg(name)}/content", raw=True, headers={"Accept": "*/*"})
+        resp = self.request("GET", f"/api/v1/files/{segment(name)}/content", raw=True, headers={"Accept": "*/*"})
         return meta, resp.content
 
     def list_files(self, kind: str | None = None) -> dict:
@@ -314,20 +315,20 @@ class Client:
                             headers={"Content-Type": "application/yaml"})
 
     def redeploy(self, package: str, source: bytes) -> dict:
-        return self.request("PUT", f"/api/v1/packages/{_seg(package)}", data=source,
+        return self.request("PUT", f"/api/v1/packages/{segment(package)}", data=source,
                             headers={"Content-Type": "application/yaml"})
 
     def rollback(self, package: str, version: int) -> dict:
-        return self.request("POST", f"/api/v1/packages/{_seg(package)}/rollback", json_body={"version": version})
+        return self.request("POST", f"/api/v1/packages/{segment(package)}/rollback", json_body={"version": version})
 
     def delete_package(self, package: str) -> None:
-        self.request("DELETE", f"/api/v1/packages/{_seg(package)}")
+        self.request("DELETE", f"/api/v1/packages/{segment(package)}")
 
     def list_packages(self) -> dict:
         return self.request("GET", "/api/v1/packages")
 
     def get_package(self, package: str, version: int | None = None) -> dict:
-        return self.request("GET", f"/api/v1/packages/{_seg(package)}", params={"version": version})
+        return self.request("GET", f"/api/v1/packages/{segment(package)}", params={"version": version})
 
     def list_executions(self, **filters: Any) -> dict:
         return self.request("GET", "/api/v1/executions", params=filters)
@@ -342,22 +343,22 @@ class Client:
         return self.request("GET", "/api/v1/executions/running", params=filters)
 
     def retry_execution(self, execution_id: str) -> dict:
-        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/retry")
+        return self.request("POST", f"/api/v1/executions/{segment(execution_id)}/retry")
 
     def cancel_execution(self, execution_id: str, wait: float | None = None) -> dict:
-        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/cancel", params={"wait": wait})
+        return self.request("POST", f"/api/v1/executions/{segment(execution_id)}/cancel", params={"wait": wait})
 
     def resubmit_execution(self, execution_id: str) -> dict:
-        return self.request("POST", f"/api/v1/executions/{_seg(execution_id)}/resubmit")
+        return self.request("POST", f"/api/v1/executions/{segment(execution_id)}/resubmit")
 
     def get_execution(self, execution_id: str) -> dict:
-        return self.request("GET", f"/api/v1/executions/{_seg(execution_id)}")
+        return self.request("GET", f"/api/v1/executions/{segment(execution_id)}")
 
     def send_events(self, tenant: str, event: str, body: bytes, headers: Mapping[str, str] | None = None) -> dict:
         hdrs = {"Content-Type": "application/json", **(headers or {})}
-        return self.request("POST", f"/events/{_seg(tenant)}/{_seg(event)}", data=body, headers=hdrs)
+        return self.request("POST", f"/events/{segment(tenant)}/{segment(event)}", data=body, headers=hdrs)
 
 
-def _seg(value: str) -> str:
+def segment(value: str) -> str:
     """One URL path segment (ids are validated by the server; never let one add a path)."""
     return quote(value, safe="")

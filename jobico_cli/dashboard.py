@@ -23,8 +23,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.layout import Layout
@@ -34,7 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import Client, CliError, UsageProblem
-from .output import human_size, level_text, one_line, sanitize, short, status_text, text
+from .output import age_text, human_size, level_text, one_line, sanitize, short, status_text, text
 
 PANES = ("packages", "files", "results")
 MAX_RESULTS = 500
@@ -258,7 +259,6 @@ def _results_table(state: DashboardState, height: int, width: int) -> Renderable
 def _running_table(state: DashboardState, height: int) -> RenderableType:
     if not state.running:
         return Text("nothing is running", style="dim")
-    from .commands.executions import age_text
     since = max(0.0, time.monotonic() - state.running_at) if state.running_at else 0.0
     table = Table(box=None, header_style="bold", expand=True, pad_edge=False)
     table.add_column("PACKAGE/EVENT", overflow="ellipsis", no_wrap=True, ratio=2)
@@ -378,7 +378,7 @@ class Dashboard:
             self._update(apply)
         except CliError as exc:
             msg = f"refresh failed: {exc.format_message()}"
-            self._update(lambda s: setattr(s, "message", msg))
+            self._update(lambda s, msg=msg: setattr(s, "message", msg))
         except Exception as exc:  # never let the thread die
             msg = f"refresh failed: {type(exc).__name__}: {exc}"
             self._update(lambda s: setattr(s, "message", msg))
@@ -403,11 +403,11 @@ class Dashboard:
                         return
             except CliError as exc:
                 msg = exc.format_message()
-                self._update(lambda s: (setattr(s, "connection", "down"), setattr(s, "message", msg)))
+                self._update(lambda s, msg=msg: (setattr(s, "connection", "down"), setattr(s, "message", msg)))
                 self.stop.wait(3)
             except Exception as exc:
                 msg = f"stream: {type(exc).__name__}: {exc}"
-                self._update(lambda s: setattr(s, "message", msg))
+                self._update(lambda s, msg=msg: setattr(s, "message", msg))
                 self.stop.wait(3)
 
     def run(self) -> None:

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
-from .commands import (auth, environment, events, executions, files, locks, packages, publish, rejections,
-                       scaffold, tenants)
+from .commands import (
+    auth,
+    environment,
+    events,
+    executions,
+    files,
+    locks,
+    packages,
+    publish,
+    rejections,
+    scaffold,
+    tenants,
+)
 from .commands import stream as stream_commands
-from .commands._common import ApiUrlOpt, TokenOpt, remember
+from .commands.common import ApiUrlOpt, TokenOpt, remember
 
 app = typer.Typer(
     name="jobico",
@@ -47,17 +57,11 @@ events.register(app)
 stream_commands.register(app)
 scaffold.register(app)
 
-# `jobico run` / `jobico migrate` live in jobico_cli/ops.py (optional module).
-try:
-    from . import ops as _ops
-except ImportError as _exc:  # only "the module is absent"; a broken ops.py must not hide
-    if getattr(_exc, "name", None) not in (f"{__package__}.ops",):
-        raise
-else:
-    _ops.register(app)
+# The operator's commands (`jobico run`, `migrate`, ...) are added by jobico_ops.main, the `jobico`
+# entry point: this package is the tenant's HTTP client only and imports no server code.
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turn every failure into an exit code."""
     try:
         app(args=argv, prog_name="jobico")

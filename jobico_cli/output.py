@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -163,3 +164,15 @@ def one_line(value: Any, n: int = 60) -> str:
 def report_error(message: str) -> None:
     """One error for people on stderr, never folded (``message`` is already sanitized)."""
     err_console.print(Text.assemble(("Error: ", "bold red"), message), soft_wrap=True)
+
+
+def age_text(seconds: Any) -> str:
+    """12.3s, 4m05s, 2h03m."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

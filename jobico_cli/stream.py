@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import requests
 
-from .client import CONNECT_TIMEOUT, Client, Unreachable, UsageProblem, _reason
+from .client import CONNECT_TIMEOUT, Client, Unreachable, UsageProblem, reason_of
 
 STREAM_PATH = "/api/v1/executions/stream"
 READ_TIMEOUT = 45.0  # three missed heartbeats
@@ -110,7 +111,7 @@ class ExecutionStream:
                 requests.exceptions.InvalidURL) as exc:
             raise UsageProblem(f"invalid API URL {self.client.base_url!r}: {exc}") from None
         except requests.exceptions.RequestException as exc:
-            raise Unreachable(f"cannot reach the Jobico API at {self.client.base_url}: {_reason(exc)}") from None
+            raise Unreachable(f"cannot reach the Jobico API at {self.client.base_url}: {reason_of(exc)}") from None
         if resp.status_code != 200:
             try:
                 resp.content  # noqa: B018 - read the error body
@@ -165,7 +166,7 @@ class ExecutionStream:
                 if self._closed:
                     return
                 if not self.follow:
-                    raise Unreachable(f"the stream from {self.client.base_url} broke: {_reason(exc)}") from None
+                    raise Unreachable(f"the stream from {self.client.base_url} broke: {reason_of(exc)}") from None
             finally:
                 resp.close()
                 self._response = None

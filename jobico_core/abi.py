@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 __all__ = ["InvalidModule", "ModuleInfo", "FuncSig", "Import", "inspect_module",
            "WASI_MODULE", "LOG_SIG", "LEGACY_LOG_SIG", "MAIN_SIG", "LEGACY_MAIN_SIG"]
@@ -307,40 +307,9 @@ def _validate(data: bytes) -> str | None:
     return None
 
 
-def inspect_module(data: bytes, main: str | None = None, *, strict: bool = True,
-                   validate: bool = True) -> ModuleInfo:
-    """Check ``data`` against the jobicolet ABI.
-
-    ``main``: also check that this main function is exported with the right
-    signature (the runtime passes the job's ``mainfuncname``).  With
-    ``strict`` (default) any problem raises :class:`InvalidModule`; otherwise
-    the problems are listed in ``ModuleInfo.problems``.  Bad magic bytes and
-    a malformed binary always raise.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InvalidModule("not a WebAssembly module (not bytes)")
-    data = bytes(data)
-    try:
-        types, imports, funcs, exports, memory64 = _parse(data)
-    except _Malformed as exc:
-        raise InvalidModule(f"malformed WebAssembly module: {exc}") from None
-    except IndexError:
-        raise InvalidModule("malformed WebAssembly module: truncated") from None
-    info = ModuleInfo(imports=imports)
+def _check_imports(info: ModuleInfo, imports: list[Import]) -> None:
+    """Only ``env.log`` (either signature) and WASI functions may be imported."""
     problems = info.problems
-    if validate:
-        err = _validate(data)
-        if err:
-            raise InvalidModule(f"invalid WebAssembly module: {err}")
-
-    func_sigs: list[FuncSig | None] = [imp.sig for imp in imports if imp.kind == "func"]
-    func_sigs += [types[t] if t < len(types) else None for t in funcs]
-    for name, kind, idx in exports:
-        info.exports[name] = kind
-        if kind == "func" and idx < len(func_sigs) and func_sigs[idx] is not None:
-            info.export_sigs[name] = func_sigs[idx]  # type: ignore[assignment]
-
-    # imports
     for imp in imports:
         if imp.module == WASI_MODULE:
             if imp.kind != "func":
@@ -357,12 +326,16 @@ def inspect_module(data: bytes, main: str | None = None, *, strict: bool = True,
             problems.append(f"unsupported import `{imp.qualname}`: only `env.log` and "
                             f"`{WASI_MODULE}.*` are provided")
 
-    # exports
-    kind = info.exports.get("memory")
-    if kind is None:
+
+def _check_exports(info: ModuleInfo, memory64: bool) -> None:
+    """A 32-bit ``memory``, ``malloc`` and ``free``; ``ver``, ``init`` and the start functions
+    when exported, each with its signature."""
+    problems = info.problems
+    memory_kind = info.exports.get("memory")
+    if memory_kind is None:
         problems.append("missing export `memory` (linear memory)")
-    elif kind != "memory":
-        problems.append(f"export `memory` is a {kind}, not a linear memory")
+    elif memory_kind != "memory":
+        problems.append(f"export `memory` is a {memory_kind}, not a linear memory")
     elif memory64:
         problems.append("64-bit linear memory (memory64) is not supported")
 
@@ -389,13 +362,48 @@ def inspect_module(data: bytes, main: str | None = None, *, strict: bool = True,
     need("init", (VOID_SIG,), str(VOID_SIG), required=False)
     need("_start", (VOID_SIG,), str(VOID_SIG), required=False)
     need("_initialize", (VOID_SIG,), str(VOID_SIG), required=False)
+
+
+def inspect_module(data: bytes, main: str | None = None, *, strict: bool = True,
+                   validate: bool = True) -> ModuleInfo:
+    """Check ``data`` against the jobicolet ABI.
+
+    ``main``: also check that this main function is exported with the right
+    signature (the runtime passes the job's ``mainfuncname``).  With
+    ``strict`` (default) any problem raises :class:`InvalidModule`; otherwise
+    the problems are listed in ``ModuleInfo.problems``.  Bad magic bytes and
+    a malformed binary always raise.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidModule("not a WebAssembly module (not bytes)")
+    data = bytes(data)
+    try:
+        types, imports, funcs, exports, memory64 = _parse(data)
+    except _Malformed as exc:
+        raise InvalidModule(f"malformed WebAssembly module: {exc}") from None
+    except IndexError:
+        raise InvalidModule("malformed WebAssembly module: truncated") from None
+    info = ModuleInfo(imports=imports)
+    if validate:
+        err = _validate(data)
+        if err:
+            raise InvalidModule(f"invalid WebAssembly module: {err}")
+
+    func_sigs: list[FuncSig | None] = [imp.sig for imp in imports if imp.kind == "func"]
+    func_sigs += [types[t] if t < len(types) else None for t in funcs]
+    for name, kind, idx in exports:
+        info.exports[name] = kind
+        if kind == "func" and idx < len(func_sigs) and func_sigs[idx] is not None:
+            info.export_sigs[name] = func_sigs[idx]  # type: ignore[assignment]
+    _check_imports(info, imports)
+    _check_exports(info, memory64)
     if main is not None:
         info.main = main
         try:
             info.legacy_main = info.check_main(main)
         except InvalidModule as exc:
-            problems.append(str(exc))
+            info.problems.append(str(exc))
 
-    if problems and strict:
-        raise InvalidModule("; ".join(problems), problems)
+    if info.problems and strict:
+        raise InvalidModule("; ".join(info.problems), info.problems)
     return info

@@ -14,7 +14,7 @@ refused, each with a message naming the member, when they are:
 ``read_archive`` returns ``{file name: bytes}`` (directories dropped, the file name being the
 member's last path segment); the caller decides what the files mean. With ``keep_paths=True``
 the keys are the members' normalised paths (``pkg/util.py``) and only the same path twice is
-a duplicate (a Python package zip, jobico_worker/runtime/python.py). ``member_problem(path)``,
+a duplicate (a Python package zip, jobico_runtime/python.py). ``member_problem(path)``,
 when given, may refuse a regular member by its path before its bytes are read.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import Invalid, JobicoError
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
 import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
+from . import celeryconfig
 from .errors import Unavailable
 from .settings import Settings
 
@@ -33,8 +35,6 @@ def celery_queue(name: str) -> Queue:
 
 
 def make_celery(settings: Settings, name: str = "jobico") -> Celery:
-    import celeryconfig
-
     app = Celery(name, set_as_current=False)
     app.conf.update(celeryconfig.make_config(settings))
     app.conf.task_queues = [celery_queue(CONTROL_QUEUE)]
@@ -91,7 +91,7 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
-                kwargs = {"tenant": m.tenant, "package": m.package, "event": m.event}
+                kwargs: dict[str, Any] = {"tenant": m.tenant, "package": m.package, "event": m.event}
                 if isinstance(m, BatchMessage):
                     ids = list(m.execution_ids)
                     req = app.amqp.as_task_v2(

@@ -36,7 +36,7 @@ def check_expression(expr: object) -> str:
                         "or 6 (seconds first)")
     norm = " ".join(fields)
     try:
-        it = croniter(norm, dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc), second_at_beginning=True)
+        it = croniter(norm, dt.datetime(2000, 1, 1, tzinfo=dt.UTC), second_at_beginning=True)
         it.get_next(dt.datetime)
     except CroniterBadDateError:
         raise CronError(f"{norm!r} never fires (no such date)") from None
@@ -63,7 +63,7 @@ class Cron:
     timezone: str = "UTC"
 
     @classmethod
-    def parse(cls, expression: object, timezone: object = "UTC") -> "Cron":
+    def parse(cls, expression: object, timezone: object = "UTC") -> Cron:
         return cls(check_expression(expression), zone(timezone).key)
 
     @property
@@ -74,7 +74,7 @@ class Cron:
         """The first fire time strictly after ``when`` (aware), in UTC."""
         local = when.astimezone(zone(self.timezone))
         nxt = croniter(self.expression, local, second_at_beginning=True).get_next(dt.datetime)
-        return nxt.astimezone(dt.timezone.utc)
+        return nxt.astimezone(dt.UTC)
 
     def between(self, start: dt.datetime, end: dt.datetime, limit: int) -> list[dt.datetime]:
         """Fire times in ``(start, end]``, oldest first, at most the ``limit`` most recent ones."""

@@ -9,17 +9,37 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, create_engine, event, text)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 _U64 = 1 << 64
 _I64 = 1 << 63
+
+
+def as_signed64(value: int) -> int:
+    """An unsigned 64-bit integer as the signed BIGINT that keeps it (what :class:`U64` stores)."""
+    return value - _U64 if value >= _I64 else value
 
 
 class U64(TypeDecorator):
@@ -33,7 +53,7 @@ class U64(TypeDecorator):
             return None
         if not 0 <= value < _U64:
             raise ValueError(f"{value} is not an unsigned 64-bit integer")
-        return value - _U64 if value >= _I64 else value
+        return as_signed64(value)
 
     def process_result_value(self, value: int | None, dialect: Any) -> int | None:
         if value is None:
@@ -49,17 +69,17 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return value
 
     def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return value
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -89,7 +109,7 @@ class Tenant(Base):
     # None: the submitter is the key's name ("hmac"/"anonymous" for those modes).
     submitter_header: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    keys: Mapped[list["ApiKey"]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
 
 
 class ApiKey(Base):
@@ -145,7 +165,7 @@ class Package(Base):
     active_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    versions: Mapped[list["PackageVersion"]] = relationship(
+    versions: Mapped[list[PackageVersion]] = relationship(
         back_populates="package", cascade="all, delete-orphan", order_by="PackageVersion.number")
 
 
@@ -231,7 +251,7 @@ class Execution(Base):
     # While running: until when its worker holds it (set by the claim, renewed every third of
     # JOBICO_EXECUTION_LEASE_SECONDS); past it, the lease recovery takes the execution back.
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    logs: Mapped[list["ExecutionLog"]] = relationship(
+    logs: Mapped[list[ExecutionLog]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 
 
@@ -268,7 +288,7 @@ class Counter(Base):
 def next_seq(session: Session, name: str = "execution_seq") -> int:
     """The next value of a monotonic sequence (PostgreSQL SEQUENCE, or a counter row)."""
     from sqlalchemy import update
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return int(session.execute(text(f"SELECT nextval('{name}')")).scalar_one())
     return int(session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1)
                                .returning(Counter.value)).scalar_one())
@@ -312,7 +332,7 @@ _PG_CONNECT_ARGS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30
                     "keepalives_count": 3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bounded_connection_class():
     import psycopg
     wait_timeout = getattr(psycopg.errors, "_WaitTimeout", None)
@@ -418,12 +438,12 @@ class Database:
 def upgrade_schema(url: str) -> None:
     """Run Alembic migrations to head (used by `jobico migrate`, `jobico run` and tests)."""
     from pathlib import Path
+
     from alembic import command
     from alembic.config import Config
 
-    root = Path(__file__).resolve().parent.parent
     cfg = Config()
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     command.upgrade(cfg, "head")

@@ -62,8 +62,9 @@ stack_kb       1024       the maximum: with 512 KiB plain Python recursion
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "MAX_LIMITS", "PYTHON_DEFAULT_LIMITS", "LANGUAGES", "defaults_for",
            "resolve", "limits_from_mapping"]
@@ -108,7 +109,7 @@ class Limits:
 
     # -- construction -------------------------------------------------
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None, base: "Limits | None" = None) -> "Limits":
+    def from_mapping(cls, mapping: Limits | Mapping[str, Any] | None, base: Limits | None = None) -> Limits:
         """Build from a mapping such as a package's ``limits:``.
 
         Keys not given keep ``base`` (default: the platform defaults).
@@ -160,8 +161,8 @@ class Limits:
         return self.stdout_kb * 1024
 
     @classmethod
-    def resolve(cls, defaults: "Limits | Mapping[str, Any] | None", maxima: "Limits | Mapping[str, Any] | None",
-                *overrides: "Limits | Mapping[str, Any] | None") -> "Limits":
+    def resolve(cls, defaults: Limits | Mapping[str, Any] | None, maxima: Limits | Mapping[str, Any] | None,
+                *overrides: Limits | Mapping[str, Any] | None) -> Limits:
         return resolve(defaults, maxima, *overrides)
 
 

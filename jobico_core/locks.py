@@ -33,8 +33,8 @@ Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 PREFIX = "jobico:lock"
 

@@ -112,7 +112,7 @@ class BrokerAddress:
     password: str | None = None
 
     @classmethod
-    def parse(cls, url: str) -> "BrokerAddress":
+    def parse(cls, url: str) -> BrokerAddress:
         try:
             parts = urlsplit(url)
             port = parts.port

@@ -178,7 +178,7 @@ class PackageSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PackageSpec":
+    def from_dict(cls, d: dict[str, Any]) -> PackageSpec:
         events = {}
         for k, v in d["events"].items():
             v = dict(v)
@@ -428,7 +428,7 @@ def _mqtt(raw: Any, path: str, p: _Problems) -> MqttSpec | None:
         p.add(f"{path}.qos", f"'qos' must be 0 (at most once) or 1 (at least once, deduplicated by the bridge); "
                              f"got {qos!r}" + ("; QoS 2 is not supported: use 1" if qos == 2 else ""))
         ok = False
-    return MqttSpec(topic=topic, qos=qos) if ok else None
+    return MqttSpec(topic=topic, qos=qos) if ok and topic is not None else None
 
 
 def _environment(raw: Any, path: str, p: _Problems) -> dict[str, dict[str, str]]:
@@ -510,7 +510,7 @@ def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
         p.add(f"{path}.payload", f"'payload' must be plain JSON (mappings, lists, strings, numbers, true/false, "
                                  f"null): {exc}")
         ok = False
-    if not ok:
+    if not ok or expression is None:
         return None
     return ScheduleSpec(cron=expression, timezone=timezone, payload=text)
 
@@ -518,8 +518,26 @@ def _schedule(raw: Any, path: str, p: _Problems) -> ScheduleSpec | None:
 def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageSpec:
     """Parse and validate a package; raises ``Invalid`` listing every problem."""
     maxima = maxima or MAX_LIMITS
-    raw = source if isinstance(source, dict) else load_yaml(source)
     p = _Problems()
+    raw = _root(source, p)
+    _check_keys(raw, _ROOT_KEYS, "", p)
+    spec = PackageSpec(id=_str(raw, "id", "", p, rule="package"))
+    spec.name = _str(raw, "name", "", p, required=False, rule="text")
+    if raw.get("tenant") is not None:
+        spec.tenant = _str(raw, "tenant", "", p)
+    if raw.get("environment") is not None:
+        spec.environment = _environment(raw["environment"], "environment", p)
+    seen_queues = _queues(raw, spec, p)
+    _runtimes(raw, spec, p, maxima)
+    _chained_events(spec, _jobs(raw, spec, p, maxima), p, maxima)
+    _cross_references(raw, spec, seen_queues, p)
+    p.raise_if_any()
+    return spec
+
+
+def _root(source: str | bytes | dict, p: _Problems) -> dict:
+    """The package's mapping (YAML parsed; the camel-case dialect's ``package:`` root unwrapped)."""
+    raw = source if isinstance(source, dict) else load_yaml(source)
     if not isinstance(raw, dict):
         p.add("", "a package must be a YAML mapping")
         p.raise_if_any()
@@ -530,14 +548,10 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         if not isinstance(raw, dict):
             p.add("package", "'package' must be a mapping")
             p.raise_if_any()
-    _check_keys(raw, _ROOT_KEYS, "", p)
-    spec = PackageSpec(id=_str(raw, "id", "", p, rule="package"))
-    spec.name = _str(raw, "name", "", p, required=False, rule="text")
-    if raw.get("tenant") is not None:
-        spec.tenant = _str(raw, "tenant", "", p)
-    if raw.get("environment") is not None:
-        spec.environment = _environment(raw["environment"], "environment", p)
+    return raw
 
+
+def _queues(raw: dict, spec: PackageSpec, p: _Problems) -> set[str]:
     seen_queues: set[str] = set()
     for i, q in enumerate(_list(raw, "queues", "", p)):
         path = f"queues[{i}]"
@@ -550,7 +564,10 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
             p.add(f"{path}.id", f"queue id {qs.id!r} is defined twice")
         seen_queues.add(qs.id)
         spec.queues.append(qs)
+    return seen_queues
 
+
+def _runtimes(raw: dict, spec: PackageSpec, p: _Problems, maxima: Any) -> None:
     for i, r in enumerate(_list(raw, "runtimes", "", p)):
         path = f"runtimes[{i}]"
         if not isinstance(r, dict):
@@ -564,23 +581,31 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
             p.add(f"{path}.mainfuncname", "'mainfuncname' must be a non-empty export name")
         else:
             rs.mainfuncname = main
-        rtype, lang = r.get("type"), r.get("language")
-        by_type = ({0: "wasm", 1: "python", None: None}.get(rtype, "?")
-                   if rtype is None or (isinstance(rtype, int) and not isinstance(rtype, bool)) else "?")
-        if by_type == "?":
-            p.add(f"{path}.type", f"runtime type {rtype!r} is not known: 0 (WASM) or 1 (Python)")
-        if lang is not None and lang not in ("wasm", "python"):
-            p.add(f"{path}.language", f"language {lang!r} is not known: 'wasm' or 'python'")
-        if by_type not in (None, "?") and lang is not None and by_type != lang:
-            p.add(f"{path}.language", f"language {lang!r} contradicts type {rtype!r}")
-        rs.language = lang or (by_type if by_type not in (None, "?") else "wasm")
+        rs.language = _language(r, path, p)
         rs.limits = _limits(r.get("limits"), f"{path}.limits", p, maxima)
         if rs.id in spec.runtimes:
             p.add(f"{path}.id", f"runtime id {rs.id!r} is defined twice")
         spec.runtimes[rs.id] = rs
 
-    # Jobs: top-level events, then their ok/error events (definitions or references).
-    chained: list[tuple[str, str, str, Any]] = []  # (parent id, role, path, raw)
+
+def _language(r: dict, path: str, p: _Problems) -> str:
+    """A runtime's language from its ``type`` (0 WASM, 1 Python) and/or ``language``."""
+    rtype, lang = r.get("type"), r.get("language")
+    by_type = ({0: "wasm", 1: "python", None: None}.get(rtype, "?")
+               if rtype is None or (isinstance(rtype, int) and not isinstance(rtype, bool)) else "?")
+    if by_type == "?":
+        p.add(f"{path}.type", f"runtime type {rtype!r} is not known: 0 (WASM) or 1 (Python)")
+    if lang is not None and lang not in ("wasm", "python"):
+        p.add(f"{path}.language", f"language {lang!r} is not known: 'wasm' or 'python'")
+    if by_type not in (None, "?") and lang is not None and by_type != lang:
+        p.add(f"{path}.language", f"language {lang!r} contradicts type {rtype!r}")
+    return lang or (by_type if by_type not in (None, "?") else "wasm")
+
+
+def _jobs(raw: dict, spec: PackageSpec, p: _Problems, maxima: Any) -> list[tuple[str, str, str, Any]]:
+    """The jobs' top-level events into ``spec``; returns their ok/error events, still raw:
+    (parent id, role, path, raw)."""
+    chained: list[tuple[str, str, str, Any]] = []
     for i, j in enumerate(_list(raw, "jobs", "", p)):
         path = f"jobs[{i}]"
         if not isinstance(j, dict):
@@ -606,7 +631,12 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         for role in ("ok", "error"):
             if result.get(role) is not None:
                 chained.append((ev.id, role, f"{path}.result.{role}", result[role]))
+    return chained
 
+
+def _chained_events(spec: PackageSpec, chained: list[tuple[str, str, str, Any]], p: _Problems,
+                    maxima: Any) -> None:
+    """The ok/error events: definitions join ``spec``, references must name a defined event."""
     for parent, role, path, raw_ev in chained:
         ev = _event(raw_ev, path, p, maxima, chained=True)
         if ev is None or not ev.id:
@@ -624,6 +654,9 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         if parent in spec.events:
             setattr(spec.events[parent], role, ev.id)
 
+
+def _cross_references(raw: dict, spec: PackageSpec, seen_queues: set[str], p: _Problems) -> None:
+    """Each event's environment size, queue and runtime; no two MQTT topics overlap."""
     for eid, ev in spec.events.items():
         where = _event_path(raw, eid)
         merged = len(spec.environment_for(eid))
@@ -641,8 +674,6 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
                 p.add(f"{_event_path(raw, eid)}.mqtt.topic",
                       f"topic {m.topic!r} overlaps topic {o.topic!r} of event {other!r}: a message would reach "
                       "both events; an MQTT message becomes one event")
-    p.raise_if_any()
-    return spec
 
 
 def _missing(p: _Problems, path: str, what: str, name: str, known: set[str]) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -51,7 +52,7 @@ def admit(client: redis.Redis, tenant: str, queue: str, n: int, rate: int, burst
 
     ``once``: (key, seconds) of a signed request's spent-signature record: refused (``replayed``)
     when the key exists, else set for that long if the request is admitted."""
-    args = (rate, burst, repr(time.time()), n, max_queued, n if tasks is None else tasks)
+    args: tuple[Any, ...] = (rate, burst, repr(time.time()), n, max_queued, n if tasks is None else tasks)
     keys: tuple[str, ...] = (f"jobico:rate:{tenant}", queue)
     if once is not None:
         keys, args = keys + (once[0],), args + (once[1],)

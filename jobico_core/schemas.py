@@ -36,11 +36,11 @@ def linear_regex(pattern: str):
 
 def _refuse_retrieval(uri: str):
     # jsonschema's default registry would fetch http(s) $refs with urllib (SSRF): never
-    raise referencing.exceptions.NoSuchResource(ref=uri)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class
 
 
 # the metaschemas (bundled, no network) + nothing else: any other $ref must resolve inside the schema
-_NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))
+NO_REMOTE = _SPECIFICATIONS.combine(referencing.Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
 
 
 def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
@@ -65,7 +65,7 @@ def ref_problems(schema: Any, cls: Any) -> list[dict[str, str]]:
                 index(v, f"{path}/{i}")
     index(schema, "")
     resource = spec.create_resource(schema)
-    registry = _NO_REMOTE.with_resource(resource.id() or "", resource).crawl()
+    registry = NO_REMOTE.with_resource(resource.id() or "", resource).crawl()
     problems: list[dict[str, str]] = []
 
     def walk(resolver, res) -> None:
@@ -139,7 +139,7 @@ def _linear(cls):
     return js_validators.extend(cls, {"pattern": _pattern, "patternProperties": _pattern_properties})
 
 
-def check_schema_bytes(data: bytes) -> dict[str, Any]:
+def check_schema_bytes(data: bytes) -> dict[str, Any] | bool:
     """A schema must be JSON, a valid JSON Schema, self-contained and RE2-safe; returns it parsed."""
     try:
         schema = strict_loads(data)  # UTF-8, no NaN/Infinity
@@ -170,4 +170,20 @@ def compile_validator(schema: Any):
     if problems:
         raise Invalid(f"the event's schema cannot be used: {problems[0]['path']}: {problems[0]['message']}; "
                       "upload a fixed schema and redeploy", {"schema": problems})
-    return _linear(cls)(schema, format_checker=cls.FORMAT_CHECKER, registry=_NO_REMOTE)
+    return _linear(cls)(schema, format_checker=cls.FORMAT_CHECKER, registry=NO_REMOTE)
+
+
+def _json_path(parts) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
+    try:
+        errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    except RecursionError:  # a recursive schema ($ref: "#") and an element nested hundreds deep
+        return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
+    return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
+            for e in errors[:limit]]

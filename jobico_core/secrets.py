@@ -60,7 +60,7 @@ def key_id(settings) -> str:
 
 
 def _aad(tenant: str, name: str) -> bytes:
-    return f"{tenant}\0{name}".encode("utf-8")
+    return f"{tenant}\0{name}".encode()
 
 
 def seal(settings, tenant: str, name: str, value: str) -> tuple[str, str]:

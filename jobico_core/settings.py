@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import JobicoError
 
@@ -168,10 +169,12 @@ class Settings:
 
     # -- construction -------------------------------------------------------
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
-        limit_defaults, limit_maxima, python_limit_defaults = {}, {}, {}
+        limit_defaults: dict[str, int] = {}
+        limit_maxima: dict[str, int] = {}
+        python_limit_defaults: dict[str, int] = {}
         for key, value in env.items():
             for prefix, target in (("JOBICO_LIMIT_", limit_defaults), ("JOBICO_MAX_", limit_maxima),
                                    ("JOBICO_PYTHON_LIMIT_", python_limit_defaults)):
@@ -245,7 +248,7 @@ class Settings:
             raise ConfigError("JOBICO_LOCK_POLL_SECONDS must be at least 0.05 seconds")
         return replace(settings, **overrides) if overrides else settings
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     # -- derived --------------------------------------------------------------
@@ -270,10 +273,10 @@ class Settings:
 
     @property
     def max_limits(self):
-        from .limits import Limits, MAX_LIMITS
+        from .limits import MAX_LIMITS, Limits
         return Limits.from_mapping(self.limit_maxima, base=MAX_LIMITS)
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         """Refuse configurations the platform must not start with."""
         problems = []
         if not self.embedded:

@@ -8,26 +8,15 @@ periodic re-read every JOBICO_QUEUE_REFRESH seconds.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 
 from celery import bootsteps
 from celery.signals import setup_logging, worker_init, worker_process_init
 
-from jobico_core.broker import celery_queue, make_celery
-from jobico_core.settings import Settings
+from jobico_core.broker import celery_queue
+
+from .celery_app import app, settings  # first: the settings, the metrics directory
 
 log = logging.getLogger("jobico.worker")
-
-settings = Settings.from_env().check()
-app = make_celery(settings, name="jobico_worker")
-
-if settings.worker_metrics_port and not (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                                         or os.environ.get("prometheus_multiproc_dir")):
-    # prefork children write their samples to files the main process's /metrics adds up;
-    # must be set before prometheus_client makes the first metric (jobico_core.metrics)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobico-worker-metrics-")
-
 
 class QueueDiscovery(bootsteps.StartStopStep):
     """Keeps the consumer subscribed to every deployed tenant queue."""
@@ -49,6 +38,7 @@ class QueueDiscovery(bootsteps.StartStopStep):
 
     def refresh(self, c):
         from jobico_core.services.packages import active_queues
+
         from .context import worker_context
         pool = settings.worker_tenants or None  # JOBICO_WORKER_TENANTS: a per-tenant pool
         try:
@@ -66,7 +56,6 @@ class QueueDiscovery(bootsteps.StartStopStep):
                                and n != app.conf.task_default_queue):
                 c.cancel_task_queue(name)
                 log.info("stopped consuming %s (not one of JOBICO_WORKER_TENANTS)", name)
-
 
 class _Periodic(bootsteps.StartStopStep):
     """Calls ``work`` every ``period()`` seconds on the consumer's timer (``period()`` 0: never)."""
@@ -100,7 +89,6 @@ class _Periodic(bootsteps.StartStopStep):
     def work(self, ctx) -> None:
         raise NotImplementedError
 
-
 class StalledRescue(_Periodic):
     """Publishes again the tasks of executions left ``queued`` with none in Redis
     (``jobico_core.services.rescue``), every JOBICO_RESCUE_AFTER / 2 seconds, one worker at a time."""
@@ -113,7 +101,6 @@ class StalledRescue(_Periodic):
     def work(self, ctx) -> None:
         from jobico_core.services.rescue import sweep
         sweep(ctx, settings.rescue_after)
-
 
 class LeaseRecovery(_Periodic):
     """Takes back the running executions whose lease ran out (their worker is lost) and records
@@ -130,7 +117,6 @@ class LeaseRecovery(_Periodic):
         from jobico_core.services.leases import sweep
         sweep(ctx)
 
-
 def in_pool(queue: str, tenants=None) -> bool:
     """Whether a per-tenant pool consumes ``queue`` (``jobico.<tenant>.<package>.<queue>``).
 
@@ -142,7 +128,6 @@ def in_pool(queue: str, tenants=None) -> bool:
     if not tenants or not queue.startswith("jobico.") or queue == app.conf.task_default_queue:
         return True
     return any(queue.startswith(f"jobico.{t}.") for t in tenants)
-
 
 def _pooled_add_consumer():
     """A per-tenant pool ignores a deploy's ``add_consumer`` broadcast for other tenants' queues."""
@@ -160,21 +145,17 @@ def _pooled_add_consumer():
     add_consumer._jobico_pool = True
     Panel.data["add_consumer"] = add_consumer
 
-
 if settings.worker_tenants:
     _pooled_add_consumer()
-
 
 app.steps["consumer"].add(QueueDiscovery)
 app.steps["consumer"].add(StalledRescue)
 app.steps["consumer"].add(LeaseRecovery)
 
-
 @setup_logging.connect
 def _logging(**_):
     from jobico_core.logs import configure_logging
     configure_logging(settings)
-
 
 @worker_init.connect
 def _metrics_server(**_):
@@ -182,7 +163,6 @@ def _metrics_server(**_):
     if settings.worker_metrics_port:
         from jobico_core.metrics import serve_worker_metrics
         serve_worker_metrics(settings.worker_metrics_port)
-
 
 @worker_init.connect
 def _prepare_python(**_):
@@ -192,9 +172,8 @@ def _prepare_python(**_):
     event that arrives first is requeued until it is ready; WASM events are not affected.
     """
     if settings.python_prepare:
-        from .runtime.interpreter import start_preparing
+        from jobico_runtime.interpreter import start_preparing
         start_preparing(settings.python_cache_dir)
-
 
 @worker_process_init.connect
 def _after_fork(**_):
@@ -208,7 +187,6 @@ def _after_fork(**_):
     reset()
     _listen_for_cancels()
 
-
 def _listen_for_cancels() -> None:
     """This process's cancel listener (jobico_worker/cancellation.py): subscribed before the
     process takes its first task, so a cancel request for what it runs is never missed."""
@@ -216,7 +194,6 @@ def _listen_for_cancels() -> None:
     from .context import worker_context
     cancellation.start(settings.redis_url,
                        check=lambda ids: cancellation.asked_to_stop(worker_context(settings, celery=app), ids))
-
 
 @worker_init.connect
 def _cancels_in_main_process(sender=None, **_):
@@ -226,5 +203,4 @@ def _cancels_in_main_process(sender=None, **_):
     if "prefork" not in name and name:
         _listen_for_cancels()
 
-
-from . import tasks  # noqa: E402,F401  (registers the tasks)
+from . import tasks  # noqa: E402,F401  (registers the tasks; they import celery_app, not this module)

@@ -48,12 +48,12 @@ from sqlalchemy import ARRAY, String, any_, bindparam, insert, select, text, upd
 
 from jobico_core import metrics
 from jobico_core.broker import publish, results_channel
-from jobico_core.db import _I64, _U64, TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
+from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, as_signed64, next_seq, utcnow
 from jobico_core.services.context import Context
 from jobico_core.services.executions import task_message, task_messages, to_dict
 from jobico_core.services.leases import until as lease_until
 
-from .executor import _RECORD_SEQ, INFRA_ERRORS, Outcome, _chained_row, run_claimed
+from .executor import INFRA_ERRORS, RECORD_SEQ, Outcome, chained_row, run_claimed
 from .heartbeat import holding
 
 log = logging.getLogger("jobico.worker")
@@ -152,7 +152,7 @@ def republish_chains(ctx: Context, ids: list[str]) -> None:
 def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list[str]]:
     """Record every outcome in one transaction; returns (records written now, ids another
     delivery had recorded first). Chained tasks are published after the commit."""
-    chained = {o.row.id: _chained_row(ctx, o.info, o.row, o.status, o.code, o.result) if o.info and o.chain
+    chained = {o.row.id: chained_row(ctx, o.info, o.row, o.status, o.code, o.result) if o.info and o.chain
                else (None, None) for o in outcomes}
     now = utcnow()
     messages = {o.row.id: "; ".join(m for m in (o.message, chained[o.row.id][1]) if m) or None for o in outcomes}
@@ -163,7 +163,7 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
         if _pg(ctx):
             rows = s.execute(_RECORD_MANY_PG, {
                 "ids": [o.row.id for o in outcomes], "status": [o.status for o in outcomes],
-                "code": [None if o.code is None else (o.code - _U64 if o.code >= _I64 else o.code) for o in outcomes],
+                "code": [None if o.code is None else as_signed64(o.code) for o in outcomes],
                 "result": [o.result for o in outcomes], "stdout": [o.stdout or "" for o in outcomes],
                 "lim": [o.limit for o in outcomes], "dl": [o.dead_lettered for o in outcomes],
                 "fin": [now] * len(outcomes), "dur": [o.duration_ms for o in outcomes],
@@ -171,7 +171,7 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
         else:
             rows = []
             for o in outcomes:
-                row = s.execute(_RECORD_SEQ, {
+                row = s.execute(RECORD_SEQ, {
                     "b_id": o.row.id, "b_status": o.status, "b_code": o.code, "b_result": o.result,
                     "b_stdout": o.stdout or "", "b_limit": o.limit, "b_dead_lettered": o.dead_lettered,
                     "b_finished_at": now, "b_duration_ms": o.duration_ms, "b_message": messages[o.row.id],

@@ -66,7 +66,7 @@ class JobicoScheduler(Scheduler):
     """Fires the deployed schedules (see the module's docstring)."""
 
     def __init__(self, *args, **kwargs):
-        from .app import settings
+        from .celery_app import settings
         from .context import worker_context
         self.ctx = worker_context(settings, celery=kwargs.get("app"))
         self.refresh_every = float(settings.schedule_refresh)

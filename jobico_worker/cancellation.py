@@ -26,15 +26,14 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from jobico_core.broker import CANCEL_CHANNEL, parse_cancel_message
-
-from .runtime import CancelToken
+from jobico_runtime import CancelToken
 
 log = logging.getLogger("jobico.worker")
 
@@ -45,7 +44,7 @@ RECONNECT_MAX_S = 5.0
 
 _lock = threading.Lock()
 _running: dict[str, CancelToken] = {}
-_recent: "OrderedDict[str, tuple[float, str]]" = OrderedDict()  # id -> (expiry, reason)
+_recent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, reason)
 
 
 def reason_for(by: str | None) -> str:

@@ -17,8 +17,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics
-from jobico_core.broker import publish
 from jobico_core.abi import InvalidModule
+from jobico_core.broker import publish
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
@@ -31,10 +31,10 @@ from jobico_core.services.executions import MAX_CHAIN_DEPTH, announce, new_execu
 from jobico_core.services.files import schema_validator
 from jobico_core.services.leases import until as lease_until
 from jobico_core.services.packages import VersionInfo, load_version
+from jobico_runtime.interpreter import InterpreterNotReady
 from jobico_worker.cancellation import watch
 from jobico_worker.heartbeat import holding
 from jobico_worker.modules import module_bytes
-from jobico_worker.runtime.interpreter import InterpreterNotReady
 
 log = logging.getLogger("jobico.worker")
 
@@ -76,7 +76,7 @@ _RECORD_VALUES = {name: bindparam(f"b_{name}", type_=_EX.c[name].type) for name 
 _RECORD = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(_TERMINAL))
            .values(**_RECORD_VALUES).returning(*_EX.c))
 _RECORD_PG = _RECORD.values(seq=func.nextval("execution_seq"))   # the stream position, same statement
-_RECORD_SEQ = _RECORD.values(seq=bindparam("b_seq", type_=_EX.c.seq.type))  # SQLite: a counter row
+RECORD_SEQ = _RECORD.values(seq=bindparam("b_seq", type_=_EX.c.seq.type))  # SQLite: a counter row
 _INSERT_LOGS = insert(ExecutionLog)
 
 
@@ -118,7 +118,7 @@ def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
     return ev.ok if status == "succeeded" else ev.error
 
 
-def _chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
+def chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
                  result) -> tuple[Execution | None, str | None]:
     target = _chain_target(info, row.event, status)
     if target is None:
@@ -148,7 +148,7 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
     ``chain=False``: the ok/error chain is not fired (a cancelled execution).
     """
     child, note = (None, None) if info is None or not chain else \
-        _chained_row(ctx, info, claimed, status, code, result)
+        chained_row(ctx, info, claimed, status, code, result)
     params = {"b_id": claimed.id, "b_status": status, "b_code": code, "b_result": result,
               "b_stdout": stdout or "", "b_limit": limit, "b_dead_lettered": dead_lettered,
               "b_finished_at": utcnow(), "b_duration_ms": duration_ms,
@@ -166,7 +166,7 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
         if s.bind.dialect.name == "postgresql":
             row = s.execute(_RECORD_PG, params).first()
         else:
-            row = s.execute(_RECORD_SEQ, {**params, "b_seq": next_seq(s)}).first()
+            row = s.execute(RECORD_SEQ, {**params, "b_seq": next_seq(s)}).first()
         if row is None:
             s.rollback()
             return _not_recorded(s.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from jobico_core.services import leases
 from jobico_core.services.context import Context

@@ -24,8 +24,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 from sqlalchemy import bindparam, select, update
 

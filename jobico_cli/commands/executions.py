@@ -1,8 +1,8 @@
 """``jobico executions [filters]`` and ``jobico executions show <id>``."""
 import shlex
-from typing import Annotated, Any, Optional
-
 from enum import Enum
+from typing import Annotated, Any
+
 import typer
 from rich.console import Group
 from rich.panel import Panel
@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..client import EXIT_STILL_RUNNING
-from ..output import cells, console, info, level_text, print_json, safe, sanitize, status_text, text
-from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
+from ..output import age_text, cells, console, info, level_text, print_json, safe, sanitize, status_text, text
+from .common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
 STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
             "invalid_module", "cancelled"]
@@ -29,19 +29,19 @@ def register(app: typer.Typer) -> None:
 @plain_errors
 def executions(
     ctx: typer.Context,
-    package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
+    package: Annotated[str | None, typer.Option("--package", "-p", help="Only this package.",
                                                    show_default=False)] = None,
-    event: Annotated[Optional[str], typer.Option("--event", "-e", help="Only this event.",
+    event: Annotated[str | None, typer.Option("--event", "-e", help="Only this event.",
                                                  show_default=False)] = None,
-    status: Annotated[Optional[Status], typer.Option("--status", "-s",
+    status: Annotated[Status | None, typer.Option("--status", "-s",
                                                   help="Only executions in this status.",
                                                   show_default=False)] = None,
-    submitter: Annotated[Optional[str], typer.Option("--submitter", help="Only those of this submitter: a key's name, "
+    submitter: Annotated[str | None, typer.Option("--submitter", help="Only those of this submitter: a key's name, "
                                                      "the value of the tenant's submitter header, cron, "
                                                      "mqtt:<topic> or chain.",
                                                      show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Page size.")] = 50,
-    cursor: Annotated[Optional[str], typer.Option("--cursor", help="Continue from a previous page.",
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Continue from a previous page.",
                                                   show_default=False)] = None,
     json_: JsonOpt = False,
     api_url: ApiUrlOpt = None,
@@ -293,18 +293,6 @@ def resubmit(
                                  f"{sanitize(rec.get('status'))})", "dim")), soft_wrap=True)
 
 
-def age_text(seconds: Any) -> str:
-    """12.3s, 4m05s, 2h03m."""
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    s = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def running_table(doc: dict) -> Table:
     """One block per package: its running executions, oldest first."""
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True)
@@ -324,7 +312,7 @@ def running_table(doc: dict) -> Table:
 
 @command(executions_app, "running")
 def running(
-    package: Annotated[Optional[str], typer.Option("--package", "-p", help="Only this package.",
+    package: Annotated[str | None, typer.Option("--package", "-p", help="Only this package.",
                                                    show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 200,
     json_: JsonOpt = False,

@@ -1,7 +1,8 @@
 """``jobico deploy``, ``redeploy``, ``rollback``, ``delete``, ``show`` and ``packages``."""
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, List, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -12,19 +13,19 @@ from rich.text import Text
 
 from ..client import Client, Refused, Unreachable, UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize, text
-from ._common import JsonOpt, client, command, read_local
+from .common import Commands, JsonOpt, client, read_local
 from .files import upload_files, upload_name
 
-ConfigOpt = Annotated[Optional[Path], typer.Option(
+ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", exists=True, dir_okay=False, readable=True, show_default=False,
     help="The package YAML (its id must equal PACKAGE).")]
-WasmOpt = Annotated[Optional[List[Path]], typer.Option(
+WasmOpt = Annotated[list[Path] | None, typer.Option(
     "--wasm", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A module to upload first (repeatable); stored under its file name.")]
-SchemaOpt = Annotated[Optional[List[Path]], typer.Option(
+SchemaOpt = Annotated[list[Path] | None, typer.Option(
     "--schema", exists=True, dir_okay=False, readable=True, show_default=False,
     help="A JSON Schema to upload first (repeatable); stored under its file name.")]
-PythonOpt = Annotated[Optional[List[Path]], typer.Option(
+PythonOpt = Annotated[list[Path] | None, typer.Option(
     "--python", exists=True, readable=True, show_default=False,
     help="A Python jobicolet (.py, or a .zip package) to upload first (repeatable); stored under its file name. "
          "A directory holding main.py is packed into a package zip, DIR.zip.")]
@@ -63,11 +64,11 @@ def _event_ids(source: bytes) -> list[str]:
         return []
 
 
-Upload = tuple[Path, str, Optional[str]]
+Upload = tuple[Path, str, str | None]
 
 
-def _prepare(target: str, config: Optional[Path], wasm: Optional[List[Path]],
-             schema: Optional[List[Path]], python: Optional[List[Path]] = None
+def _prepare(target: str, config: Path | None, wasm: list[Path] | None,
+             schema: list[Path] | None, python: list[Path] | None = None
              ) -> tuple[str, bytes, list[Upload]]:
     """Read the YAML and check ids locally. Returns (package id, source, files to upload)."""
     if config is None:
@@ -149,139 +150,150 @@ def _report(verb: str, package: str, res: dict, source: bytes, json_: bool) -> N
         info("Events: " + ", ".join(safe(e) for e in events))
 
 
-def register(app: typer.Typer) -> None:
-    @command(app, "deploy")
-    def deploy(
-        target: Annotated[str, typer.Argument(metavar="PACKAGE.yaml | PACKAGE", show_default=False,
-                                              help="A package YAML file, or a package id with --config.")],
-        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
-        json_: JsonOpt = False,
-    ) -> None:
-        """Deploy a new package (its version 1), uploading --wasm/--python/--schema files first.
+commands = Commands()
 
-        \b
-          jobico deploy greet.yaml
-          jobico deploy greet --config greet.yaml --wasm greet.wasm --schema hello.json
-          jobico deploy echo/package.yaml --python echo/echo.py --schema echo/schema.json
 
-        A package that already exists is refused: use `jobico redeploy`. When the server refuses
-        the deploy, every repository file the uploads replaced gets its previous content back.
-        """
-        package, source, files = _prepare(target, config, wasm, schema, python)
-        try:
-            res = _upload_then(files, lambda: client().deploy(source)) or {}
-        except Refused as exc:
-            if exc.status == 409 and "redeploy" not in exc.message:
-                exc.message += (f"\n  To create a new version of an existing package use: "
-                                f"jobico redeploy {package} --config <file.yaml>")
-            raise
-        _report("Deployed", package, res, source, json_)
+@commands("deploy")
+def deploy(
+    target: Annotated[str, typer.Argument(metavar="PACKAGE.yaml | PACKAGE", show_default=False,
+                                          help="A package YAML file, or a package id with --config.")],
+    config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Deploy a new package (its version 1), uploading --wasm/--python/--schema files first.
 
-    @command(app, "redeploy")
-    def redeploy(
-        target: Annotated[str, typer.Argument(metavar="PACKAGE | PACKAGE.yaml", show_default=False,
-                                              help="The package id (with --config), or a package YAML file.")],
-        config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
-        json_: JsonOpt = False,
-    ) -> None:
-        """Deploy a new version of an existing package and make it active.
+    \b
+      jobico deploy greet.yaml
+      jobico deploy greet --config greet.yaml --wasm greet.wasm --schema hello.json
+      jobico deploy echo/package.yaml --python echo/echo.py --schema echo/schema.json
 
-        \b
-          jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--python x.py] [--schema hello.json]
+    A package that already exists is refused: use `jobico redeploy`. When the server refuses
+    the deploy, every repository file the uploads replaced gets its previous content back.
+    """
+    package, source, files = _prepare(target, config, wasm, schema, python)
+    try:
+        res = _upload_then(files, lambda: client().deploy(source)) or {}
+    except Refused as exc:
+        if exc.status == 409 and "redeploy" not in exc.message:
+            exc.message += (f"\n  To create a new version of an existing package use: "
+                            f"jobico redeploy {package} --config <file.yaml>")
+        raise
+    _report("Deployed", package, res, source, json_)
 
-        The same YAML and files as the active version again: "unchanged", no new version.
-        When the server refuses it, every repository file the uploads replaced gets its previous
-        content back.
-        """
-        package, source, files = _prepare(target, config, wasm, schema, python)
-        res = _upload_then(files, lambda: client().redeploy(package, source)) or {}
-        _report("Redeployed", package, res, source, json_)
 
-    @command(app, "rollback")
-    def rollback(
-        package: PackageArg,
-        version: Annotated[int, typer.Option("--version", "-v", min=1, show_default=False,
-                                             help="The version to make active again.")],
-        json_: JsonOpt = False,
-    ) -> None:
-        """Make an earlier version of a package the active one."""
-        res = client().rollback(package, version) or {}
-        if json_:
-            print_json(res)
-            return
-        info(f"Package [bold]{safe(package)}[/] is now at version {safe(res.get('active_version', version))}.")
+@commands("redeploy")
+def redeploy(
+    target: Annotated[str, typer.Argument(metavar="PACKAGE | PACKAGE.yaml", show_default=False,
+                                          help="The package id (with --config), or a package YAML file.")],
+    config: ConfigOpt = None, wasm: WasmOpt = None, schema: SchemaOpt = None, python: PythonOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Deploy a new version of an existing package and make it active.
 
-    @command(app, "delete")
-    def delete(
-        package: PackageArg,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    ) -> None:
-        """Delete a package and all its versions (its events stop being accepted, its schedules firing)."""
-        if not yes:
-            if not sys.stdin.isatty():
-                raise UsageProblem(f"refusing to delete package {package!r} without confirmation: pass --yes")
-            if not typer.confirm(f"Delete package {sanitize(package)!r} and all its versions?", default=False,
-                                 err=True):
-                err_console.print("Cancelled.")
-                raise typer.Exit(1)
-        client().delete_package(package)
-        info(f"Deleted package {safe(package)}.")
+    \b
+      jobico redeploy greet --config greet-v2.yaml [--wasm greet.wasm] [--python x.py] [--schema hello.json]
 
-    @command(app, "show")
-    def show(
-        package: PackageArg,
-        version: Annotated[Optional[int], typer.Option("--version", "-v", min=1, show_default=False,
-                                                       help="Show this version (default: the active one).")] = None,
-        json_: JsonOpt = False,
-    ) -> None:
-        """Show a package: a version's YAML, the files it pins, and the version history."""
-        res = client().get_package(package, version) or {}
-        if json_:
-            print_json(res)
-            return
-        ver = res.get("version") or {}
-        active = res.get("active_version")
-        title = Text.assemble(("package ", "dim"), text(res.get("id", package), "bold"),
-                              ("  version ", "dim"), text(ver.get("number")),
-                              (" (active)" if ver.get("number") == active else f"  (active: {active})", "dim"))
-        console.print(title)
-        source = sanitize(ver.get("source") or "")
-        console.print(Panel(Syntax(source, "yaml", line_numbers=False, word_wrap=True,
-                                   background_color="default"),
-                            title=f"created {safe(ver.get('created_at'))}", title_align="left", expand=True))
-        pins = ver.get("pins") or {}
-        if pins:
-            table = Table("FILE", "SHA256", box=None, header_style="bold", title="Pinned files",
-                          title_justify="left", title_style="bold")
-            for name, sha in sorted(pins.items()) if isinstance(pins, dict) else []:
-                table.add_row(*cells([name, sha]))
-            console.print(table)
-        versions = res.get("versions") or []
-        if versions:
-            table = Table("VERSION", "CREATED", "", box=None, header_style="bold", title="Versions",
-                          title_justify="left", title_style="bold")
-            for v in sorted(versions, key=lambda v: v.get("number") or 0, reverse=True):
-                table.add_row(*cells([v.get("number"), v.get("created_at"),
-                                      Text("active", "green") if v.get("active") else ""]))
-            console.print(table)
+    The same YAML and files as the active version again: "unchanged", no new version.
+    When the server refuses it, every repository file the uploads replaced gets its previous
+    content back.
+    """
+    package, source, files = _prepare(target, config, wasm, schema, python)
+    res = _upload_then(files, lambda: client().redeploy(package, source)) or {}
+    _report("Redeployed", package, res, source, json_)
 
-    @command(app, "packages")
-    def packages(json_: JsonOpt = False) -> None:
-        """List the tenant's packages."""
-        res = client().list_packages() or {}
-        if json_:
-            print_json(res)
-            return
-        items = res.get("items", [])
-        if not items:
-            info("No packages. Deploy one with `jobico deploy <package.yaml>`.")
-            return
-        table = Table("PACKAGE", "ACTIVE", "VERSIONS", "UPDATED", box=None, header_style="bold")
-        for p in items:
-            versions = p.get("versions")
-            count = len(versions) if isinstance(versions, list) else versions
-            table.add_row(*cells([p.get("id"), p.get("active_version"), count, p.get("updated_at")]))
+
+@commands("rollback")
+def rollback(
+    package: PackageArg,
+    version: Annotated[int, typer.Option("--version", "-v", min=1, show_default=False,
+                                         help="The version to make active again.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Make an earlier version of a package the active one."""
+    res = client().rollback(package, version) or {}
+    if json_:
+        print_json(res)
+        return
+    info(f"Package [bold]{safe(package)}[/] is now at version {safe(res.get('active_version', version))}.")
+
+
+@commands("delete")
+def delete(
+    package: PackageArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a package and all its versions (its events stop being accepted, its schedules firing)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageProblem(f"refusing to delete package {package!r} without confirmation: pass --yes")
+        if not typer.confirm(f"Delete package {sanitize(package)!r} and all its versions?", default=False,
+                             err=True):
+            err_console.print("Cancelled.")
+            raise typer.Exit(1)
+    client().delete_package(package)
+    info(f"Deleted package {safe(package)}.")
+
+
+@commands("show")
+def show(
+    package: PackageArg,
+    version: Annotated[int | None, typer.Option("--version", "-v", min=1, show_default=False,
+                                                   help="Show this version (default: the active one).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a package: a version's YAML, the files it pins, and the version history."""
+    res = client().get_package(package, version) or {}
+    if json_:
+        print_json(res)
+        return
+    ver = res.get("version") or {}
+    active = res.get("active_version")
+    title = Text.assemble(("package ", "dim"), text(res.get("id", package), "bold"),
+                          ("  version ", "dim"), text(ver.get("number")),
+                          (" (active)" if ver.get("number") == active else f"  (active: {active})", "dim"))
+    console.print(title)
+    source = sanitize(ver.get("source") or "")
+    console.print(Panel(Syntax(source, "yaml", line_numbers=False, word_wrap=True,
+                               background_color="default"),
+                        title=f"created {safe(ver.get('created_at'))}", title_align="left", expand=True))
+    pins = ver.get("pins") or {}
+    if pins:
+        table = Table("FILE", "SHA256", box=None, header_style="bold", title="Pinned files",
+                      title_justify="left", title_style="bold")
+        for name, sha in sorted(pins.items()) if isinstance(pins, dict) else []:
+            table.add_row(*cells([name, sha]))
         console.print(table)
+    versions = res.get("versions") or []
+    if versions:
+        table = Table("VERSION", "CREATED", "", box=None, header_style="bold", title="Versions",
+                      title_justify="left", title_style="bold")
+        for v in sorted(versions, key=lambda v: v.get("number") or 0, reverse=True):
+            table.add_row(*cells([v.get("number"), v.get("created_at"),
+                                  Text("active", "green") if v.get("active") else ""]))
+        console.print(table)
+
+
+@commands("packages")
+def packages(json_: JsonOpt = False) -> None:
+    """List the tenant's packages."""
+    res = client().list_packages() or {}
+    if json_:
+        print_json(res)
+        return
+    items = res.get("items", [])
+    if not items:
+        info("No packages. Deploy one with `jobico deploy <package.yaml>`.")
+        return
+    table = Table("PACKAGE", "ACTIVE", "VERSIONS", "UPDATED", box=None, header_style="bold")
+    for p in items:
+        versions = p.get("versions")
+        count = len(versions) if isinstance(versions, list) else versions
+        table.add_row(*cells([p.get("id"), p.get("active_version"), count, p.get("updated_at")]))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    commands.register(app)
 
 
 __all__ = ["register", "yaml_package_id"]

@@ -1,16 +1,17 @@
 """``jobico publish <dir|archive>``: deploy a package and its files as one archive, all or nothing."""
 import io
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from ..client import UsageProblem, _ProgressBody
+from ..client import ProgressBody, UsageProblem
 from ..output import err_console, human_size, info, print_json, safe
-from ._common import JsonOpt, client, command, read_local
+from .common import Commands, JsonOpt, client, read_local
 
 YAML_NAMES = ("package.yaml", "package.yml")
 
@@ -59,44 +60,50 @@ def pack_directory(directory: Path) -> tuple[bytes, list[str]]:
     return buf.getvalue(), [n for n, _ in members]
 
 
+commands = Commands()
+
+
+@commands("publish")
+def publish(
+    target: Annotated[Path, typer.Argument(exists=True, show_default=False, metavar="DIR | ARCHIVE",
+                                           help="A directory holding package.yaml and its files (packed "
+                                                "here), or a .zip / .tar.gz archive.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Publish a package and its modules and schemas as one archive: all or nothing.
+
+    \b
+      jobico publish ./greet            # packs package.yaml + the files it references
+      jobico publish greet.zip          # or a zip / tar.gz made by CI
+
+    The package is created, or gets a new active version; every file is stored, or nothing is.
+    The same YAML and files as the active version again: "unchanged", no new version.
+    """
+    if target.is_dir():
+        data, names = pack_directory(target)
+        info(f"Packed {len(names)} files ({', '.join(safe(n) for n in names)}): {human_size(len(data))}")
+    else:
+        data = read_local(target, "archive")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=err_console, transient=True, disable=not err_console.is_terminal)
+    with progress:
+        task = progress.add_task(f"publishing {safe(target.name)}", total=len(data))
+        advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
+        res = client().request("POST", "/api/v1/packages/archive", data=ProgressBody(data, advance),
+                               headers={"Content-Type": "application/octet-stream"}) or {}
+    if json_:
+        print_json(res)
+        return
+    version = (res.get("version") or {}).get("number")
+    if res.get("unchanged"):
+        info(f"Package [bold]{safe(res.get('id'))}[/] unchanged: version {safe(version)} (active) already has "
+             "this YAML and these files; no new version.")
+        return
+    info(f"Published package [bold]{safe(res.get('id'))}[/] version {safe(version)} (active), "
+         f"{len(res.get('files') or [])} files stored.")
+    for f in res.get("files") or []:
+        info(f"  {safe(f.get('name'))} ({safe(f.get('kind'))}, {human_size(f.get('size') or 0)})")
+
+
 def register(app: typer.Typer) -> None:
-    @command(app, "publish")
-    def publish(
-        target: Annotated[Path, typer.Argument(exists=True, show_default=False, metavar="DIR | ARCHIVE",
-                                               help="A directory holding package.yaml and its files (packed "
-                                                    "here), or a .zip / .tar.gz archive.")],
-        json_: JsonOpt = False,
-    ) -> None:
-        """Publish a package and its modules and schemas as one archive: all or nothing.
-
-        \b
-          jobico publish ./greet            # packs package.yaml + the files it references
-          jobico publish greet.zip          # or a zip / tar.gz made by CI
-
-        The package is created, or gets a new active version; every file is stored, or nothing is.
-        The same YAML and files as the active version again: "unchanged", no new version.
-        """
-        if target.is_dir():
-            data, names = pack_directory(target)
-            info(f"Packed {len(names)} files ({', '.join(safe(n) for n in names)}): {human_size(len(data))}")
-        else:
-            data = read_local(target, "archive")
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            console=err_console, transient=True, disable=not err_console.is_terminal)
-        with progress:
-            task = progress.add_task(f"publishing {safe(target.name)}", total=len(data))
-            advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
-            res = client().request("POST", "/api/v1/packages/archive", data=_ProgressBody(data, advance),
-                                   headers={"Content-Type": "application/octet-stream"}) or {}
-        if json_:
-            print_json(res)
-            return
-        version = (res.get("version") or {}).get("number")
-        if res.get("unchanged"):
-            info(f"Package [bold]{safe(res.get('id'))}[/] unchanged: version {safe(version)} (active) already has "
-                 "this YAML and these files; no new version.")
-            return
-        info(f"Published package [bold]{safe(res.get('id'))}[/] version {safe(version)} (active), "
-             f"{len(res.get('files') or [])} files stored.")
-        for f in res.get("files") or []:
-            info(f"  {safe(f.get('name'))} ({safe(f.get('kind'))}, {human_size(f.get('size') or 0)})")
+    commands.register(app)

@@ -1,12 +1,14 @@
 """``jobico new python NAME [--package]``: a ready-to-deploy Python jobicolet to start from."""
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from jobico_core.names import name_problem
+
 from ..client import UsageProblem
 from ..output import info, print_json, safe
-from ._common import JsonOpt, command
+from .common import JsonOpt, command
 
 SOURCE = '''"""{name}: a Python jobicolet.
 
@@ -82,7 +84,6 @@ def greet(name):
 def scaffold_python(name: str, directory: Path, force: bool = False, package: bool = False) -> list[Path]:
     """Write ``<dir>/<name>.py`` (``--package``: ``<dir>/<name>/main.py`` and a helper module),
     ``<name>.json`` and ``package.yaml``; return the paths (the jobicolet's first)."""
-    from jobico_core.names import name_problem
     problem = name_problem(name, "jobicolet name")
     if problem:
         raise UsageProblem(problem)
@@ -110,41 +111,44 @@ def scaffold_python(name: str, directory: Path, force: bool = False, package: bo
     return list(files)
 
 
+new = typer.Typer(help="Start a new jobicolet from a template.", no_args_is_help=True)
+
+
+@command(new, "python")
+def python(
+    name: Annotated[str, typer.Argument(help="The jobicolet's name: its event, runtime and package id.",
+                                        show_default=False)],
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", "-d", file_okay=False, show_default=False,
+        help="Where to write the files (default: ./NAME).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
+    package: Annotated[bool, typer.Option(
+        "--package", help="A package instead of one file: NAME/main.py and a helper module, deployed as "
+                          "NAME.zip.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a Python jobicolet (NAME.py), its event schema (NAME.json) and a package.yaml.
+
+    With --package, the jobicolet is a directory, NAME/ (main.py with the event function and
+    a helper module it imports), that `jobico deploy --python DIR` packs into NAME.zip.
+
+    \b
+      jobico new python greeter
+      jobico deploy greeter/package.yaml --python greeter/greeter.py --schema greeter/greeter.json
+      jobico send greeter --data '{"name": "Ada"}'
+    """
+    directory = directory or Path(name)
+    paths = scaffold_python(name, directory, force, package)
+    if json_:
+        print_json({"name": name, "files": [str(p) for p in paths]})
+        return
+    for p in paths:
+        info(f"wrote {safe(str(p))}")
+    module = paths[0].parent if package else paths[0]
+    info(f"Deploy it:  jobico deploy {safe(str(directory))}/package.yaml --python {safe(str(module))} "
+         f"--schema {safe(str(paths[-2]))}")
+    info(f"Try it:     jobico send {safe(name)} --data '{{\"name\": \"Ada\"}}'")
+
+
 def register(app: typer.Typer) -> None:
-    new = typer.Typer(help="Start a new jobicolet from a template.", no_args_is_help=True)
     app.add_typer(new, name="new")
-
-    @command(new, "python")
-    def python(
-        name: Annotated[str, typer.Argument(help="The jobicolet's name: its event, runtime and package id.",
-                                            show_default=False)],
-        directory: Annotated[Optional[Path], typer.Option(
-            "--dir", "-d", file_okay=False, show_default=False,
-            help="Where to write the files (default: ./NAME).")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
-        package: Annotated[bool, typer.Option(
-            "--package", help="A package instead of one file: NAME/main.py and a helper module, deployed as "
-                              "NAME.zip.")] = False,
-        json_: JsonOpt = False,
-    ) -> None:
-        """Write a Python jobicolet (NAME.py), its event schema (NAME.json) and a package.yaml.
-
-        With --package, the jobicolet is a directory, NAME/ (main.py with the event function and
-        a helper module it imports), that `jobico deploy --python DIR` packs into NAME.zip.
-
-        \b
-          jobico new python greeter
-          jobico deploy greeter/package.yaml --python greeter/greeter.py --schema greeter/greeter.json
-          jobico send greeter --data '{"name": "Ada"}'
-        """
-        directory = directory or Path(name)
-        paths = scaffold_python(name, directory, force, package)
-        if json_:
-            print_json({"name": name, "files": [str(p) for p in paths]})
-            return
-        for p in paths:
-            info(f"wrote {safe(str(p))}")
-        module = paths[0].parent if package else paths[0]
-        info(f"Deploy it:  jobico deploy {safe(str(directory))}/package.yaml --python {safe(str(module))} "
-             f"--schema {safe(str(paths[-2]))}")
-        info(f"Try it:     jobico send {safe(name)} --data '{{\"name\": \"Ada\"}}'")

@@ -1,13 +1,13 @@
 """``jobico tenant ...``: tenants and their keys (admin token)."""
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from ..client import UsageProblem
 from ..output import cells, console, err_console, info, print_json, safe, sanitize
-from ._common import JsonOpt, client, command
+from .common import JsonOpt, client, command
 
 
 class WebhookAuth(str, Enum):
@@ -80,7 +80,7 @@ def tenant_webhook(
         case_sensitive=False, show_default=False)],
     rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="With hmac: issue a new signing secret; "
                                                 "the old one keeps working for --grace seconds.")] = False,
-    grace: Annotated[Optional[int], typer.Option(
+    grace: Annotated[int | None, typer.Option(
         "--grace", min=0, show_default=False,
         help="With --rotate-secret: seconds the old secret stays valid (default: the server's "
              "JOBICO_WEBHOOK_SECRET_GRACE, 24 h; 0 = it stops at once). End it earlier with "
@@ -129,7 +129,7 @@ def tenant_revoke_previous_secret(tenant: TenantArg, json_: JsonOpt = False) -> 
 @command(tenant_app, "submitter-header")
 def tenant_submitter_header(
     tenant: TenantArg,
-    header: Annotated[Optional[str], typer.Argument(
+    header: Annotated[str | None, typer.Argument(
         help="Request header whose value names the submitter, e.g. X-Submitter.", show_default=False)] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Go back to the key's name as the submitter.")] = False,
     json_: JsonOpt = False,

@@ -15,7 +15,6 @@ from ..locks import Locks
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
 
-
 log = logging.getLogger(__name__)
 # bumped by every change of tenants, keys, webhook modes and packages: every process empties its
 # webhook cache and its version cache when it moves (docs/architecture.md, "Identities and caches")

@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import case, func, literal, select, update
+from sqlalchemy import Table, case, func, literal, select, update
 
 from ..broker import CANCEL_CHANNEL, cancel_message
 from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
@@ -53,7 +54,7 @@ REQUESTED = "requested"
 ALREADY_FINISHED = "already_finished"
 CANCEL_OUTCOMES = (CANCELLED_QUEUED, CANCELLED_RUNNING, REQUESTED, ALREADY_FINISHED)
 
-_EX = Execution.__table__
+_EX = cast(Table, Execution.__table__)   # a declarative model's table
 
 
 def _not_found(execution_id: str) -> NotFound:

@@ -15,14 +15,15 @@ import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from ..db import EnvVariable, Tenant, utcnow
 from ..errors import Invalid, NotFound
 from ..names import name_problem
 from ..package import MAX_ENV_VALUE_BYTES, PackageSpec
-from ..secrets import MASK, open_value, redaction_list, seal
+from ..secrets import MASK, open_value, redact, redaction_list, seal
 from .context import Context
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def set_variable(ctx: Context, tenant: str, name: str, value: str, *, secret: bo
 def unset_variable(ctx: Context, tenant: str, name: str) -> None:
     _check_name(name)
     with ctx.db.session() as s:
-        gone = s.execute(delete(EnvVariable).where(EnvVariable.tenant_id == tenant, EnvVariable.name == name))
+        gone = cast("CursorResult[Any]", s.execute(
+            delete(EnvVariable).where(EnvVariable.tenant_id == tenant, EnvVariable.name == name)))
         if gone.rowcount == 0:
             raise NotFound(f"tenant {tenant!r} has no stored variable {name!r}")
     log.info("tenant %s: removed variable %s", tenant, name, extra={"tenant": tenant})
@@ -152,7 +154,6 @@ def redact_outcome(out, secrets: list[str]):
     """Mask every secret value in what an execution records and streams (in place; returns it)."""
     if not secrets:
         return out
-    from ..secrets import redact
     out.result = redact(out.result, secrets)
     out.stdout = redact(out.stdout, secrets)
     out.message = redact(out.message, secrets)

@@ -5,11 +5,10 @@ import base64
 import json
 import logging
 import re
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
@@ -84,7 +83,7 @@ def task_message(e: Execution) -> TaskMessage:
                        event=e.event, queue=e.queue, locks=lock_names(e.locks))
 
 
-_INSERT = insert(Execution.__table__)
+_INSERT = insert(cast(Table, Execution.__table__))
 _COLUMNS = tuple(c.name for c in Execution.__table__.columns)
 # unbounded element types: the INSERT itself then refuses a value too long for its column
 # (an explicit CAST to VARCHAR(n) would silently truncate it)
@@ -257,7 +256,7 @@ def get_execution(ctx: Context, tenant: str, execution_id: str) -> dict[str, Any
         return d
 
 
-def _cursor(after: str | None) -> str | None:
+def decode_cursor(after: str | None) -> str | None:
     if not after:
         return None
     try:
@@ -279,7 +278,7 @@ def list_executions(ctx: Context, tenant: str, *, package: str | None = None, ev
     """Newest first, keyset-paginated: returns (items, next cursor or None)."""
     if status is not None and status not in STATUSES:
         raise Invalid(f"status must be one of {', '.join(STATUSES)}", {"status": [status]})
-    before = _cursor(cursor)
+    before = decode_cursor(cursor)
     q = select(Execution).where(Execution.tenant_id == tenant)
     for column, value in ((Execution.package, package), (Execution.event, event),
                           (Execution.status, status), (Execution.submitter, submitter)):
@@ -315,8 +314,8 @@ def running_executions(ctx: Context, tenant: str, *, package: str | None = None,
               .where(Execution.tenant_id == tenant, Execution.status == "running"))
     if package is not None:
         ranked = ranked.where(Execution.package == package)
-    ranked = ranked.subquery()
-    q = (select(Execution, ranked.c.n).join(ranked, ranked.c.rid == Execution.id).where(ranked.c.rn == 1)
+    sq = ranked.subquery()
+    q = (select(Execution, sq.c.n).join(sq, sq.c.rid == Execution.id).where(sq.c.rn == 1)
          .order_by(Execution.package, Execution.started_at, Execution.id))
     with ctx.db.session() as s:
         rows = list(s.execute(q.limit(limit + 1)))

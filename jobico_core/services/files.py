@@ -5,6 +5,9 @@ import json
 
 from sqlalchemy import select
 
+from jobico_runtime import get_runtime
+from jobico_runtime.python import check_python, load_python
+
 from ..abi import InvalidModule, inspect_module
 from ..db import RepoFile, utcnow
 from ..errors import Invalid, NotFound, TooLarge
@@ -42,8 +45,6 @@ def check_python_bytes(ctx: Context, name: str, data: bytes, main: str | None = 
     refusal is a 422 naming the file (inside a zip: ``x.zip/pkg/util.py``) and the line; while the
     interpreter is still being compiled on this host, a 503 with Retry-After.
     """
-    from jobico_worker.runtime import get_runtime
-    from jobico_worker.runtime.python import check_python, load_python
     try:
         module = load_python(data, name)
         runtime = get_runtime(cache_dir=ctx.settings.cache_dir / "compiled",

@@ -11,14 +11,16 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from .. import metrics
+from .. import metrics, ratelimit
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..limits import resolve
+from ..schemas import schema_errors
 from .context import Context
 from .executions import enqueue, new_executions
 from .files import schema_validator
@@ -93,22 +95,6 @@ def _submitter(ctx: Context, s, tenant: _TenantAuth, headers: Mapping[str, str],
     return name
 
 
-def _json_path(parts) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, str]]:
-    try:
-        errors = sorted(validator.iter_errors(element), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    except RecursionError:  # a recursive schema ($ref: "#") and an element nested hundreds deep
-        return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
-    return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
-            for e in errors[:limit]]
-
-
 def parse_body(ctx: Context, body: bytes) -> list[Any]:
     try:
         doc = loads(body)
@@ -169,8 +155,8 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
         if errs:
             problems[str(i)] = errs
     if problems:
-        i, errs = next(iter(problems.items()))
-        raise Invalid(f"event {i} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
+        first, errs = next(iter(problems.items()))
+        raise Invalid(f"event {first} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
                       f"{errs[0]['message']}", {"data": problems})
     return payloads
 
@@ -193,7 +179,6 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
 def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None) -> None:
     """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
     queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip."""
-    from .. import ratelimit
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,

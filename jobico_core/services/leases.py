@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import cast
 
-from sqlalchemy import and_, bindparam, func, not_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, not_, or_, select, update
 
 from ..broker import publish
 from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 LOCK_KEY = "jobico:leases:lock"
 MAX_PER_SWEEP = 1000
 
-_EX = Execution.__table__
+_EX = cast(Table, Execution.__table__)   # a declarative model's table
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _RENEW = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.attempts == bindparam("b_attempts"),
                             _EX.c.status == "running")
@@ -119,7 +120,7 @@ def end(ctx: Context, messages: Mapping[str, str], *, status: str, dead_lettered
                     row = s.execute(update(_EX).where(_EX.c.id == execution_id).values(seq=next_seq(s))
                                     .returning(*_EX.c)).first()
             if row is not None:
-                data = to_dict(row, logs=False)
+                data = to_dict(row, logs=False)  # type: ignore[arg-type]  # RETURNING: the columns as attributes
                 data["logs"] = []
                 records.append(data)
     for data in records:

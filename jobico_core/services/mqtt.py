@@ -36,7 +36,9 @@ from ..ids import uuid7
 from ..mqtt import matches, namespaced, split_topic
 from . import rejections
 from .context import Context
-from .packages import SCHEDULES_CHANGED, route
+from .ingest import submit, validated_element
+from .packages import route
+from .triggers import SCHEDULES_CHANGED
 
 log = logging.getLogger("jobico.mqtt")
 
@@ -126,11 +128,10 @@ def receive(ctx: Context, subscriptions: list[Subscription], topic: str, payload
 
     sub = next((s for s in subscriptions if s.tenant == tenant and matches(s.topic, rest)), None)
     info = route(ctx, tenant, sub.event) if sub is not None else None
-    ev = info.spec.events.get(sub.event) if info is not None else None
-    if ev is None or ev.mqtt is None or not matches(ev.mqtt.topic, rest):
+    ev = info.spec.events.get(sub.event) if info is not None and sub is not None else None
+    if sub is None or info is None or ev is None or ev.mqtt is None or not matches(ev.mqtt.topic, rest):
         return _reject(ctx, tenant, None if sub is None else sub.event, rest, payload, record_id, "not_deployed",
                        f"no deployed event of tenant {tenant!r} has an MQTT topic matching {rest!r}", {})
-    from .ingest import submit, validated_element
     try:
         canonical = validated_element(ctx, info, sub.event, payload)
     except (BadRequest, TooLarge, Invalid) as exc:

@@ -9,19 +9,23 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..abi import InvalidModule, inspect_module
+from ..broker import broadcast_consume, declare_queues
+from ..canonical import loads
 from ..db import EventRoute, Package, PackageVersion, RepoFile, Tenant
 from ..errors import Conflict, Invalid, NotFound
 from ..limits import resolve
+from ..mqtt import overlaps
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
+from ..schemas import schema_errors
 from .context import Context
 from .environment import missing_references
 from .files import check_python_bytes, read_blob, schema_validator
+from .triggers import schedules_changed
 
 log = logging.getLogger(__name__)
 # bumped on every change of deployed triggers (schedules and MQTT topics): beat and the MQTT bridge
 # re-read what is deployed when it moves
-SCHEDULES_CHANGED = "jobico:schedules:generation"
 
 
 @dataclass(frozen=True)
@@ -175,9 +179,6 @@ def _check_references(ctx: Context, s, tenant: str, spec: PackageSpec) -> dict[s
 
 def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[str, str]) -> list[dict]:
     """A schedule's fixed payload must be an event its webhook would accept: size, then schema."""
-    from ..canonical import loads
-    from ..limits import resolve
-    from .ingest import schema_errors
     problems = []
     for eid, sched in spec.scheduled_events().items():
         ev = spec.events[eid]
@@ -190,6 +191,7 @@ def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[
             problems.append({"path": path, "message": f"the payload is {size} bytes; an event may be at most "
                                                       f"{max_element // 1024} KB"})
             continue
+        assert ev.schema is not None   # parse_package: a scheduled event has a schema
         errs = schema_errors(schema_validator(ctx, tenant, pins[ev.schema.schemaref]), loads(sched.payload), 1)
         if errs:
             problems.append({"path": path, "message": f"the payload does not match schema "
@@ -198,20 +200,10 @@ def _schedule_problems(ctx: Context, tenant: str, spec: PackageSpec, pins: dict[
     return problems
 
 
-def schedules_changed(ctx: Context) -> None:
-    """Tell running beat processes and MQTT bridges to re-read the deployed triggers now (best
-    effort: they also re-read every JOBICO_SCHEDULE_REFRESH / JOBICO_MQTT_REFRESH seconds)."""
-    try:
-        ctx.redis.incr(SCHEDULES_CHANGED)
-    except Exception as exc:  # the change is committed; beat catches up on its next re-read
-        log.warning("could not notify beat of a schedule change: %s", exc)
-
-
 def _claim_topics(s, tenant: str, package: Package, spec: PackageSpec) -> None:
     """409 when an MQTT topic of ``spec`` overlaps one of another package's active version: each
     message of the tenant's namespace becomes one event. Takes the tenant's row lock first, so two
     deploys of one tenant check their topics one after the other."""
-    from ..mqtt import overlaps
     mine = spec.mqtt_events()
     if not mine:
         return
@@ -326,7 +318,6 @@ def deploy_in(ctx: Context, s, tenant: str, spec: PackageSpec, text: str, *, red
 def announce_queues(ctx: Context, names: list[str]) -> None:
     """Declare queues and tell running workers to consume them (best effort:
     workers also re-read deployed queues every JOBICO_QUEUE_REFRESH seconds)."""
-    from ..broker import broadcast_consume, declare_queues
     try:
         declare_queues(ctx.celery, names)
         broadcast_consume(ctx.celery, names)

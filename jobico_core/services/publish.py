@@ -68,9 +68,10 @@ def publish(ctx: Context, tenant: str, data: bytes) -> tuple[VersionInfo, list[d
         except ArchiveRefused:
             raise
         except Exception as exc:  # the upload check's 4xx, named after the member
-            if getattr(exc, "status", 500) >= 500:
+            status = getattr(exc, "status", 500)
+            if status >= 500:
                 raise
-            raise ArchiveRefused(name, getattr(exc, "message", str(exc)), status=exc.status) from None
+            raise ArchiveRefused(name, getattr(exc, "message", str(exc)), status=status) from None
     digests = {name: sha256_hex(body) for name, body in files.items()}
     written: list[str] = []
     try:

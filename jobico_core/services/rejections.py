@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
+from ..canonical import dumps
 from ..db import REJECTED_KEEP_DAYS, REJECTED_PAYLOAD_CHARS, RejectedEvent, Tenant, utcnow
 from ..ids import uuid7
 from .context import Context
-from .executions import _cursor, encode_cursor
+from .executions import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 REASONS = ("bad_request", "too_large", "invalid", "not_deployed")
@@ -45,7 +46,6 @@ def record(ctx: Context, tenant: str, *, event: str | None, trigger: str, source
 
 def _bounded(errors: dict) -> dict:
     """At most the first 20 problems of a schema failure, as the webhook answers them."""
-    from ..canonical import dumps
     text = dumps(errors)
     if len(text) <= 16384:
         return errors
@@ -67,7 +67,7 @@ def to_dict(r: RejectedEvent) -> dict[str, Any]:
 def list_rejections(ctx: Context, tenant: str, *, event: str | None = None, reason: str | None = None,
                     limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first, keyset-paginated like the executions: (items, next cursor or None)."""
-    before = _cursor(cursor)
+    before = decode_cursor(cursor)
     q = select(RejectedEvent).where(RejectedEvent.tenant_id == tenant)
     if event is not None:
         q = q.where(RejectedEvent.event == event)
@@ -84,6 +84,6 @@ def list_rejections(ctx: Context, tenant: str, *, event: str | None = None, reas
 def trim(ctx: Context, keep_days: int = REJECTED_KEEP_DAYS) -> int:
     """Delete rejections older than ``keep_days``; returns how many."""
     with ctx.db.session() as s:
-        result = s.execute(delete(RejectedEvent).where(
-            RejectedEvent.created_at < utcnow() - dt.timedelta(days=keep_days)))
+        result = cast("CursorResult[Any]", s.execute(delete(RejectedEvent).where(
+            RejectedEvent.created_at < utcnow() - dt.timedelta(days=keep_days))))
         return result.rowcount or 0

@@ -20,7 +20,9 @@ from ..cron import Cron
 from ..db import Package, PackageVersion
 from ..errors import TooManyRequests
 from .context import Context
-from .packages import SCHEDULES_CHANGED, route
+from .ingest import submit
+from .packages import route
+from .triggers import SCHEDULES_CHANGED
 
 log = logging.getLogger("jobico.beat")
 
@@ -62,7 +64,7 @@ def deployed_schedules(ctx: Context) -> list[Schedule]:
 
 
 def generation(ctx: Context) -> int:
-    """The change counter deploys, rollbacks and deletes bump (``packages.schedules_changed``)."""
+    """The change counter deploys, rollbacks and deletes bump (``triggers.schedules_changed``)."""
     return int(ctx.redis.get(SCHEDULES_CHANGED) or 0)
 
 
@@ -71,7 +73,6 @@ def fire(ctx: Context, schedule: Schedule, when: dt.datetime) -> str | None:
     when it was not fired: already fired (by another beat), no longer deployed with this
     cron, or refused by the queue cap / rate limit (logged). Infrastructure errors raise.
     """
-    from .ingest import submit
     info = route(ctx, schedule.tenant, schedule.event)
     ev = info.spec.events.get(schedule.event) if info is not None else None
     if ev is None or ev.schedule is None or ev.schedule.parsed() != schedule.cron:

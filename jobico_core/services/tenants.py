@@ -7,6 +7,7 @@ import hmac
 import math
 import secrets
 import time
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
@@ -14,6 +15,7 @@ from ..db import ApiKey, Execution, ExecutionLog, RejectedEvent, Tenant, utcnow
 from ..errors import BadRequest, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from ..names import HEADER, name_problem
 from .context import Context
+from .triggers import schedules_changed
 
 KEY_PREFIX = "jbk_"
 WEBHOOK_AUTH_MODES = ("key", "hmac", "none")
@@ -186,7 +188,6 @@ def delete_tenant(ctx: Context, tenant_id: str) -> None:
         s.execute(delete(Execution).where(Execution.tenant_id == tenant_id))
         s.execute(delete(RejectedEvent).where(RejectedEvent.tenant_id == tenant_id))
     ctx.changed_routing()
-    from .packages import schedules_changed
     schedules_changed(ctx)  # its schedules stop, and the MQTT bridge drops its topics
 
 
@@ -262,7 +263,22 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes, session=None) -> str:
+class WebhookTenant(Protocol):
+    """What the webhook's checks read of a tenant: its row, or the webhook's cached copy."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def webhook_auth(self) -> str: ...
+    @property
+    def signing_secret(self) -> str | None: ...
+    @property
+    def previous_signing_secret(self) -> str | None: ...
+    @property
+    def previous_secret_expires_at(self) -> Any: ...
+
+
+def check_webhook_credentials(ctx: Context, tenant: WebhookTenant, headers, body: bytes, session=None) -> str:
     """Authenticate a webhook call per the tenant's mode; returns the submitter name.
 
     In hmac mode the signature may be made with the current secret or, during a
@@ -286,7 +302,7 @@ def check_webhook_credentials(ctx: Context, tenant: Tenant, headers, body: bytes
                                "(or in the future)")
         valid = [tenant.signing_secret or ""]
         if previous_secret_valid(tenant):
-            valid.append(tenant.previous_signing_secret)
+            valid.append(tenant.previous_signing_secret or "")
         given = signature.strip().encode()
         if not any(hmac.compare_digest(sign(secret, timestamp, body).encode(), given) for secret in valid):
             raise Unauthorized("invalid credentials: the signature does not match the body")

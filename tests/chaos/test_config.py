@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-import celeryconfig
+from jobico_core import celeryconfig
 from jobico_core.settings import ConfigError, Settings
 
 BASE = {"JOBICO_ADMIN_TOKEN": "a" * 20, "JOBICO_SECRET_KEY": "s" * 20}

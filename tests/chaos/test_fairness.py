@@ -20,7 +20,7 @@ from jobico_core.ids import uuid7
 from jobico_core.services.executions import enqueue, new_execution
 from jobico_core.services.packages import route
 
-from .conftest import MAX_TIMEOUT_MS
+from .helpers import MAX_TIMEOUT_MS
 
 SLOW_BOUND = 3 * MAX_TIMEOUT_MS / 1000 + 7   # s: B waits for at most one A execution per pool slot
 FLOOD = int(os.environ.get("JOBICO_CHAOS_FLOOD", "50000"))
@@ -40,7 +40,7 @@ def _flood(p, info, n: int, batch: int = 2000) -> None:
     cols = {c.name for c in Execution.__table__.columns}
     base = {k: v for k, v in vars(first).items() if k in cols}
     for start in range(1, n, batch):
-        rows = [{**base, "id": uuid7(), "payload": '{"n":%d}' % i} for i in range(start, min(n, start + batch))]
+        rows = [{**base, "id": uuid7(), "payload": f'{{"n":{i}}}'} for i in range(start, min(n, start + batch))]
         with p.ctx.db.session() as s:
             s.execute(insert(Execution), rows)
         pipe = p.ctx.redis.pipeline(transaction=False)

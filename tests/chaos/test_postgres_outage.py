@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import Sender
+from .helpers import Sender
 
 # seconds PostgreSQL is away: a frozen server costs a request up to 5 s (statement bound of this
 # suite's URL: 3 s + 2 s) on its pooled connection, then 5 s (connect_timeout) for a new one

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import Sender
+from .helpers import Sender
 
 
 def test_redis_sigkill_and_restart(chaos, chaos_redis):

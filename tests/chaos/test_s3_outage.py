@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import example
+from .helpers import example
 
 COLD_YAML = """
 id: cold

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 
-from .conftest import VISIBILITY
+from .helpers import VISIBILITY
 
 PAD = 2000  # ~1 s of spinning on an idle core (tests/chaos/spin.wat)
 

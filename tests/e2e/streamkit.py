@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 
 import requests
 import wasmtime
 
 from jobico_cli.stream import parse_sse, shutdown
+from tests.waiting import wait_until
 
-from .conftest import example
+from .helpers import example
 
 # the guest's result: rich markup and an ANSI "clear screen"
 EVIL_RESULT = "[red]x[/red]\x1b[2J"
@@ -100,11 +100,10 @@ class SSEReader:
         return [d["id"] for _, d in self.events]
 
     def wait_for(self, ids, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not set(ids) <= set(self.ids()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"stream got {self.ids()}, missing {set(ids) - set(self.ids())}")
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: set(ids) <= set(self.ids()), timeout, what="the stream's executions")
+        except AssertionError:
+            raise AssertionError(f"stream got {self.ids()}, missing {set(ids) - set(self.ids())}") from None
 
     def close(self) -> None:
         shutdown(self.resp)

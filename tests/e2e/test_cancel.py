@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import example
+from tests.waiting import holds_for, wait_until
+
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 
@@ -60,8 +62,13 @@ def cli(p, key: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def wait_running(p, key: str, eid: str, timeout: float = 30.0) -> None:
+    """Until the execution has run 0.3 s in its sandbox (the platform's running view says so):
+    inside the guest's loop, past its start."""
+    def age() -> float:
+        view = p.call(key, "GET", "/api/v1/executions/running").json()
+        return max((i.get("age_s") or 0 for g in view["packages"] for i in g["items"] if i["id"] == eid), default=0)
     p.wait(key, eid, timeout=timeout, until=lambda e: e["status"] == "running")
-    time.sleep(0.3)  # inside the guest's loop
+    wait_until(lambda: age() >= 0.3, timeout, what=f"{eid} running for 0.3 s")
 
 
 def test_cancel_queued_and_running_executions_and_resubmit_through_the_cli(platform):
@@ -107,7 +114,10 @@ def test_cancel_queued_and_running_executions_and_resubmit_through_the_cli(platf
     assert body["cancel_ms"] < 5000 and took < 10, (body["cancel_ms"], took)  # generous: measured in bench_cancel
     assert body["logs"] == [{"level": 1, "message": "dozing off"}] and body["duration_ms"] >= 300
     assert body["worker"].startswith("w1@") and body["attempts"] == 1
-    time.sleep(1.0)  # neither retried (retries: 2) nor chained (error: grumpy)
+    holds_for(lambda: p.call(key, "GET", "/api/v1/executions?event=grumpy").json()["items"] == []
+              and all(p.call(key, "GET", f"/api/v1/executions/{eid}").json()["attempts"] == 1
+                      for eid in (first, second)),
+              1.0, what="neither retried (retries: 2) nor chained (error: grumpy)")
     for eid in (first, second):
         e = p.wait(key, eid)
         assert (e["status"], e["attempts"], e["chain"], e["dead_lettered"]) == ("cancelled", 1, [], False)

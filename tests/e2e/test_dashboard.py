@@ -67,7 +67,7 @@ def test_dashboard_in_a_pty(platform):
         Path(os.environ.get("JOBICO_DASHBOARD_SCREEN", p.tmp / "screen.txt")).write_text(text)
         child.send("q")
         child.expect(pexpect.EOF, timeout=10)
-        raw.extend((child.before or b""))
+        raw.extend(child.before or b"")
     finally:
         if child.isalive():
             child.terminate(force=True)

@@ -1,7 +1,7 @@
 """Guest retries (`retries:`), dead letters and the tenant's replay of them."""
 from __future__ import annotations
 
-from .conftest import example
+from .helpers import example
 
 RETRY_YAML = """
 id: flaky

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from jobico_cli.main import app as cli_app
 from jobico_core.db import Base
 
-from .conftest import example
+from .helpers import example
 
 SECRET = "s3cr3t-Tok3n-0f-the-tenant-7f1c"
 ROTATED = "r0tated-Tok3n-5d2e9a"

@@ -28,8 +28,9 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from jobico_core.db import Execution, utcnow
+from tests.waiting import wait_until
 
-from .conftest import example
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 
@@ -71,14 +72,7 @@ def _row(p, eid: str) -> Execution:
 
 
 def _poll(what: str, check, timeout: float = 30.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(every)
+    return wait_until(check, timeout, what=what, interval=every)
 
 
 def _forget_task(p, eid: str) -> None:

@@ -17,7 +17,9 @@ import pytest
 import redis
 import requests
 
-from .conftest import ROOT, example
+from tests.waiting import wait_until
+
+from .helpers import ROOT, example
 
 HELLO_YAML = example("packages/hello.yaml").read_text()
 FLOWER_AUTH = ("ops", "flower-test-password")
@@ -38,17 +40,8 @@ def setup_tenant(p, tenant: str) -> str:
 
 
 def poll(fn, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (requests.RequestException, ValueError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+    """wait_until, a refused connection or a non-JSON answer counting as "not yet"."""
+    return wait_until(fn, timeout, what=what, interval=interval, ignore=(requests.RequestException, ValueError))
 
 
 def metric(text: str, name: str, **labels) -> float:

@@ -9,7 +9,7 @@ import json
 
 from tests.guest_examples import GREET_MODULES, WASM_EXAMPLES, documented_cases
 
-from .conftest import example
+from .helpers import example
 
 
 def _runtime_id(module: str) -> str:
@@ -54,7 +54,7 @@ def test_greet_in_every_language_through_the_platform(platform):
             assert rec["stdout"] == f"greet: {case.result}\n"
         else:
             assert rec["stdout"] == ""
-    for m, eid in echoes.items():
+    for eid in echoes.values():
         rec = p.wait(key, eid)
         # the guest received the canonical form of the event: compact, keys sorted
         assert (rec["status"], rec["code"], rec["result"]) == ("succeeded", 0, '{"lang":"fr","name":"Ada"}'), rec

@@ -15,7 +15,7 @@ import requests
 from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
 
-from .conftest import ADMIN, EXAMPLES, Platform, platform_env, serve_api
+from .helpers import ADMIN, EXAMPLES, Platform, platform_env, serve_api
 
 SCHEMA = EXAMPLES / "schemas" / "any.json"
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import example
+from .helpers import example
 
 LOCKED_YAML = """
 id: deployer
@@ -73,7 +73,7 @@ def _post(p, key, tenant, event, n=1) -> list[str]:
 
 def _no_overlap(runs: list[dict]) -> None:
     spans = sorted((_t(e["started_at"]), _t(e["finished_at"]), e["id"]) for e in runs)
-    for (s1, f1, a), (s2, f2, b) in zip(spans, spans[1:]):
+    for (_s1, f1, a), (s2, _f2, b) in zip(spans, spans[1:]):
         assert s2 >= f1, f"{b} started at {s2} while {a} ran until {f1}"
 
 
@@ -121,7 +121,7 @@ def test_a_killed_workers_lock_frees_within_the_lease(platform):
     p.wait(key, stuck, until=lambda e: e["status"] == "running")
     time.sleep(1.5)  # a renewal or two happened: the lease would go on without the kill
     w1.stop(signal.SIGKILL)
-    killed_at = dt.datetime.now(dt.timezone.utc)
+    killed_at = dt.datetime.now(dt.UTC)
     p.start_worker("w2", concurrency=1, extra_env=lease)
     p.deploy(key, (LOCKED_YAML % {"ms": 200}), redeploy_id="deployer")  # the next one is short
     nxt = _post(p, key, "locks2", "deploy_web")[0]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICO = Path(sys.executable).parent / "jobico"
@@ -38,11 +39,9 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path, mqtt_broke
                              "--concurrency", "1"], cwd=tmp_path, env=env, stdout=out, stderr=err,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 150
-        while b"Ctrl-C stops everything" not in (tmp_path / "out.log").read_bytes():
-            assert proc.poll() is None, (tmp_path / "err.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
-            time.sleep(0.5)
+        wait_until(lambda: b"Ctrl-C stops everything" in (tmp_path / "out.log").read_bytes() or proc.poll() is not None,
+                   150, what="the banner", interval=0.5)
+        assert proc.poll() is None, (tmp_path / "err.log").read_text()[-4000:]
         banner = (tmp_path / "out.log").read_text()
         # the printed curl, run as printed (a shell command over three lines)
         curl = re.search(r"(curl -s -X POST .*?)\nThen", banner, re.S).group(1).replace("\\\n", " ")

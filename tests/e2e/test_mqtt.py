@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import uuid
 
 import pytest
 from sqlalchemy import func, select
 
 from jobico_core.db import Execution
+from tests.waiting import holds_for, wait_until
 
-from .conftest import example
+from .helpers import example
 
 PACKAGE = """
 id: doors
@@ -55,14 +55,7 @@ def _publish(broker, topic: str, payloads, qos: int = 1) -> None:
 
 
 def _until(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.1)
+    return wait_until(check, timeout, what=what, interval=0.1)
 
 
 def test_messages_become_executions_invalid_ones_are_recorded_and_deploys_are_followed(
@@ -107,7 +100,8 @@ def test_messages_become_executions_invalid_ones_are_recorded_and_deploys_are_fo
     assert platform.call(key, "DELETE", "/api/v1/packages/doors").status_code == 204
     bridge.wait_log(f"unsubscribed {prefix}/acme/doorbell/+", after=mark)
     _publish(mqtt_broker, f"{prefix}/acme/doorbell/front", [json.dumps({"name": "late"})])
-    time.sleep(1.0)
+    holds_for(lambda: len(platform.call(key, "GET", "/api/v1/executions").json()["items"]) == 1, 1.0,
+              what="no execution of a message after the delete")
     names = [json.loads(e["payload"])["name"] for e in (
         platform.call(key, "GET", f"/api/v1/executions/{i['id']}").json()
         for i in platform.call(key, "GET", "/api/v1/executions").json()["items"])]
@@ -140,7 +134,7 @@ def test_bridge_killed_mid_stream_loses_no_qos1_message_and_records_none_twice(p
 
     bridge2 = platform.start_bridge("bridge2")
     _until(lambda: count() >= n, timeout=60, what=f"{n} executions")
-    time.sleep(1.0)  # anything more (a duplicate) would land now
+    holds_for(lambda: count() == n, 1.0, what="no duplicate after the restart")
     with platform.ctx.db.session() as s:
         payloads = list(s.scalars(select(Execution.payload).where(Execution.tenant_id == "acme")))
     names = sorted(json.loads(p)["name"] for p in payloads)

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from .conftest import example
+from .helpers import example
 
 HELLO_YAML = (example("packages/hello.yaml")).read_text()
 

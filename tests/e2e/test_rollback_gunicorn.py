@@ -9,6 +9,8 @@ import time
 
 import requests
 
+from tests.waiting import wait_until
+
 from .streamkit import PACKAGE, SSEReader, post_ids, setup_tenant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,15 +53,9 @@ def test_concurrent_streams_on_gunicorn_do_not_starve_the_api(platform):
     url = f"http://127.0.0.1:{port}"
     readers = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (p.tmp / "gunicorn.log").read_text()
-            time.sleep(0.2)
+        wait_until(lambda: proc.poll() is not None or requests.get(url + "/health", timeout=1).status_code == 200,
+                   30, what="gunicorn answering /health", interval=0.2, ignore=(requests.RequestException,))
+        assert proc.poll() is None, (p.tmp / "gunicorn.log").read_text()
         readers = [SSEReader(url, key, {"package": "tools"}) for _ in range(6)]
         # with 6 streams open, ordinary requests still answer promptly
         for path in ("/health", "/api/v1/packages", "/api/v1/executions", "/api/v1/files"):
@@ -90,7 +86,7 @@ def test_tenant_webhook_cli(platform):
 
     from jobico_cli.main import app
 
-    from .conftest import ADMIN
+    from .helpers import ADMIN
 
     def cli(*args, code=0):
         env = {"JOBICO_API_URL": platform.url, "JOBICO_TOKEN": ADMIN, "JOBICO_HOME": str(platform.tmp / "h"),

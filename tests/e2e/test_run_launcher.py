@@ -17,7 +17,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -25,7 +24,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
+from tests.waiting import wait_until
 
 from .test_flower import metric
 
@@ -44,17 +44,8 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _poll(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (requests.RequestException, ValueError, subprocess.SubprocessError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+    return wait_until(fn, timeout, what=what, interval=0.5,
+                      ignore=(requests.RequestException, ValueError, subprocess.SubprocessError))
 
 
 # -- a busy port: a clear message, exit 2, nothing started --------------------------------------
@@ -117,11 +108,9 @@ class Run:
             [str(JOBICO), "run", "--port", str(self.port), "--flower-port", str(self.flower), "--mqtt",
              "--no-beat", "--concurrency", "1"],
             cwd=tmp, env=self.env, stdout=self.out, stderr=self.err, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while b"Ctrl-C stops everything" not in (tmp / "out.log").read_bytes():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.5)
+        wait_until(lambda: b"Ctrl-C stops everything" in (tmp / "out.log").read_bytes() or self.proc.poll() is not None,
+                   180, what="the banner", interval=0.5)
+        assert self.proc.poll() is None, self.log()
         self.banner = (tmp / "out.log").read_text()
 
     def log(self) -> str:

@@ -13,6 +13,7 @@ import requests
 
 from jobico_cli.client import Client
 from jobico_cli.stream import ExecutionStream
+from tests.waiting import holds_for, wait_until
 
 from .streamkit import EVIL_RESULT, CuttableProxy, SSEReader, post_ids, setup_tenant
 
@@ -47,7 +48,8 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
     failed_only.wait_for(fail)
     by_event.wait_for(ok)
     other_tenant.wait_for(b_ok)
-    time.sleep(0.3)
+    holds_for(lambda: len(everything.ids()) == len(ok + fail + evil) and failed_only.ids() == fail
+              and len(by_event.ids()) == len(ok) and other_tenant.ids() == b_ok, 0.3, what="no duplicate, no stray")
     # filters, isolation, no duplicates, monotonic ids = the records' seq
     assert sorted(everything.ids()) == sorted(ok + fail + evil)
     assert failed_only.ids() == fail
@@ -119,9 +121,7 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
                 break
             assert time.monotonic() < live_by, "the CLI stream never showed a new execution"
         more = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
-        deadline = time.monotonic() + 30
-        while not any(more[0] in line for line in got) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: any(more[0] in line for line in got), 30, what="the new execution printed")
         line = next(line for line in got if more[0] in line)
         assert "[red]x[/red]" in line and "\x1b[2J" not in line
         assert "\x1b[" in line  # coloured status: the only escapes are the CLI's own
@@ -144,14 +144,11 @@ def test_disconnect_loses_nothing(platform):
                          daemon=True)
     t.start()
     try:
-        deadline = time.monotonic() + 10
-        while "connected" not in states and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "connected" in states, 10, what="the stream connected")
         before = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(5)])
         for eid in before:
             p.wait(key, eid)
-        while len(got) < 5 and time.monotonic() < deadline + 20:
-            time.sleep(0.05)
+        wait_until(lambda: len(got) >= 5, 30, what="the first 5 executions streamed")
         # cut the connection and keep the server "down" while more executions finish
         proxy.refuse = True
         proxy.cut()
@@ -162,10 +159,8 @@ def test_disconnect_loses_nothing(platform):
         proxy.refuse = False
         after = post_ids(p, key, "tenant_r", "ok", [{"i": i} for i in range(12, 15)])
         expected = before + during + after
-        deadline = time.monotonic() + 30
-        while len({e["id"] for e in got}) < len(expected) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_until(lambda: len({e["id"] for e in got}) >= len(expected), 30, what="every execution streamed")
+        holds_for(lambda: len(got) == len(expected), 0.5, what="each execution exactly once")
         ids = [e["id"] for e in got]
         assert sorted(ids) == sorted(expected), (len(ids), len(expected))  # all N, exactly once
         assert states.count("connected") >= 2 and "reconnecting" in states

@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import example
+from tests.waiting import wait_until
+
+from .helpers import example
 
 JOBICO = Path(sys.executable).parent / "jobico"
 
@@ -91,13 +93,8 @@ def test_running_view_shows_a_sleeping_execution(platform):
     p.start_worker("napper")
     nap = p.post(key, "naps", "nap", [{}]).json()["executions"][0]
 
-    deadline = time.monotonic() + 30
-    while True:
-        doc = p.call(key, "GET", "/api/v1/executions/running").json()
-        if doc["total"]:
-            break
-        assert time.monotonic() < deadline, "the execution never showed as running"
-        time.sleep(0.1)
+    doc = wait_until(lambda: (d := p.call(key, "GET", "/api/v1/executions/running").json())["total"] and d, 30,
+                     what="the execution shown as running")
     assert doc["truncated"] is False
     [group] = doc["packages"]
     assert group["package"] == "sleepy" and group["running"] == 1
@@ -140,14 +137,9 @@ def test_running_view_lists_one_execution_per_batch_task(platform):
     naps = p.post(key, "naps", "nap", [{}, {}, {}]).json()["executions"]
     p.start_worker("napper", concurrency=1)
 
-    deadline = time.monotonic() + 30
-    while True:
-        doc = p.call(key, "GET", "/api/v1/executions/running").json()
-        records = [p.call(key, "GET", f"/api/v1/executions/{i}").json()["status"] for i in naps]
-        if records.count("running") == 3:  # the batch claimed all three
-            break
-        assert time.monotonic() < deadline, ("the batch never claimed its executions", records)
-        time.sleep(0.05)
+    wait_until(lambda: [p.call(key, "GET", f"/api/v1/executions/{i}").json()["status"] for i in naps].count("running")
+               == 3, 30, what="the batch claiming all three")
+    doc = p.call(key, "GET", "/api/v1/executions/running").json()
     [group] = doc["packages"]
     assert group["running"] == 1 and group["claimed"] == 2 and doc["total"] == 1, doc
     [e] = group["items"]

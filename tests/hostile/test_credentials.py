@@ -8,7 +8,7 @@ import pytest
 
 from jobico_core.services.tenants import sign
 
-from .conftest import GOOD
+from .helpers import GOOD
 
 pytestmark = pytest.mark.services
 
@@ -104,8 +104,8 @@ def test_hmac_replays_are_refused(world):
     r = world.post(body, tenant="signed", event="signed_added", auth=False, headers=headers)
     assert r.status_code == 200, r.get_data()[:300]
     for extra in ({}, {"Idempotency-Key": "another"}):
-        world.refused(lambda: world.post(body, tenant="signed", event="signed_added", auth=False,
-                                         headers={**headers, **extra}), 409, "signature_replayed")
+        world.refused(lambda extra=extra: world.post(body, tenant="signed", event="signed_added", auth=False,
+                                                     headers={**headers, **extra}), 409, "signature_replayed")
 
 
 # -- the API: admin token vs tenant keys ---------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import PACKAGE, package_yaml
+from .helpers import PACKAGE, package_yaml
 
 pytestmark = pytest.mark.services
 
@@ -157,7 +157,7 @@ def test_deploy_refused(world, tmp_path, source, status, fragments):
 
 def test_redeploy_with_hostile_yaml_keeps_the_active_version(world):
     for source in (LAUGHS, "id: people\nqueues: " + "[" * 5000, PACKAGE.replace("name: People", "name: [")):
-        world.refused(lambda: world.api.deploy(world.acme, source, package="people"), 422, "line")
+        world.refused(lambda source=source: world.api.deploy(world.acme, source, package="people"), 422, "line")
     world.refused(lambda: world.api.deploy(world.acme, package_yaml("p2", "e2"), package="people"), 422,
                   "id is 'p2', not 'people'")
 

@@ -20,7 +20,7 @@ from jobico_core import canonical
 from jobico_core.errors import Invalid
 from jobico_core.package import PackageSpec, parse_package
 
-from .conftest import CONTRACT_STATUSES, PACKAGE, assert_error
+from .helpers import CONTRACT_STATUSES, PACKAGE, assert_error
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

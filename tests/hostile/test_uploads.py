@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.integration.conftest import wat
+from tests.integration.helpers import wat
 
-from .conftest import assert_error, package_yaml, wasm
+from .helpers import assert_error, package_yaml, wasm
 
 pytestmark = pytest.mark.services
 
@@ -172,10 +172,10 @@ def test_validator_registry_refuses_retrieval_directly(ref_server):
     import referencing.exceptions
     from jsonschema import Draft202012Validator
 
-    from jobico_core.schemas import _NO_REMOTE
+    from jobico_core.schemas import NO_REMOTE
 
     base, hits = ref_server
-    v = Draft202012Validator({"$ref": f"{base}/x.json"}, registry=_NO_REMOTE)
+    v = Draft202012Validator({"$ref": f"{base}/x.json"}, registry=NO_REMOTE)
     with pytest.raises(referencing.exceptions.Unresolvable):
         v.is_valid("x")
     assert hits == []

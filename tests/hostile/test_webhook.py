@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from .conftest import GOOD, assert_error, package_yaml
+from .helpers import GOOD, assert_error, package_yaml
 
 pytestmark = pytest.mark.services
 

@@ -5,7 +5,7 @@ import pytest
 
 from jobico_core.settings import ConfigError, Settings
 
-from .conftest import ADMIN_TOKEN
+from .helpers import ADMIN_TOKEN
 
 pytestmark = pytest.mark.services
 
@@ -153,7 +153,7 @@ def test_health_and_ready(api):
 
 
 def test_ready_503_names_the_dependency_that_is_down(make_api):
-    from jobico_core.embedded import free_port
+    from jobico_ops.embedded import free_port
 
     dead_redis = make_api(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     r = dead_redis.client.get("/ready")

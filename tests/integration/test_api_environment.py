@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from .conftest import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
 pytestmark = pytest.mark.services
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import package_yaml, wasm
+from .helpers import package_yaml, wasm
 
 pytestmark = pytest.mark.services
 

@@ -6,15 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
+from tests.waiting import wait_until
 
-from .conftest import ADMIN_TOKEN, SECRET_KEY
+from .helpers import ADMIN_TOKEN, SECRET_KEY
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,17 +34,16 @@ def _gunicorn(s, tmp_path, port: int, **extra: str) -> subprocess.Popen:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(gunicorn), "-c", "python:jobico_api.gunicorn_conf", "jobico_api.wsgi:app"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            r = requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
-            assert r.status_code == 200, r.text
-            return proc
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
-                raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.2)
+    try:
+        r = wait_until(lambda: proc.poll() is not None or requests.get(f"http://127.0.0.1:{port}/ready", timeout=5), 30,
+                       what="gunicorn listening", interval=0.2, ignore=(requests.ConnectionError,))
+    except AssertionError:
+        r = None
+    if r is None or r is True:   # not listening within the deadline, or exited
+        _stop(proc)
+        raise AssertionError("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+    assert r.status_code == 200, r.text
+    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:

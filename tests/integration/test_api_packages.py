@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import PACKAGE, PERSON_SCHEMA, package_yaml, wasm, wat
+from .helpers import PACKAGE, PERSON_SCHEMA, package_yaml, wasm, wat
 
 pytestmark = pytest.mark.services
 
@@ -87,8 +87,7 @@ def test_deploy_refusals(api):
     # a referenced file is missing: named in the message
     r = api.deploy(t, PACKAGE)
     assert r.status_code == 422 and "person.json" in r.get_json()["message"], r.get_json()
-    assert any(p["path"] == "jobs[0].event.schema.schemaref" or "schemaref" in p["path"]
-               for p in r.get_json()["errors"]["package"])
+    assert any("schemaref" in p["path"] for p in r.get_json()["errors"]["package"]), r.get_json()
     assert api.upload(t, "person.json", PERSON_SCHEMA).status_code == 201
     # an unknown key, with a suggestion
     r = api.deploy(t, PACKAGE.replace("supplierqueue:", "supplierqueu:"))

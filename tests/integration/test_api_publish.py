@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from jobico_core.storage import blob_key, sha256_hex
 
-from .conftest import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
 pytestmark = pytest.mark.services
 

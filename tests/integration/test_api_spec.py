@@ -13,7 +13,7 @@ import pytest
 
 from jobico_core.names import FILE_RULE, NAME_RULE
 
-from .conftest import package_yaml
+from .helpers import package_yaml
 
 pytestmark = pytest.mark.services
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from jobico_core.embedded import free_port
+from jobico_ops.embedded import free_port
 
-from .conftest import PACKAGE
+from .helpers import PACKAGE
 
 pytestmark = pytest.mark.services
 

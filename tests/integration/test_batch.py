@@ -21,7 +21,7 @@ from jobico_worker import batch as batch_mod
 from jobico_worker.batch import BatchInterrupted, claim_many, record_many, run_batch
 from jobico_worker.executor import Outcome, record, run_execution
 
-from .conftest import ROOT, wat
+from .helpers import ROOT, wat
 
 # echo (Rust-SDK style, as examples/jobicolets/echo.wat) that logs its input at info level
 # and traps when the event is an object whose first key starts with "f" ({"fail": ...}).
@@ -58,7 +58,7 @@ class Runtime:
     """The real runtime; ``fail_at``: the call number (1-based) that raises ``exc`` instead."""
 
     def __init__(self, fail_at: int | None = None, exc: BaseException | None = None):
-        from jobico_worker.runtime import get_runtime
+        from jobico_runtime import get_runtime
         self.real, self.calls, self.fail_at, self.exc = get_runtime(), 0, fail_at, exc
 
     def load(self, *a, **kw):
@@ -294,7 +294,7 @@ def test_batches_on_sqlite(sqlite_ctx, redis_url):
 
 def test_outcomes_without_logs_or_chains_are_recorded_in_one_autocommit_statement(h):
     """The bench's shape (echo, no logs, no chain): the lighter recording path, same guarantees."""
-    from .conftest import wasm
+    from .helpers import wasm
     assert h.upload(h.t, "echo.wasm", wasm("echo")).status_code == 201
     r = h.deploy(h.t, "id: plain\nqueues: [{id: main}]\njobs:\n  - event: {id: p, schema: {id: any, "
                       "schemaref: any.json}, supplierqueue: main, runtime: echo}\n"

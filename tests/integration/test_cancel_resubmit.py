@@ -7,6 +7,7 @@ processes' path is in tests/e2e/test_cancel.py."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import threading
 import time
@@ -18,8 +19,9 @@ from jobico_core.db import Execution
 from jobico_worker import cancellation
 from jobico_worker.batch import run_batch
 from jobico_worker.executor import claim, run_execution
+from tests.waiting import wait_until
 
-from .conftest import wasm
+from .helpers import wasm
 
 pytestmark = pytest.mark.services
 
@@ -72,7 +74,7 @@ def listener(h):
 
 
 def runtime():
-    from jobico_worker.runtime import get_runtime
+    from jobico_runtime import get_runtime
     return get_runtime()
 
 
@@ -140,11 +142,11 @@ def test_cancel_of_a_running_execution_stops_it_records_it_and_fires_no_chain(h,
     thread = threading.Thread(target=lambda: out.update(run_execution(h.ctx, runtime(), tid, payload,
                                                                        worker="w")))
     thread.start()
-    deadline = time.monotonic() + 10
-    while get(h, eid)["status"] != "running":
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.01)
-    time.sleep(0.2)  # well inside the guest's endless loop
+    wait_until(lambda: get(h, eid)["status"] == "running", 10, what="the execution started")
+    wait_until(lambda: runtime().ticker.active > 0, 10, what="the guest running")
+    started = dt.datetime.fromisoformat(get(h, eid)["started_at"])
+    wait_until(lambda: dt.datetime.now(dt.UTC) - started >= dt.timedelta(seconds=0.2), 10,
+               what="0.2 s into the guest's endless loop")
     t0 = time.monotonic()
     r = cancel(h, eid)
     elapsed = time.monotonic() - t0
@@ -172,10 +174,7 @@ def test_members_of_a_batch_task_are_cancelled_one_by_one(h, make_api, listener)
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(res=run_batch(worker.ctx, runtime(), ids, worker="w")))
     thread.start()
-    deadline = time.monotonic() + 10
-    while first not in cancellation.running_here():
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.01)
+    wait_until(lambda: first in cancellation.running_here(), 10, what="the first execution started", interval=0.01)
     assert get(h, second)["status"] == "running"  # claimed with the batch, not started
     r = cancel(h, second, "?wait=0")
     assert r.status_code == 202 and r.get_json()["cancel"] == "requested"
@@ -238,10 +237,7 @@ def test_a_listener_that_lost_its_connection_reads_missed_requests_from_the_data
                 s.execute(update(Execution).where(Execution.id == eid).values(cancel_requested_at=utcnow(),
                                                                                cancelled_by="ops"))
             assert h.redis.client_kill_filter(_type="pubsub") >= 1
-            deadline = time.monotonic() + 10
-            while not token.cancelled:
-                assert time.monotonic() < deadline, "the listener never caught up"
-                time.sleep(0.01)
+            wait_until(lambda: token.cancelled, 10, what="the listener catching up", interval=0.01)
             assert token.reason == "cancelled by ops" and thread.connections == 2
     finally:
         cancellation.stop()

@@ -356,7 +356,7 @@ def test_existing_secret():
     docs = documents(render(values("existing-secret")))
     assert not by_kind(docs, "Secret")  # the chart makes none, not even for the hook
     assert not by_kind(docs, "ServiceAccount")
-    for name, d in {**by_kind(docs, "Deployment"), **by_kind(docs, "Job")}.items():
+    for d in {**by_kind(docs, "Deployment"), **by_kind(docs, "Job")}.values():
         env = env_of(container(d))
         assert env["JOBICO_DATABASE_URL"]["secretKeyRef"] == {"name": "jobico-credentials", "key": "DATABASE_URL"}
         assert env["JOBICO_ADMIN_TOKEN"]["secretKeyRef"] == {"name": "jobico-credentials", "key": "admin-token"}

@@ -83,7 +83,7 @@ def test_entrypoint_roles():
     assert subprocess.run(["sh", "-n", str(ENTRYPOINT)]).returncode == 0
     for role in ("api", "worker", "migrate", "flower", "beat", "mqtt-bridge", "health", "jobico"):
         assert re.search(rf"^\s+{role}\)", text, re.M), role
-    assert "gunicorn -c /app/jobico_api/gunicorn_conf.py" in text and "jobico_api.wsgi:app" in text
+    assert "gunicorn -c python:jobico_api.gunicorn_conf" in text and "jobico_api.wsgi:app" in text
     assert "celery -A jobico_worker.app worker" in text and "jobico migrate" in text
     assert "celery -A jobico_worker.app flower" in text and "jobico mqtt-bridge" in text
     assert (ROOT / "jobico_api" / "gunicorn_conf.py").exists()

@@ -10,21 +10,32 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from jobico_core.db import (INTEGER_ID_TABLES, ApiKey, Base, EnvVariable, Execution, Package, PackageVersion,
-                            RepoFile, upgrade_schema)
+from jobico_core.db import (
+    INTEGER_ID_TABLES,
+    ApiKey,
+    Base,
+    EnvVariable,
+    Execution,
+    Package,
+    PackageVersion,
+    RepoFile,
+    upgrade_schema,
+)
 from jobico_core.package import parse_package
 from jobico_core.services import environment, files, ingest, packages, tenants
 from jobico_core.services.packages import VersionInfo, cached_version, load_version, route
 
-from .conftest import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
 
 def _alembic(url: str):
-    from alembic.config import Config
-    from jobico_core.db import __file__ as db_file
     from pathlib import Path
+
+    from alembic.config import Config
+
+    from jobico_core.db import __file__ as db_file
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(db_file).resolve().parent.parent / "migrations"))
+    cfg.set_main_option("script_location", str(Path(db_file).resolve().parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url)
     cfg.attributes["configure_logger"] = False
     return cfg
@@ -151,10 +162,9 @@ def test_a_pre_0006_sqlite_database_is_migrated_with_its_data(tmp_path):
         assert c.exec_driver_sql("SELECT name FROM env_variables").all() == [("V",)]
         assert c.exec_driver_sql("PRAGMA foreign_key_check").all() == []
         # unique constraints and cascades survived the rebuild
-        with pytest.raises(sa.exc.IntegrityError):
-            with c.begin_nested():
-                c.exec_driver_sql("INSERT INTO packages (tenant_id, name, active_version, created_at, updated_at) "
-                                  f"VALUES ('t1', 'p1', 1, '{now}', '{now}')")
+        with pytest.raises(sa.exc.IntegrityError), c.begin_nested():
+            c.exec_driver_sql("INSERT INTO packages (tenant_id, name, active_version, created_at, updated_at) "
+                              f"VALUES ('t1', 'p1', 1, '{now}', '{now}')")
         # new ids: above every id in use, and for versions above every id an execution names (package
         # ids freed before the upgrade are named by nothing left: the table cannot remember them)
         pkg = c.exec_driver_sql("INSERT INTO packages (tenant_id, name, active_version, created_at, updated_at) "
@@ -278,8 +288,8 @@ def test_a_package_recreated_under_its_name_runs_nothing_of_the_old(sqlite_ctx):
     from jobico_core.services.context import Context
     from jobico_core.services.executions import retry_execution
     from jobico_core.services.ingest import submit
+    from jobico_runtime import Runtime
     from jobico_worker.executor import dead_letter, run_execution
-    from jobico_worker.runtime import Runtime
     ctx = sqlite_ctx
     worker = Context(ctx.settings)
     old = _deploy(ctx, "people", "person_added")
@@ -346,6 +356,7 @@ def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):
     """PostgreSQL, both orders: the delete is under way when the rows come (they wait, then go in
     nowhere), or rows are under way when the delete comes (it waits, then deletes them too)."""
     import threading
+
     from jobico_core.services.executions import VersionGone, new_executions
     ctx = api.ctx
     tenant = api.deployed_tenant().id

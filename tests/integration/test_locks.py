@@ -10,6 +10,7 @@ import redis as redis_lib
 
 from jobico_core.ids import uuid7
 from jobico_core.locks import Gone, Locks, Stale
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -125,10 +126,8 @@ def test_no_deadlock_and_never_two_holders_under_contention(locks):
     def worker(names: list[str], rounds: int):
         for _ in range(rounds):
             me = uuid7()
-            deadline = time.monotonic() + 20
-            while locks.acquire("t", names, me) is not None:
-                assert time.monotonic() < deadline, "starved: a deadlock?"
-                time.sleep(0.001)
+            wait_until(lambda me=me: locks.acquire("t", names, me) is None, 20, what="the locks (starved: a deadlock?)",
+                       interval=0.001)
             with mutex:
                 for n in names:
                     inside[n] += 1

@@ -6,7 +6,7 @@ import json
 
 from jobico_core.services import mqtt as svc
 
-from .conftest import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
 
 def _with_mqtt(source: str, topic: str, qos: int = 1, event: str = "person_added") -> str:

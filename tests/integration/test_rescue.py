@@ -62,6 +62,7 @@ def test_a_task_a_worker_holds_in_unacked_is_not_published_again(api):
     assert rescue_stalled(api.ctx, 60) == []  # too young
     with api.ctx.db.session() as s:  # age the second row instead of moving the clock
         from sqlalchemy import update
+
         from jobico_core.db import Execution
         s.execute(update(Execution).where(Execution.id == second[0])
                   .values(created_at=utcnow() - dt.timedelta(seconds=120)))
@@ -75,6 +76,7 @@ def test_finished_or_dead_lettered_rows_are_never_rescued_and_sweep_is_one_at_a_
     api.redis.delete(queue)
     with api.ctx.db.session() as s:
         from sqlalchemy import update
+
         from jobico_core.db import Execution
         s.execute(update(Execution).where(Execution.id == ids[0]).values(
             status="succeeded", created_at=utcnow() - dt.timedelta(seconds=120)))

@@ -27,7 +27,7 @@ def _check(ctx, tenant: str) -> None:
     batch = _rows(ctx, tenant, 4)
     alone = _rows(ctx, tenant, 1)
     other = _rows(ctx, tenant, 2, package="zoo")
-    t0 = dt.datetime.now(dt.timezone.utc)
+    t0 = dt.datetime.now(dt.UTC)
     assert len(claim_many(ctx, batch, "w1@host", t0)) == 4
     claim_many(ctx, alone, "w1@host", t0 + dt.timedelta(milliseconds=3))  # another task of the same worker
     claim_many(ctx, other, "w2@host", t0)  # another worker's batch, same instant

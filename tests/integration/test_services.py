@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from minio import Minio
 from minio.error import S3Error
 
-from jobico_core.embedded import RedisServer, ServiceStartError, free_port
+from jobico_ops.embedded import RedisServer, ServiceStartError, free_port
 from tests.services import PostgresServer, pg_bin_dir, reachable_bin_dir
 
 pytestmark = pytest.mark.services
@@ -304,9 +304,8 @@ def test_postgres_reaches_its_binaries_under_a_private_directory(tmp_path, monke
     copy = pg.bin_dir.parents[2]
     try:
         assert not pg.bin_dir.is_relative_to(private) and pg.bin_dir.name == "bin"
-        with pg:
-            with psycopg.connect(pg.dsn(), connect_timeout=10) as conn:
-                assert conn.execute("select 1").fetchone() == (1,)
+        with pg, psycopg.connect(pg.dsn(), connect_timeout=10) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
         assert stat.S_IMODE(private.stat().st_mode) == 0o700  # not opened to everyone
         assert reachable_bin_dir(install / "bin", pg.os_user) == pg.bin_dir  # copied once, then shared
     finally:

@@ -41,7 +41,7 @@ def test_s3_store_bad_credentials_and_unreachable_are_unavailable(s3_server, s3_
     wrong = S3Store(s3_server.endpoint, s3_bucket, s3_server.access_key, "not-the-secret")
     with pytest.raises(Unavailable):
         wrong.put("tenants/a/blobs/x", b"x")
-    from jobico_core.embedded import free_port
+    from jobico_ops.embedded import free_port
     down = S3Store(f"127.0.0.1:{free_port()}", s3_bucket, "k", "s")
     with pytest.raises(Unavailable):
         down.ping()
@@ -52,7 +52,7 @@ def test_migrations_run_on_both_databases(backend, pg_url, tmp_path):
     url = pg_url if backend == "postgresql" else f"sqlite:///{tmp_path / 'j.db'}"
     upgrade_schema(url)
     upgrade_schema(url)  # idempotent
-    assert TABLES <= set(inspect(create_engine(url)).get_table_names())
+    assert set(inspect(create_engine(url)).get_table_names()) >= TABLES
     db = Database(url)
     with db.session() as s:
         s.add(Tenant(id="t"))
@@ -69,17 +69,17 @@ def test_migrations_run_on_both_databases(backend, pg_url, tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     # a cron fire time is recorded once per tenant and event; webhook rows (no scheduled_at) never collide
     import datetime as dt
+
     from sqlalchemy.exc import IntegrityError
-    when = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)
 
     def row(n: int, **kw) -> Execution:
         return Execution(id=f"01a00000-0000-7000-8000-00000000010{n}", tenant_id="t", package="p", version=1,
                          version_id=1, event="e", queue="q", payload="{}", **kw)
     with db.session() as s:
         s.add_all([row(1), row(2), row(3, trigger="cron", scheduled_at=when)])
-    with pytest.raises(IntegrityError):
-        with db.session() as s:
-            s.add(row(4, trigger="cron", scheduled_at=when))
+    with pytest.raises(IntegrityError), db.session() as s:
+        s.add(row(4, trigger="cron", scheduled_at=when))
     with db.session() as s:
         s.add(row(5, trigger="cron", scheduled_at=when + dt.timedelta(seconds=1)))
         s.flush()

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobico_worker.runtime import Runtime
-from jobico_worker.runtime import interpreter
+from jobico_runtime import Runtime, interpreter
 
 CACHE = Path(os.environ.get("JOBICO_TEST_PYTHON_CACHE") or Path.home() / ".cache" / "jobico" / "python")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobico_worker.runtime.python import load_python
+from jobico_runtime.python import load_python
 from tests.guest_examples import PYTHON_EXAMPLES, documented_cases
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)

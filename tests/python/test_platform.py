@@ -14,7 +14,7 @@ import pytest
 
 from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
-from tests.e2e.conftest import Platform, _serve, platform_env
+from tests.e2e.helpers import Platform, platform_env, serve_app
 from tests.guest_examples import documented_cases
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
@@ -81,7 +81,7 @@ def py_platform(python_cache, pg_url, redis_url, s3_server, s3_bucket, tmp_path)
     upgrade_schema(pg_url)
     from jobico_api import create_app
     app = create_app(settings)
-    server, url = _serve(app)
+    server, url = serve_app(app)
     p = Platform(env, settings, app.extensions["jobico"], tmp_path, url)
     try:
         yield p
@@ -302,8 +302,8 @@ def test_a_refused_deploy_python_leaves_the_previous_file_in_the_repository(py_p
 def test_an_event_waits_on_its_queue_while_the_worker_has_no_interpreter(py_platform, tmp_path, monkeypatch):
     """Before a host has compiled its interpreter, a Python event is put back on its queue with a
     note (never failed, never compiled on its path), and runs once the interpreter is there."""
+    from jobico_runtime import Runtime, interpreter
     from jobico_worker.executor import run_execution
-    from jobico_worker.runtime import Runtime, interpreter
 
     p = py_platform
     key = p.tenant("pyw")

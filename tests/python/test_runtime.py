@@ -10,8 +10,8 @@ import pytest
 
 from jobico_core.abi import InvalidModule
 from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
-from jobico_worker.runtime import CancelToken, Status
-from jobico_worker.runtime.python import PythonModule, check_python, load_python
+from jobico_runtime import CancelToken, Status
+from jobico_runtime.python import PythonModule, check_python, load_python
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
 pytestmark = pytest.mark.timeout(1200)
@@ -485,10 +485,10 @@ def test_the_pricing_zip_example(runtime):
 
 def test_a_package_runs_when_the_runner_could_not_be_precompiled(python_cache):
     """The fallback path: the runner as ``python -c <source>``, the package support compiled per event."""
-    from jobico_worker.runtime import Runtime
-    from jobico_worker.runtime.python import _interpreter
+    from jobico_runtime import Runtime
+    from jobico_runtime.python import load_interpreter
     rt = Runtime(python_cache_dir=python_cache)
-    interp = _interpreter(rt, PYTHON_DEFAULT_LIMITS.stack_kb)
+    interp = load_interpreter(rt, PYTHON_DEFAULT_LIMITS.stack_kb)
     assert interp.runner_code and interp.package_code   # normally both are precompiled once per process
     interp.runner_code = interp.package_code = None
     out = rt.run(pyzip(PACKAGE), b'{"x": 2}')

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
+from tests.integration.helpers import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
 
 HERE = Path(__file__).resolve().parent
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

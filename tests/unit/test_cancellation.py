@@ -8,8 +8,9 @@ import pytest
 
 from jobico_core.broker import cancel_message, parse_cancel_message
 from jobico_core.limits import Limits
+from jobico_runtime import Runtime, Status
 from jobico_worker import cancellation
-from jobico_worker.runtime import Runtime, Status
+from tests.waiting import wait_until
 
 SLEEPER = (Path(__file__).resolve().parents[2] / "examples" / "jobicolets" / "sleeper.wasm").read_bytes()
 LONG = Limits(timeout_ms=20_000, fuel=10_000_000_000)
@@ -34,11 +35,8 @@ def test_cancel_here_stops_a_registered_guest_and_only_it():
 
     th = threading.Thread(target=run)
     th.start()
-    deadline = time.monotonic() + 5
-    while "e1" not in cancellation.running_here():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(0.05)
+    wait_until(lambda: "e1" in cancellation.running_here(), 5, interval=0.005)
+    wait_until(lambda: rt.ticker.active > 0, 5, what="the guest running", interval=0.005)
     assert cancellation.cancel_here("e2", "not running here") is False
     t0 = time.monotonic()
     assert cancellation.cancel_here("e1", "cancelled by ops") is True

@@ -10,7 +10,6 @@ from jobico_cli import config as cfg
 from jobico_cli.main import app
 
 
-
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("JOBICO_HOME", str(tmp_path / "jh"))

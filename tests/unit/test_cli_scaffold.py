@@ -42,7 +42,7 @@ def test_new_python_package_writes_a_directory_that_packs_into_its_zip(tmp_path)
     import zipfile
 
     from jobico_cli.pyzip import pack_python_dir
-    from jobico_worker.runtime.python import load_python
+    from jobico_runtime.python import load_python
     r = run("new", "python", "greeter", "--dir", str(tmp_path / "g"), "--package", "--json")
     assert r.exit_code == 0, r.output
     files = [p.split(str(tmp_path / "g") + "/", 1)[1] for p in json.loads(r.output)["files"]]

@@ -120,6 +120,7 @@ def test_ttl_cache_expires_and_can_be_off():
 
 def test_webhook_cache_setting():
     import pytest
+
     from jobico_core.settings import ConfigError, Settings
     assert Settings.from_env({}).webhook_cache_seconds == 5.0
     assert Settings.from_env({"JOBICO_WEBHOOK_CACHE_SECONDS": "0"}).webhook_cache_seconds == 0.0
@@ -140,6 +141,7 @@ def test_batch_budget_fits_the_visibility_timeout():
 
 def test_task_messages_group_a_request_into_bounded_batches():
     from types import SimpleNamespace as R
+
     from jobico_core.broker import BatchMessage, TaskMessage
     from jobico_core.services.executions import task_messages
     rows = [R(id=f"i{n}", tenant_id="t", package="p", event="e" if n < 5 else "f", queue="q", payload="{}",

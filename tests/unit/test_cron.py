@@ -9,7 +9,7 @@ from jobico_core.cron import Cron, CronError, check_expression, zone
 from jobico_core.errors import Invalid
 from jobico_core.package import PackageSpec, ScheduleSpec, parse_package
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 BASE = """
 id: p

@@ -18,7 +18,7 @@ EVIL = "[red]x[/red]\x1b[2J\x1b]0;pwned\x07"
 def _exec(i: int, **kw) -> dict:
     d = {"id": f"01a2b3c4-0000-7000-8000-{i:012d}", "tenant": "t", "package": "tools", "version": 1,
          "event": "ok", "status": "succeeded", "code": 0, "result": f"r{i}", "logs": [], "seq": i,
-         "finished_at": "2026-01-01T12:00:0%dZ" % (i % 10)}
+         "finished_at": f"2026-01-01T12:00:0{i % 10}Z"}
     d.update(kw)
     return d
 

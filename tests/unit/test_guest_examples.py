@@ -11,7 +11,7 @@ import wasmtime
 
 from jobico_core.abi import inspect_module
 from jobico_core.limits import Limits
-from jobico_worker.runtime import Runtime, Status
+from jobico_runtime import Runtime, Status
 from tests.guest_examples import DOC, GREET_MODULES, NOT_BUILT, WASM_EXAMPLES, documented_cases
 
 CASES = documented_cases()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 import jsonschema
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from jobico_core.names import FILE, HEADER, NAME, PACKAGE
 

@@ -81,8 +81,10 @@ package:
 
 
 def test_examples_in_repo_parse():
-    for path in (ROOT / "examples" / "packages").glob("*.yaml"):
-        parse_package(path.read_text())
+    paths = sorted((ROOT / "examples" / "packages").glob("*.yaml"))
+    assert len(paths) >= 5, paths   # hello, cron, locks, mqtt, secrets
+    for path in paths:
+        assert parse_package(path.read_text()).events, path
 
 
 def test_unknown_key_names_path_and_closest_key():

@@ -6,8 +6,8 @@ import pytest
 from jobico_core.abi import InvalidModule
 from jobico_core.errors import Unavailable
 from jobico_core.services.files import kind_from_name
-from jobico_worker.runtime import Runtime, Status, interpreter
-from jobico_worker.runtime.python import PythonModule, load_python
+from jobico_runtime import Runtime, Status, interpreter
+from jobico_runtime.python import PythonModule, load_python
 
 
 def test_the_wheels_artifacts_are_found_with_their_sums():
@@ -18,8 +18,8 @@ def test_the_wheels_artifacts_are_found_with_their_sums():
 
 
 def test_cache_names_carry_the_interpreter_wasmtime_and_engine_config(tmp_path):
-    from jobico_worker.runtime import WASMTIME_VERSION
-    from jobico_worker.runtime._runtime import ENGINE_CONFIG_HASH
+    from jobico_runtime import WASMTIME_VERSION
+    from jobico_runtime.sandbox import ENGINE_CONFIG_HASH
     p = interpreter.module_path(tmp_path)
     assert p.parent == tmp_path and p.name.endswith(f"-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm")
     assert interpreter.artifacts().snapshot_sha256[:16] in p.name
@@ -84,7 +84,8 @@ def test_a_package_zip_is_read_in_memory_with_its_paths():
     import io
     import zipfile
     from pathlib import Path
-    from jobico_worker.runtime.python import MAX_PACKAGE_ZIP_BYTES
+
+    from jobico_runtime.python import MAX_PACKAGE_ZIP_BYTES
     examples = Path(__file__).resolve().parents[2] / "examples" / "python"
     data = (examples / "pricing.zip").read_bytes()
     m = Runtime().load(data, language="python", name="pricing.zip")

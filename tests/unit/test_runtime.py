@@ -1,4 +1,4 @@
-"""jobico_worker.runtime: the jobicolet ABI, outcomes and limits, on real WASM."""
+"""jobico_runtime: the jobicolet ABI, outcomes and limits, on real WASM."""
 import threading
 import time
 from pathlib import Path
@@ -7,7 +7,8 @@ import pytest
 import wasmtime
 
 from jobico_core.limits import Limits
-from jobico_worker.runtime import CancelToken, InvalidModule, LogRecord, Outcome, Runtime, Status
+from jobico_runtime import CancelToken, InvalidModule, LogRecord, Outcome, Runtime, Status
+from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobicolets"
 U64 = 2**64 - 1
@@ -414,7 +415,7 @@ def test_cancel_from_another_thread(rt):
         "out", rt.run(example("sleeper"), b"{}", limits=Limits(fuel=10_000_000_000, timeout_ms=30_000),
                       cancel=token)))
     t.start()
-    time.sleep(0.2)
+    wait_until(lambda: rt.ticker.active > 0, 10, what="the guest running")  # in its store, not before it
     t0 = time.monotonic()
     token.cancel("operator request")
     t.join(10)

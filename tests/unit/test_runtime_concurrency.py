@@ -1,4 +1,4 @@
-"""jobico_worker.runtime: threads, fork, compile caches (memory and disk)."""
+"""jobico_runtime: threads, fork, compile caches (memory and disk)."""
 import multiprocessing
 import os
 import threading
@@ -9,7 +9,7 @@ import pytest
 import wasmtime
 
 from jobico_core.limits import Limits
-from jobico_worker.runtime import InvalidModule, Runtime, Status, get_runtime
+from jobico_runtime import InvalidModule, Runtime, Status, get_runtime
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobicolets"
 

@@ -1,5 +1,5 @@
 """A guest asleep in WASI ``poll_oneoff`` is still bound by its wall-clock deadline and cancellation
-(wasmtime's own poll_oneoff blocks the thread for the whole sleep: jobico_worker/runtime/_wasi_clock.py)."""
+(wasmtime's own poll_oneoff blocks the thread for the whole sleep: jobico_runtime/_wasi_clock.py)."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ import time
 import wasmtime
 
 from jobico_core.limits import Limits
-from jobico_worker.runtime import CancelToken, Runtime, Status
+from jobico_runtime import CancelToken, Runtime, Status
 
 # event sleeps for the number of milliseconds in its first input byte x 100 (relative clock
 # subscription), then returns the monotonic time elapsed (from clock_time_get) in ms as code

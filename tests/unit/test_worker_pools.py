@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobico_core.settings import ConfigError, Settings, VARIABLES
+from jobico_core.settings import VARIABLES, ConfigError, Settings
 
 BASE = {"JOBICO_ADMIN_TOKEN": "a" * 20, "JOBICO_SECRET_KEY": "s" * 20}
 

@@ -1,6 +1,6 @@
 """The guest side of a Python package zip. It runs INSIDE the sealed CPython, like python_guest.py.
 
-Never imported on the host: ``jobico_worker.runtime.python`` reads this file's text; the
+Never imported on the host: ``jobico_runtime.python`` reads this file's text; the
 guest compiles it once per worker process beside the runner (requests ``P``/``J``) and the
 runner loads it (request ``G``) only for an event of a package zip, so that a single file's
 event does not pay for it.
@@ -33,7 +33,7 @@ def prune(tb, runner):
     t = tb.tb_next
     while t is not None:
         name = t.tb_frame.f_code.co_filename
-        if name == runner or name == own or name.startswith("<frozen importlib"):
+        if name in (runner, own) or name.startswith("<frozen importlib"):
             prev.tb_next = t.tb_next
         else:
             prev = t

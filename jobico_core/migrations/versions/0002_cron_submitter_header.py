@@ -5,10 +5,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-30 10:00:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0002'
 down_revision = '0001'

@@ -1,9 +1,9 @@
 """A local MQTT broker: amqtt's ``Broker`` on 127.0.0.1:<port>.
 
-    python -m jobico_core.mqtt_broker PORT
+    python -m jobico_ops.mqtt_broker PORT
 
 What ``jobico run --mqtt`` starts for the MQTT tour (no Docker, no system broker) and what
-the tests use (``jobico_core.embedded.MqttBroker`` runs it as its own process, so a test
+the tests use (``jobico_ops.embedded.MqttBroker`` runs it as its own process, so a test
 can kill and restart it like any other server). Prints ``ready`` once it listens. Not for
 production: give the bridge a real broker (mosquitto, EMQX, HiveMQ...).
 

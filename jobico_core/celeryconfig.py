@@ -1,7 +1,7 @@
 """Celery settings for Jobico, derived from the JOBICO_* environment.
 
 `make_config(settings)` is what the platform uses (``jobico_core.broker``);
-importing this module as ``celery --config celeryconfig`` gives the same
+importing this module as ``celery --config jobico_core.celeryconfig`` gives the same
 values from the current environment.
 
 Why these values (delivery guarantees, see docs/architecture.md):

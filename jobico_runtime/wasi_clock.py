@@ -18,15 +18,14 @@ import struct
 import time
 
 import wasmtime
-from wasmtime import _bindings as ffi
-from wasmtime import _ffi, WasmtimeError
 
-from ._runtime import _EXTERN_MEMORY, _NULL_FINALIZER, TICK_S, _mem_data, _mem_size, _new_trap, _tls
+from . import capi
+from .sandbox import TICK_S, current
 
 __all__ = ["define"]
 
-_I32 = _ffi.WASMTIME_I32.value
-_U32 = 0xFFFFFFFF
+_I32 = capi.I32
+_U32 = capi.U32
 _ESUCCESS, _EFAULT, _EINVAL = 0, 21, 28
 _SUB = struct.Struct("<QB7xIxxxxQQH6x")     # userdata, tag, clock id, timeout, precision, flags (48 bytes)
 _FD_SUB = struct.Struct("<QB7xI")           # userdata, tag, fd
@@ -38,12 +37,7 @@ _t0 = time.monotonic_ns()
 
 
 def _memory(caller):
-    item = ffi.wasmtime_extern_t()
-    if not ffi.wasmtime_caller_export_get(caller, b"memory", 6, ctypes.byref(item)) or item.kind != _EXTERN_MEMORY:
-        return None, None, 0
-    ctx = ffi.wasmtime_caller_context(caller)
-    ref = ctypes.byref(item.of.memory)
-    return ctx, ref, _mem_size(ctx, ref)
+    return capi.caller_memory(caller) or (None, None, 0)
 
 
 def _now(clock: int) -> int:
@@ -64,7 +58,7 @@ def _clock_time_get(caller, args, results) -> int:
     if clock > 3:
         results[0].of.i32 = _EINVAL
         return 0
-    ctypes.memmove(_mem_data(ctx, ref) + ptr, struct.pack("<Q", _now(clock)), 8)
+    ctypes.memmove(capi.mem_data(ctx, ref) + ptr, struct.pack("<Q", _now(clock)), 8)
     results[0].of.i32 = _ESUCCESS
     return 0
 
@@ -80,7 +74,7 @@ def _poll_oneoff(caller, args, results) -> int:
     if ref is None or in_ptr + 48 * n > size or out_ptr + 32 * n > size or nevents_ptr + 4 > size:
         results[0].of.i32 = _EFAULT
         return 0
-    raw = ctypes.string_at(_mem_data(ctx, ref) + in_ptr, 48 * n)
+    raw = ctypes.string_at(capi.mem_data(ctx, ref) + in_ptr, 48 * n)
     now = time.monotonic_ns()
     ready: list[bytes] = []
     clocks: list[tuple[int, int]] = []      # (userdata, monotonic deadline in ns)
@@ -98,41 +92,29 @@ def _poll_oneoff(caller, args, results) -> int:
         else:
             return 0
     if not ready and clocks:
-        exe = getattr(_tls, "exe", None)
+        exe = current()
         wake = min(d for _, d in clocks)
         while True:
             if exe is not None:
                 stop = exe.poll()
                 if stop is not None:
                     exe.stop = stop
-                    return _new_trap(stop.message)
+                    return capi.new_trap(stop.message)
             left = wake - time.monotonic_ns()
             if left <= 0:
                 break
             time.sleep(min(left / 1e9, TICK_S))
         now = time.monotonic_ns()
         ready = [_EVENT.pack(u, 0, _CLOCK, 0, 0) for u, d in clocks if d <= now]
-    base = _mem_data(ctx, ref)
+    base = capi.mem_data(ctx, ref)
     ctypes.memmove(base + out_ptr, b"".join(ready), 32 * len(ready))
     ctypes.memmove(base + nevents_ptr, struct.pack("<I", len(ready)), 4)
     results[0].of.i32 = _ESUCCESS
     return 0
 
 
-@ffi.wasmtime_func_callback_t
-def _clock_callback(env, caller, args, nargs, results, nresults):  # noqa: ANN001 - ctypes callback
-    try:
-        return _clock_time_get(caller, args, results)
-    except BaseException as exc:  # a host bug must not cross into wasmtime
-        return _new_trap(f"host error in clock_time_get: {exc!r}")
-
-
-@ffi.wasmtime_func_callback_t
-def _poll_callback(env, caller, args, nargs, results, nresults):  # noqa: ANN001 - ctypes callback
-    try:
-        return _poll_oneoff(caller, args, results)
-    except BaseException as exc:
-        return _new_trap(f"host error in poll_oneoff: {exc!r}")
+_clock_callback = capi.host_function("clock_time_get")(_clock_time_get)
+_poll_callback = capi.host_function("poll_oneoff")(_poll_oneoff)
 
 
 def define(linker: wasmtime.Linker) -> list:
@@ -142,14 +124,8 @@ def define(linker: wasmtime.Linker) -> list:
     """
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
     linker.allow_shadowing = True
-    kept = []
-    for name, params, cb in ((b"clock_time_get", [i32, i64, i32], _clock_callback),
-                             (b"poll_oneoff", [i32, i32, i32, i32], _poll_callback)):
-        ty = wasmtime.FuncType(params, [i32])
-        err = ffi.wasmtime_linker_define_func(linker.ptr(), b"wasi_snapshot_preview1", 22, name, len(name),
-                                              ty.ptr(), cb, None, _NULL_FINALIZER)
-        if err:
-            raise WasmtimeError._from_ptr(err)
-        kept.append(ty)
+    kept = [capi.define_function(linker, b"wasi_snapshot_preview1", name, params, [i32], cb)
+            for name, params, cb in ((b"clock_time_get", [i32, i64, i32], _clock_callback),
+                                     (b"poll_oneoff", [i32, i32, i32, i32], _poll_callback))]
     linker.allow_shadowing = False
     return kept

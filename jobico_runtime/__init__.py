@@ -1,6 +1,6 @@
 """The jobicolet runtime: a wasmtime host of the jobicolet ABI (no Celery, no DB).
 
-    from jobico_worker.runtime import Runtime, Outcome, Status, LogRecord, CancelToken
+    from jobico_runtime import Runtime, Outcome, Status, LogRecord, CancelToken
     rt = Runtime(cache_dir=None, memory_cache_entries=64)
     out = rt.run(module_bytes, b'{"name":"x"}', main="event", limits=Limits())
 
@@ -11,19 +11,10 @@ interpreter.py; docs/python.md).
 from jobico_core.abi import InvalidModule, ModuleInfo, inspect_module
 from jobico_core.limits import DEFAULT_LIMITS, MAX_LIMITS, Limits
 
-from ._runtime import (
-    ENGINE_CONFIG,
-    TICK_S,
-    WASMTIME_VERSION,
-    CancelToken,
-    CompiledModule,
-    LogRecord,
-    Outcome,
-    Runtime,
-    Status,
-    get_runtime,
-)
-from .python import PythonModule  # noqa: E402  (after _runtime: it builds on it)
+from .outcome import CancelToken, LogRecord, Outcome, Status
+from .python import PythonModule
+from .sandbox import ENGINE_CONFIG, TICK_S, WASMTIME_VERSION
+from .wasm import CompiledModule, Runtime, get_runtime
 
 __all__ = [
     "Runtime", "Outcome", "Status", "LogRecord", "CancelToken", "InvalidModule", "Limits",

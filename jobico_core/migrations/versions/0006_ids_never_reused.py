@@ -13,11 +13,10 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-06 16:10:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from jobico_core.db import INTEGER_ID_TABLES
-
 
 revision = '0006'
 down_revision = '0005'

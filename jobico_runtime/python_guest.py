@@ -1,6 +1,6 @@
 """The guest side of a Python jobicolet. It runs INSIDE the sealed CPython (3.15, wasm32-wasip1).
 
-Never imported on the host: ``jobico_worker.runtime.python`` reads this file's text; the
+Never imported on the host: ``jobico_runtime.python`` reads this file's text; the
 guest compiles it once per worker process (requests ``P``/``K``) and every event runs the
 marshalled code (``python -c "...exec(marshal.loads(_host.call(b'C')))"``), or this text as
 ``python -c <text>`` if that failed. Everything it needs from the host comes
@@ -39,10 +39,11 @@ import sys
 
 
 def _jobico_run():
-    import _host
     import json
     import os
     import types
+
+    import _host
 
     call = _host.call
     mode, filename, main, package, source = call(b"S").decode("utf-8").split("\0", 4)

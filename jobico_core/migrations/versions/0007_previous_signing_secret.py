@@ -5,10 +5,10 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06 16:10:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0007'
 down_revision = '0006'

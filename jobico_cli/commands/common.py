@@ -1,9 +1,10 @@
 """Shared pieces of the commands: global options, the client, local file reading."""
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -13,30 +14,30 @@ except ImportError:  # pragma: no cover
     from click import get_current_context
 
 from .. import config as cfg
-from ..client import CliError, Client, UsageProblem
+from ..client import Client, CliError, UsageProblem
 from ..output import report_error
 
 API_URL_HELP = "Jobico API URL \\[env: JOBICO_API_URL; else the config file; default: http://127.0.0.1:8080]"
 TOKEN_HELP = "Bearer token: a tenant key or the admin token \\[env: JOBICO_TOKEN; else the config file]"
 
-ApiUrlOpt = Annotated[Optional[str], typer.Option("--api-url", help=API_URL_HELP, metavar="URL",
+ApiUrlOpt = Annotated[str | None, typer.Option("--api-url", help=API_URL_HELP, metavar="URL",
                                                   show_default=False, rich_help_panel="Connection")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", help=TOKEN_HELP, metavar="TOKEN",
+TokenOpt = Annotated[str | None, typer.Option("--token", help=TOKEN_HELP, metavar="TOKEN",
                                                  show_default=False, rich_help_panel="Connection")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).")]
 
 
 @dataclass
 class State:
-    api_url: Optional[str] = None
-    token: Optional[str] = None
+    api_url: str | None = None
+    token: str | None = None
 
 
 def state() -> State:
     return get_current_context().ensure_object(State)
 
 
-def remember(api_url: Optional[str], token: Optional[str]) -> None:
+def remember(api_url: str | None, token: str | None) -> None:
     st = state()
     if api_url:
         st.api_url = api_url
@@ -77,7 +78,7 @@ def with_connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, api_url: Optional[str] = None, token: Optional[str] = None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, api_url: str | None = None, token: str | None = None, **kwargs: Any) -> Any:
         remember(api_url, token)
         return plain_errors(fn)(*args, **kwargs)
 
@@ -86,12 +87,31 @@ def with_connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def command(app: typer.Typer, name: Optional[str] = None, **kwargs: Any) -> Callable[[Callable], Callable]:
+def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[Callable], Callable]:
     """``@app.command`` that also accepts the connection options."""
     def decorate(fn: Callable) -> Callable:
         app.command(name, **kwargs)(with_connection_options(fn))
         return fn
     return decorate
+
+
+class Commands:
+    """A module's top-level commands, written as module-level functions (``@commands("deploy")``)
+    and added to the app by the module's ``register(app)``: the one way every command module
+    registers (a command group is a ``typer.Typer`` of the module, added the same way)."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str | None, dict[str, Any], Callable]] = []
+
+    def __call__(self, name: str | None = None, **kwargs: Any) -> Callable[[Callable], Callable]:
+        def collect(fn: Callable) -> Callable:
+            self._pending.append((name, kwargs, fn))
+            return fn
+        return collect
+
+    def register(self, app: typer.Typer) -> None:
+        for name, kwargs, fn in self._pending:
+            command(app, name, **kwargs)(fn)
 
 
 def read_local(path: Path, what: str = "file") -> bytes:

@@ -32,30 +32,25 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import wasmtime
-from wasmtime import _bindings as ffi
-from wasmtime import _ffi
 from wasmtime import ExitTrap, Trap, WasmtimeError
 
 from jobico_core.abi import InvalidModule
 from jobico_core.archive import ArchiveLimits, ArchiveRefused, kind_of, read_archive
 from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
 
-from . import _wasi_clock, interpreter
-from ._runtime import (
-    _EXTERN_FUNC, _EXTERN_MEMORY, _NULL_FINALIZER, _TRAP_PTR, _VAL_RAW, CancelToken, Outcome, Status, _active,
-    _active_lock, _Caller, _epoch_cb, _epoch_callback, _Execution, _export_get, _func_call, _mem_data, _mem_size,
-    _new_trap, _next_id, _output_callback, _pre_instantiate, _set_epoch_deadline, _set_fuel, _short, _Stop,
-    _store_context, _store_delete, _store_limiter, _store_new, _tls, LogRecord,
-)
+from . import capi, interpreter, wasi_clock
+from .outcome import CancelToken, Outcome, Status
+from .sandbox import Execution, classify, current, finish, refused_at_start, run_in_store, short, stopped, wasi_config
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .wasm import Runtime
 
 __all__ = ["PythonModule", "load_python", "run_python", "check_python", "MAX_SOURCE_BYTES", "GUEST_RUNNER",
            "MAX_PACKAGE_MEMBERS", "MAX_PACKAGE_ZIP_BYTES", "PACKAGE_MAIN"]
@@ -202,16 +197,17 @@ class _Interpreter:
 _load_lock = threading.Lock()
 
 
-def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
+def load_interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
+    """The compiled interpreter in ``rt``'s engine for ``stack_kb`` (loaded once per process)."""
     cache = rt.python_cache_dir
     if cache is None:
         raise interpreter.InterpreterNotReady(
             "the Python runtime has no cache directory on this host (JOBICO_PYTHON_CACHE_DIR)")
-    got = rt._python.get(stack_kb)
+    got = rt.python_interpreters.get(stack_kb)
     if got is not None:
         return got
     with _load_lock:
-        got = rt._python.get(stack_kb)
+        got = rt.python_interpreters.get(stack_kb)
         if got is not None:
             return got
         try:
@@ -222,20 +218,20 @@ def _interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
             raise InvalidModule(f"Python jobicolets are unavailable on this host: {exc}") from None
         if not ready:
             raise interpreter.not_ready(cache)   # starts preparing it in the background
-        eng = rt._engine(stack_kb)
+        engine = rt.engine(stack_kb)
         t0 = time.monotonic()
         path = interpreter.module_path(cache)
         try:
-            module = wasmtime.Module.deserialize_file(eng.engine, str(path))
+            module = wasmtime.Module.deserialize_file(engine, str(path))
         except WasmtimeError as exc:  # unusable (another build of wasmtime, a damaged file): compile anew
             interpreter.log.warning("discarding the compiled Python interpreter %s: %s", path, exc)
             path.unlink(missing_ok=True)
             raise interpreter.not_ready(cache) from None
-        linker = _make_linker(eng.engine)
+        linker = _make_linker(engine)
         pre = linker.instantiate_pre(module)
         got = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)))
         got.runner_code, got.package_code = _build_runner(rt, got, stack_kb)
-        rt._python[stack_kb] = got
+        rt.python_interpreters[stack_kb] = got
         rt.stats["python_loaded"] = rt.stats.get("python_loaded", 0) + 1
         interpreter.log.info("Python interpreter loaded from the cache in %.0f ms (stack %d KiB)",
                              (time.monotonic() - t0) * 1000, stack_kb)
@@ -258,14 +254,10 @@ def _build_runner(rt: Runtime, interp: _Interpreter, stack_kb: int) -> tuple[byt
 def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
-    kept = _wasi_clock.define(linker)   # sleeps that end at the deadline or a cancel
+    kept = wasi_clock.define(linker)   # sleeps that end at the deadline or a cancel
     i32 = wasmtime.ValType.i32()
-    ty = wasmtime.FuncType([i32] * 4, [i32])
-    err = ffi.wasmtime_linker_define_func(linker.ptr(), b"host", 4, b"call", 4, ty.ptr(), _door_callback,
-                                          None, _NULL_FINALIZER)
-    if err:
-        raise WasmtimeError._from_ptr(err)
-    linker._jobico_types = [ty, *kept]  # type: ignore[attr-defined]  # kept alive with the linker
+    kept.append(capi.define_function(linker, b"host", b"call", [i32] * 4, [i32], _door_callback))
+    linker._jobico_types = kept  # type: ignore[attr-defined]  # kept alive with the linker
     return linker
 
 
@@ -273,7 +265,7 @@ def _make_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
 # one execution
 
 
-class _PyExecution(_Execution):
+class _PyExecution(Execution):
     __slots__ = ("request", "payload", "result", "error", "module", "argv", "runner_code", "built", "env",
                  "package_code", "built_package")
 
@@ -294,139 +286,144 @@ class _PyExecution(_Execution):
         self.env: list[tuple[str, str]] = []     # the package's environment (WASI environ)
 
 
-_I32 = _ffi.WASMTIME_I32.value
-_U32 = 0xFFFFFFFF
+class _Fault(Exception):
+    """A malformed request: ``host.call`` returns -2."""
 
 
-def _door_impl(caller, args, results) -> int:
+def _answer_log(exe: _PyExecution, addr: int, n: int) -> bytes | int:
+    raw = ctypes.string_at(addr, n)          # the level's digit, then the message
+    nbytes = n - 1 if n >= 1 else 0
+    refused = exe.log_refused(nbytes)
+    if refused:
+        return refused
+    exe.add_log(raw[0] - 48 if raw else 6, raw[1:].decode("utf-8", "replace"), nbytes)
+    return b""
+
+
+def _answer_result(exe: _PyExecution, addr: int, n: int) -> bytes | int:
+    digits, sep, _ = ctypes.string_at(addr, min(n, 24)).partition(b"\0")   # the code, NUL, the result
+    if not sep or not digits.isdigit() or int(digits) >= 1 << 64:
+        raise _Fault
+    r_len = n - 1 - len(digits)
+    limits = exe.limits
+    if r_len > limits.result_bytes:
+        return exe.halt(Status.LIMIT_EXCEEDED, "result",
+                        f"result is {r_len} bytes; the limit is {limits.result_kb} KiB")
+    exe.result = (int(digits), ctypes.string_at(addr + 1 + len(digits), r_len).decode("utf-8", "replace"))
+    return b""
+
+
+def _answer_built(exe: _PyExecution, addr: int, n: int, package: bool) -> bytes:
+    if n > _MAX_RUNNER_CODE:
+        raise _Fault
+    if package:
+        exe.built_package = ctypes.string_at(addr, n)
+    else:
+        exe.built = ctypes.string_at(addr, n)
+    return b""
+
+
+def _answer_error(exe: _PyExecution, addr: int, n: int) -> bytes:
+    raw = ctypes.string_at(addr, min(n, _MAX_ERROR_BYTES))
+    try:
+        err = json.loads(raw.decode("utf-8", "replace"))
+        exe.error = err if isinstance(err, dict) else {"message": str(err)}
+    except ValueError:
+        exe.error = {"type": "Error", "message": raw.decode("utf-8", "replace")}
+    return b""
+
+
+#: ``host.call``'s requests: op -> (execution, address of the request's body, its length) -> the
+#: answer (bytes, maybe empty) or a trap that stops the guest. docs/python.md lists them.
+_REQUESTS: dict[bytes, Callable[[_PyExecution, int, int], bytes | int]] = {
+    b"S": lambda exe, addr, n: exe.request,
+    b"D": lambda exe, addr, n: exe.payload,
+    b"F": lambda exe, addr, n: exe.module.files_frame,
+    b"L": _answer_log,
+    b"R": _answer_result,
+    b"C": lambda exe, addr, n: exe.runner_code,
+    b"G": lambda exe, addr, n: exe.package_code or b"S" + GUEST_PACKAGE.encode("utf-8"),
+    b"P": lambda exe, addr, n: f"{GUEST_RUNNER}\0{GUEST_PACKAGE}".encode(),
+    b"K": lambda exe, addr, n: _answer_built(exe, addr, n, package=False),
+    b"J": lambda exe, addr, n: _answer_built(exe, addr, n, package=True),
+    b"E": _answer_error,
+}
+
+
+@capi.host_function("host.call")
+def _door_callback(caller, args, results) -> int:
     """``host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> 0 | -1 (unknown request) | -2 (fault)``."""
-    results[0].kind = _I32
+    results[0].kind = capi.I32
     results[0].of.i32 = -2
-    exe = getattr(_tls, "exe", None)
+    exe = current()
     if not isinstance(exe, _PyExecution):
         return 0
-    ptr, ln = args[0].of.i32 & _U32, args[1].of.i32 & _U32
-    out_pp, out_lp = args[2].of.i32 & _U32, args[3].of.i32 & _U32
-    item = ffi.wasmtime_extern_t()
-    if not ffi.wasmtime_caller_export_get(caller, b"memory", 6, ctypes.byref(item)) or item.kind != _EXTERN_MEMORY:
+    ptr, ln = args[0].of.i32 & capi.U32, args[1].of.i32 & capi.U32
+    out_pp, out_lp = args[2].of.i32 & capi.U32, args[3].of.i32 & capi.U32
+    memory = capi.caller_memory(caller)
+    if memory is None:
         return 0
-    ctx = ffi.wasmtime_caller_context(caller)
-    memref = ctypes.byref(item.of.memory)
-    size = _mem_size(ctx, memref)
+    ctx, memref, size = memory
     if ln == 0 or ptr + ln > size or out_pp + 4 > size or out_lp + 4 > size:
         return 0
-    base = _mem_data(ctx, memref)
-    op = ctypes.string_at(base + ptr, 1)
-    limits = exe.limits
-    answer = b""
-    if op == b"S":
-        answer = exe.request
-    elif op == b"D":
-        answer = exe.payload
-    elif op == b"F":
-        answer = exe.module.files_frame
-    elif op == b"L":
-        n = ln - 2 if ln >= 2 else 0
-        if exe.log_bytes + n > limits.log_bytes:
-            exe.stop = _Stop(Status.LIMIT_EXCEEDED, "logs", f"log messages exceed {limits.log_kb} KiB")
-            return _new_trap(exe.stop.message)
-        if len(exe.logs) >= limits.log_records:
-            exe.stop = _Stop(Status.LIMIT_EXCEEDED, "logs", f"more than {limits.log_records} log records")
-            return _new_trap(exe.stop.message)
-        raw = ctypes.string_at(base + ptr + 1, ln - 1)
-        level = raw[0] - 48 if raw else 6
-        exe.log_bytes += n
-        exe.logs.append(LogRecord(level if 0 <= level <= 6 else 6, raw[1:].decode("utf-8", "replace")))
-    elif op == b"R":
-        head = ctypes.string_at(base + ptr + 1, min(ln - 1, 24))
-        digits, sep, _ = head.partition(b"\0")
-        if not sep or not digits.isdigit() or int(digits) >= 1 << 64:
-            return 0
-        r_len = ln - 2 - len(digits)
-        if r_len > limits.result_bytes:
-            exe.stop = _Stop(Status.LIMIT_EXCEEDED, "result",
-                             f"result is {r_len} bytes; the limit is {limits.result_kb} KiB")
-            return _new_trap(exe.stop.message)
-        text = ctypes.string_at(base + ptr + 2 + len(digits), r_len).decode("utf-8", "replace")
-        exe.result = (int(digits), text)
-    elif op == b"C":
-        answer = exe.runner_code
-    elif op == b"G":
-        answer = exe.package_code or b"S" + GUEST_PACKAGE.encode("utf-8")
-    elif op == b"P":
-        answer = f"{GUEST_RUNNER}\0{GUEST_PACKAGE}".encode("utf-8")
-    elif op == b"K" or op == b"J":
-        if ln - 1 > _MAX_RUNNER_CODE:
-            return 0
-        code = ctypes.string_at(base + ptr + 1, ln - 1)
-        if op == b"K":
-            exe.built = code
-        else:
-            exe.built_package = code
-    elif op == b"E":
-        raw = ctypes.string_at(base + ptr + 1, min(ln - 1, _MAX_ERROR_BYTES))
-        try:
-            err = json.loads(raw.decode("utf-8", "replace"))
-            exe.error = err if isinstance(err, dict) else {"message": str(err)}
-        except ValueError:
-            exe.error = {"type": "Error", "message": raw.decode("utf-8", "replace")}
-    else:
+    addr = capi.mem_data(ctx, memref) + ptr
+    handler = _REQUESTS.get(ctypes.string_at(addr, 1))
+    if handler is None:
         results[0].of.i32 = -1
         return 0
+    try:
+        answer = handler(exe, addr + 1, ln - 1)
+    except _Fault:
+        return 0
+    if isinstance(answer, int):
+        return answer
+    return _hand_back(caller, ctx, memref, answer, out_pp, out_lp, results)
+
+
+def _hand_back(caller, ctx, memref, answer: bytes, out_pp: int, out_lp: int, results) -> int:
+    """Copy ``answer`` into a buffer of the guest's ``host_alloc`` and write its address and length."""
     p = 0
     if answer:
-        alloc = ffi.wasmtime_extern_t()
-        if not ffi.wasmtime_caller_export_get(caller, b"host_alloc", 10, ctypes.byref(alloc)) \
-                or alloc.kind != _EXTERN_FUNC:
+        alloc = capi.caller_function(caller, b"host_alloc")
+        if alloc is None:
             return 0
-        buf = (_VAL_RAW * 1)()
+        buf = (capi.VAL_RAW * 1)()
         buf[0].i32 = len(answer)
-        trap = _TRAP_PTR()
-        err = _func_call(ctx, ctypes.byref(alloc.of.func), buf, 1, ctypes.byref(trap))
+        trap = capi.TRAP_PTR()
+        err = capi.func_call(ctx, ctypes.byref(alloc), buf, 1, ctypes.byref(trap))
         if err:
-            return _new_trap(_short(str(WasmtimeError._from_ptr(err))))
+            return capi.new_trap(short(capi.error_text(err)))
         if trap:
-            return ctypes.cast(trap, ctypes.c_void_p).value or 0   # ownership passes back to wasmtime
-        p = buf[0].i32 & _U32
-        size = _mem_size(ctx, memref)          # host_alloc may have grown the memory
-        if not p or p + len(answer) > size:
+            return capi.trap_address(trap)   # ownership passes back to wasmtime
+        p = buf[0].i32 & capi.U32
+        if not p or p + len(answer) > capi.mem_size(ctx, memref):   # host_alloc may have grown the memory
             return 0
-        base = _mem_data(ctx, memref)
-        ctypes.memmove(base + p, answer, len(answer))
+        ctypes.memmove(capi.mem_data(ctx, memref) + p, answer, len(answer))
+    base = capi.mem_data(ctx, memref)
     ctypes.memmove(base + out_pp, p.to_bytes(4, "little"), 4)
     ctypes.memmove(base + out_lp, len(answer).to_bytes(4, "little"), 4)
     results[0].of.i32 = 0
     return 0
 
 
-@ffi.wasmtime_func_callback_t
-def _door_callback(env, caller, args, nargs, results, nresults):  # noqa: ANN001 - ctypes callback
-    try:
-        return _door_impl(caller, args, results)
-    except BaseException as exc:  # a host bug must not cross into wasmtime
-        return _new_trap(f"host error in host.call: {exc!r}")
-
-
 def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "event",
                limits: Limits | None = None, cancel: CancelToken | None = None, *, mode: str = "event",
-               env: dict[str, str] | None = None) -> Outcome:
+               env: Mapping[str, str] | None = None) -> Outcome:
     """Run one event (``mode="event"``) or a deploy check (``"syntax"``, ``"load"``) in a fresh instance.
 
     Never raises for anything the guest does; raises :class:`interpreter.InterpreterNotReady`
     (an ``Unavailable``) while the interpreter is not compiled on this host yet.
     """
     t0 = time.monotonic()
-    rt._check_pid()
+    rt.check_pid()
     limits = limits or PYTHON_DEFAULT_LIMITS
-    if cancel is not None and cancel.cancelled:
-        return rt._done(t0, Outcome(Status.CANCELLED, message="cancelled before start"))
-    if len(payload) > limits.input_bytes:
-        return rt._done(t0, Outcome(Status.LIMIT_EXCEEDED, limit="input",
-                                    message=f"input is {len(payload)} bytes; the limit is {limits.input_kb} KiB"))
+    refused = refused_at_start(limits, cancel, payload)
+    if refused is not None:
+        return finish(t0, refused)
     try:
-        interp = _interpreter(rt, limits.stack_kb)
+        interp = load_interpreter(rt, limits.stack_kb)
     except InvalidModule as exc:
-        return rt._done(t0, Outcome(Status.INVALID_MODULE, message=str(exc)))
+        return finish(t0, Outcome(Status.INVALID_MODULE, message=str(exc)))
     exe = _PyExecution(limits, cancel, t0, module, mode, main, payload)
     if env:
         exe.env = [(str(k), str(v)) for k, v in env.items()]
@@ -434,85 +431,39 @@ def run_python(rt: Runtime, module: PythonModule, payload: bytes, main: str = "e
         exe.argv, exe.runner_code = _BOOT_RUNNER, interp.runner_code
     if module.is_package and interp.package_code:
         exe.package_code = b"M" + interp.package_code
-    out = _execute(rt, interp, exe)
-    out.logs = exe.logs
-    out.stdout = exe.stdout.decode("utf-8", "replace")
-    if exe.stdout_over and out.status in (Status.SUCCEEDED, Status.FAILED, Status.TRAPPED):
-        out.status, out.limit = Status.LIMIT_EXCEEDED, "stdout"
-        out.message = f"stdout/stderr exceed {limits.stdout_kb} KiB"
-    return rt._done(t0, out)
+    return finish(t0, _execute(rt, interp, exe), exe)
 
 
 def _execute(rt: Runtime, interp: _Interpreter, exe: _PyExecution) -> Outcome:
-    limits = exe.limits
-    eng = rt._engine(limits.stack_kb)
-    store = _store_new(eng.engine.ptr(), None, _NULL_FINALIZER)
-    ctx = _store_context(store)
-    with _active_lock:
-        run_id = _next_id[0]
-        _next_id[0] += 1
-        _active[run_id] = exe
-    try:
-        err = _set_fuel(ctx, limits.fuel)
-        if err:
-            raise WasmtimeError._from_ptr(err)
-        _store_limiter(store, limits.memory_bytes, -1, -1, -1, -1)
-        _set_epoch_deadline(ctx, 1)
-        _epoch_cb(store, _epoch_callback, None, _NULL_FINALIZER)
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [interpreter.ARGV0, "-c", exe.argv]
-        if exe.env:
-            wasi.env = exe.env
-        wasi.preopen_dir(interp.stdlib, interpreter.STDLIB_GUEST_DIR, False)
-        ffi.wasi_config_set_stdout_custom(wasi.ptr(), _output_callback, run_id, _NULL_FINALIZER)
-        ffi.wasi_config_set_stderr_custom(wasi.ptr(), _output_callback, run_id, _NULL_FINALIZER)
-        err = ffi.wasmtime_context_set_wasi(ctx, wasi._consume())
-        if err:
-            raise WasmtimeError._from_ptr(err)
-        prev = getattr(_tls, "exe", None)
-        _tls.exe = exe
-        rt._ticker.enter()
-        try:
-            return _run(rt, ctx, interp, exe)
-        finally:
-            rt._ticker.leave()
-            _tls.exe = prev
-    finally:
-        with _active_lock:
-            _active.pop(run_id, None)
-        _store_delete(store)
+    wasi = wasi_config(exe.env)
+    wasi.argv = [interpreter.ARGV0, "-c", exe.argv]
+    wasi.preopen_dir(interp.stdlib, interpreter.STDLIB_GUEST_DIR, False)
+    return run_in_store(rt.engine(exe.limits.stack_kb), rt.ticker, exe, wasi, lambda ctx: _run(ctx, interp, exe))
 
 
-def _run(rt: Runtime, ctx, interp: _Interpreter, exe: _PyExecution) -> Outcome:
+def _run(ctx, interp: _Interpreter, exe: _PyExecution) -> Outcome:
     phase = "instantiation"
     memref = None
     exit_code: int | None = None
     try:
-        inst = ffi.wasmtime_instance_t()
-        trap = _TRAP_PTR()
-        err = _pre_instantiate(interp.pre.ptr(), ctx, ctypes.byref(inst), ctypes.byref(trap))
-        if err:
-            raise WasmtimeError._from_ptr(err)
-        if trap:
-            raise Trap._from_ptr(trap)
-        item = ffi.wasmtime_extern_t()
-        if _export_get(ctx, ctypes.byref(inst), b"memory", 6, ctypes.byref(item)) and item.kind == _EXTERN_MEMORY:
-            mem = item.of.memory
+        inst = capi.instantiate(ctx, interp.pre)
+        mem = capi.instance_export(ctx, inst, b"memory", capi.EXTERN_MEMORY)
+        if mem is not None:
             memref = ctypes.byref(mem)
-        run = ffi.wasmtime_extern_t()
-        if not _export_get(ctx, ctypes.byref(inst), b"run", 3, ctypes.byref(run)) or run.kind != _EXTERN_FUNC:
+        run = capi.instance_export(ctx, inst, b"run", capi.EXTERN_FUNC)
+        if run is None:
             return Outcome(Status.INVALID_MODULE, message="the Python interpreter exports no `run`")
         phase = "the Python interpreter"
-        exit_code = _Caller(ctx)(run.of.func, 1)
+        exit_code = capi.GuestCall(ctx)(run, 1)
     except ExitTrap as exc:
         exit_code = exc.code
     except (Trap, WasmtimeError) as exc:
-        out = rt._classify(exc, exe, ctx, memref, phase)
+        out = classify(exc, exe, ctx, memref, phase)
         if out.status is Status.TRAPPED and exe.error is not None:
             return _exception(exe)
         return out
     if exe.stop is not None:
-        return rt._stopped(exe)
+        return stopped(exe)
     if exe.error is not None:
         return _exception(exe)
     if exe.result is not None:

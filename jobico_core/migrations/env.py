@@ -4,6 +4,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+
 from jobico_core.db import Base, make_engine
 
 config = context.config

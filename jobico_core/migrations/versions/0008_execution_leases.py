@@ -4,10 +4,10 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 16:00:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0008'
 down_revision = '0007'

@@ -1,4 +1,5 @@
-"""Operator commands: `jobico run` (the whole platform locally) and `jobico migrate`."""
+"""Operator commands: `jobico run` (the whole platform locally), `jobico migrate`, `jobico prepare-python`,
+`jobico mqtt-bridge` and `jobico mqtt-publish`. Registered on the tenant's CLI by ``jobico_ops.main``."""
 from __future__ import annotations
 
 import json
@@ -16,8 +17,21 @@ from pathlib import Path
 
 import typer
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from jobico_cli.client import Client, CliError, Refused
+from jobico_core.settings import ConfigError, Settings
+
+
+def _examples() -> Path:
+    """The demo's files: package data of an installed wheel (``jobico_ops/examples``, mapped from the
+    repository's ``examples/`` by pyproject.toml), else a checkout's ``examples/`` (editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "examples", here.parent / "examples"):
+        if (candidate / "packages" / "hello.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"the demo's files are missing (looked in {here / 'examples'}): a broken installation")
+
+
+EXAMPLES = _examples()
 DEMO_TENANT = "demo"
 BEAT_SCHEDULER = "jobico_worker.beat:JobicoScheduler"
 DEMO_FILES = ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "jobicolets/nap.wasm", "schemas/hello.json",
@@ -37,14 +51,13 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare_python() -> None:
-    from jobico_core.settings import Settings
-    from jobico_worker.runtime.interpreter import InterpreterMissing, prepare
+    from jobico_runtime.interpreter import InterpreterMissing, prepare
     settings = Settings.from_env()
     try:
         path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True))
     except InterpreterMissing as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(f"the Python interpreter is ready: {path}")
 
 
@@ -56,12 +69,11 @@ def mqtt_bridge() -> None:
     JOBICO_MQTT_PREFIX, JOBICO_MQTT_CLIENT_ID, JOBICO_MQTT_REFRESH, JOBICO_MQTT_METRICS_PORT and
     the platform's database and Redis variables (README).
     """
-    from jobico_core.settings import ConfigError, Settings
     try:
         settings = Settings.from_env().check()
     except ConfigError as exc:
         typer.echo(f"jobico mqtt-bridge: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if not settings.mqtt_url:
         typer.echo("jobico mqtt-bridge: JOBICO_MQTT_URL is not set (e.g. mqtt://broker:1883)", err=True)
         raise typer.Exit(2)
@@ -88,7 +100,7 @@ def mqtt_publish(
         address = BrokerAddress.parse(url)
     except ValueError as exc:
         typer.echo(f"jobico mqtt-publish: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"jobico-publish-{secrets.token_hex(4)}")
     if address.username:
         client.username_pw_set(address.username, address.password)
@@ -98,7 +110,7 @@ def mqtt_publish(
         client.connect(address.host, address.port)
     except OSError as exc:
         typer.echo(f"jobico mqtt-publish: cannot reach {address.redacted()}: {exc}", err=True)
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     client.loop_start()
     try:
         info = client.publish(topic, message.encode(), qos=qos)
@@ -114,7 +126,6 @@ def mqtt_publish(
 
 def migrate() -> None:
     from jobico_core.db import upgrade_schema
-    from jobico_core.settings import Settings
     settings = Settings.from_env()
     upgrade_schema(settings.database_url)
     typer.echo(f"database schema is up to date ({_redact(settings.database_url)})")
@@ -155,7 +166,7 @@ class _Children:
     def start(self, name: str, argv: list[str], env: dict[str, str],
               ready_suffix: str | None = None) -> subprocess.Popen:
         """Start ``name``; with ``ready_suffix``, :meth:`wait_ready` waits for an output line ending with it."""
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         ready = self.ready[name] = threading.Event()
         threading.Thread(target=self._pump, args=(name, proc, ready, ready_suffix), daemon=True).start()
@@ -207,56 +218,57 @@ def _interrupt(signum, frame):
 
 
 def _wait_ready(url: str, children: _Children, timeout: float = 90) -> None:
-    import requests
+    client = Client(url, timeout=(2, 2))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dead = children.exited()
         if dead:
             raise RuntimeError(f"{dead[0]} exited with code {dead[1]} during start-up (see its output above)")
         try:
-            if requests.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
+            client.request("GET", "/ready", auth=False)
+            return
+        except CliError:  # not listening yet, or not ready (503)
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the API did not become ready at {url} within {timeout:.0f}s")
 
 
-def _bootstrap_demo(url: str, admin: str, data_dir: Path) -> str:
-    """Create the demo tenant and deploy the hello package through the public API; returns its key."""
-    import requests
+def _demo_key(admin: Client, data_dir: Path) -> str:
+    """The demo tenant's key: a new tenant's, the one an earlier run kept, or a new key of it."""
     key_file = data_dir / "demo.key"
-    r = requests.post(url + "/api/v1/tenants", json={"id": DEMO_TENANT},
-                      headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-    if r.status_code == 201:
-        key = r.json()["key"]
-    elif r.status_code == 409 and key_file.exists():
-        key = key_file.read_text().strip()
-    elif r.status_code == 409:
-        r = requests.post(url + f"/api/v1/tenants/{DEMO_TENANT}/keys", json={"name": f"run-{int(time.time())}"},
-                          headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-        r.raise_for_status()
-        key = r.json()["key"]
-    else:
-        raise RuntimeError(f"could not create the demo tenant: {r.status_code} {r.text}")
+    try:
+        key = admin.create_tenant(DEMO_TENANT)["key"]
+    except Refused as exc:
+        if exc.status != 409:
+            raise RuntimeError(f"could not create the demo tenant: {exc.format_message()}") from None
+        if key_file.exists():
+            return key_file.read_text().strip()
+        key = admin.create_key(DEMO_TENANT, f"run-{int(time.time())}")["key"]
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key)
-    auth = {"Authorization": f"Bearer {key}"}
-    for rel in DEMO_FILES:
-        path = EXAMPLES / rel
-        r = requests.put(url + f"/api/v1/files/{path.name}", data=path.read_bytes(), headers=auth, timeout=30)
-        if r.status_code not in (200, 201):
-            raise RuntimeError(f"could not upload {path.name}: {r.status_code} {r.text}")
-    source = (EXAMPLES / "packages/hello.yaml").read_bytes()
-    headers = {**auth, "Content-Type": "application/yaml"}
-    r = requests.post(url + "/api/v1/packages", data=source, headers=headers, timeout=30)
-    if r.status_code == 409:  # already deployed by an earlier run: keep its versions, refresh to this one
-        current = requests.get(url + "/api/v1/packages/hello", headers=auth, timeout=30).json()
-        if current.get("version", {}).get("source") != source.decode():
-            r = requests.put(url + "/api/v1/packages/hello", data=source, headers=headers, timeout=30)
-    if r.status_code not in (200, 201, 409):
-        raise RuntimeError(f"could not deploy the demo package: {r.status_code} {r.text}")
+    return key
+
+
+def _bootstrap_demo(url: str, admin_token: str, data_dir: Path) -> str:
+    """Create the demo tenant and deploy the hello package through the public API (the CLI's
+    client); returns the tenant's key."""
+    key = _demo_key(Client(url, admin_token, timeout=(5, 30)), data_dir)
+    tenant = Client(url, key, timeout=(5, 30))
+    try:
+        for rel in DEMO_FILES:
+            path = EXAMPLES / rel
+            tenant.upload_file(path.name, path.read_bytes())
+        source = (EXAMPLES / "packages/hello.yaml").read_bytes()
+        try:
+            tenant.deploy(source)
+        except Refused as exc:  # already deployed by an earlier run: keep its versions, refresh to this one
+            if exc.status != 409:
+                raise
+            if tenant.get_package("hello").get("version", {}).get("source") != source.decode():
+                tenant.redeploy("hello", source)
+    except Refused as exc:
+        raise RuntimeError(f"could not deploy the demo: {exc.format_message()}") from None
     return key
 
 
@@ -300,7 +312,7 @@ def _planned_ports(settings, flower_port: int | None) -> list[_Port]:
 
 def port_problems(ports: list[_Port]) -> list[str]:
     """Why each port cannot be had: taken by another program, or asked for twice."""
-    from jobico_core.embedded import port_is_free
+    from jobico_ops.embedded import port_is_free
     problems, seen = [], {}
     for p in ports:
         if p.port in seen:
@@ -324,22 +336,9 @@ def _runtime_dir() -> Path:
     return path
 
 
-def run(
-    port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
-    concurrency: int = typer.Option(2, help="Worker processes."),
-    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1 "
-                                "(basic auth: user 'flower', the password the banner prints)."),
-    beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
-                              "cron triggers)."),
-    flower_port: int = typer.Option(5555, help="Flower's port (127.0.0.1)."),
-    mqtt: bool = typer.Option(False, "--mqtt", help="Also start a local MQTT broker (amqtt, 127.0.0.1, a free "
-                              "port) and the MQTT bridge on it (instead of JOBICO_MQTT_URL)."),
-) -> None:
-    """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
-    from jobico_core.db import upgrade_schema
-    from jobico_core.embedded import MqttBroker, RedisServer
-    from jobico_core.settings import ConfigError, Settings
-
+def _run_environment(port: int | None, mqtt: bool, flower_port: int | None) -> tuple[dict[str, str], Path]:
+    """The children's environment and the data directory; exits (2, or BUSY_PORT_EXIT) on a
+    configuration problem or a busy port, before anything starts."""
     env = dict(os.environ)
     env.setdefault("JOBICO_EMBEDDED", "1")
     data_dir = Path(env.get("JOBICO_DATA_DIR", ".jobico")).expanduser().absolute()
@@ -354,13 +353,56 @@ def run(
         planned = Settings.from_env(env)
     except ConfigError as exc:
         typer.echo(f"jobico run: {exc}", err=True)
-        raise typer.Exit(2)
-    problems = port_problems(_planned_ports(planned, flower_port if flower else None))
+        raise typer.Exit(2) from None
+    problems = port_problems(_planned_ports(planned, flower_port))
     if problems:  # before anything starts: never talk to another program on our port
         for problem in problems:
             typer.echo(f"jobico run: {problem}", err=True)
         raise typer.Exit(BUSY_PORT_EXIT)
+    return env, data_dir
 
+
+def _start_children(children: _Children, env: dict[str, str], settings, runtime: Path, *, concurrency: int,
+                    beat: bool, flower_port: int | None, flower_auth: str) -> None:
+    """The API (gunicorn), a worker, beat, the MQTT bridge and Flower, as asked."""
+    py = sys.executable
+    api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
+    children.start("api", [py, "-m", "gunicorn", "-c", "python:jobico_api.gunicorn_conf",
+                           "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
+    children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
+                              "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
+                              "--without-mingle"], env, ready_suffix=" ready.")
+    if beat:
+        children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
+                                "--scheduler", BEAT_SCHEDULER], env)
+    if settings.mqtt_url:
+        children.start("mqtt-bridge", [py, "-m", "jobico_ops.main", "mqtt-bridge"], env)
+    if flower_port is not None:
+        # Flower inspects the workers once as it starts and warns about every query nobody answered:
+        # start it once the worker is up (bounded: a slow worker only brings the warnings back)
+        children.wait_ready("worker", timeout=60)
+        children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
+                                  "--address=127.0.0.1", f"--port={flower_port}",
+                                  "--inspect_timeout=3000"],  # ms: a busy 2-core machine answers late
+                       {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
+
+
+def run(
+    port: int = typer.Option(None, help="API port (default: JOBICO_API_PORT or 8080)."),
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    flower: bool = typer.Option(True, "--flower/--no-flower", help="Also start Flower on 127.0.0.1 "
+                                "(basic auth: user 'flower', the password the banner prints)."),
+    beat: bool = typer.Option(True, "--beat/--no-beat", help="Also start Celery beat (fires the packages' "
+                              "cron triggers)."),
+    flower_port: int = typer.Option(5555, help="Flower's port (127.0.0.1)."),
+    mqtt: bool = typer.Option(False, "--mqtt", help="Also start a local MQTT broker (amqtt, 127.0.0.1, a free "
+                              "port) and the MQTT bridge on it (instead of JOBICO_MQTT_URL)."),
+) -> None:
+    """The platform in the foreground until Ctrl-C / SIGTERM (RUN_HELP says what starts, and where)."""
+    from jobico_core.db import upgrade_schema
+    from jobico_ops.embedded import MqttBroker, RedisServer
+
+    env, data_dir = _run_environment(port, mqtt, flower_port if flower else None)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -385,26 +427,8 @@ def run(
         settings = Settings.from_env(env).check()
         upgrade_schema(settings.database_url)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
-        py = sys.executable
-        api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(runtime / "api-metrics")}
-        children.start("api", [py, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"),
-                               "--control-socket", str(runtime / "gunicorn.ctl"), "jobico_api.wsgi:app"], api_env)
-        children.start("worker", [py, "-m", "celery", "-A", "jobico_worker.app", "worker", "-l", "INFO",
-                                  "-c", str(concurrency), "-n", "local@%h", "--without-gossip",
-                                  "--without-mingle"], env, ready_suffix=" ready.")
-        if beat:
-            children.start("beat", [py, "-m", "celery", "-A", "jobico_worker.app", "beat", "-l", "INFO",
-                                    "--scheduler", BEAT_SCHEDULER], env)
-        if settings.mqtt_url:
-            children.start("mqtt-bridge", [py, "-m", "jobico_cli.main", "mqtt-bridge"], env)
-        if flower:
-            # Flower inspects the workers once as it starts and warns about every query nobody answered:
-            # start it once the worker is up (bounded: a slow worker only brings the warnings back)
-            children.wait_ready("worker", timeout=60)
-            children.start("flower", [py, "-m", "celery", "-A", "jobico_worker.app", "flower",
-                                      "--address=127.0.0.1", f"--port={flower_port}",
-                                      "--inspect_timeout=3000"],  # ms: a busy 2-core machine answers late
-                           {**env, "FLOWER_BASIC_AUTH": flower_auth})  # in the environment: not in `ps`
+        _start_children(children, env, settings, runtime, concurrency=concurrency, beat=beat,
+                        flower_port=flower_port if flower else None, flower_auth=flower_auth)
         _wait_ready(api_url, children)
         key = _bootstrap_demo(api_url, settings.admin_token, data_dir)
         from jobico_cli.config import config_path, write_config
@@ -424,7 +448,7 @@ def run(
         sys.stderr.write("\nstopping...\n")
     except Exception as exc:
         sys.stderr.write(f"error: {exc}\n")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     finally:
         children.stop()
         if broker is not None:

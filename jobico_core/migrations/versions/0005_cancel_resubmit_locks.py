@@ -5,10 +5,10 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-05 21:30:00.000000
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0005'
 down_revision = '0004'

@@ -4,10 +4,10 @@ Revision ID: 0001
 Revises: (none)
 Create Date: 2026-11-23 16:04:55.974444
 """
-from alembic import op
 import sqlalchemy as sa
-import jobico_core.db
+from alembic import op
 
+import jobico_core.db
 
 revision = '0001'
 down_revision = None
