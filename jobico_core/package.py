@@ -20,6 +20,7 @@ import yaml
 from .canonical import dumps
 from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
+from .flow import FLOW_KEYS, parse_flow
 from .limits import MAX_LIMITS, Limits
 from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
 from .names import file_name_problem, name_problem, package_name_problem
@@ -140,6 +141,8 @@ class EventSpec:
     mqtt: MqttSpec | None = None  # MQTT trigger (beside the webhook)
     environment: dict[str, dict[str, str]] = field(default_factory=dict)  # overrides the package's
     locks: list[str] = field(default_factory=list)  # named locks (sorted): holders never run at once
+    # concurrency / rate_limit / debounce per key, normalised (jobico_core.flow); {}: none declared
+    flow: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,12 +229,13 @@ _QUEUE_KEYS = {"id", "name"}
 _JOB_KEYS = {"event", "result"}
 _RESULT_KEYS = {"ok", "error"}
 _EVENT_KEYS = {"id", "name", "datatype", "schema", "supplierqueue", "runtime", "retries", "limits",
-               "schedule", "mqtt", "environment", "locks"}
+               "schedule", "mqtt", "environment", "locks", "priority", *FLOW_KEYS}
 _SCHEMA_KEYS = {"id", "name", "schemaref"}
 _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _MQTT_KEYS = {"topic", "qos"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
-_RESERVED: dict[str, str] = {}  # reserved extensions that have not landed yet: key -> what it will be
+# reserved extensions that have not landed yet: key -> what it will be
+_RESERVED: dict[str, str] = {"priority": "event priorities (issue 22)"}
 MAX_RETRIES = 10
 MAX_LOCKS = 8                # named locks per event
 # environment: POSIX names; bounded so a guest's WASI environ stays small
@@ -378,6 +382,7 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
         ev.environment = _environment(raw["environment"], f"{path}.environment", p)
     if raw.get("locks") is not None:
         ev.locks = _locks(raw["locks"], f"{path}.locks", p)
+    ev.flow = parse_flow(raw, path, p.add)
     return ev
 
 

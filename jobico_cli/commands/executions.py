@@ -14,7 +14,7 @@ from ..output import cells, console, info, level_text, print_json, safe, sanitiz
 from ._common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
 STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
-            "invalid_module", "cancelled"]
+            "invalid_module", "cancelled", "superseded"]
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)
 
 executions_app = typer.Typer(help="List executions (newest first), show one, what runs now; cancel, resubmit "

@@ -18,6 +18,7 @@ from .. import metrics
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
+from ..flow import missing_keys
 from ..limits import resolve
 from .context import Context
 from .executions import enqueue, new_executions
@@ -172,7 +173,19 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
         i, errs = next(iter(problems.items()))
         raise Invalid(f"event {i} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
                       f"{errs[0]['message']}", {"data": problems})
+    if ev.flow:
+        _check_flow_keys(ev.flow, data)
     return payloads
+
+
+def _check_flow_keys(declared: dict, data: list) -> None:
+    """Every element has the JSONPaths its event's flow-control keys read (422 naming them)."""
+    missing = {str(i): [f"{path}: missing (a flow-control key of the event)" for path in paths]
+               for i, el in enumerate(data) if (paths := missing_keys(declared, el))}
+    if missing:
+        i, msgs = next(iter(missing.items()))
+        raise Invalid(f"event {i} has no value at {msgs[0].split(':')[0]}, which the event's flow control "
+                      "uses as its key", {"data": missing})
 
 
 def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:

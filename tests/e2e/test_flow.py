@@ -1,0 +1,122 @@
+"""Flow control per key on the real platform (API, worker processes, Redis, PostgreSQL, S3):
+a concurrency key never runs more than its limit at once (intervals from the records) while
+other keys run beside it; a debounced burst runs once, with the last payload, the others
+``superseded`` by it; a rate limit holds starts to the declared rate; a payload lacking a key's
+path is refused with 422."""
+from __future__ import annotations
+
+import datetime as dt
+
+from .conftest import example
+
+FLOW_YAML = """
+id: flow
+queues: [{id: q}]
+jobs:
+  - event: {id: work, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: nap,
+            concurrency: {key: $.customer, limit: 2}}
+  - event: {id: save, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
+            debounce: {key: $.doc, seconds: 2}}
+  - event: {id: call, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
+            rate_limit: {key: partner-api, per_second: 4, burst: 1}}
+  - event: {id: plain, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo}
+runtimes:
+  - {id: nap, moduleref: nap.wasm, limits: {timeout_ms: 15000}}
+  - {id: echo, moduleref: echo.wasm}
+"""
+
+
+def _setup(p, tenant: str) -> str:
+    key = p.tenant(tenant)
+    for f in ("jobicolets/nap.wasm", "jobicolets/echo.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, FLOW_YAML)
+    return key
+
+
+def _t(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _one(p, key, tenant, event, element) -> str:
+    r = p.post(key, tenant, event, [element])
+    assert r.status_code == 200, r.text
+    return r.json()["executions"][0]
+
+
+def _most_at_once(runs: list[dict]) -> int:
+    edges = sorted([(_t(e["started_at"]), 1) for e in runs] + [(_t(e["finished_at"]), -1) for e in runs])
+    most = now = 0
+    for _, step in edges:  # a finish sorts before a start at the same instant
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_concurrency_key_runs_at_most_its_limit_and_keys_are_independent(platform):
+    p = platform
+    key = _setup(p, "flow1")
+    p.start_worker(concurrency=6)
+    # N + 2 = 4 of key "alpha" (limit 2), 2 of "beta": each naps 2 s (the first digit of its JSON)
+    alpha = [_one(p, key, "flow1", "work", {"customer": "alpha", "seconds": 2}) for _ in range(4)]
+    beta = [_one(p, key, "flow1", "work", {"customer": "beta", "seconds": 2}) for _ in range(2)]
+    waiting = p.wait(key, alpha[3], timeout=20, until=lambda e: e["waiting_for"] is not None)
+    assert waiting["status"] == "queued" and "concurrency/flow/work/alpha" in waiting["waiting_for"], waiting
+    assert waiting["flow"] == {"concurrency": {"key": "alpha", "limit": 2}}
+    held = {i["name"]: i for i in p.call(key, "GET", "/api/v1/locks").json()["items"]}
+    assert len(held["concurrency/flow/work/alpha"]["holders"]) == 2, held
+    runs = {i: p.wait(key, i, timeout=90) for i in alpha + beta}
+    assert all(e["status"] == "succeeded" for e in runs.values()), runs
+    assert _most_at_once([runs[i] for i in alpha]) == 2      # never more than 2 alpha at once...
+    assert _most_at_once([runs[i] for i in beta]) == 2       # ...and beta ran beside them, not behind
+    first_alpha_done = min(_t(runs[i]["finished_at"]) for i in alpha)
+    assert all(_t(runs[i]["started_at"]) < first_alpha_done for i in beta), "beta waited for alpha"
+    started = [_t(runs[i]["started_at"]) for i in alpha]
+    assert max(started[:2]) < min(started[2:]) and started[2] <= started[3]   # first come, first served
+    assert p.call(key, "GET", "/api/v1/locks").json()["items"] == []
+
+
+def test_a_debounced_burst_runs_once_with_the_last_payload(platform):
+    p = platform
+    key = _setup(p, "flow2")
+    p.start_worker(concurrency=3)
+    burst = [_one(p, key, "flow2", "save", {"doc": "d1", "n": n}) for n in range(4)]
+    other = _one(p, key, "flow2", "save", {"doc": "d2", "n": 9})
+    last = p.wait(key, burst[-1], timeout=60)
+    assert last["status"] == "succeeded" and '"n":3' in last["result"], last
+    assert _t(last["started_at"]) - _t(last["created_at"]) >= dt.timedelta(seconds=2)  # the quiet period
+    for i in burst[:-1]:
+        e = p.wait(key, i, timeout=30)
+        assert (e["status"], e["superseded_by"], e["started_at"]) == ("superseded", last["id"], None), e
+        assert e["seq"] is not None and e["waiting_for"] is None
+    assert p.wait(key, other, timeout=30)["status"] == "succeeded"   # another key: its own run
+    listed = p.call(key, "GET", "/api/v1/executions", params={"status": "superseded"}).json()["items"]
+    assert sorted(e["id"] for e in listed) == sorted(burst[:-1])
+
+
+def test_a_rate_limit_holds_starts_to_the_declared_rate(platform):
+    p = platform
+    key = _setup(p, "flow3")
+    p.start_worker(concurrency=4)
+    r = p.post(key, "flow3", "call", [{"n": n} for n in range(13)])
+    assert r.status_code == 200, r.text                     # the webhook answers at once: nothing rejected
+    ids = r.json()["executions"]
+    p.wait(key, ids[-1], timeout=20, until=lambda e: (e["waiting_for"] or "").startswith("rate_limit key"))
+    runs = [p.wait(key, i, timeout=60) for i in ids]
+    assert all(e["status"] == "succeeded" for e in runs)
+    starts = sorted(_t(e["started_at"]) for e in runs)
+    rate = (len(starts) - 1) / (starts[-1] - starts[0]).total_seconds()
+    assert abs(rate - 4) <= 0.4, f"measured {rate:.2f}/s for a declared 4/s"
+
+
+def test_a_payload_without_the_keys_path_is_refused_and_undeclared_events_carry_no_flow(platform):
+    p = platform
+    key = _setup(p, "flow4")
+    r = p.post(key, "flow4", "work", [{"customer": "a", "seconds": 1}, {"seconds": 1}])
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert "$.customer" in body["message"] and body["errors"]["data"]["1"] == [
+        "$.customer: missing (a flow-control key of the event)"], body
+    plain = _one(p, key, "flow4", "plain", {"x": 1})
+    e = p.call(key, "GET", f"/api/v1/executions/{plain}").json()
+    assert e["flow"] is None and e["superseded_by"] is None
