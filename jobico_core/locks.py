@@ -1,4 +1,9 @@
-"""Named locks (an event's ``locks:``): leases in Redis, taken all at once, in order of arrival.
+"""Named locks (an event's ``locks:``) and concurrency keys (``concurrency:``, jobico_core.flow):
+counted leases in Redis, taken all at once, in order of arrival.
+
+A lock has ``limit`` slots: a named lock one, a concurrency key its ``limit`` (passed by the
+caller with each call, ``limits``). Its holder key is a sorted set of the executions holding it,
+scored by when their lease runs out; a slot whose lease ran out is free again.
 
 Within a tenant, executions whose events share a lock name never run at the same time.
 Each lock is a Redis key holding the id of the execution that has it, with an expiry (the
@@ -25,7 +30,7 @@ execution never has two live tasks. The parking key outlives the wait by ``2 x s
 ``held``, then ``released``) to recognise such late polls; a task whose execution has no parking
 key any more (a redelivery after a crash, long after) is taken as a first delivery.
 
-Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
+Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holders,
 ``q:<tenant>:<name>`` the wait line, ``s:<tenant>:<name>`` when each waiter last asked,
 ``park:<id>`` a waiter's parked message and token, ``gone:<id>`` a cancelled waiter.
 (The release script reads the parked keys of the waiters it finds: one Redis, not a cluster.)
