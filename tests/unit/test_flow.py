@@ -35,7 +35,8 @@ def test_declarations_are_parsed_normalised_and_kept():
     assert PackageSpec.from_dict(spec.to_dict()).events["hello"].flow == flow
     assert parse_package(DOC_EXAMPLE).events["hello"].flow == {}
     # the camel-case dialect takes them too
-    camel = parse_package({"package": {"ID": "p", "queues": [{"ID": "q"}], "runtimes": [{"ID": "r", "moduleRef": "m.wasm"}],
+    camel = parse_package({"package": {"ID": "p", "queues": [{"ID": "q"}],
+                                       "runtimes": [{"ID": "r", "moduleRef": "m.wasm"}],
                                        "jobs": [{"event": {"ID": "e", "schema": {"ID": "s", "schemaRef": "s.json"},
                                                            "supplierQueue": "q", "runtime": "r",
                                                            "concurrency": {"key": "k", "limit": 1}}}]}})
