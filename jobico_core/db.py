@@ -241,6 +241,9 @@ class Execution(Base):
     debounce_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     # ``superseded``: the later execution of its debounce key that ran in its place.
     superseded_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # 1..10 (the event's ``priority:`` or the request's X-Jobico-Priority): its task takes the
+    # best of its queue's prioritised executions (jobico_core.priority); None: its own, FIFO.
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     logs: Mapped[list["ExecutionLog"]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 

@@ -173,3 +173,33 @@ def leases(package: str, event: str, locks: tuple[str, ...], flow: str | None) -
         return locks, {}
     name = f"concurrency/{package}/{event}/{c[0]}"
     return (*locks, name), {name: int(c[1])}
+
+
+# -- priorities (jobico_core.priority orders them) ----------------------------------------------
+MAX_PRIORITY = 10
+PRIORITY_HEADER = "X-Jobico-Priority"
+
+
+def parse_priority(raw: dict, key: str, path: str, add: Callable[[str, str], None]) -> int | None:
+    """``priority: 1..10`` of an event, or the package's ``max_priority`` (the header's bound)."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PRIORITY:
+        add(f"{path}.{key}" if path else key, f"{key!r} must be an integer from 1 (lowest) to {MAX_PRIORITY} "
+                                              f"(highest); got {value!r}")
+        return None
+    return value
+
+
+def request_priority(value: str | None, default: int | None, maximum: int) -> int | None:
+    """The priority of a request's executions: its ``X-Jobico-Priority`` header (1 to the
+    package's ``max_priority``), else the event's ``priority``; raises ValueError (the message)
+    for a header out of bounds."""
+    if value is None:
+        return default
+    text = value.strip()
+    if not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise ValueError(f"{PRIORITY_HEADER} must be an integer from 1 to {maximum} (the package's "
+                         f"max_priority); got {value!r}")
+    return int(text)

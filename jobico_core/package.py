@@ -20,7 +20,7 @@ import yaml
 from .canonical import dumps
 from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
-from .flow import FLOW_KEYS, parse_flow
+from .flow import FLOW_KEYS, parse_flow, parse_priority
 from .limits import MAX_LIMITS, Limits
 from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
 from .names import file_name_problem, name_problem, package_name_problem
@@ -143,6 +143,7 @@ class EventSpec:
     locks: list[str] = field(default_factory=list)  # named locks (sorted): holders never run at once
     # concurrency / rate_limit / debounce per key, normalised (jobico_core.flow); {}: none declared
     flow: dict[str, dict] = field(default_factory=dict)
+    priority: int | None = None  # 1..10: claimed before lower ones of the tenant's queue (aged)
 
 
 @dataclass
@@ -171,10 +172,12 @@ class PackageSpec:
     runtimes: dict[str, RuntimeSpec] = field(default_factory=dict)
     # NAME -> {"value": text} or {"secret": stored variable}; see jobico_core.services.environment
     environment: dict[str, dict[str, str]] = field(default_factory=dict)
+    max_priority: int | None = None  # the X-Jobico-Priority header's bound (None: MAX_PRIORITY)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "tenant": self.tenant, "environment": self.environment,
+            "max_priority": self.max_priority,
             "queues": [asdict(q) for q in self.queues],
             "events": {k: asdict(v) for k, v in self.events.items()},
             "runtimes": {k: asdict(v) for k, v in self.runtimes.items()},
@@ -190,6 +193,7 @@ class PackageSpec:
             v["mqtt"] = MqttSpec(**v["mqtt"]) if v.get("mqtt") else None
             events[k] = EventSpec(**v)
         return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"), environment=d.get("environment") or {},
+                   max_priority=d.get("max_priority"),
                    queues=[QueueSpec(**q) for q in d["queues"]], events=events,
                    runtimes={k: RuntimeSpec(**v) for k, v in d["runtimes"].items()})
 
@@ -224,7 +228,7 @@ class PackageSpec:
 
 
 # -- validation -------------------------------------------------------------------
-_ROOT_KEYS = {"id", "name", "tenant", "queues", "jobs", "runtimes", "environment"}
+_ROOT_KEYS = {"id", "name", "tenant", "queues", "jobs", "runtimes", "environment", "max_priority"}
 _QUEUE_KEYS = {"id", "name"}
 _JOB_KEYS = {"event", "result"}
 _RESULT_KEYS = {"ok", "error"}
@@ -234,8 +238,7 @@ _SCHEMA_KEYS = {"id", "name", "schemaref"}
 _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _MQTT_KEYS = {"topic", "qos"}
 _RUNTIME_KEYS = {"id", "name", "moduleref", "mainfuncname", "type", "language", "limits"}
-# reserved extensions that have not landed yet: key -> what it will be
-_RESERVED: dict[str, str] = {"priority": "event priorities (issue 22)"}
+_RESERVED: dict[str, str] = {}  # reserved extensions that have not landed yet: key -> what it will be
 MAX_RETRIES = 10
 MAX_LOCKS = 8                # named locks per event
 # environment: POSIX names; bounded so a guest's WASI environ stays small
@@ -383,6 +386,7 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
     if raw.get("locks") is not None:
         ev.locks = _locks(raw["locks"], f"{path}.locks", p)
     ev.flow = parse_flow(raw, path, p.add)
+    ev.priority = parse_priority(raw, "priority", path, p.add)
     return ev
 
 
@@ -542,6 +546,7 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         spec.tenant = _str(raw, "tenant", "", p)
     if raw.get("environment") is not None:
         spec.environment = _environment(raw["environment"], "environment", p)
+    spec.max_priority = parse_priority(raw, "max_priority", "", p.add)
 
     seen_queues: set[str] = set()
     for i, q in enumerate(_list(raw, "queues", "", p)):

@@ -10,7 +10,7 @@ from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, TaskMessage, pu
 from jobico_core.services import leases
 from jobico_core.services.executions import task_message
 
-from . import cancellation, flow as flow_control, locking
+from . import cancellation, flow as flow_control, locking, priority as slots
 from .app import app, settings
 from .batch import BatchFailed, BatchInterrupted, dead_letter_many, run_batch
 from .context import worker_context
@@ -51,17 +51,28 @@ def _internal_error(task, ctx, ids: list[str], exc: Exception, where: str, extra
           max_retries=settings.task_retries)
 def execute(self, execution_id: str, payload: str, tenant: str | None = None, package: str | None = None,
             event: str | None = None, locks: list[str] | None = None, waiting: str | None = None,
-            token: str | None = None, flow: str | None = None) -> None:
+            token: str | None = None, flow: str | None = None, priority: int | None = None) -> None:
     """``locks``: the event's named locks, taken before the claim (``jobico_worker.locking``);
     ``waiting``: what the row last said it waits for; ``token``: a lock waiter's task token;
     ``flow``: the flow control still to pass (``jobico_worker.flow``; the concurrency key is a
-    lease taken with the locks)."""
+    lease taken with the locks); ``priority``: this task is a slot of its queue's prioritised
+    executions and runs the best one waiting (``jobico_worker.priority``)."""
     ctx = worker_context(settings, celery=app)
     keep = None
     extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
     afresh = {**(self.request.kwargs or {}), "token": None}  # a lock waiter's token was this delivery's
     try:
         runtime = _runtime(ctx)
+        if priority:
+            chosen = slots.choose(ctx, TaskMessage(execution_id, payload, tenant or "", package or "", event or "",
+                                                   (self.request.delivery_info or {}).get("routing_key") or "",
+                                                   tuple(locks or ()), None, None, flow))
+            if chosen.execution_id != execution_id:
+                execution_id, payload, tenant, package, event = (chosen.execution_id, chosen.payload, chosen.tenant,
+                                                                 chosen.package, chosen.event)
+                locks, flow, waiting, token = list(chosen.locks), chosen.flow, None, None
+                extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event,
+                         "slot": self.request.args[0] if self.request.args else None}
         names: tuple[str, ...] = ()
         if locks or flow:
             message = TaskMessage(execution_id, payload, tenant or "", package or "", event or "",

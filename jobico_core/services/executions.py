@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
@@ -17,6 +17,7 @@ from ..broker import BatchMessage, TaskMessage, publish, results_channel
 from ..canonical import loads
 from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
 from ..errors import BadRequest, Conflict, Invalid, NotFound
+from .. import priority
 from ..flow import debounce_key, flow_record, resolve
 from ..ids import is_uuid, uuid7
 from .context import Context
@@ -29,7 +30,8 @@ MAX_CHAIN_DEPTH = 16
 
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
                   chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None,
-                  execution_id: str | None = None, resubmitted_from: str | None = None) -> Execution:
+                  execution_id: str | None = None, resubmitted_from: str | None = None,
+                  priority: int | None = None) -> Execution:
     """``execution_id``: chosen by the caller (the MQTT bridge names an execution before it exists,
     to recognise a redelivered message); a new UUIDv7 otherwise."""
     return Execution(id=execution_id or uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
@@ -37,7 +39,7 @@ def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
                      chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at,
                      locks=info.locks_for(event), resubmitted_from=resubmitted_from,
-                     **_flow_columns(info, event, payload))
+                     priority=priority or info.spec.events[event].priority, **_flow_columns(info, event, payload))
 
 
 def _flow_columns(info: VersionInfo, event: str, payload: str) -> dict[str, Any]:
@@ -72,11 +74,12 @@ class NewExecution:
     resubmitted_from: str | None = None
     flow: str | None = None  # flow control as resolved for the payload (Execution.flow)
     debounce_key: str | None = None
+    priority: int | None = None  # Execution.priority
 
 
 def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
                    trigger: str, scheduled_at=None, execution_id: str | None = None,
-                   resubmitted_from: str | None = None) -> list[NewExecution]:
+                   resubmitted_from: str | None = None, priority: int | None = None) -> list[NewExecution]:
     """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``);
     ``resubmitted_from``: the execution a resubmission repeats (``services.controls.resubmit_execution``)."""
     if execution_id is not None and len(payloads) != 1:
@@ -84,7 +87,8 @@ def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submit
     queue, locks = info.queue_for(event), info.locks_for(event)
     rows = [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
                          queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks,
-                         resubmitted_from=resubmitted_from) for p in payloads]
+                         resubmitted_from=resubmitted_from, priority=priority or info.spec.events[event].priority)
+            for p in payloads]
     declared = info.spec.events[event].flow
     if declared:  # undeclared: the row's flow columns keep their defaults (None)
         for r in rows:
@@ -178,9 +182,9 @@ def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
         group.clear()
 
     for e in rows:
-        if e.locks or e.flow:
+        if e.locks or e.flow or e.priority:
             flush()
-            out.append(task_message(e))
+            out.append(replace(task_message(e), priority=e.priority) if e.priority else task_message(e))
             continue
         if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
                       != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
@@ -220,6 +224,8 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
             raise VersionGone(f"package {rows[0].package!r} version {rows[0].version} of tenant "
                               f"{rows[0].tenant_id!r} was deleted while the events were being accepted")
     try:
+        if any(m.priority for m in messages if isinstance(m, TaskMessage)):
+            priority.add(ctx.redis, rows, ctx.settings.priority_age_s)
         publish(ctx.celery, messages)
     except Exception:
         with ctx.db.autocommit() as conn:
@@ -237,6 +243,7 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "scheduled_at": _iso(e.scheduled_at), "duration_ms": e.duration_ms, "seq": e.seq,
         "locks": list(lock_names(e.locks)), "waiting_for": e.waiting_for, "resubmitted_from": e.resubmitted_from,
         "cancelled_by": e.cancelled_by, "flow": flow_record(e.flow), "superseded_by": e.superseded_by,
+        "priority": e.priority,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:

@@ -18,7 +18,7 @@ from .. import metrics
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
-from ..flow import missing_keys
+from ..flow import MAX_PRIORITY, PRIORITY_HEADER, missing_keys, request_priority
 from ..limits import resolve
 from .context import Context
 from .executions import enqueue, new_executions
@@ -142,11 +142,22 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
     with ctx.db.session() as s:
         submitter, info, incarnation, once = _identify(ctx, s, tenant_id, event, body, headers)
         payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
+        prio = _priority(info, event, headers)
         key = headers.get("Idempotency-Key")
         if key is None:
-            return _enqueue(ctx, s, info, event, payloads, submitter, once=once)
+            return _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio)
         return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
-                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once))
+                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio))
+
+
+def _priority(info, event: str, headers: Mapping[str, str]) -> int | None:
+    """The request's X-Jobico-Priority (1 to the package's max_priority; 422 naming it), else the
+    event's own ``priority:`` (None: none, FIFO)."""
+    try:
+        return request_priority(headers.get(PRIORITY_HEADER), info.spec.events[event].priority,
+                                info.spec.max_priority or MAX_PRIORITY)
+    except ValueError as exc:
+        raise Invalid(str(exc), {PRIORITY_HEADER: [str(exc)]}) from None
 
 
 def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]:

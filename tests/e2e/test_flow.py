@@ -120,3 +120,38 @@ def test_a_payload_without_the_keys_path_is_refused_and_undeclared_events_carry_
     plain = _one(p, key, "flow4", "plain", {"x": 1})
     e = p.call(key, "GET", f"/api/v1/executions/{plain}").json()
     assert e["flow"] is None and e["superseded_by"] is None
+
+
+PRIORITY_YAML = """
+id: prio
+max_priority: 8
+queues: [{id: q}]
+jobs:
+  - event: {id: low, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo, priority: 2}
+  - event: {id: high, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo, priority: 9}
+runtimes:
+  - {id: echo, moduleref: echo.wasm}
+"""
+
+
+def test_priorities_reorder_a_backlog_and_the_header_is_bounded(platform):
+    p = platform
+    key = p.tenant("flow5")
+    for f in ("jobicolets/echo.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, PRIORITY_YAML)
+    # a backlog with no worker: lows first, then highs, then one low sent with the header at 8
+    lows = [_one(p, key, "flow5", "low", {"n": n}) for n in range(4)]
+    highs = [_one(p, key, "flow5", "high", {"n": n}) for n in range(4)]
+    r = p.post(key, "flow5", "low", [{"n": 9}], headers={"X-Jobico-Priority": "8"})
+    assert r.status_code == 200, r.text
+    raised = r.json()["executions"][0]
+    for bad in ("9", "0", "soon"):  # above the package's max_priority (8), or not 1..8
+        r = p.post(key, "flow5", "low", [{"n": 1}], headers={"X-Jobico-Priority": bad})
+        assert r.status_code == 422 and "X-Jobico-Priority must be an integer from 1 to 8" in r.json()["message"]
+    p.start_worker(concurrency=1)
+    runs = {i: p.wait(key, i, timeout=60) for i in lows + highs + [raised]}
+    assert all(e["status"] == "succeeded" for e in runs.values())
+    assert runs[raised]["priority"] == 8 and runs[lows[0]]["priority"] == 2
+    order = [i for i, _ in sorted(runs.items(), key=lambda kv: _t(kv[1]["started_at"]))]
+    assert order == highs + [raised] + lows, order   # priority first, creation order within one

@@ -57,7 +57,6 @@ def test_declarations_are_parsed_normalised_and_kept():
     ("rate_limit: {key: k, per_second: 1, burst: 0}", "rate_limit.burst", "from 1 to 10000"),
     ("debounce: {key: k, seconds: 99999}", "debounce.seconds", "from 0.1 to 3600"),
     ("debounce: {key: k}", "debounce.seconds", "'seconds' is required"),
-    ("priority: 5", "priority", "reserved for event priorities"),
     ("concurency: {key: k, limit: 1}", "concurency", "did you mean 'concurrency'"),
 ])
 def test_each_mistake_is_named_with_its_path(lines, where, message):
@@ -87,3 +86,34 @@ def test_the_concurrency_key_is_a_counted_lease_beside_the_named_locks():
     assert leases("p", "e", ("db",), None) == (("db",), {})
     column = resolve({"concurrency": {"key": "$.c", "limit": 3}}, {"c": "x"})
     assert leases("p", "e", ("db",), column) == (("db", "concurrency/p/e/x"), {"concurrency/p/e/x": 3})
+
+
+def test_priorities_are_parsed_and_the_header_is_bounded_by_the_package():
+    from jobico_core.flow import request_priority
+    spec = parse_package(_with("priority: 9").replace("tenant: acme", "tenant: acme\nmax_priority: 5"))
+    assert (spec.events["hello"].priority, spec.max_priority) == (9, 5)
+    back = PackageSpec.from_dict(spec.to_dict())
+    assert (back.events["hello"].priority, back.max_priority) == (9, 5)
+    assert parse_package(DOC_EXAMPLE).events["hello"].priority is None
+    for bad in ("priority: 0", "priority: 11", "priority: high", "priority: true"):
+        assert any(p["path"] == "jobs[0].event.priority" and "from 1 (lowest) to 10" in p["message"]
+                   for p in _problems(_with(bad))), bad
+    assert any(p["path"] == "max_priority" for p in _problems(DOC_EXAMPLE.replace("tenant: acme",
+                                                                                  "max_priority: 0")))
+    assert request_priority(None, 9, 5) == 9 and request_priority(" 4 ", 9, 5) == 4
+    assert request_priority(None, None, 10) is None
+    for bad in ("6", "0", "-1", "x", ""):
+        with pytest.raises(ValueError, match="X-Jobico-Priority must be an integer from 1 to 5"):
+            request_priority(bad, 9, 5)
+
+
+def test_a_priority_step_is_worth_age_seconds_of_waiting():
+    from jobico_core.ids import uuid7
+    from jobico_core.priority import score
+    now = uuid7()
+    ms = int(now.replace("-", "")[:12], 16)
+    older = f"{ms - 30_000:012x}" + now.replace("-", "")[12:]
+    older = f"{older[:8]}-{older[8:12]}-{older[12:16]}-{older[16:20]}-{older[20:]}"
+    assert score(older, 1, 10) < score(now, 3, 10)     # waited 30 s: worth 3 steps, passes a newer +2
+    assert score(now, 5, 10) < score(older, 1, 10)     # but not a newer +4
+    assert score(now, 2, 10) < score(now, 1, 10)
