@@ -88,3 +88,32 @@ def test_debounce_and_a_concurrency_line_survive_a_redis_restart(chaos, chaos_re
     assert '"n":2' in saved[-1]["result"] and {e["superseded_by"] for e in saved[:2]} == {burst[-1]}
     res = p.tally("flow: Redis SIGKILL + restart with waiters", 8, work + burst, chained=False)
     assert res["recorded"] == res["accepted"] and res["duplicates"] == 0 and res["lost"] == 0, res
+
+
+PRIORITY_YAML = """
+id: prio
+queues: [{id: q}]
+jobs:
+  - event: {id: urgent, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: nap, priority: 9}
+  - event: {id: later, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: nap, priority: 1}
+runtimes:
+  - {id: nap, moduleref: nap.wasm, limits: {timeout_ms: 2500}}
+"""
+
+
+def test_a_killed_workers_priority_slot_runs_its_pick_once(chaos):
+    p = chaos
+    p.upload(p.key, example("jobicolets/nap.wasm"))
+    p.deploy(p.key, PRIORITY_YAML)
+    later = [_post(p, "later", {"seconds": 1, "n": n}) for n in range(3)]
+    urgent = [_post(p, "urgent", {"seconds": 2, "n": n}) for n in range(2)]
+    victim = p.start_worker("victim", concurrency=1)
+    running = p.wait(p.key, urgent[0], timeout=30, until=lambda e: e["status"] == "running")
+    assert running["priority"] == 9   # the first slot (a "later" task) took the most urgent
+    victim.stop(signal.SIGKILL)
+    p.start_worker("survivor", concurrency=1)
+    ids = later + urgent
+    runs = [p.wait(p.key, i, timeout=VISIBILITY + 60) for i in ids]
+    assert all(e["status"] == "succeeded" for e in runs), [(e["status"], e["message"]) for e in runs]
+    res = p.tally("flow: worker SIGKILL running a priority slot's pick", 5, ids, chained=False)
+    assert res["recorded"] == res["accepted"] == 5 and res["duplicates"] == 0 and res["lost"] == 0, res

@@ -155,3 +155,18 @@ def test_priorities_reorder_a_backlog_and_the_header_is_bounded(platform):
     assert runs[raised]["priority"] == 8 and runs[lows[0]]["priority"] == 2
     order = [i for i, _ in sorted(runs.items(), key=lambda kv: _t(kv[1]["started_at"]))]
     assert order == highs + [raised] + lows, order   # priority first, creation order within one
+
+
+def test_the_example_package_deploys_and_runs(platform):
+    """examples/packages/flow.yaml, as the docs tell users to deploy it."""
+    p = platform
+    key = p.tenant("flow6")
+    for f in ("jobicolets/nap.wasm", "schemas/any.json"):
+        p.upload(key, example(f))
+    p.deploy(key, example("packages/flow.yaml").read_text())
+    p.start_worker(concurrency=2)
+    ids = [_one(p, key, "flow6", ev, {"customer": "acme", "doc": "readme", "seconds": 1})
+           for ev in ("sync_account", "notify_partner", "reindex", "urgent_sync")]
+    runs = [p.wait(key, i, timeout=60) for i in ids]
+    assert [e["status"] for e in runs] == ["succeeded"] * 4, runs
+    assert runs[0]["flow"] == {"concurrency": {"key": "acme", "limit": 2}} and runs[3]["priority"] == 9
