@@ -6,6 +6,10 @@ path is refused with 422."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from .conftest import example
 
@@ -32,6 +36,11 @@ def _setup(p, tenant: str) -> str:
         p.upload(key, example(f))
     p.deploy(key, FLOW_YAML)
     return key
+
+
+def _cli(p, token: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "jobico"), "--api-url", p.url, "--token", token, *args],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
 
 
 def _t(value: str) -> dt.datetime:
@@ -92,6 +101,10 @@ def test_a_debounced_burst_runs_once_with_the_last_payload(platform):
     assert p.wait(key, other, timeout=30)["status"] == "succeeded"   # another key: its own run
     listed = p.call(key, "GET", "/api/v1/executions", params={"status": "superseded"}).json()["items"]
     assert sorted(e["id"] for e in listed) == sorted(burst[:-1])
+    shown = _cli(p, key, "executions", "show", burst[0])
+    assert shown.returncode == 0 and "superseded by" in shown.stdout and last["id"] in shown.stdout, shown.stdout
+    listed = _cli(p, key, "executions", "--status", "superseded", "--json")
+    assert listed.returncode == 0 and burst[0] in listed.stdout, listed.stderr
 
 
 def test_a_rate_limit_holds_starts_to_the_declared_rate(platform):
@@ -170,3 +183,33 @@ def test_the_example_package_deploys_and_runs(platform):
     runs = [p.wait(key, i, timeout=60) for i in ids]
     assert [e["status"] for e in runs] == ["succeeded"] * 4, runs
     assert runs[0]["flow"] == {"concurrency": {"key": "acme", "limit": 2}} and runs[3]["priority"] == 9
+    # the CLI shows them: the package (its YAML) and each execution's flow control and priority
+    shown = _cli(p, key, "show", "flow")
+    assert shown.returncode == 0 and "concurrency: {key: $.customer, limit: 2}" in shown.stdout, shown.stderr
+    shown = _cli(p, key, "executions", "show", ids[0])
+    assert shown.returncode == 0 and "concurrency 'acme' (limit 2)" in shown.stdout, shown.stdout
+    shown = _cli(p, key, "executions", "show", ids[3])
+    assert shown.returncode == 0 and "priority" in shown.stdout and " 9" in shown.stdout, shown.stdout
+
+
+def test_a_tenants_priorities_never_pass_another_tenants_turn(platform):
+    p = platform
+    keys = {}
+    for tenant, line in (("flow7a", "priority: 10"), ("flow7b", "retries: 0")):
+        keys[tenant] = key = p.tenant(tenant)
+        for f in ("jobicolets/echo.wasm", "schemas/any.json"):
+            p.upload(key, example(f))
+        p.deploy(key, f"""
+id: fair
+queues: [{{id: q}}]
+jobs:
+  - event: {{id: e, schema: {{id: s, schemaref: any.json}}, supplierqueue: q, runtime: echo, {line}}}
+runtimes:
+  - {{id: echo, moduleref: echo.wasm}}
+""")
+    a = [_one(p, keys["flow7a"], "flow7a", "e", {"n": n}) for n in range(6)]   # urgent, first
+    b = [_one(p, keys["flow7b"], "flow7b", "e", {"n": n}) for n in range(3)]   # no priority, after
+    p.start_worker(concurrency=1)
+    runs = {i: p.wait(keys["flow7a"] if i in a else keys["flow7b"], i, timeout=60) for i in a + b}
+    order = [i for i, _ in sorted(runs.items(), key=lambda kv: _t(kv[1]["started_at"]))]
+    assert max(order.index(i) for i in b) <= 6, order   # the queues took turns: b did not wait for all of a
