@@ -11,6 +11,7 @@ the tenant) are done by ``jobico_core.services.packages``.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ import yaml
 from .canonical import dumps
 from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
-from .flow import FLOW_KEYS, parse_flow, parse_priority
+from .flow import FLOW_KEYS, missing_keys, parse_flow, parse_priority
 from .limits import MAX_LIMITS, Limits
 from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
 from .names import file_name_problem, name_problem, package_name_problem
@@ -644,6 +645,10 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
             _missing(p, f"{where}.supplierqueue", "queue", ev.supplierqueue, seen_queues)
         if ev.runtime and ev.runtime not in spec.runtimes:
             _missing(p, f"{where}.runtime", "runtime", ev.runtime, set(spec.runtimes))
+        if ev.schedule is not None and ev.flow:
+            for path in missing_keys(ev.flow, json.loads(ev.schedule.payload)):
+                p.add(f"{where}.schedule.payload", f"the payload has no value at {path}, which the event's flow "
+                                                   "control uses as its key")
     topics = sorted(spec.mqtt_events().items())
     for i, (eid, m) in enumerate(topics):
         for other, o in topics[:i]:

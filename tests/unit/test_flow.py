@@ -117,3 +117,11 @@ def test_a_priority_step_is_worth_age_seconds_of_waiting():
     assert score(older, 1, 10) < score(now, 3, 10)     # waited 30 s: worth 3 steps, passes a newer +2
     assert score(now, 5, 10) < score(older, 1, 10)     # but not a newer +4
     assert score(now, 2, 10) < score(now, 1, 10)
+
+
+def test_a_schedules_payload_must_have_the_keys_path():
+    src = _with("concurrency: {key: $.region, limit: 1}\nschedule: {cron: '0 * * * *', payload: {zone: eu}}")
+    assert any(p["path"] == "jobs[0].event.schedule.payload" and "$.region" in p["message"]
+               for p in _problems(src))
+    ok = src.replace("payload: {zone: eu}", "payload: {region: eu}")
+    assert parse_package(ok).events["hello"].flow["concurrency"]["limit"] == 1
