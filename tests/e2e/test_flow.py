@@ -74,6 +74,9 @@ def test_a_concurrency_key_runs_at_most_its_limit_and_keys_are_independent(platf
     assert waiting["flow"] == {"concurrency": {"key": "alpha", "limit": 2}}
     held = {i["name"]: i for i in p.call(key, "GET", "/api/v1/locks").json()["items"]}
     assert len(held["concurrency/flow/work/alpha"]["holders"]) == 2, held
+    shown = _cli(p, key, "locks")
+    assert shown.returncode == 0 and "concurrency/flow/work/alpha" in shown.stdout and "(+1)" in shown.stdout, \
+        shown.stdout
     runs = {i: p.wait(key, i, timeout=90) for i in alpha + beta}
     assert all(e["status"] == "succeeded" for e in runs.values()), runs
     assert _most_at_once([runs[i] for i in alpha]) == 2      # never more than 2 alpha at once...
