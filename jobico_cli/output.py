@@ -95,7 +95,7 @@ def info(message: str) -> None:
 STATUS_STYLES = {
     "queued": "cyan", "running": "blue", "succeeded": "green", "failed": "red",
     "trapped": "bold red", "timed_out": "yellow", "limit_exceeded": "yellow",
-    "invalid_module": "magenta", "cancelled": "dim",
+    "invalid_module": "magenta", "cancelled": "dim", "superseded": "dim",
 }
 
 

@@ -53,6 +53,8 @@ class TaskMessage:
     locks: tuple[str, ...] = ()  # the event's named locks: the worker takes them before the claim
     waiting: str | None = None   # the row's waiting_for as last written (a lock wait's re-publish)
     token: str | None = None     # a lock waiter's task token (jobico_core.locks: parked and woken)
+    flow: str | None = None      # flow control still to pass (jobico_core.flow, jobico_worker.flow)
+    priority: int | None = None  # a slot of its queue's prioritised executions (jobico_core.priority)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
                         kwargs["waiting"] = m.waiting
                     if m.token:
                         kwargs["token"] = m.token
+                    if m.flow:
+                        kwargs["flow"] = m.flow
+                    if m.priority:
+                        kwargs["priority"] = m.priority
                     req = app.amqp.as_task_v2(
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,

@@ -207,6 +207,10 @@ class Execution(Base):
         # The lease recovery's scan (jobico_core.services.leases): running rows only, a handful.
         Index("ix_executions_running_lease", "lease_until", postgresql_where=text("status = 'running'"),
               sqlite_where=text("status = 'running'")),
+        # A debounced execution's look for a later one of its key (jobico_worker.flow): queued rows only.
+        Index("ix_executions_debounce", "tenant_id", "package", "event", "debounce_key",
+              postgresql_where=text("debounce_key IS NOT NULL AND status = 'queued'"),
+              sqlite_where=text("debounce_key IS NOT NULL AND status = 'queued'")),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # UUIDv7
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -251,6 +255,15 @@ class Execution(Base):
     # While running: until when its worker holds it (set by the claim, renewed every third of
     # JOBICO_EXECUTION_LEASE_SECONDS); past it, the lease recovery takes the execution back.
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The event's flow control as resolved for this payload (jobico_core.flow.resolve); None: none.
+    flow: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Its debounce key (from ``flow``), for the look for a later execution of the same key.
+    debounce_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # ``superseded``: the later execution of its debounce key that ran in its place.
+    superseded_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # 1..10 (the event's ``priority:`` or the request's X-Jobico-Priority): its task takes the
+    # best of its queue's prioritised executions (jobico_core.priority); None: its own, FIFO.
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     logs: Mapped[list[ExecutionLog]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 
@@ -304,7 +317,7 @@ class ExecutionLog(Base):
 
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
-                               "invalid_module", "cancelled"})
+                               "invalid_module", "cancelled", "superseded"})
 STATUSES = ("queued", "running", *sorted(TERMINAL_STATUSES))
 
 

@@ -1,4 +1,9 @@
-"""Named locks (an event's ``locks:``): leases in Redis, taken all at once, in order of arrival.
+"""Named locks (an event's ``locks:``) and concurrency keys (``concurrency:``, jobico_core.flow):
+counted leases in Redis, taken all at once, in order of arrival.
+
+A lock has ``limit`` slots: a named lock one, a concurrency key its ``limit`` (passed by the
+caller with each call, ``limits``). Its holder key is a sorted set of the executions holding it,
+scored by when their lease runs out; a slot whose lease ran out is free again.
 
 Within a tenant, executions whose events share a lock name never run at the same time.
 Each lock is a Redis key holding the id of the execution that has it, with an expiry (the
@@ -25,7 +30,7 @@ execution never has two live tasks. The parking key outlives the wait by ``2 x s
 ``held``, then ``released``) to recognise such late polls; a task whose execution has no parking
 key any more (a redelivery after a crash, long after) is taken as a first delivery.
 
-Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
+Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holders,
 ``q:<tenant>:<name>`` the wait line, ``s:<tenant>:<name>`` when each waiter last asked,
 ``park:<id>`` a waiter's parked message and token, ``gone:<id>`` a cancelled waiter.
 (The release script reads the parked keys of the waiters it finds: one Redis, not a cluster.)
@@ -33,18 +38,18 @@ Keys (``jobico:lock`` prefix, all expire): ``:<tenant>:<name>`` the holder,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PREFIX = "jobico:lock"
 
-# KEYS: holder, line, seen for each lock, then the id's "gone" mark and its parking key.
+# KEYS: holders, line, seen for each lock, then the id's "gone" mark and its parking key.
 # ARGV: execution id, lease ms, stale ms, the asking task's token ('' for a first delivery), the
-# token and message to park under if it must wait.
+# token and message to park under if it must wait, then each lock's limit (slots).
 # Returns {1} when every lock was taken; {2} when the execution was cancelled while it waited
 # (``forget``); {3} when the asking task's token is stale (a newer task carries the execution);
 # else {0, index of the first blocking lock (1-based), blocker id, is the blocker a waiter ahead
-# (1) or the holder (0), place in the longest line}.
+# (1) or a holder (0), place in the longest line}.
 _ACQUIRE = """
 local id, lease, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local gone, park = KEYS[#KEYS - 1], KEYS[#KEYS]
@@ -67,26 +72,25 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local blocked, blocker, ahead = 0, '', 0
 for i = 1, n do
-  local holder, line, seen = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local holders, line, seen = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   for _, ghost in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - stale)) do
     redis.call('ZREM', line, ghost)
     redis.call('ZREM', seen, ghost)
   end
+  redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
   if blocked == 0 then
-    local h = redis.call('GET', holder)
-    if h then
-      blocked, blocker = i, h
-    else
-      local head = redis.call('ZRANGE', line, 0, 0)
-      if head[1] and head[1] < id then
-        blocked, blocker, ahead = i, head[1], 1
-      end
+    local free = tonumber(ARGV[6 + i]) - redis.call('ZCARD', holders)
+    if free <= 0 then
+      blocked, blocker = i, redis.call('ZRANGE', holders, 0, 0)[1]
+    elseif redis.call('ZLEXCOUNT', line, '-', '(' .. id) >= free then
+      blocked, blocker, ahead = i, redis.call('ZRANGE', line, 0, 0)[1], 1
     end
   end
 end
 if blocked == 0 then
   for i = 1, n do
-    redis.call('SET', KEYS[3 * i - 2], id, 'PX', lease)
+    redis.call('ZADD', KEYS[3 * i - 2], now + lease, id)
+    redis.call('PEXPIRE', KEYS[3 * i - 2], lease)
     redis.call('ZREM', KEYS[3 * i - 1], id)
     redis.call('ZREM', KEYS[3 * i], id)
   end
@@ -109,16 +113,19 @@ end
 return {0, blocked, blocker, ahead, place}
 """
 
-# KEYS: holders; ARGV: execution id, lease ms. Extends each lease still held by the id, takes
-# back one that ran out while nobody took it, and returns how many are held by someone else.
+# KEYS: holders; ARGV: execution id, lease ms, then each lock's limit. Extends each lease still
+# held by the id, takes back one that ran out while a slot stayed free, and returns how many of
+# the locks are full of others now.
 _RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
 local lost = 0
 for i = 1, #KEYS do
-  local h = redis.call('GET', KEYS[i])
-  if h == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  elseif not h then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) or redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[2 + i]) then
+    redis.call('ZADD', KEYS[i], now + lease, ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], lease)
   else
     lost = lost + 1
   end
@@ -126,7 +133,7 @@ end
 return lost
 """
 
-# KEYS: holder and line of each lock; ARGV: execution id, park key prefix, a token prefix, stale
+# KEYS: holders and line of each lock; ARGV: execution id, park key prefix, a token prefix, stale
 # ms. Deletes only what the id holds; for each lock freed, wakes the first waiter in its line that
 # has a parked task (a fresh token), skipping and dropping those that have none (ghosts); marks
 # the id's own parking key 'released' (a safety poll of its still pending ends when it fires).
@@ -134,9 +141,8 @@ return lost
 _RELEASE = """
 local freed, out, woken = 0, {}, {}
 for i = 1, #KEYS / 2 do
-  local holder, line = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('GET', holder) == ARGV[1] then
-    redis.call('DEL', holder)
+  local holders, line = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('ZREM', holders, ARGV[1]) == 1 then
     freed = freed + 1
     for _, w in ipairs(redis.call('ZRANGE', line, 0, 9)) do
       local park = ARGV[2] .. w
@@ -223,10 +229,13 @@ class Blocked:
     by: str            # the execution holding it, or the earlier waiter ahead of this one
     ahead: bool        # True: ``by`` waits too (it was there first); False: ``by`` holds the lock
     place: int         # this execution's place in its longest wait line (0: next)
+    limit: int = 1     # the lock's slots (a named lock: 1; a concurrency key: its limit)
 
     def describe(self) -> str:
         """The ``waiting_for`` text of a queued execution."""
-        return f"{self.lock} ({'behind' if self.ahead else 'held by'} {self.by})"
+        if self.limit == 1:
+            return f"{self.lock} ({'behind' if self.ahead else 'held by'} {self.by})"
+        return f"{self.lock} ({'behind' if self.ahead else f'all {self.limit} running, one is'} {self.by})"
 
 
 class Locks:
@@ -244,8 +253,11 @@ class Locks:
         self._forget = redis.register_script(_FORGET)
 
     def acquire(self, tenant: str, names: Sequence[str], execution_id: str, token: str | None = None,
-                park: tuple[str, str] = ("", "")) -> Blocked | None:
+                park: tuple[str, str] = ("", ""), limits: Mapping[str, int] | None = None) -> Blocked | None:
         """Take every lock in ``names`` for ``execution_id``, or none; None when taken.
+
+        ``limits``: slots of the counted ones (a concurrency key: at most that many holders at
+        once); a name not in it is a named lock, one holder.
 
         ``token``: the asking task's token (None for a first delivery); ``park``: (token,
         message) to park under when it must wait, for a release to wake it. Raises ``Gone``
@@ -254,19 +266,23 @@ class Locks:
         """
         names = sorted(names)
         keys = [k for n in names for k in (holder_key(tenant, n), _line_key(tenant, n), _seen_key(tenant, n))]
+        slots = [(limits or {}).get(n, 1) for n in names]
         res = self._acquire(keys=keys + [_gone_key(execution_id), _PARK + execution_id],
-                            args=[execution_id, self.lease_ms, self.stale_ms, token or "", park[0], park[1]])
+                            args=[execution_id, self.lease_ms, self.stale_ms, token or "", park[0], park[1], *slots])
         if int(res[0]) == 1:
             return None
         if int(res[0]) == 2:
             raise Gone(execution_id)
         if int(res[0]) == 3:
             raise Stale(execution_id)
-        return Blocked(names[int(res[1]) - 1], _text(res[2]), bool(int(res[3])), int(res[4]))
+        i = int(res[1]) - 1
+        return Blocked(names[i], _text(res[2]), bool(int(res[3])), int(res[4]), slots[i])
 
-    def renew(self, tenant: str, names: Sequence[str], execution_id: str) -> int:
-        """Extend the leases; returns how many of the locks someone else holds now (0: all kept)."""
-        return int(self._renew(keys=[holder_key(tenant, n) for n in names], args=[execution_id, self.lease_ms]))
+    def renew(self, tenant: str, names: Sequence[str], execution_id: str,
+              limits: Mapping[str, int] | None = None) -> int:
+        """Extend the leases; returns how many of the locks are full of others now (0: all kept)."""
+        slots = [(limits or {}).get(n, 1) for n in names]
+        return int(self._renew(keys=[holder_key(tenant, n) for n in names], args=[execution_id, self.lease_ms, *slots]))
 
     def release(self, tenant: str, names: Sequence[str], execution_id: str) -> list[Wake]:
         """Free what ``execution_id`` holds of ``names``; returns the waiters to wake (their
@@ -284,33 +300,44 @@ class Locks:
                      args=[execution_id, self.stale_ms * 2])
 
     def state(self, tenant: str, limit: int = 500) -> tuple[list[dict], bool]:
-        """The tenant's locks that are held or waited for, by name: holder, lease left (ms) and
-        the waiting line in order; and whether there were more than ``limit``."""
+        """The tenant's locks (and concurrency keys) that are held or waited for, by name: the
+        holders (the one whose lease runs out first is ``holder``), that one's lease left (ms)
+        and the waiting line in order; and whether there were more than ``limit``."""
         names: set[str] = set()
         for pattern in (holder_key(tenant, "*"), _line_key(tenant, "*")):
+            start = len(pattern) - 1
             for key in self.redis.scan_iter(match=pattern, count=500):
-                names.add(_text(key).rsplit(":", 1)[1])
+                names.add(_text(key)[start:])
                 if len(names) > limit:
                     break
         ordered = sorted(names)
+        now = self._now_ms()
         pipe = self.redis.pipeline(transaction=False)
         for n in ordered[:limit]:
-            pipe.get(holder_key(tenant, n))
-            pipe.pttl(holder_key(tenant, n))
+            pipe.zrangebyscore(holder_key(tenant, n), now, "+inf", withscores=True)
             pipe.zrange(_line_key(tenant, n), 0, -1)
         raw = pipe.execute()
         out = []
         for i, n in enumerate(ordered[:limit]):
-            holder, ttl, line = raw[3 * i: 3 * i + 3]
-            holder, waiting = _text(holder), [_text(w) for w in line]
-            if holder is None and not waiting:
+            held, line = raw[2 * i: 2 * i + 2]
+            holders, waiting = [_text(h) for h, _ in held], [_text(w) for w in line]
+            if not holders and not waiting:
                 continue
-            out.append({"name": n, "holder": holder, "lease_ms": ttl if holder is not None and ttl > 0 else None,
-                        "waiting": waiting})
+            out.append({"name": n, "holder": holders[0] if holders else None, "holders": holders,
+                        "lease_ms": int(held[0][1] - now) if held else None, "waiting": waiting})
         return out, len(ordered) > limit
 
+    def _now_ms(self) -> int:
+        sec, usec = self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def holders(self, tenant: str, name: str) -> list[str]:
+        """The executions holding ``name`` now (its lease not run out), the first to run out first."""
+        return [_text(h) for h in self.redis.zrangebyscore(holder_key(tenant, name), self._now_ms(), "+inf")]
+
     def holder(self, tenant: str, name: str) -> str | None:
-        return _text(self.redis.get(holder_key(tenant, name)))
+        held = self.holders(tenant, name)
+        return held[0] if held else None
 
     def waiting(self, tenant: str, name: str) -> list[str]:
         return [_text(w) for w in self.redis.zrange(_line_key(tenant, name), 0, -1)]

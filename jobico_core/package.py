@@ -11,6 +11,7 @@ the tenant) are done by ``jobico_core.services.packages``.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from .canonical import dumps
 from .cron import Cron, CronError, check_expression, zone
 from .errors import Invalid
+from .flow import FLOW_KEYS, missing_keys, parse_flow, parse_priority
 from .limits import MAX_LIMITS, Limits
 from .mqtt import DEFAULT_QOS, QOS_LEVELS, TopicError, check_filter, overlaps
 from .names import file_name_problem, name_problem, package_name_problem
@@ -140,6 +142,9 @@ class EventSpec:
     mqtt: MqttSpec | None = None  # MQTT trigger (beside the webhook)
     environment: dict[str, dict[str, str]] = field(default_factory=dict)  # overrides the package's
     locks: list[str] = field(default_factory=list)  # named locks (sorted): holders never run at once
+    # concurrency / rate_limit / debounce per key, normalised (jobico_core.flow); {}: none declared
+    flow: dict[str, dict] = field(default_factory=dict)
+    priority: int | None = None  # 1..10: claimed before lower ones of the tenant's queue (aged)
 
 
 @dataclass
@@ -168,10 +173,12 @@ class PackageSpec:
     runtimes: dict[str, RuntimeSpec] = field(default_factory=dict)
     # NAME -> {"value": text} or {"secret": stored variable}; see jobico_core.services.environment
     environment: dict[str, dict[str, str]] = field(default_factory=dict)
+    max_priority: int | None = None  # the X-Jobico-Priority header's bound (None: MAX_PRIORITY)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "tenant": self.tenant, "environment": self.environment,
+            "max_priority": self.max_priority,
             "queues": [asdict(q) for q in self.queues],
             "events": {k: asdict(v) for k, v in self.events.items()},
             "runtimes": {k: asdict(v) for k, v in self.runtimes.items()},
@@ -187,6 +194,7 @@ class PackageSpec:
             v["mqtt"] = MqttSpec(**v["mqtt"]) if v.get("mqtt") else None
             events[k] = EventSpec(**v)
         return cls(id=d["id"], name=d.get("name", ""), tenant=d.get("tenant"), environment=d.get("environment") or {},
+                   max_priority=d.get("max_priority"),
                    queues=[QueueSpec(**q) for q in d["queues"]], events=events,
                    runtimes={k: RuntimeSpec(**v) for k, v in d["runtimes"].items()})
 
@@ -221,12 +229,12 @@ class PackageSpec:
 
 
 # -- validation -------------------------------------------------------------------
-_ROOT_KEYS = {"id", "name", "tenant", "queues", "jobs", "runtimes", "environment"}
+_ROOT_KEYS = {"id", "name", "tenant", "queues", "jobs", "runtimes", "environment", "max_priority"}
 _QUEUE_KEYS = {"id", "name"}
 _JOB_KEYS = {"event", "result"}
 _RESULT_KEYS = {"ok", "error"}
 _EVENT_KEYS = {"id", "name", "datatype", "schema", "supplierqueue", "runtime", "retries", "limits",
-               "schedule", "mqtt", "environment", "locks"}
+               "schedule", "mqtt", "environment", "locks", "priority", *FLOW_KEYS}
 _SCHEMA_KEYS = {"id", "name", "schemaref"}
 _SCHEDULE_KEYS = {"cron", "timezone", "payload"}
 _MQTT_KEYS = {"topic", "qos"}
@@ -378,6 +386,8 @@ def _event(raw: Any, path: str, p: _Problems, maxima: Any, *, chained: bool) -> 
         ev.environment = _environment(raw["environment"], f"{path}.environment", p)
     if raw.get("locks") is not None:
         ev.locks = _locks(raw["locks"], f"{path}.locks", p)
+    ev.flow = parse_flow(raw, path, p.add)
+    ev.priority = parse_priority(raw, "priority", path, p.add)
     return ev
 
 
@@ -527,6 +537,7 @@ def parse_package(source: str | bytes | dict, *, maxima: Any = None) -> PackageS
         spec.tenant = _str(raw, "tenant", "", p)
     if raw.get("environment") is not None:
         spec.environment = _environment(raw["environment"], "environment", p)
+    spec.max_priority = parse_priority(raw, "max_priority", "", p.add)
     seen_queues = _queues(raw, spec, p)
     _runtimes(raw, spec, p, maxima)
     _chained_events(spec, _jobs(raw, spec, p, maxima), p, maxima)
@@ -667,6 +678,10 @@ def _cross_references(raw: dict, spec: PackageSpec, seen_queues: set[str], p: _P
             _missing(p, f"{where}.supplierqueue", "queue", ev.supplierqueue, seen_queues)
         if ev.runtime and ev.runtime not in spec.runtimes:
             _missing(p, f"{where}.runtime", "runtime", ev.runtime, set(spec.runtimes))
+        if ev.schedule is not None and ev.flow:
+            for path in missing_keys(ev.flow, json.loads(ev.schedule.payload)):
+                p.add(f"{where}.schedule.payload", f"the payload has no value at {path}, which the event's flow "
+                                                   "control uses as its key")
     topics = sorted(spec.mqtt_events().items())
     for i, (eid, m) in enumerate(topics):
         for other, o in topics[:i]:

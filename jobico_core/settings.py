@@ -54,6 +54,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_IDEMPOTENCY_TTL": ("86400", "seconds an Idempotency-Key is remembered"),
     "JOBICO_WEBHOOK_SECRET_GRACE": ("86400", "seconds a tenant's previous HMAC signing secret stays valid after `rotate_secret` (unless the rotation names its own `secret_grace_seconds`, or the overlap is ended with `revoke_previous_secret`); 0 = the old secret stops at once"),
     "JOBICO_LOCK_LEASE_SECONDS": ("30", "lease of a named lock (an event's locks:): renewed every third of it while the execution runs, so a killed worker's locks free themselves within this long"),
+    "JOBICO_PRIORITY_AGE_SECONDS": ("10", "ageing of priorities (an event's priority:): every this many seconds of waiting count as one priority step, so lower priorities are never starved"),
     "JOBICO_LOCK_POLL_SECONDS": ("2", "how often an execution waiting for its named locks asks again in case no release woke it (a release hands the lock to the next in line at once; this covers a holder whose worker died)"),
     "JOBICO_QUEUE_REFRESH": ("5", "seconds between a worker's re-reads of the deployed queues"),
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
@@ -144,6 +145,7 @@ class Settings:
     rescue_after: int = 120
     lock_lease_s: float = 30.0
     lock_poll_s: float = 2.0
+    priority_age_s: float = 10.0
     execution_lease_s: float = 60.0
     visibility_timeout: int = 3600
     task_retries: int = 10
@@ -216,6 +218,7 @@ class Settings:
             rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
             lock_lease_s=_seconds(env, "JOBICO_LOCK_LEASE_SECONDS"),
             lock_poll_s=_seconds(env, "JOBICO_LOCK_POLL_SECONDS"),
+            priority_age_s=_seconds(env, "JOBICO_PRIORITY_AGE_SECONDS"),
             execution_lease_s=_seconds(env, "JOBICO_EXECUTION_LEASE_SECONDS"),
             visibility_timeout=_int(env, "JOBICO_VISIBILITY_TIMEOUT"),
             task_retries=_int(env, "JOBICO_TASK_RETRIES"),

@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, select, update
 
 from jobico_core.broker import TaskMessage, publish
 from jobico_core.db import TERMINAL_STATUSES, Execution
+from jobico_core.flow import leases
 from jobico_core.locks import Gone, Stale, Wake
 from jobico_core.services.context import Context
 
@@ -49,14 +50,15 @@ class LeaseKeeper:
         self.ctx = ctx
         self.on_lost = on_lost
         self.period = ctx.settings.lock_lease_s / 3
-        self._held: dict[str, tuple[str, tuple[str, ...], float]] = {}  # id -> (tenant, names, last renewal)
+        # id -> (tenant, names, slots of the counted ones, last renewal)
+        self._held: dict[str, tuple[str, tuple[str, ...], dict, float]] = {}
         self._mutex = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="jobico-lease-keeper", daemon=True)
         self._thread.start()
 
-    def hold(self, tenant: str, names: Sequence[str], execution_id: str) -> None:
+    def hold(self, tenant: str, names: Sequence[str], execution_id: str, limits: dict | None = None) -> None:
         with self._mutex:
-            self._held[execution_id] = (tenant, tuple(names), time.monotonic())
+            self._held[execution_id] = (tenant, tuple(names), limits or {}, time.monotonic())
 
     def drop(self, execution_id: str) -> None:
         with self._mutex:
@@ -67,12 +69,12 @@ class LeaseKeeper:
             time.sleep(self.period)
             with self._mutex:
                 held = list(self._held.items())
-            for execution_id, (tenant, names, last) in held:
-                self._renew(execution_id, tenant, names, last)
+            for execution_id, (tenant, names, limits, last) in held:
+                self._renew(execution_id, tenant, names, limits, last)
 
-    def _renew(self, execution_id: str, tenant: str, names: tuple[str, ...], last: float) -> None:
+    def _renew(self, execution_id: str, tenant: str, names: tuple[str, ...], limits: dict, last: float) -> None:
         try:
-            lost = self.ctx.locks.renew(tenant, names, execution_id)
+            lost = self.ctx.locks.renew(tenant, names, execution_id, limits)
         except Exception as exc:  # Redis unreachable: the lease still runs until it expires
             if time.monotonic() - last < self.ctx.settings.lock_lease_s:
                 log.warning("execution %s: could not renew its lock leases (%s); trying again", execution_id, exc)
@@ -87,7 +89,7 @@ class LeaseKeeper:
             return
         with self._mutex:
             if execution_id in self._held:
-                self._held[execution_id] = (tenant, names, time.monotonic())
+                self._held[execution_id] = (tenant, names, limits, time.monotonic())
 
 
 _keepers: dict[int, LeaseKeeper] = {}
@@ -103,17 +105,24 @@ def keeper(ctx: Context, on_lost: Callable[[str, str], object]) -> LeaseKeeper:
         return k
 
 
+def message_leases(message: TaskMessage) -> tuple[tuple[str, ...], dict]:
+    """The leases ``take`` takes for ``message``: its named locks and its concurrency key's
+    (``jobico_core.flow.leases``), and the slots of the counted ones."""
+    return leases(message.package, message.event, message.locks, message.flow)
+
+
 def take(ctx: Context, message: TaskMessage) -> bool:
-    """Take the execution's locks (True: run it, then ``let_go``), or leave it waiting (False:
-    its task is parked for a release to wake, with a safety poll published; or it was
-    cancelled meanwhile, or this task was superseded by a woken one, and it ends here)."""
+    """Take the execution's locks and concurrency slot (True: run it, then ``let_go``), or leave
+    it waiting (False: its task is parked for a release to wake, with a safety poll published;
+    or it was cancelled meanwhile, or this task was superseded by a woken one, and it ends here)."""
     token = uuid.uuid4().hex
+    names, limits = message_leases(message)
     parked = json.dumps({"payload": message.payload, "tenant": message.tenant, "package": message.package,
                          "event": message.event, "queue": message.queue, "locks": list(message.locks),
-                         "waiting": message.waiting})
+                         "waiting": message.waiting, "flow": message.flow})
     try:
-        blocked = ctx.locks.acquire(message.tenant, message.locks, message.execution_id, message.token,
-                                    park=(token, parked))
+        blocked = ctx.locks.acquire(message.tenant, names, message.execution_id, message.token,
+                                    park=(token, parked), limits=limits)
     except Gone:
         log.info("execution %s was cancelled while it waited for its locks", message.execution_id,
                  extra={"execution_id": message.execution_id})
@@ -122,14 +131,14 @@ def take(ctx: Context, message: TaskMessage) -> bool:
         return False
     if blocked is None:
         return True
-    text = blocked.describe()
-    if text != message.waiting and not _note_waiting(ctx, message, text):
+    text = blocked.describe()[:255]
+    if text != message.waiting and not note_waiting(ctx, message, text):
         return False
     publish(ctx.celery, [replace(message, waiting=text, token=token)], countdown=ctx.settings.lock_poll_s)
     return False
 
 
-def _note_waiting(ctx: Context, message: TaskMessage, text: str) -> bool:
+def note_waiting(ctx: Context, message: TaskMessage, text: str) -> bool:
     """Show on the queued row what it waits for; False when the row is gone or final (the
     task ends; a running row is a redelivery or a duplicate of a live task: it keeps waiting)."""
     with ctx.db.session() as s:
@@ -137,8 +146,10 @@ def _note_waiting(ctx: Context, message: TaskMessage, text: str) -> bool:
             return True
         status = s.execute(_STATUS, {"b_id": message.execution_id}).scalar()
     if status is None or status in TERMINAL_STATUSES:
-        ctx.locks.forget(message.tenant, message.locks, message.execution_id)
-        log.info("execution %s %s: its task ends while waiting for its locks", message.execution_id,
+        names, _ = message_leases(message)
+        if names:
+            ctx.locks.forget(message.tenant, names, message.execution_id)
+        log.info("execution %s %s: its task ends while it waits", message.execution_id,
                  "has no record" if status is None else f"is already {status}",
                  extra={"execution_id": message.execution_id})
         return False
@@ -161,4 +172,4 @@ def let_go(ctx: Context, tenant: str, names: Sequence[str], execution_id: str, k
 def _woken_message(w: Wake) -> TaskMessage:
     m = json.loads(w.message)
     return TaskMessage(w.execution_id, m["payload"], m["tenant"], m["package"], m["event"], m["queue"],
-                       tuple(m["locks"]), m.get("waiting"), w.token)
+                       tuple(m["locks"]), m.get("waiting"), w.token, m.get("flow"))

@@ -11,6 +11,8 @@ from jobico_core.services import leases
 from jobico_core.services.executions import task_message
 
 from . import cancellation, locking
+from . import flow as flow_control
+from . import priority as slots
 from .batch import BatchFailed, BatchInterrupted, dead_letter_many, run_batch
 from .celery_app import app, settings
 from .context import worker_context
@@ -51,29 +53,49 @@ def _internal_error(task, ctx, ids: list[str], exc: Exception, where: str, extra
           max_retries=settings.task_retries)
 def execute(self, execution_id: str, payload: str, tenant: str | None = None, package: str | None = None,
             event: str | None = None, locks: list[str] | None = None, waiting: str | None = None,
-            token: str | None = None) -> None:
+            token: str | None = None, flow: str | None = None, priority: int | None = None) -> None:
     """``locks``: the event's named locks, taken before the claim (``jobico_worker.locking``);
-    ``waiting``: what the row last said it waits for; ``token``: a lock waiter's task token."""
+    ``waiting``: what the row last said it waits for; ``token``: a lock waiter's task token;
+    ``flow``: the flow control still to pass (``jobico_worker.flow``; the concurrency key is a
+    lease taken with the locks); ``priority``: this task is a slot of its queue's prioritised
+    executions and runs the best one waiting (``jobico_worker.priority``)."""
     ctx = worker_context(settings, celery=app)
     keep = None
     extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event}
     afresh = {**(self.request.kwargs or {}), "token": None}  # a lock waiter's token was this delivery's
     try:
         runtime = _runtime(ctx)
-        if locks:
+        if priority:
+            chosen = slots.choose(ctx, TaskMessage(execution_id, payload, tenant or "", package or "", event or "",
+                                                   (self.request.delivery_info or {}).get("routing_key") or "",
+                                                   tuple(locks or ()), None, None, flow))
+            if chosen.execution_id != execution_id:
+                execution_id, payload, tenant, package, event = (chosen.execution_id, chosen.payload, chosen.tenant,
+                                                                 chosen.package, chosen.event)
+                locks, flow, waiting, token = list(chosen.locks), chosen.flow, None, None
+                extra = {"execution_id": execution_id, "tenant": tenant, "package": package, "event": event,
+                         "slot": self.request.args[0] if self.request.args else None}
+        names: tuple[str, ...] = ()
+        if locks or flow:
             message = TaskMessage(execution_id, payload, tenant or "", package or "", event or "",
-                                  (self.request.delivery_info or {}).get("routing_key") or "", tuple(locks),
-                                  waiting, token)
-            if not locking.take(ctx, message):
-                return
-            keep = locking.keeper(ctx, on_lost=cancellation.cancel_here)  # a lost lease stops the run
-            keep.hold(tenant, locks, execution_id)
+                                  (self.request.delivery_info or {}).get("routing_key") or "", tuple(locks or ()),
+                                  waiting, token, flow)
+            if flow:  # debounce, rate limit (a woken lock waiter's flow holds only its concurrency key)
+                message = flow_control.gate(ctx, message)
+                if message is None:
+                    return
+            names, limits = locking.message_leases(message)
+            if names:
+                if not locking.take(ctx, message):
+                    return
+                keep = locking.keeper(ctx, on_lost=cancellation.cancel_here)  # a lost lease stops the run
+                keep.hold(tenant, names, execution_id, limits)
         try:
             record = run_execution(ctx, runtime, execution_id, payload, worker=self.request.hostname or "worker",
                                    infra_retries=self.request.retries)
         finally:
             if keep is not None:
-                locking.let_go(ctx, tenant, locks, execution_id, keep)
+                locking.let_go(ctx, tenant, names, execution_id, keep)
     except INFRA_ERRORS as exc:
         if self.request.retries >= self.max_retries:
             log.error("execution %s: infrastructure failure after %d retries (%s): dead-lettered",

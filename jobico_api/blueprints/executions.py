@@ -50,7 +50,15 @@ class ExecutionSummarySchema(ma.Schema):
         "description": "position in the stream of finished executions (the SSE id)"})
     locks = ma.fields.List(ma.fields.String(), metadata={"description": "the event's named locks"})
     waiting_for = ma.fields.String(allow_none=True, metadata={
-        "description": "queued behind a lock: '<lock> (held by <execution id>)'"})
+        "description": "queued behind a lock: '<lock> (held by <execution id>)'; behind a concurrency, "
+                       "rate or debounce key: which limit and key (docs/package-format.md)"})
+    flow = ma.fields.Dict(allow_none=True, metadata={
+        "description": "the event's flow control as resolved for this payload: concurrency {key, limit}, "
+                       "rate_limit {key, per_second, burst}, debounce {key, seconds}; null when none"})
+    priority = ma.fields.Integer(allow_none=True, metadata={
+        "description": "1..10: the event's priority or the request's X-Jobico-Priority; null: none (FIFO)"})
+    superseded_by = ma.fields.String(allow_none=True, metadata={
+        "description": "status superseded: the later execution of its debounce key that ran in its place"})
     resubmitted_from = ma.fields.String(allow_none=True, metadata={"description": "the execution this one "
                                                                                  "resubmitted"})
     cancelled_by = ma.fields.String(allow_none=True, metadata={"description": "who cancelled it"})

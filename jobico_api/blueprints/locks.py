@@ -1,4 +1,5 @@
-"""Named locks of the calling tenant (an event's ``locks:``): who holds each, who waits."""
+"""Named locks and concurrency keys of the calling tenant (an event's ``locks:`` and
+``concurrency:``): who holds each, who waits."""
 from __future__ import annotations
 
 import marshmallow as ma
@@ -12,8 +13,11 @@ blp = Blueprint("locks", __name__, url_prefix="/api/v1/locks",
 
 
 class LockSchema(ma.Schema):
-    name = ma.fields.String()
-    holder = ma.fields.String(allow_none=True, metadata={"description": "the execution holding it, or null"})
+    name = ma.fields.String(metadata={"description": "a lock name, or concurrency/<package>/<event>/<key>"})
+    holder = ma.fields.String(allow_none=True, metadata={
+        "description": "the execution holding it (of a concurrency key: the one whose lease runs out first), or null"})
+    holders = ma.fields.List(ma.fields.String(), metadata={
+        "description": "every execution holding it (a concurrency key: up to its limit)"})
     lease_ms = ma.fields.Integer(allow_none=True, metadata={
         "description": "ms before the lease runs out unless renewed (the holder's worker renews it while it runs)"})
     waiting = ma.fields.List(ma.fields.String(), metadata={"description": "executions waiting for it, next first"})

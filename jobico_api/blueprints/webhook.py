@@ -38,6 +38,9 @@ Credentials depend on the tenant's webhook mode: `key` (Authorization: Bearer <t
 HMAC-SHA256(secret, "<timestamp>.<raw body>")>`, at most 5 minutes old; a signature is good for one
 request: sent again within its window, 409 `signature_replayed`) or `none`.
 `Idempotency-Key` (per tenant, 24 h by default) replays the first answer; reused with another body: 422.
+`X-Jobico-Priority` (1 to the package's `max_priority`, default 10) sets the priority of this request's
+executions (else the event's `priority:`); out of bounds: 422. An element lacking a JSONPath the event's
+flow control (`concurrency`, `rate_limit`, `debounce`) uses as its key: 422 naming it.
 A 503 (with Retry-After) means nothing was enqueued."""
 
 
@@ -48,6 +51,9 @@ A 503 (with Retry-After) means nothing was enqueued."""
                                                                                        "maxLength": 255}},
              {"in": "header", "name": "X-Jobico-Timestamp", "required": False, "schema": {"type": "string"}},
              {"in": "header", "name": "X-Jobico-Signature", "required": False, "schema": {"type": "string"}},
+             {"in": "header", "name": "X-Jobico-Priority", "required": False,
+              "schema": {"type": "string", "pattern": "^ *[0-9]+ *$"},
+              "description": "1 to the package's max_priority: this request's executions' priority"},
          ])
 @blp.response(200, AcceptedSchema)
 @blp.alt_response(400, schema=ERROR_SCHEMA, description="body is not JSON, has no `data` array, or too many elements")
@@ -58,7 +64,8 @@ A 503 (with Retry-After) means nothing was enqueued."""
                                                           "or a request with this Idempotency-Key is in progress")
 @blp.alt_response(413, schema=ERROR_SCHEMA, description="body or an element too large")
 @blp.alt_response(422, schema=ERROR_SCHEMA,
-                  description="an element does not match the schema, or Idempotency-Key reused")
+                  description="an element does not match the schema or lacks a flow-control key's path, "
+                              "Idempotency-Key reused, or X-Jobico-Priority out of bounds")
 @blp.alt_response(503, schema=ERROR_SCHEMA,
                   description="broker or database unavailable; retry after Retry-After seconds")
 def post_events(tenant, event):

@@ -14,7 +14,7 @@ from ..output import age_text, cells, console, info, level_text, print_json, saf
 from .common import ApiUrlOpt, JsonOpt, TokenOpt, client, command, plain_errors, remember
 
 STATUSES = ["queued", "running", "succeeded", "failed", "trapped", "timed_out", "limit_exceeded",
-            "invalid_module", "cancelled"]
+            "invalid_module", "cancelled", "superseded"]
 Status = Enum("Status", {s: s for s in STATUSES}, type=str)
 
 executions_app = typer.Typer(help="List executions (newest first), show one, what runs now; cancel, resubmit "
@@ -160,6 +160,20 @@ def executions_table(items: list[dict], width: int) -> Table:
     return table
 
 
+def _flow_text(flow: Any) -> str | None:
+    """An execution's flow control in one line: ``concurrency acme (limit 2); debounce d1 (3 s)``."""
+    if not isinstance(flow, dict) or not flow:
+        return None
+    parts = []
+    for name, f in flow.items():
+        if not isinstance(f, dict):
+            continue
+        detail = {"concurrency": f"limit {f.get('limit')}", "debounce": f"{f.get('seconds')} s",
+                  "rate_limit": f"{f.get('per_second')}/s, burst {f.get('burst')}"}.get(name, "")
+        parts.append(f"{name} {f.get('key')!r} ({detail})")
+    return "; ".join(parts) or None
+
+
 def _field_rows(rec: dict[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
@@ -169,7 +183,9 @@ def _field_rows(rec: dict[str, Any]) -> Table:
         ("package", f"{sanitize(rec.get('package'))} (version {sanitize(rec.get('version'))})"),
         ("event", rec.get("event")), ("tenant", rec.get("tenant")),
         ("code", rec.get("code")), ("limit", rec.get("limit")), ("message", rec.get("message")),
-        ("locks", ", ".join(rec["locks"]) if rec.get("locks") else None), ("waiting for", rec.get("waiting_for")),
+        ("locks", ", ".join(rec["locks"]) if rec.get("locks") else None), ("flow control", _flow_text(rec.get("flow"))),
+        ("priority", rec.get("priority")), ("superseded by", rec.get("superseded_by")),
+        ("waiting for", rec.get("waiting_for")),
         ("attempts", rec.get("attempts")), ("submitter", rec.get("submitter")),
         ("trigger", rec.get("trigger")), ("scheduled", rec.get("scheduled_at")), ("worker", rec.get("worker")),
         ("created", rec.get("created_at")), ("started", rec.get("started_at")),

@@ -1,4 +1,4 @@
-"""``jobico locks``: the tenant's named locks, who holds each and who waits for it."""
+"""``jobico locks``: the tenant's named locks and concurrency keys, who holds each and who waits for it."""
 from typing import Annotated
 
 import typer
@@ -16,9 +16,10 @@ def locks(
                                                              "first three.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """List the named locks (an event's locks:) held or waited for now: the execution holding
-    each, how long its lease has left (renewed while it runs), and the executions waiting for
-    it, next first. Free locks nobody waits for are not listed.
+    """List the named locks (an event's locks:) and concurrency keys (concurrency:) held or
+    waited for now: the execution holding each (a concurrency key: the first, +N others), how
+    long its lease has left (renewed while it runs), and the executions waiting for it, next
+    first. Free locks nobody waits for are not listed.
 
     \b
       jobico locks
@@ -45,7 +46,9 @@ def locks(
         shown = waiting if all_waiting else waiting[:3]
         nxt = ", ".join(shown) + ("" if len(shown) == len(waiting) else f", ... (+{len(waiting) - len(shown)})")
         lease = lock.get("lease_ms")
-        table.add_row(text(lock.get("name")), text(lock.get("holder") or "-"),
+        others = len(lock.get("holders") or []) - 1  # a concurrency key: up to its limit hold it
+        held_by = (lock.get("holder") or "-") + (f" (+{others})" if others > 0 else "")
+        table.add_row(text(lock.get("name")), text(held_by),
                       text("-" if lease is None else f"{lease / 1000:.1f}s"), text(str(len(waiting))), text(nxt))
     console.print(table)
     if res.get("truncated"):

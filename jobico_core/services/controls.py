@@ -33,6 +33,7 @@ from sqlalchemy import Table, case, func, literal, select, update
 from ..broker import CANCEL_CHANNEL, cancel_message
 from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
 from ..errors import Conflict, Invalid, NotFound, TooLarge
+from ..flow import leases
 from ..ids import is_uuid
 from .context import Context
 from .executions import announce, get_execution, lock_names, to_dict
@@ -107,9 +108,10 @@ def cancel_queued(ctx: Context, tenant: str, execution_id: str, by: str) -> dict
                                 .returning(*_EX.c)).first()
     if row is None:
         return None
-    if row.locks:
+    names, _ = leases(row.package, row.event, lock_names(row.locks), row.flow)
+    if names:
         try:
-            ctx.locks.forget(tenant, lock_names(row.locks), execution_id)
+            ctx.locks.forget(tenant, names, execution_id)
         except Exception as exc:  # its task finds the row final once it has the locks, and lets go
             log.warning("execution %s cancelled, but could not leave its locks' wait lines: %s", execution_id, exc)
     data = to_dict(row, logs=False)

@@ -5,16 +5,19 @@ import base64
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
+from .. import priority
 from ..broker import BatchMessage, TaskMessage, publish, results_channel
+from ..canonical import loads
 from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
 from ..errors import BadRequest, Conflict, Invalid, NotFound
+from ..flow import debounce_key, flow_record, resolve
 from ..ids import is_uuid, uuid7
 from .context import Context
 from .packages import VersionInfo
@@ -26,14 +29,24 @@ MAX_CHAIN_DEPTH = 16
 
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
                   chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None,
-                  execution_id: str | None = None, resubmitted_from: str | None = None) -> Execution:
+                  execution_id: str | None = None, resubmitted_from: str | None = None,
+                  priority: int | None = None) -> Execution:
     """``execution_id``: chosen by the caller (the MQTT bridge names an execution before it exists,
     to recognise a redelivered message); a new UUIDv7 otherwise."""
     return Execution(id=execution_id or uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
                      version_id=info.version_id, event=event, queue=info.queue_for(event), status="queued",
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
                      chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at,
-                     locks=info.locks_for(event), resubmitted_from=resubmitted_from)
+                     locks=info.locks_for(event), resubmitted_from=resubmitted_from,
+                     priority=priority or info.spec.events[event].priority, **_flow_columns(info, event, payload))
+
+
+def _flow_columns(info: VersionInfo, event: str, payload: str) -> dict[str, Any]:
+    declared = info.spec.events[event].flow
+    if not declared:
+        return {}
+    flow = resolve(declared, loads(payload))
+    return {"flow": flow, "debounce_key": debounce_key(flow)}
 
 
 @dataclass
@@ -58,19 +71,29 @@ class NewExecution:
     scheduled_at: Any = None  # a cron fire's time (the unique index refuses a second row for it)
     locks: str | None = None  # the event's named locks, comma-separated (Execution.locks)
     resubmitted_from: str | None = None
+    flow: str | None = None  # flow control as resolved for the payload (Execution.flow)
+    debounce_key: str | None = None
+    priority: int | None = None  # Execution.priority
 
 
 def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
                    trigger: str, scheduled_at=None, execution_id: str | None = None,
-                   resubmitted_from: str | None = None) -> list[NewExecution]:
+                   resubmitted_from: str | None = None, priority: int | None = None) -> list[NewExecution]:
     """``execution_id``: the id of a single new execution chosen by the caller (see ``new_execution``);
     ``resubmitted_from``: the execution a resubmission repeats (``services.controls.resubmit_execution``)."""
     if execution_id is not None and len(payloads) != 1:
         raise ValueError("execution_id names one execution")
     queue, locks = info.queue_for(event), info.locks_for(event)
-    return [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
+    rows = [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
                          queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks,
-                         resubmitted_from=resubmitted_from) for p in payloads]
+                         resubmitted_from=resubmitted_from, priority=priority or info.spec.events[event].priority)
+            for p in payloads]
+    declared = info.spec.events[event].flow
+    if declared:  # undeclared: the row's flow columns keep their defaults (None)
+        for r in rows:
+            r.flow = resolve(declared, loads(r.payload))
+            r.debounce_key = debounce_key(r.flow)
+    return rows
 
 
 def lock_names(column: str | None) -> tuple[str, ...]:
@@ -80,7 +103,7 @@ def lock_names(column: str | None) -> tuple[str, ...]:
 
 def task_message(e: Execution) -> TaskMessage:
     return TaskMessage(execution_id=e.id, payload=e.payload, tenant=e.tenant_id, package=e.package,
-                       event=e.event, queue=e.queue, locks=lock_names(e.locks))
+                       event=e.event, queue=e.queue, locks=lock_names(e.locks), flow=e.flow)
 
 
 _INSERT = insert(cast(Table, Execution.__table__))
@@ -144,7 +167,8 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
 def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
     """The tasks that carry ``rows``: consecutive rows of one tenant/package/event/queue go
     together, at most ``batch`` per task; a lone row is a single-execution task. Rows with
-    named locks always travel alone: each takes its locks before it is claimed."""
+    named locks or flow control always travel alone: each takes its locks (passes its flow
+    control) before it is claimed."""
     out: list[TaskMessage | BatchMessage] = []
     group: list = []
 
@@ -157,9 +181,9 @@ def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
         group.clear()
 
     for e in rows:
-        if e.locks:
+        if e.locks or e.flow or e.priority:
             flush()
-            out.append(task_message(e))
+            out.append(replace(task_message(e), priority=e.priority) if e.priority else task_message(e))
             continue
         if group and (len(group) >= batch or (e.tenant_id, e.package, e.event, e.queue)
                       != (group[0].tenant_id, group[0].package, group[0].event, group[0].queue)):
@@ -199,6 +223,8 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
             raise VersionGone(f"package {rows[0].package!r} version {rows[0].version} of tenant "
                               f"{rows[0].tenant_id!r} was deleted while the events were being accepted")
     try:
+        if any(m.priority for m in messages if isinstance(m, TaskMessage)):
+            priority.add(ctx.redis, rows, ctx.settings.priority_age_s)
         publish(ctx.celery, messages)
     except Exception:
         with ctx.db.autocommit() as conn:
@@ -215,7 +241,8 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "chained_from": e.chained_from, "submitter": e.submitter, "trigger": e.trigger, "worker": e.worker,
         "scheduled_at": _iso(e.scheduled_at), "duration_ms": e.duration_ms, "seq": e.seq,
         "locks": list(lock_names(e.locks)), "waiting_for": e.waiting_for, "resubmitted_from": e.resubmitted_from,
-        "cancelled_by": e.cancelled_by,
+        "cancelled_by": e.cancelled_by, "flow": flow_record(e.flow), "superseded_by": e.superseded_by,
+        "priority": e.priority,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:

@@ -19,6 +19,7 @@ from .. import metrics, ratelimit
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
+from ..flow import MAX_PRIORITY, PRIORITY_HEADER, missing_keys, request_priority
 from ..limits import resolve
 from ..schemas import schema_errors
 from .context import Context
@@ -127,11 +128,22 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
     with ctx.db.session() as s:
         submitter, info, incarnation, once = _identify(ctx, s, tenant_id, event, body, headers)
         payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
+        prio = _priority(info, event, headers)
         key = headers.get("Idempotency-Key")
         if key is None:
-            return _enqueue(ctx, s, info, event, payloads, submitter, once=once)
+            return _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio)
         return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
-                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once))
+                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio))
+
+
+def _priority(info, event: str, headers: Mapping[str, str]) -> int | None:
+    """The request's X-Jobico-Priority (1 to the package's max_priority; 422 naming it), else the
+    event's own ``priority:`` (None: none, FIFO)."""
+    try:
+        return request_priority(headers.get(PRIORITY_HEADER), info.spec.events[event].priority,
+                                info.spec.max_priority or MAX_PRIORITY)
+    except ValueError as exc:
+        raise Invalid(str(exc), {PRIORITY_HEADER: [str(exc)]}) from None
 
 
 def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]:
@@ -158,7 +170,19 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
         first, errs = next(iter(problems.items()))
         raise Invalid(f"event {first} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
                       f"{errs[0]['message']}", {"data": problems})
+    if ev.flow:
+        _check_flow_keys(ev.flow, data)
     return payloads
+
+
+def _check_flow_keys(declared: dict, data: list) -> None:
+    """Every element has the JSONPaths its event's flow-control keys read (422 naming them)."""
+    missing = {str(i): [f"{path}: missing (a flow-control key of the event)" for path in paths]
+               for i, el in enumerate(data) if (paths := missing_keys(declared, el))}
+    if missing:
+        i, msgs = next(iter(missing.items()))
+        raise Invalid(f"event {i} has no value at {msgs[0].split(':')[0]}, which the event's flow control "
+                      "uses as its key", {"data": missing})
 
 
 def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:

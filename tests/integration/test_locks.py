@@ -209,9 +209,45 @@ def test_the_lease_keeper_renews_and_stops_an_execution_whose_lock_was_taken(red
     keeper.hold("t", ["l"], a)
     time.sleep(2.5)                                   # 2.5 leases: alive only because it is renewed
     assert ctx.locks.holder("t", "l") == a and not stopped
-    ctx.redis.set("jobico:lock:t:l", b)               # as if its lease had run out and b took the lock
+    ctx.redis.delete("jobico:lock:t:l")               # as if its lease had run out and b took the lock
+    ctx.redis.zadd("jobico:lock:t:l", {b: (time.time() + 60) * 1000})
     deadline = time.monotonic() + 5
     while not stopped and time.monotonic() < deadline:
         time.sleep(0.05)
     assert stopped and stopped[0][0] == a and "another execution took one of its locks" in stopped[0][1]
     keeper.drop(a)
+
+
+# -- counted leases: a concurrency key's `limit` slots (jobico_core.flow.leases) ----------------
+def test_a_counted_lease_admits_limit_holders_and_lines_up_the_rest(locks):
+    name, limits = "concurrency/p/e/k", {"concurrency/p/e/k": 2}
+    a, b, c, d = [uuid7() for _ in range(4)]
+    assert locks.acquire("t", [name], a, limits=limits) is None
+    assert locks.acquire("t", [name], b, limits=limits) is None
+    blocked = locks.acquire("t", [name], c, limits=limits)
+    assert (blocked.lock, blocked.ahead, blocked.limit) == (name, False, 2) and blocked.by in (a, b)
+    assert blocked.describe() == f"{name} (all 2 running, one is {blocked.by})"
+    assert locks.acquire("t", [name], d, limits=limits).by in (a, b)
+    assert sorted(locks.holders("t", name)) == sorted([a, b]) and locks.waiting("t", name) == [c, d]
+    assert locks.acquire("t", ["concurrency/p/e/other"], d, limits={"concurrency/p/e/other": 2}) is None  # keys apart
+    [woken] = locks.release("t", [name], a)
+    assert woken.execution_id == c                        # the first in line
+    later = locks.acquire("t", [name], d, limits=limits)  # one slot free, but c is ahead: d waits
+    assert (later.ahead, later.by) == (True, c)
+    assert locks.acquire("t", [name], c, limits=limits) is None
+    assert locks.renew("t", [name], c, limits) == 0 and locks.renew("t", [name], d, limits) == 1  # d holds none, full
+    state = {s["name"]: s for s in locks.state("t")[0]}
+    assert sorted(state[name]["holders"]) == sorted([b, c]) and state[name]["waiting"] == [d]
+    assert 0 < state[name]["lease_ms"] <= 2000
+
+
+def test_a_counted_lease_frees_its_slot_when_the_holder_stops_renewing(locks):
+    name, limits = "concurrency/p/e/k", {"concurrency/p/e/k": 2}
+    a, b, c = uuid7(), uuid7(), uuid7()
+    assert locks.acquire("t", [name], a, limits=limits) is None
+    assert locks.acquire("t", [name], b, limits=limits) is None
+    deadline = time.monotonic() + 10
+    while locks.acquire("t", [name], c, limits=limits) is not None:   # a and b were "killed": no renewal
+        assert time.monotonic() < deadline, "the leases never ran out"
+        time.sleep(0.1)
+    assert locks.holders("t", name) == [c]
