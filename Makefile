@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-python chaos test-unit examples examples-python bench lint clean help
+.PHONY: install run test test-python chaos stateful test-unit examples examples-python bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults)"
 	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
+	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (needs apt: clang lld wasi-libc) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
@@ -40,6 +41,15 @@ test-python: install
 # crash/outage scenarios on private servers (docs/delivery.md); ~4 min, run by .ci/run after `make test`
 chaos: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/chaos
+
+# model-based random sequences over the real platform (tests/stateful/test_stateful.py); `make test` runs
+# a short variant (10 sequences of at most 30 steps per backend). Here: 100 sequences of at most 50 steps per backend (SQLite and
+# PostgreSQL + S3). Replay a failure with the seed it prints: JOBICO_STATEFUL_SEED=<seed>.
+STATEFUL_EXAMPLES ?= 100
+STATEFUL_STEPS    ?= 50
+stateful: install
+	JOBICO_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) JOBICO_STATEFUL_STEPS=$(STATEFUL_STEPS) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/stateful
 
 test-unit: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class StatefulPlatform:
         self.concurrency = concurrency
         self.worker: Worker | None = None
         self.worker_generation = 0
+        self._starting: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -108,16 +110,22 @@ class StatefulPlatform:
         self.start_worker()
         return self
 
-    def start_worker(self) -> None:
+    def start_worker(self, wait: bool = True) -> None:
         self.worker_generation += 1
         self.worker = Worker(self, f"w{self.worker_generation}", self.concurrency, {})
-        self.worker.start()
         self.workers.append(self.worker)
+        if wait:
+            self.worker.start()
+        else:  # Worker.start's wait for "ready" runs in a thread (its failure shows in the worker's log)
+            self._starting = threading.Thread(target=self.worker.start, daemon=True)
+            self._starting.start()
 
     def restart_worker(self) -> None:
-        """Warm shutdown of the Celery worker (running tasks finish), then a new one."""
+        """Warm shutdown of the Celery worker (running tasks finish), then a new one, not waited for."""
+        if self._starting is not None:
+            self._starting.join(120)
         self.worker.stop()
-        self.start_worker()
+        self.start_worker(wait=False)
 
     def pool_pids(self) -> list[int]:
         proc = self.worker.proc if self.worker else None
@@ -154,6 +162,8 @@ class StatefulPlatform:
         return "\n".join([self.api.log_tail()] + [w.log_tail() for w in self.workers[-2:]])
 
     def stop(self) -> None:
+        if self._starting is not None:
+            self._starting.join(120)
         for w in self.workers:
             w.stop()
         self.api.stop()

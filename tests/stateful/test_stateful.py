@@ -6,9 +6,9 @@ sequence deletes the tenants it created).
 
 Knobs (environment):
 
-* ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 3: the short run of ``make test``;
+* ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 10: the short run of ``make test``;
   ``make stateful`` runs 100).
-* ``JOBICO_STATEFUL_STEPS``: at most this many steps per sequence (default 25; ``make stateful``: 50).
+* ``JOBICO_STATEFUL_STEPS``: at most this many steps per sequence (default 30; ``make stateful``: 50).
 * ``JOBICO_STATEFUL_SEED``: the seed (default: a random one, printed).
 * ``JOBICO_STATEFUL_REPRODUCE``: the blob of a ``@reproduce_failure('<version>', b'<blob>')`` line
   hypothesis printed for a failure.
@@ -40,8 +40,8 @@ from tests.e2e.conftest import platform_env
 from .machine import FIRST_FAILURE, STATS, PlatformMachine
 from .platform import StatefulPlatform, embedded_env
 
-EXAMPLES = int(os.environ.get("JOBICO_STATEFUL_EXAMPLES", "3"))
-STEPS = int(os.environ.get("JOBICO_STATEFUL_STEPS", "25"))
+EXAMPLES = int(os.environ.get("JOBICO_STATEFUL_EXAMPLES", "10"))
+STEPS = int(os.environ.get("JOBICO_STATEFUL_STEPS", "30"))
 BACKENDS = [b for b in os.environ.get("JOBICO_STATEFUL_BACKENDS", "embedded,postgres").split(",") if b]
 
 
