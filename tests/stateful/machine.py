@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ import time
 
 import requests
 from hypothesis import strategies as st
+from hypothesis.errors import Frozen, StopTest
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jobico_core.services.rescue import UNACKED_KEY
@@ -103,7 +105,7 @@ class PlatformMachine(RuleBasedStateMachine):
         """Count a step and log it with its arguments (the calling rule's)."""
         self.steps += 1
         STATS["steps"] += 1
-        frame = sys._getframe(1)
+        frame = inspect.currentframe().f_back
         code = frame.f_code
         args = ", ".join(f"{a}={frame.f_locals[a]!r}" for a in code.co_varnames[1:code.co_argcount])
         HISTORY[-1].append(f"{time.strftime('%H:%M:%S')} {code.co_name}({args})")
@@ -584,7 +586,7 @@ class PlatformMachine(RuleBasedStateMachine):
             failure = exc
             raise
         finally:
-            if failure is not None and not FIRST_FAILURE:
+            if failure is not None and not FIRST_FAILURE and not isinstance(failure, (StopTest, Frozen)):
                 FIRST_FAILURE.append(f"{type(failure).__name__}: {failure}")
                 FIRST_FAILURE.extend(" ; ".join(steps) or "(no step)" for steps in HISTORY)
 

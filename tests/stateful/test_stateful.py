@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import hypothesis
 import pytest
@@ -56,10 +59,12 @@ def _machine_for(platform: StatefulPlatform) -> tuple[type, int]:
 
 
 @pytest.fixture
-def stateful_platform(request, tmp_path, redis_url):
+def stateful_platform(request, redis_url):
     backend = request.param
     if backend not in BACKENDS:
         pytest.skip(f"JOBICO_STATEFUL_BACKENDS={','.join(BACKENDS)}")
+    # its own directory (not pytest's, which other sessions rotate away): kept when the test fails
+    tmp_path = Path(tempfile.mkdtemp(prefix=f"jobico-stateful-{backend}-"))
     if backend == "embedded":
         env = embedded_env(redis_url, tmp_path)
     else:
@@ -71,6 +76,8 @@ def stateful_platform(request, tmp_path, redis_url):
         yield platform
     finally:
         platform.stop()
+    if platform.passed:
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 # the suite's default (pyproject: 300 s) is per test; this one runs EXAMPLES sequences
@@ -79,6 +86,7 @@ def stateful_platform(request, tmp_path, redis_url):
 def test_random_sequences_keep_the_model(stateful_platform, capsys):
     machine, seed = _machine_for(stateful_platform)
     before = dict(STATS)
+    FIRST_FAILURE.clear()
     t0 = time.monotonic()
     with capsys.disabled():
         print(f"\nstateful [{stateful_platform.backend}]: seed {seed}, {EXAMPLES} sequences of at most {STEPS} "
@@ -99,6 +107,8 @@ def test_random_sequences_keep_the_model(stateful_platform, capsys):
                     print(f"stateful [{stateful_platform.backend}]: sequence {n or '(failing)'}: {steps}", flush=True)
             FIRST_FAILURE.clear()
         raise
+    else:
+        stateful_platform.passed = True
     finally:
         done = {k: STATS[k] - before[k] for k in STATS}
         with capsys.disabled():
