@@ -7,7 +7,7 @@ sequence deletes the tenants it created).
 Knobs (environment):
 
 * ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 10: the short run of ``make test``;
-  ``make stateful`` runs 100).
+  ``make stateful`` runs 140: with ~36 steps per sequence on average, over 10,000 steps in all).
 * ``JOBICO_STATEFUL_STEPS``: at most this many steps per sequence (default 30; ``make stateful``: 50).
 * ``JOBICO_STATEFUL_SEED``: the seed (default: a random one, printed).
 * ``JOBICO_STATEFUL_REPRODUCE``: the blob of a ``@reproduce_failure('<version>', b'<blob>')`` line
