@@ -201,7 +201,7 @@ class PlatformMachine(RuleBasedStateMachine):
         tenant.files[name] = doc["sha256"]
 
     def _tenant_with_key(self, i: int) -> Tenant | None:
-        live = [self.tenants[t] for t in sorted(self.tenants) if self.tenants[t].keys]
+        live = self._tenants_with_keys()
         return live[i % len(live)] if live else None
 
     @precondition(lambda self: any(t.keys for t in self.tenants.values()))
