@@ -475,6 +475,8 @@ class PlatformMachine(RuleBasedStateMachine):
     @invariant()
     def check_tenants(self):
         """Each tenant's own view holds its data and nothing else; outcomes are the expected ones."""
+        # the harness's own processes first: a dead worker would pass for executions never run
+        assert self.platform.worker_alive(), f"the Celery worker exited:\n{self.platform.worker.log_tail()}"
         tenants = self._tenants_with_keys()
         if tenants:  # one tenant per step, in turn: each is checked every few steps
             tenant = tenants[self.steps % len(tenants)]

@@ -126,10 +126,18 @@ class StatefulPlatform:
             self._starting = threading.Thread(target=self.worker.start, daemon=True)
             self._starting.start()
 
-    def restart_worker(self) -> None:
-        """Warm shutdown of the Celery worker (running tasks finish), then a new one, not waited for."""
+    def wait_worker_ready(self) -> None:
         if self._starting is not None:
             self._starting.join(120)
+            self._starting = None
+
+    def worker_alive(self) -> bool:
+        """False once the Celery worker exited (a worker still starting counts as alive)."""
+        return self._starting is not None or (self.worker.proc is not None and self.worker.proc.poll() is None)
+
+    def restart_worker(self) -> None:
+        """Warm shutdown of the Celery worker (running tasks finish), then a new one, not waited for."""
+        self.wait_worker_ready()
         self.worker.stop()
         self.start_worker(wait=False)
 
@@ -140,7 +148,10 @@ class StatefulPlatform:
         return sorted(c.pid for c in psutil.Process(proc.pid).children())
 
     def kill_pool_process(self, index: int) -> int | None:
-        """SIGKILL one pool process (what it ran is redelivered); the worker forks a replacement."""
+        """SIGKILL one pool process (what it ran is redelivered); the worker forks a replacement.
+        Only once the worker is ready: a pool process killed while celery starts its pool takes
+        the whole worker down ("Could not start worker processes"), which is celery's, not ours."""
+        self.wait_worker_ready()
         pids = self.pool_pids()
         if not pids:
             return None
@@ -168,8 +179,7 @@ class StatefulPlatform:
         return "\n".join([self.api.log_tail(), self.worker.log_tail()])
 
     def stop(self) -> None:
-        if self._starting is not None:
-            self._starting.join(120)
+        self.wait_worker_ready()
         for w in self.workers:
             w.stop()
         self.api.stop()
