@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-python test-spec chaos test-unit examples examples-python bench lint clean help
+.PHONY: install run test test-python test-spec chaos stateful test-unit examples examples-python bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
 	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
+	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (apt: clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32; TinyGo from its releases) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
@@ -46,6 +47,16 @@ test-spec: install
 # crash/outage scenarios on private servers (docs/delivery.md); ~4 min, run by .ci/run after `make test`
 chaos: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/chaos
+
+# model-based random sequences over the real platform (tests/stateful/test_stateful.py); `make test` runs a
+# short variant (10 sequences of at most 30 steps per backend). Here: 140 sequences of at most 50 steps per
+# backend (SQLite + files, PostgreSQL + S3): over 10,000 steps, ~17 min on 2 cores. Replay a failure with the
+# seed it prints: JOBICO_STATEFUL_SEED=<seed> (tests/stateful/test_stateful.py lists the knobs).
+STATEFUL_EXAMPLES ?= 140
+STATEFUL_STEPS    ?= 50
+stateful: install
+	JOBICO_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) JOBICO_STATEFUL_STEPS=$(STATEFUL_STEPS) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider tests/stateful
 
 test-unit: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
