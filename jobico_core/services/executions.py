@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
@@ -20,7 +20,9 @@ from ..errors import BadRequest, Conflict, Invalid, NotFound
 from ..flow import debounce_key, flow_record, resolve
 from ..ids import is_uuid, uuid7
 from .context import Context
-from .packages import VersionInfo
+
+if TYPE_CHECKING:  # only annotations: packages imports leases, which imports this module
+    from .packages import VersionInfo
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, func, not_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, not_, or_, select, update
 
 from ..broker import publish
-from ..db import TERMINAL_STATUSES, Execution, next_seq, utcnow
+from ..db import TERMINAL_STATUSES, Execution, PackageVersion, next_seq, utcnow
 from .context import Context
 from .executions import announce, task_messages, to_dict
 
@@ -47,6 +47,9 @@ MAX_PER_SWEEP = 1000
 
 _EX = cast(Table, Execution.__table__)   # a declarative model's table
 _TERMINAL = sorted(TERMINAL_STATUSES)
+_PV = cast(Table, PackageVersion.__table__)
+# the execution's package version still exists (a deleted package's versions are gone with it)
+_VERSION_ALIVE = exists().where(_PV.c.id == _EX.c.version_id)
 _RENEW = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.attempts == bindparam("b_attempts"),
                             _EX.c.status == "running")
           .values(lease_until=bindparam("b_until")))
@@ -139,12 +142,12 @@ def recover(ctx: Context, *, now: dt.datetime | None = None, limit: int = MAX_PE
     now = now or utcnow()
     lease = lease_s(ctx)
     expired, ignored = _expired(now, lease), _ignored(now, lease)
+    done: dict[str, list[str]] = {"requeued": [], "cancelled": end_orphans(ctx, now=now, limit=limit), "failed": []}
     with ctx.db.session() as s:
         rows = list(s.execute(select(_EX.c.id, _EX.c.tenant_id, _EX.c.attempts, _EX.c.worker, _EX.c.lease_until,
                                      _EX.c.cancel_requested_at, _EX.c.cancelled_by, expired.label("lost"))
                               .where(_EX.c.status == "running", or_(expired, ignored))
                               .order_by(_EX.c.id).limit(limit)))
-    done: dict[str, list[str]] = {"requeued": [], "cancelled": [], "failed": []}
     if not rows:
         return done
     max_attempts = ctx.settings.max_attempts
@@ -180,7 +183,7 @@ def _requeue(ctx: Context, rows: list, expired) -> list[str]:
         for r in rows:
             why = _lost_message(r.worker, r.attempts, r.lease_until)
             row = s.execute(update(_EX).where(_EX.c.id == r.id, _EX.c.status == "running",
-                                              _EX.c.attempts == r.attempts, expired)
+                                              _EX.c.attempts == r.attempts, expired, _VERSION_ALIVE)
                             .values(status="queued", message=f"requeued: {why}").returning(*_EX.c)).first()
             if row is not None:
                 back.append(row)
@@ -189,6 +192,32 @@ def _requeue(ctx: Context, rows: list, expired) -> list[str]:
     if back:  # if this fails, the rows are queued with no task: the rescue publishes them (rescue.py)
         publish(ctx.celery, task_messages(back, ctx.settings.task_batch))
     return [r.id for r in back]
+
+
+def end_orphans(ctx: Context, *, package: tuple[str, str] | None = None, now: dt.datetime | None = None,
+                limit: int = MAX_PER_SWEEP) -> list[str]:
+    """Record ``cancelled`` the executions of deleted packages that no worker will run: every
+    ``queued`` one (its queue may be consumed by nobody now), and every ``running`` one whose
+    lease ran out (put back, it would wait on such a queue for good). ``package``: (tenant, name),
+    only that package's (``delete_package`` calls it at once; the recovery sweeps them all,
+    which also covers a delete that stopped between its commit and this). Returns their ids."""
+    now = now or utcnow()
+    orphan = and_(not_(_VERSION_ALIVE),
+                  or_(_EX.c.status == "queued", and_(_EX.c.status == "running", _expired(now, lease_s(ctx)))))
+    scope = (_EX.c.tenant_id == package[0], _EX.c.package == package[1]) if package else ()
+    with ctx.db.session() as s:
+        rows = list(s.execute(select(_EX.c.id, _EX.c.package, _EX.c.status)
+                              .where(orphan, *scope).order_by(_EX.c.id).limit(limit)))
+    if not rows:
+        return []
+    ended = end(ctx, {r.id: f"package {r.package!r} was deleted before the execution "
+                            f"{'ran' if r.status == 'queued' else 'finished (its worker was lost)'}"
+                      for r in rows},
+                status="cancelled", where=(orphan,), now=now)
+    for rec in ended:
+        log.warning("execution %s cancelled: its package %s was deleted", rec["id"], rec.get("package"),
+                    extra={"execution_id": rec["id"], "tenant": rec.get("tenant")})
+    return [rec["id"] for rec in ended]
 
 
 def sweep(ctx: Context) -> dict[str, list[str]] | None:

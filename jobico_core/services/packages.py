@@ -18,6 +18,7 @@ from ..mqtt import overlaps
 from ..names import queue_name
 from ..package import PackageSpec, parse_package
 from ..schemas import schema_errors
+from . import leases
 from .context import Context
 from .environment import missing_references
 from .files import check_python_bytes, read_blob, schema_validator
@@ -352,6 +353,13 @@ def delete_package(ctx: Context, tenant: str, name: str) -> None:
     for vid in ids:
         ctx.versions.pop(vid)
     schedules_changed(ctx)
+    # its queued executions may sit on queues no worker consumes any more: their fate now (the
+    # lease recovery's sweep does it too, should this process stop here)
+    try:
+        leases.end_orphans(ctx, package=(tenant, name))
+    except Exception as exc:
+        log.warning("package %s/%s deleted; its queued executions are left to the lease recovery: %s",
+                    tenant, name, exc)
 
 
 def _package(s, tenant: str, name: str, lock: bool = False) -> Package:

@@ -213,3 +213,40 @@ def test_leases_and_the_recovery_on_sqlite(sqlite_ctx, redis_url):
         assert {got[i].status for i in ids} == {"failed"} and all(got[i].dead_lettered for i in ids)
         assert len({got[i].seq for i in ids}) == 2
     ctx.db.engine.dispose()
+
+
+def test_a_deleted_packages_queued_and_lost_executions_are_cancelled(h):
+    """Found by the stateful suite: an execution queued (or claimed by a worker that died) when
+    its package is deleted sat on a queue no worker consumes any more, for good. The delete
+    records the queued ones ``cancelled`` at once; the recovery does the same for a lost running
+    one (instead of putting it back on that queue) and for any the delete could not reach."""
+    deploy(h)
+    queued, lost, busy = post(h, [{"n": 0}, {"n": 1}, {"n": 2}])
+    take(h)  # their tasks are gone with the queue nobody consumes
+    assert claim(h.ctx, lost, "w-dead")[0] == "run"
+    assert claim(h.ctx, busy, "w-alive")[0] == "run"
+    r = h.client.delete("/api/v1/packages/batchy", headers=h.t.headers)
+    assert r.status_code == 204, r.get_json()
+    rec = _record(h, queued)
+    assert rec["status"] == "cancelled" and "was deleted before the execution ran" in rec["message"], rec
+    assert _record(h, lost)["status"] == "running"  # its lease still runs: its worker may be alive
+
+    # the lost one's lease runs out: cancelled, not requeued; a live worker's (leased) row is left alone
+    later = utcnow() + dt.timedelta(seconds=h.settings.execution_lease_s + 1)
+    _set(h, busy, lease_until=later + dt.timedelta(seconds=60))  # its worker renews it
+    done = leases.recover(h.ctx, now=later)
+    assert done["cancelled"] == [lost] and done["requeued"] == [] and take(h) == []
+    rec = _record(h, lost)
+    assert rec["status"] == "cancelled" and "its worker was lost" in rec["message"], rec
+    assert _record(h, busy)["status"] == "running"
+
+    # a queued row the delete did not reach (its process stopped in between): the sweep ends it
+    deploy(h)
+    [late] = post(h, [{"n": 3}])
+    take(h)
+    with h.ctx.db.session() as s:  # the package goes as a delete stopped right after its commit leaves it
+        from jobico_core.db import Package
+        s.delete(s.query(Package).filter_by(tenant_id="t1", name="batchy").one())
+    assert _record(h, late)["status"] == "queued"
+    assert leases.recover(h.ctx)["cancelled"] == [late]
+    assert _record(h, late)["status"] == "cancelled"
