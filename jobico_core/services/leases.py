@@ -197,13 +197,15 @@ def _requeue(ctx: Context, rows: list, expired) -> list[str]:
 def end_orphans(ctx: Context, *, package: tuple[str, str] | None = None, now: dt.datetime | None = None,
                 limit: int = MAX_PER_SWEEP) -> list[str]:
     """Record ``cancelled`` the executions of deleted packages that no worker will run: every
-    ``queued`` one (its queue may be consumed by nobody now), and every ``running`` one whose
+    ``queued`` one (its queue may be consumed by nobody now; not a dead letter: it stays one, and
+    its retry says the package was deleted), and every ``running`` one whose
     lease ran out (put back, it would wait on such a queue for good). ``package``: (tenant, name),
     only that package's (``delete_package`` calls it at once; the recovery sweeps them all,
     which also covers a delete that stopped between its commit and this). Returns their ids."""
     now = now or utcnow()
     orphan = and_(not_(_VERSION_ALIVE),
-                  or_(_EX.c.status == "queued", and_(_EX.c.status == "running", _expired(now, lease_s(ctx)))))
+                  or_(and_(_EX.c.status == "queued", _EX.c.dead_lettered.is_(False)),  # a dead letter waits
+                      and_(_EX.c.status == "running", _expired(now, lease_s(ctx)))))  # for the tenant's retry
     scope = (_EX.c.tenant_id == package[0], _EX.c.package == package[1]) if package else ()
     with ctx.db.session() as s:
         rows = list(s.execute(select(_EX.c.id, _EX.c.package, _EX.c.status)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import redis
+
+from tests.waiting import wait_until
 
 from .helpers import example
 
@@ -73,12 +74,15 @@ def test_success_with_ok_chain_and_pubsub(platform):
     assert json.loads(child["result"]) == {"chained_from": ids[0], "code": 0, "result": "Bonjour, Ada!",
                                            "status": "succeeded"}
     # every finished execution was streamed on the tenant's channel
-    seen, deadline = set(), time.monotonic() + 20
-    while len(seen) < 4 and time.monotonic() < deadline:
+    seen = set()
+
+    def streamed() -> bool:
         m = sub.get_message(timeout=1)
         if m and m["type"] == "message":
             seen.add(json.loads(m["data"])["id"])
-    assert {ids[0], ids[1], child["id"]} <= seen
+        return {ids[0], ids[1], child["id"]} <= seen
+
+    wait_until(streamed, 20, what="every finished execution on the tenant's channel", interval=0)
 
 
 def test_failed_trapped_timed_out_and_error_chain(platform):

@@ -24,6 +24,7 @@ from jobico_core.db import (
 from jobico_core.package import parse_package
 from jobico_core.services import environment, files, ingest, packages, tenants
 from jobico_core.services.packages import VersionInfo, cached_version, load_version, route
+from tests.waiting import wait_until
 
 from .helpers import PERSON_SCHEMA, package_yaml, wasm
 
@@ -258,11 +259,8 @@ def test_the_webhook_cache_refuses_a_route_of_another_tenant(sqlite_ctx):
 
 def _until_gone(worker_ctx, info: VersionInfo, deadline_s: float = 10.0) -> None:
     """Poll (with a deadline) until the worker Context no longer serves the deleted version."""
-    import time
-    deadline = time.monotonic() + deadline_s
-    while load_version(worker_ctx, info.version_id, info.tenant, info.package, info.number) is not None:
-        assert time.monotonic() < deadline, "the deleted version is still served"
-        time.sleep(0.02)
+    wait_until(lambda: load_version(worker_ctx, info.version_id, info.tenant, info.package, info.number) is None,
+               deadline_s, what="the deleted version no longer served", interval=0.02)
 
 
 def test_every_process_empties_its_version_cache_when_routing_changes(sqlite_ctx):
@@ -343,13 +341,12 @@ def test_no_execution_is_recorded_for_a_version_deleted_after_its_route_was_read
 
 
 def _wait_for_a_lock_wait(engine, deadline_s: float = 30.0) -> None:
-    import time
-    deadline = time.monotonic() + deadline_s
     with engine.connect() as c:
-        while not c.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar():
-            assert time.monotonic() < deadline, "nobody waited for the lock"
-            time.sleep(0.02)
+        def waiting() -> int:
+            n = c.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar()
             c.rollback()
+            return n
+        wait_until(waiting, deadline_s, what="somebody waiting for the lock", interval=0.02)
 
 
 def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):

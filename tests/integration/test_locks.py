@@ -10,7 +10,7 @@ import redis as redis_lib
 
 from jobico_core.ids import uuid7
 from jobico_core.locks import Gone, Locks, Stale
-from tests.waiting import wait_until
+from tests.waiting import holds_for, wait_until
 
 
 @pytest.fixture
@@ -207,14 +207,12 @@ def test_the_lease_keeper_renews_and_stops_an_execution_whose_lock_was_taken(red
     a, b = uuid7(), uuid7()
     assert ctx.locks.acquire("t", ["l"], a) is None
     keeper.hold("t", ["l"], a)
-    time.sleep(2.5)                                   # 2.5 leases: alive only because it is renewed
-    assert ctx.locks.holder("t", "l") == a and not stopped
+    # 2.5 leases: alive only because it is renewed
+    holds_for(lambda: ctx.locks.holder("t", "l") == a and not stopped, 2.5, what="the renewed lease")
     ctx.redis.delete("jobico:lock:t:l")               # as if its lease had run out and b took the lock
     ctx.redis.zadd("jobico:lock:t:l", {b: (time.time() + 60) * 1000})
-    deadline = time.monotonic() + 5
-    while not stopped and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stopped and stopped[0][0] == a and "another execution took one of its locks" in stopped[0][1]
+    wait_until(lambda: stopped, 5, what="the keeper stopping the execution whose lock was taken")
+    assert stopped[0][0] == a and "another execution took one of its locks" in stopped[0][1]
     keeper.drop(a)
 
 
@@ -246,8 +244,7 @@ def test_a_counted_lease_frees_its_slot_when_the_holder_stops_renewing(locks):
     a, b, c = uuid7(), uuid7(), uuid7()
     assert locks.acquire("t", [name], a, limits=limits) is None
     assert locks.acquire("t", [name], b, limits=limits) is None
-    deadline = time.monotonic() + 10
-    while locks.acquire("t", [name], c, limits=limits) is not None:   # a and b were "killed": no renewal
-        assert time.monotonic() < deadline, "the leases never ran out"
-        time.sleep(0.1)
+    # a and b were "killed": no renewal
+    wait_until(lambda: locks.acquire("t", [name], c, limits=limits) is None, 10, what="the leases running out",
+               interval=0.1)
     assert locks.holders("t", name) == [c]
