@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
-	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest"
-	@echo "make test-python  Python jobicolets on the real interpreter (compiles it once per machine, cached)"
+	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest: all but test-python, test-spec, chaos; a short stateful run (<10 min)"
+	@echo "make test-unit  tests/unit only, no servers (~15 s)"
+	@echo "make test-python  Python jobicolets on the real interpreter (~1 min; compiles it once per machine, 1-5 min, cached)"
 	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
-	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md)"
-	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful)"
+	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md; ~4 min)"
+	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful; ~17 min)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (apt: clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32; TinyGo from its releases) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
