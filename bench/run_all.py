@@ -31,6 +31,7 @@ FULL = {
     "scaling": ["bench_scaling.py", "--seconds", "5", "--repeats", "1", "--events", "300"],
     "locks": ["bench_locks.py", "--events", "300", "--repeats", "2"],
     "cancel": ["bench_cancel.py", "--cancels", "30"],
+    "flow": ["bench_flow.py", "--events", "200", "--repeats", "2"],
 }
 QUICK = {
     "runtime": ["bench_runtime.py", "--events", "500"],
@@ -43,6 +44,7 @@ QUICK = {
                 "--only", "payload,tenants"],
     "locks": ["bench_locks.py", "--events", "50", "--repeats", "1"],
     "cancel": ["bench_cancel.py", "--cancels", "5"],
+    "flow": ["bench_flow.py", "--events", "50", "--repeats", "1"],
 }
 
 

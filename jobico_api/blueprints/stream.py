@@ -61,6 +61,14 @@ class StreamArgs(ma.Schema):
         "description": "false: send the replay (recent / since Last-Event-ID), then close"})
 
 
+class StreamHeaders(ma.Schema):
+    """The header a reconnecting EventSource sends; read (and refused with a 400) by _last_event_id."""
+    last_event_id = ma.fields.String(data_key="Last-Event-ID", metadata={
+        "description": "replay from this seq (an event id this stream sent); wins over last_event_id; "
+                       "empty: as if absent; anything else is a 400",
+        "pattern": "^ *([0-9]{1,18})? *$"})
+
+
 def _last_event_id(args: dict) -> int | None:
     raw = request.headers.get("Last-Event-ID")
     if raw is not None and raw.strip() != "":
@@ -104,10 +112,6 @@ after the replay."""
          description="Events `id: <seq>`, `event: execution`, `data: <execution JSON with logs>`; "
                      "`: keepalive` comments every 15 s. `Last-Event-ID` (or `last_event_id`) replays "
                      "what was missed, with a short lookback: deduplicate by the record's `id`.",
-         parameters=[{"in": "header", "name": "Last-Event-ID", "required": False,
-                      "description": "replay from this seq (an event id this stream sent); wins over "
-                                     "last_event_id; empty: as if absent; anything else is a 400",
-                      "schema": {"type": "string", "pattern": "^ *([0-9]{1,18})? *$"}}],
          responses={"200": {"description": STREAM_FORMAT,
                             "content": {"text/event-stream": {
                                 "schema": {"type": "string", "format": "event-stream"},
@@ -122,7 +126,8 @@ after the replay."""
                         "schema": ERROR_SCHEMA}}}})
 @tenant_required
 @blp.arguments(StreamArgs, location="query")
-def stream(args):
+@blp.arguments(StreamHeaders, location="headers")
+def stream(args, _headers):  # the header is read as sent by _last_event_id (a bad one is a 400)
     c = ctx()
     tenant = g.tenant
     last = _last_event_id(args)

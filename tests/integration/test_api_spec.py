@@ -241,6 +241,17 @@ def test_the_stream_is_typed_text_event_stream_with_execution_events(api, doc):
         validate(doc, {**event, "data": {"id": 1}}, item)
 
 
+def test_the_streams_parameters_are_all_in_the_document(api, doc):
+    """The Last-Event-ID header once replaced the query parameters in the document: both are there."""
+    params = {(p["in"], p["name"]) for p in doc["paths"]["/api/v1/executions/stream"]["get"]["parameters"]}
+    assert params == {("header", "Last-Event-ID"), *(("query", n) for n in
+                                                      ("package", "event", "status", "last_event_id", "recent",
+                                                       "follow"))}
+    t = api.deployed_tenant("tenant_1")
+    r = api.client.get("/api/v1/executions/stream?follow=false", headers={**t.headers, "Last-Event-ID": "x"})
+    assert r.status_code == 400 and r.get_json()["errors"] == {"Last-Event-ID": ["x"]}
+
+
 def test_stream_positions_beyond_a_bigint_are_refused(api, doc):
     t = api.tenant("tenant_1")
     r = api.client.get(f"/api/v1/executions/stream?follow=false&last_event_id={2**63}", headers=t.headers)
