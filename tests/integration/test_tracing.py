@@ -7,6 +7,8 @@ tests/integration/test_batch.py does, so every span lands in this process's expo
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -14,9 +16,11 @@ from jobico_core import tracing
 from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK
 from jobico_worker.batch import run_batch
 from jobico_worker.executor import run_execution
+from tests.e2e.helpers import serve_app
 
 from .helpers import ROOT
 from .test_batch import rows, take
+from .test_cli import Cli
 
 QUEUE = "jobico.demo.hello.main"
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -63,7 +67,7 @@ def one(xs: list):
     return xs[0]
 
 
-def test_a_chained_execution_is_one_trace_from_the_webhook_to_the_chained_record(h, exporter):
+def test_a_chained_execution_is_one_trace_from_the_webhook_to_the_chained_record(h, exporter, tmp_path):
     traceparent = f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"
     r = h.post_events("demo", "hello", {"data": [{"name": "Ada"}]},
                       headers={**h.t.headers, "traceparent": traceparent})
@@ -107,6 +111,15 @@ def test_a_chained_execution_is_one_trace_from_the_webhook_to_the_chained_record
     assert one(children(spans, chained, "jobico.run")).attributes["jobico.module"] == "echo.wasm"
     assert one(children(spans, chained, "jobico.record")).attributes["jobico.execution_id"] == child_id
     assert len(spans) == 12  # webhook, admit, publish, 2 x (execute, claim, run, record), the chain's publish
+
+    server, url = serve_app(h.app)  # the record shows its trace: API and `jobico executions show`
+    try:
+        cli = Cli(url, tmp_path / "jobico-home")
+        assert cli.json("executions", "show", child_id, token=h.t.key)["trace_id"] == INCOMING_TRACE
+        human = cli("executions", "show", child_id, token=h.t.key).stdout
+    finally:
+        server.shutdown()
+    assert re.search(rf"│ trace +{INCOMING_TRACE} ", human), human
 
 
 def test_a_batch_gives_each_execution_its_own_span_and_its_chain_continues_it(h, exporter):
