@@ -13,6 +13,7 @@ import logging
 from flask import Flask
 from flask_smorest import Api
 
+from jobico_core import tracing
 from jobico_core.services.context import Context
 from jobico_core.settings import Settings
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None, rol
     else:
         settings = ctx.settings
         settings.check()
+    tracing.setup("jobico-api")  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (docs/operating.md)
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     _configure_logging(settings)

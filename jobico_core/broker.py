@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from . import celeryconfig
+from . import celeryconfig, tracing
 from .errors import Unavailable
 from .settings import Settings
 
@@ -55,6 +55,7 @@ class TaskMessage:
     token: str | None = None     # a lock waiter's task token (jobico_core.locks: parked and woken)
     flow: str | None = None      # flow control still to pass (jobico_core.flow, jobico_worker.flow)
     priority: int | None = None  # a slot of its queue's prioritised executions (jobico_core.priority)
+    traceparent: str | None = None  # W3C trace context of the row (jobico_core.tracing): a message header
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
     messages = list(messages)
     if not messages:
         return
+    with tracing.span("jobico.publish", {"jobico.messages": len(messages)}, kind="producer"):
+        _publish(app, messages, countdown, retries)
+
+
+def _publish(app: Celery, messages: list[TaskMessage | BatchMessage], countdown: float | None, retries: int) -> None:
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
@@ -115,6 +121,8 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,
                         shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]")
+                if isinstance(m, TaskMessage) and m.traceparent:
+                    req.headers["traceparent"] = m.traceparent
                 producer.publish(req.body, exchange="", routing_key=m.queue, headers=req.headers,
                                  serializer="json", retry=False, **req.properties)
     except Exception as exc:  # kombu/redis connection errors of every flavour

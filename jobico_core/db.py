@@ -264,6 +264,10 @@ class Execution(Base):
     # 1..10 (the event's ``priority:`` or the request's X-Jobico-Priority): its task takes the
     # best of its queue's prioritised executions (jobico_core.priority); None: its own, FIFO.
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Its trace (jobico_core.tracing; None: tracing was off): the trace id and the span its own
+    # spans hang under (the request's, or the chained-from execution's record), as hex.
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    trace_parent: Mapped[str | None] = mapped_column(String(16), nullable=True)
     logs: Mapped[list[ExecutionLog]] = relationship(
         back_populates="execution", cascade="all, delete-orphan", order_by="ExecutionLog.idx")
 

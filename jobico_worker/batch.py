@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ARRAY, String, any_, bindparam, insert, select, text, update
 
-from jobico_core import metrics
+from jobico_core import metrics, tracing
 from jobico_core.broker import publish, results_channel
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, as_signed64, next_seq, utcnow
 from jobico_core.services.context import Context
@@ -152,7 +152,7 @@ def republish_chains(ctx: Context, ids: list[str]) -> None:
 def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list[str]]:
     """Record every outcome in one transaction; returns (records written now, ids another
     delivery had recorded first). Chained tasks are published after the commit."""
-    chained = {o.row.id: chained_row(ctx, o.info, o.row, o.status, o.code, o.result) if o.info and o.chain
+    chained = {o.row.id: chained_row(ctx, o.info, o.row, o.status, o.code, o.result, o.trace) if o.info and o.chain
                else (None, None) for o in outcomes}
     now = utcnow()
     messages = {o.row.id: "; ".join(m for m in (o.message, chained[o.row.id][1]) if m) or None for o in outcomes}
@@ -231,10 +231,11 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
     claimed: list | None = None
     done: set[str] = set()   # recorded (by anyone) with chained tasks published, or requeued
     try:
-        claimed_at = utcnow()
+        claimed_at, claim_ns = utcnow(), tracing.now_ns()
         claimed = claim_many(ctx, ids, worker, claimed_at)
+        claim = tracing.claimed(claim_ns)  # the batch's one claim: a jobico.claim child of each execution's span
         with holding(ctx, claimed):  # their leases are renewed until each is recorded
-            _run_claimed(ctx, runtime, ids, claimed, claimed_at, res, done, clock)
+            _run_claimed(ctx, runtime, ids, claimed, claimed_at, res, done, clock, worker, claim)
     except INFRA_ERRORS as exc:
         if claimed is None:
             raise
@@ -246,7 +247,7 @@ def run_batch(ctx: Context, runtime, ids: list[str], worker: str = "worker", clo
 
 
 def _run_claimed(ctx: Context, runtime, ids: list[str], claimed: list, claimed_at, res: BatchResult,
-                 done: set[str], clock) -> None:
+                 done: set[str], clock, worker: str = "worker", claim: tuple[int, int] | None = None) -> None:
     started = clock()
     if len(claimed) < len(ids):  # from here on, an infrastructure failure puts each claimed row
         taken = {r.id for r in claimed}  # back as its own task (BatchInterrupted)
@@ -287,7 +288,10 @@ def _run_claimed(ctx: Context, runtime, ids: list[str], claimed: list, claimed_a
                 res.handed_back += hand_back(ctx, todo[n:], claimed_at)
                 done.update(r.id for r in todo[n:])  # back to queued or taken by another delivery
                 break
-            outcome = run_claimed(ctx, runtime, row, row.payload)
+            with tracing.execution(row, worker, claim):  # each its own span, in its own request's trace
+                outcome = run_claimed(ctx, runtime, row, row.payload)
+                if outcome is not None:
+                    outcome.trace = tracing.current_ids()
             if outcome is None:
                 res.requeued += 1
                 done.add(row.id)

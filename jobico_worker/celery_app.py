@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 
+from jobico_core import tracing
 from jobico_core.broker import make_celery
 from jobico_core.settings import Settings
 
 settings = Settings.from_env().check()
 app = make_celery(settings, name="jobico_worker")
+tracing.setup("jobico-worker")  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (docs/operating.md)
 
 if settings.worker_metrics_port and not (os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                                          or os.environ.get("prometheus_multiproc_dir")):

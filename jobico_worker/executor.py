@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from jobico_core import metrics
+from jobico_core import metrics, tracing
 from jobico_core.abi import InvalidModule
 from jobico_core.broker import publish
 from jobico_core.cache import LRU
@@ -118,8 +118,11 @@ def _chain_target(info: VersionInfo, event: str, status: str) -> str | None:
     return ev.ok if status == "succeeded" else ev.error
 
 
-def chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
-                 result) -> tuple[Execution | None, str | None]:
+def chained_row(ctx: Context, info: VersionInfo, row, status: str, code, result,
+                trace: tuple[str | None, str | None] = (None, None)) -> tuple[Execution | None, str | None]:
+    """The chained execution of an outcome (or why none fires). It continues the trace: a child
+    of ``trace`` (trace id, span id), else of the current span (the record's), else it keeps
+    the parent's own trace context."""
     target = _chain_target(info, row.event, status)
     if target is None:
         return None, None
@@ -132,21 +135,35 @@ def chained_row(ctx: Context, info: VersionInfo, row, status: str, code,
     if error is not None:
         return None, (f"chained event {target!r} not fired: its payload does not match schema "
                       f"{ev.schema.schemaref!r}: {error.message}")
+    if trace[0] is None:
+        trace = tracing.current_ids()
+    if trace[0] is None:
+        trace = (getattr(row, "trace_id", None), getattr(row, "trace_parent", None))
     child = new_execution(info, target, dumps(payload_obj), submitter="chain", trigger="chain",
-                          chained_from=row.id, chain_depth=row.chain_depth + 1)
+                          chained_from=row.id, chain_depth=row.chain_depth + 1, trace=trace)
     return child, None
 
 
 def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code=None, result=None,
            stdout: str = "", limit: str | None = None, message: str | None = None, logs=(),
            duration_ms: float | None = None, dead_lettered: bool = False, chain: bool = True) -> Finished:
-    """Write the outcome, its logs and the chained execution in one transaction.
+    """Write the outcome, its logs and the chained execution in one transaction
+    (a ``jobico.record`` span; the chained execution's spans are its children).
 
     ``claimed`` is the row as ``claim`` returned it. The update only applies to a
     row that is not final yet, so a second delivery never records twice (nor
     fires its chain twice); the stream position comes from the same statement.
     ``chain=False``: the ok/error chain is not fired (a cancelled execution).
     """
+    with tracing.span("jobico.record", {"jobico.execution_id": claimed.id, "jobico.status": status}):
+        return _record(ctx, claimed, info, status=status, code=code, result=result, stdout=stdout, limit=limit,
+                       message=message, logs=logs, duration_ms=duration_ms, dead_lettered=dead_lettered,
+                       chain=chain)
+
+
+def _record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code, result, stdout: str,
+            limit: str | None, message: str | None, logs, duration_ms: float | None, dead_lettered: bool,
+            chain: bool) -> Finished:
     child, note = (None, None) if info is None or not chain else \
         chained_row(ctx, info, claimed, status, code, result)
     params = {"b_id": claimed.id, "b_status": status, "b_code": code, "b_result": result,
@@ -175,6 +192,7 @@ def record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, code
                                       "message": rec.message} for i, rec in enumerate(logs)])
         if child is not None:
             s.add(child)
+            tracing.set_attributes(chained=child.id)
         data = to_dict(row, logs=False)
         data["logs"] = [{"level": r.level, "message": r.message} for r in logs]
     if child is not None:
@@ -247,6 +265,7 @@ class Outcome:
     duration_ms: float | None = None
     dead_lettered: bool = False
     chain: bool = True                # False: cancelled, its ok/error chain is not fired
+    trace: tuple = (None, None)       # (trace id, span id) of its jobico.execute span: a batch's chained row's parent
 
     def fields(self) -> dict:
         return {"status": self.status, "code": self.code, "result": self.result, "stdout": self.stdout,
@@ -290,7 +309,8 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
     if env.problem:
         return Outcome(row, info, "cancelled", message=env.problem)
     t0 = time.perf_counter()
-    with watch(row.id) as token:
+    with watch(row.id) as token, tracing.span("jobico.run", {"jobico.module": rt_spec.moduleref,
+                                                            "jobico.language": language}):
         try:
             out = runtime.run(compiled, payload.encode("utf-8"), main=rt_spec.mainfuncname, limits=limits,
                               env=env.variables, cancel=token)
@@ -298,8 +318,9 @@ def run_claimed(ctx: Context, runtime, row, payload: str) -> Outcome | None:
             requeue(ctx, row.id, f"waiting for this worker's runtime: {exc.message}",
                     float(exc.headers.get("Retry-After", 5)))
             return None
-    redact_outcome(out, env.secrets)  # before anything records, streams or chains it
-    status = out.status.value if hasattr(out.status, "value") else str(out.status)
+        redact_outcome(out, env.secrets)  # before anything records, streams or chains it
+        status = out.status.value if hasattr(out.status, "value") else str(out.status)
+        tracing.set_attributes(status=status, code=out.code)
     duration = round(getattr(out, "duration_ms", (time.perf_counter() - t0) * 1000), 3)
     if token.cancelled and status == "cancelled":  # stopped from outside: the workflow stops too
         return Outcome(row, info, status, stdout=out.stdout, logs=tuple(out.logs), duration_ms=duration,
@@ -328,6 +349,7 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     ``infra_retries``: how many times this task was retried after an infrastructure failure
     (each of those claimed the row too); they do not count towards the crash-loop bound.
     """
+    claimed_ns = tracing.now_ns()
     state, row = claim(ctx, execution_id, worker)
     if state == "missing":
         log.info("execution %s has no record (its request was aborted): dropped", execution_id,
@@ -336,7 +358,8 @@ def run_execution(ctx: Context, runtime, execution_id: str, payload: str, worker
     if state == "done":
         republish_chain(ctx, execution_id)
         return to_dict(row, logs=False)
-    with holding(ctx, [row]):  # its lease is renewed until it is recorded (or requeued)
+    # its span (from the claim on), then its lease, renewed until it is recorded (or requeued)
+    with tracing.execution(row, worker, tracing.claimed(claimed_ns), claimed_ns), holding(ctx, [row]):
         if (state == "redelivered" and row.attempts > ctx.settings.max_attempts + infra_retries
                 and row.cancel_requested_at is None):  # it kills its worker (a cancelled one is recorded so below)
             return _finish(ctx, row, load_version(ctx, row.version_id, row.tenant_id, row.package, row.version),

@@ -62,6 +62,8 @@ class ExecutionSummarySchema(ma.Schema):
     resubmitted_from = ma.fields.String(allow_none=True, metadata={"description": "the execution this one "
                                                                                  "resubmitted"})
     cancelled_by = ma.fields.String(allow_none=True, metadata={"description": "who cancelled it"})
+    trace_id = ma.fields.String(allow_none=True, metadata={
+        "description": "its OpenTelemetry trace (32 hex digits; null when tracing was off, docs/operating.md)"})
     created_at = ma.fields.String(allow_none=True)
     started_at = ma.fields.String(allow_none=True)
     finished_at = ma.fields.String(allow_none=True)

@@ -193,6 +193,7 @@ def _field_rows(rec: dict[str, Any]) -> Table:
                                                  else f"{rec['duration_ms']} ms"),
         ("chained from", rec.get("chained_from")),
         ("resubmitted from", rec.get("resubmitted_from")), ("cancelled by", rec.get("cancelled_by")),
+        ("trace", rec.get("trace_id")),
         ("resubmissions", ", ".join(str(i) for i in rec.get("resubmissions") or []) or None),
     ]
     for name, value in rows:

@@ -12,7 +12,7 @@ from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import selectinload
 
-from .. import priority
+from .. import priority, tracing
 from ..broker import BatchMessage, TaskMessage, publish, results_channel
 from ..canonical import loads
 from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
@@ -32,15 +32,17 @@ MAX_CHAIN_DEPTH = 16
 def new_execution(info: VersionInfo, event: str, payload: str, *, submitter: str | None, trigger: str,
                   chained_from: str | None = None, chain_depth: int = 0, scheduled_at=None,
                   execution_id: str | None = None, resubmitted_from: str | None = None,
-                  priority: int | None = None) -> Execution:
+                  priority: int | None = None, trace: tuple[str | None, str | None] = (None, None)) -> Execution:
     """``execution_id``: chosen by the caller (the MQTT bridge names an execution before it exists,
-    to recognise a redelivered message); a new UUIDv7 otherwise."""
+    to recognise a redelivered message); a new UUIDv7 otherwise. ``trace``: (trace id, parent span
+    id) it continues (``jobico_core.tracing``)."""
     return Execution(id=execution_id or uuid7(), tenant_id=info.tenant, package=info.package, version=info.number,
                      version_id=info.version_id, event=event, queue=info.queue_for(event), status="queued",
                      payload=payload, stdout="", attempts=0, dead_lettered=False, chained_from=chained_from,
                      chain_depth=chain_depth, submitter=submitter, trigger=trigger, scheduled_at=scheduled_at,
                      locks=info.locks_for(event), resubmitted_from=resubmitted_from,
-                     priority=priority or info.spec.events[event].priority, **_flow_columns(info, event, payload))
+                     priority=priority or info.spec.events[event].priority, trace_id=trace[0], trace_parent=trace[1],
+                     **_flow_columns(info, event, payload))
 
 
 def _flow_columns(info: VersionInfo, event: str, payload: str) -> dict[str, Any]:
@@ -76,6 +78,8 @@ class NewExecution:
     flow: str | None = None  # flow control as resolved for the payload (Execution.flow)
     debounce_key: str | None = None
     priority: int | None = None  # Execution.priority
+    trace_id: str | None = None  # Execution.trace_id, trace_parent (jobico_core.tracing)
+    trace_parent: str | None = None
 
 
 def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submitter: str | None,
@@ -91,6 +95,10 @@ def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submit
                          resubmitted_from=resubmitted_from, priority=priority or info.spec.events[event].priority)
             for p in payloads]
     declared = info.spec.events[event].flow
+    trace_id, trace_parent = tracing.current_ids()
+    if trace_id is not None:  # the request's span: each execution's spans are its children
+        for r in rows:
+            r.trace_id, r.trace_parent = trace_id, trace_parent
     if declared:  # undeclared: the row's flow columns keep their defaults (None)
         for r in rows:
             r.flow = resolve(declared, loads(r.payload))
@@ -105,7 +113,8 @@ def lock_names(column: str | None) -> tuple[str, ...]:
 
 def task_message(e: Execution) -> TaskMessage:
     return TaskMessage(execution_id=e.id, payload=e.payload, tenant=e.tenant_id, package=e.package,
-                       event=e.event, queue=e.queue, locks=lock_names(e.locks), flow=e.flow)
+                       event=e.event, queue=e.queue, locks=lock_names(e.locks), flow=e.flow,
+                       traceparent=tracing.traceparent(e.trace_id, e.trace_parent))
 
 
 _INSERT = insert(cast(Table, Execution.__table__))
@@ -244,7 +253,7 @@ def to_dict(e: Execution, *, logs: bool = True) -> dict[str, Any]:
         "scheduled_at": _iso(e.scheduled_at), "duration_ms": e.duration_ms, "seq": e.seq,
         "locks": list(lock_names(e.locks)), "waiting_for": e.waiting_for, "resubmitted_from": e.resubmitted_from,
         "cancelled_by": e.cancelled_by, "flow": flow_record(e.flow), "superseded_by": e.superseded_by,
-        "priority": e.priority,
+        "priority": e.priority, "trace_id": e.trace_id,
         "created_at": _iso(e.created_at), "started_at": _iso(e.started_at), "finished_at": _iso(e.finished_at),
     }
     if logs:

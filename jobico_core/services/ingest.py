@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import metrics, ratelimit
+from .. import metrics, ratelimit, tracing
 from ..canonical import dumps, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
@@ -121,7 +121,19 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
 
     One database session (one connection) serves the whole request: the
     lookups, then the rows, committed before their tasks are published.
+    With tracing on, the request is a ``jobico.webhook`` span continuing its ``traceparent``
+    header (a new trace without one), and every execution's spans are its children.
     """
+    if not tracing.ENABLED:
+        return _accept(ctx, tenant_id, event, body, headers)
+    with tracing.span("jobico.webhook", {"jobico.tenant": tenant_id, "jobico.event": event},
+                      parent=tracing.extracted(headers), kind="server"):
+        ids = _accept(ctx, tenant_id, event, body, headers)
+        tracing.set_attributes(executions=len(ids))
+        return ids
+
+
+def _accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
     max_body = ctx.settings.max_body_kb * 1024
     if len(body) > max_body:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
@@ -231,12 +243,17 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
     ``payloads``: canonical JSON already checked against the event's schema;
     ``row_values``: ``scheduled_at`` (cron), ``execution_id`` (MQTT: one payload).
     """
-    return _enqueue(ctx, None, info, event, payloads, submitter, trigger, **row_values)
+    if not tracing.ENABLED:
+        return _enqueue(ctx, None, info, event, payloads, submitter, trigger, **row_values)
+    with tracing.span("jobico.submit", {"jobico.tenant": info.tenant, "jobico.event": event,
+                                        "jobico.trigger": trigger}, kind="producer"):
+        return _enqueue(ctx, None, info, event, payloads, submitter, trigger, **row_values)
 
 
 def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
              once: tuple[str, int] | None = None, **row_values) -> list[str]:
-    _admit(ctx, info, event, len(payloads), once)
+    with tracing.span("jobico.admit", {"jobico.events": len(payloads)}):
+        _admit(ctx, info, event, len(payloads), once)
     rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     try:
         ids = enqueue(ctx, rows, session=s)
