@@ -335,7 +335,7 @@ def not_ready(cache_dir: Path) -> InterpreterNotReady:
     err = _bg_errors.get(str(cache_dir.absolute()))
     why = f" (the last attempt failed: {err})" if err else ""
     return InterpreterNotReady("the Python runtime is still being prepared on this host: its interpreter is "
-                               f"compiled once per host, which takes a few minutes{why}; retry shortly")
+                               f"compiled once per host, which takes one to a few minutes{why}; retry shortly")
 
 
 def _exit_with_parent() -> None:
