@@ -5,8 +5,9 @@ Run: .venv/bin/python bench/bench_python_compile.py [--events N] [--fresh]
 
 Measures, with the interpreter's artifacts in the cache ($JOBICO_PYTHON_CACHE_DIR, else
 ~/.cache/jobico/python; each compiled first if missing):
-  * warm per-event cost of the Python echo (examples/python/echo.py) on the quick artifact
-    (Cranelift, no optimisation) and on the optimized one (Cranelift "speed"): p50 / p99;
+  * warm per-event cost of the Python echo (examples/python/echo.py) and of a loop of
+    100 000 iterations on the quick artifact (Cranelift, no optimisation) and on the
+    optimized one (Cranelift "speed"): p50 / p99;
   * with --fresh, what a fresh host sees, in a new empty cache directory: the background
     preparation started (as a worker or the API does at start), an echo event tried every
     0.5 s; the time of its first success (on the quick artifact), the time each artifact
@@ -35,6 +36,8 @@ from jobico_runtime.python import load_interpreter, load_python  # noqa: E402
 PAYLOAD = b'{"age":50,"firstName":"john"}'
 CACHE = Path(os.environ.get("JOBICO_PYTHON_CACHE_DIR") or Path.home() / ".cache" / "jobico" / "python")
 ECHO = load_python((ROOT / "examples" / "python" / "echo.py").read_bytes(), "echo.py")
+#: interpreter-bound work (the echo is mostly the instance and the runner's entry)
+LOOP = load_python(b"def event(data):\n    return 0, str(sum(i * i for i in range(100000)))\n", "loop.py")
 
 
 def warm(tier: str, events: int) -> dict[str, float]:
@@ -44,15 +47,18 @@ def warm(tier: str, events: int) -> dict[str, float]:
     out = rt.run(ECHO, PAYLOAD)
     load_ms = (time.monotonic() - t0) * 1000
     assert out.status is Status.SUCCEEDED, out.to_dict()
-    times = []
-    for _ in range(events):
-        t = time.perf_counter()
-        out = rt.run(ECHO, PAYLOAD)
-        times.append((time.perf_counter() - t) * 1000)
-        assert out.status is Status.SUCCEEDED, out.to_dict()
-    times.sort()
-    return {"load_and_first_ms": round(load_ms, 1), "p50_ms": round(statistics.median(times), 2),
-            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)}
+    res = {"load_and_first_ms": round(load_ms, 1)}
+    for name, module, n in (("echo", ECHO, events), ("loop", LOOP, max(events // 10, 5))):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            out = rt.run(module, PAYLOAD)
+            times.append((time.perf_counter() - t) * 1000)
+            assert out.status is Status.SUCCEEDED, out.to_dict()
+        times.sort()
+        res[f"{name}_p50_ms"] = round(statistics.median(times), 2)
+        res[f"{name}_p99_ms"] = round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)
+    return res
 
 
 def fresh() -> dict[str, float]:
@@ -98,11 +104,12 @@ def main() -> None:
         res["fresh"] = fresh()
     for tier in interpreter.TIERS:
         res[tier] = warm(tier, args.events)
-    print(f"{'tier':<10} {'load+1st ms':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'tier':<10} {'load+1st ms':>12} {'echo p50':>9} {'echo p99':>9} {'loop p50':>9} {'loop p99':>9}")
     for tier in interpreter.TIERS:
         r = res[tier]
         assert isinstance(r, dict)
-        print(f"{tier:<10} {r['load_and_first_ms']:>12} {r['p50_ms']:>8} {r['p99_ms']:>8}")
+        print(f"{tier:<10} {r['load_and_first_ms']:>12} {r['echo_p50_ms']:>9} {r['echo_p99_ms']:>9} "
+              f"{r['loop_p50_ms']:>9} {r['loop_p99_ms']:>9}")
     if args.fresh:
         print("fresh host:", res["fresh"])
     print(json.dumps(res))
