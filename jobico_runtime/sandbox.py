@@ -32,9 +32,23 @@ from .outcome import CancelToken, LogRecord, Outcome, Status
 TICK_S = 0.005              # epoch tick: bounds wall-deadline overshoot and cancel latency
 MAX_MESSAGE = 4000          # characters of a trap message kept
 WASMTIME_VERSION = metadata.version("wasmtime")
-#: What compiled artifacts depend on (stack size does not: see wasm.py's module doc).
-ENGINE_CONFIG = f"wasmtime={WASMTIME_VERSION};fuel=1;epoch=1;opt=speed;arch={platform.machine()}"
-ENGINE_CONFIG_HASH = hashlib.sha256(ENGINE_CONFIG.encode()).hexdigest()[:16]
+#: Cranelift's optimisation levels we use: "speed" for everything, "none" for the quick first
+#: compile of the Python interpreter (interpreter.py). Code compiled at one level loads only
+#: into an engine of the same level.
+OPT_LEVELS = ("speed", "none")
+
+
+def engine_config(opt_level: str = "speed") -> str:
+    """What compiled artifacts depend on (stack size does not: see wasm.py's module doc)."""
+    return f"wasmtime={WASMTIME_VERSION};fuel=1;epoch=1;opt={opt_level};arch={platform.machine()}"
+
+
+def engine_config_hash(opt_level: str = "speed") -> str:
+    return hashlib.sha256(engine_config(opt_level).encode()).hexdigest()[:16]
+
+
+ENGINE_CONFIG = engine_config()
+ENGINE_CONFIG_HASH = engine_config_hash()
 
 _tls = threading.local()           # .exe: the Execution running on this thread
 _active_lock = threading.Lock()
@@ -145,12 +159,14 @@ def _output_callback(data, buf, size):
         return size
 
 
-def make_engine(stack_kb: int, *, parallel: bool = False) -> wasmtime.Engine:
+def make_engine(stack_kb: int, *, parallel: bool = False, opt_level: str = "speed") -> wasmtime.Engine:
+    if opt_level not in OPT_LEVELS:
+        raise ValueError(f"unknown optimisation level {opt_level!r} (one of {', '.join(OPT_LEVELS)})")
     cfg = wasmtime.Config()
     cfg.consume_fuel = True
     cfg.epoch_interruption = True
     cfg.max_wasm_stack = stack_kb * 1024
-    cfg.cranelift_opt_level = "speed"
+    cfg.cranelift_opt_level = opt_level
     # wasmtime compiles in parallel on a process-global rayon pool whose threads do not survive
     # fork(): a child of a process that ever compiled would deadlock on its first compilation.
     # Workers are forked (Celery prefork), so compile on the calling thread (``parallel`` is for
@@ -325,6 +341,7 @@ def classify(exc: Exception, exe: Execution, ctx: Any, memref: Any, phase: str) 
     return Outcome(Status.TRAPPED, message=f"{phase} trapped: {msg}")
 
 
-__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "Execution", "Stop", "GuestFault",
+__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "OPT_LEVELS", "engine_config",
+           "engine_config_hash", "Execution", "Stop", "GuestFault",
            "Ticker", "make_engine", "run_in_store", "refused_at_start", "finish", "classify", "stopped", "short",
            "current", "wasi_config"]

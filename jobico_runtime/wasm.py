@@ -182,10 +182,13 @@ class Runtime:
     """
 
     def __init__(self, cache_dir: Path | str | None = None, memory_cache_entries: int = 64,
-                 default_limits: Limits | None = None, python_cache_dir: Path | str | None = None):
+                 default_limits: Limits | None = None, python_cache_dir: Path | str | None = None,
+                 python_tier: str | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         #: where the compiled Python interpreter lives (interpreter.py); defaults to ``cache_dir``
         self.python_cache_dir = Path(python_cache_dir) if python_cache_dir is not None else self.cache_dir
+        #: which compiled interpreter to run (interpreter.TIERS); ``None``: the best one there
+        self.python_tier = python_tier
         self.memory_cache_entries = max(1, int(memory_cache_entries))
         self.default_limits = default_limits or DEFAULT_LIMITS
         self._disk_ok: bool | None = None
@@ -196,7 +199,7 @@ class Runtime:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._engines: dict[int, _Engine] = {}
+        self._engines: dict[tuple[int, str], _Engine] = {}
         self._modules: OrderedDict[tuple[int, str], CompiledModule] = OrderedDict()
         self._key_locks: dict[tuple[int, str], threading.Lock] = {}
         self.ticker = Ticker()
@@ -209,18 +212,20 @@ class Runtime:
         if self._pid != os.getpid():
             self._reset()
 
-    def engine(self, stack_kb: int) -> wasmtime.Engine:
-        """This process's engine for a wasm stack of ``stack_kb`` (engines differ only by it)."""
-        return self._engine(stack_kb).engine
+    def engine(self, stack_kb: int, opt_level: str = "speed") -> wasmtime.Engine:
+        """This process's engine for a wasm stack of ``stack_kb`` (WASM modules' engines differ
+        only by it; ``opt_level="none"`` is the Python interpreter's quick artifact's, interpreter.py)."""
+        return self._engine(stack_kb, opt_level).engine
 
-    def _engine(self, stack_kb: int) -> _Engine:
-        e = self._engines.get(stack_kb)
+    def _engine(self, stack_kb: int, opt_level: str = "speed") -> _Engine:
+        key = (stack_kb, opt_level)
+        e = self._engines.get(key)
         if e is None:
             with self._lock:
-                e = self._engines.get(stack_kb)
+                e = self._engines.get(key)
                 if e is None:
-                    e = _Engine(make_engine(stack_kb))
-                    self._engines[stack_kb] = e
+                    e = _Engine(make_engine(stack_kb, opt_level=opt_level))
+                    self._engines[key] = e
                     self.ticker.add(e.engine)
         return e
 

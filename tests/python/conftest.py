@@ -33,6 +33,10 @@ def python_cache() -> Path:
     return CACHE
 
 
-@pytest.fixture(scope="session")
-def runtime(python_cache) -> Runtime:
-    return Runtime(python_cache_dir=python_cache)
+@pytest.fixture(scope="session", params=list(interpreter.TIERS))
+def runtime(request, python_cache) -> Runtime:
+    """A runtime on each compiled artifact (the limits must hold on the quick one too); the
+    quick one is compiled into the shared cache on first need (about a minute)."""
+    tier = request.param
+    interpreter.prepare(python_cache, tier, say=lambda m: print(f"[python interpreter] {m}", flush=True))
+    return Runtime(python_cache_dir=python_cache, python_tier=tier)

@@ -496,3 +496,34 @@ def test_a_package_runs_when_the_runner_could_not_be_precompiled(python_cache):
     out = rt.run(pyzip({**PACKAGE, "pkg/sub/deep.py": "{}['boom']\n"}), b"{}")
     assert out.message == "uncaught Python exception: p.zip/pkg/sub/deep.py, line 1: KeyError: 'boom'"
     assert "<string>" not in out.stdout and "<jobico-runner" not in out.stdout and "importlib" not in out.stdout
+
+
+def test_a_process_on_the_quick_artifact_switches_to_the_optimized_one_once_it_is_compiled(python_cache):
+    """A fresh host runs Python jobicolets on the quick artifact while the optimized one compiles."""
+    import os
+    import shutil
+    import tempfile
+
+    from jobico_runtime import Runtime, interpreter
+    from jobico_runtime.python import load_interpreter
+    interpreter.prepare(python_cache, "quick")
+    cache = Path(tempfile.mkdtemp(dir=python_cache, prefix="switch-"))   # same filesystem: hard links
+    try:
+        os.link(interpreter.module_path(python_cache, "quick"), interpreter.module_path(cache, "quick"))
+        interpreter.prepare(cache, "quick")   # installs the stdlib folder; the artifact is there
+        rt = Runtime(python_cache_dir=cache)
+        echo = load_python((EXAMPLES / "echo.py").read_bytes(), "echo.py")
+        out = rt.run(echo, b'{"a": 1}')
+        assert out.status is Status.SUCCEEDED, out.to_dict()
+        assert load_interpreter(rt, PYTHON_DEFAULT_LIMITS.stack_kb).tier == "quick"
+        os.link(interpreter.module_path(python_cache, "optimized"), interpreter.module_path(cache, "optimized"))
+        deadline = time.monotonic() + 120
+        while load_interpreter(rt, PYTHON_DEFAULT_LIMITS.stack_kb).tier != "optimized":
+            assert time.monotonic() < deadline, "the process never switched to the optimized artifact"
+            out = rt.run(echo, b'{"a": 1}')
+            assert out.status is Status.SUCCEEDED, out.to_dict()
+        out = rt.run(echo, b'{"a": 2}')
+        assert out.status is Status.SUCCEEDED and out.result == '{"a":2}', out.to_dict()
+        assert rt.stats["python_loaded"] == 2
+    finally:
+        shutil.rmtree(cache)

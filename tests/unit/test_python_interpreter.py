@@ -26,6 +26,21 @@ def test_cache_names_carry_the_interpreter_wasmtime_and_engine_config(tmp_path):
     assert not interpreter.is_ready(tmp_path)
 
 
+def test_the_quick_and_optimized_artifacts_never_share_a_name_and_the_best_one_wins(tmp_path):
+    from jobico_runtime.sandbox import engine_config_hash
+    quick, best = interpreter.module_path(tmp_path, "quick"), interpreter.module_path(tmp_path, "optimized")
+    assert quick != best and quick.name.endswith(f"-{engine_config_hash('none')}.cwasm")
+    (interpreter.stdlib_dir(tmp_path)).mkdir()
+    (interpreter.stdlib_dir(tmp_path) / "python315.zip").write_bytes(b"")
+    assert interpreter.ready_tier(tmp_path) is None
+    quick.write_bytes(b"q")
+    assert interpreter.ready_tier(tmp_path) == "quick" and not interpreter.is_ready(tmp_path, "optimized")
+    best.write_bytes(b"o")
+    assert interpreter.ready_tier(tmp_path) == "optimized" and interpreter.ready_tier(tmp_path, "quick") == "quick"
+    with pytest.raises(ValueError, match="unknown tier 'fast'"):
+        interpreter.prepare(tmp_path, "fast")
+
+
 def test_an_event_before_the_interpreter_is_compiled_is_unavailable_not_a_failure(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(interpreter, "start_preparing", lambda d: started.append(d))
