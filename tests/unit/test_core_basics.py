@@ -145,7 +145,7 @@ def test_task_messages_group_a_request_into_bounded_batches():
     from jobico_core.broker import BatchMessage, TaskMessage
     from jobico_core.services.executions import task_messages
     rows = [R(id=f"i{n}", tenant_id="t", package="p", event="e" if n < 5 else "f", queue="q", payload="{}",
-              locks=None, flow=None, priority=None) for n in range(7)]
+              locks=None, flow=None, priority=None, trace_id=None, trace_parent=None) for n in range(7)]
     msgs = task_messages(rows, 2)
     assert [type(m) for m in msgs] == [BatchMessage, BatchMessage, TaskMessage, BatchMessage]
     assert [m.execution_ids if isinstance(m, BatchMessage) else m.execution_id for m in msgs] == \
@@ -153,14 +153,14 @@ def test_task_messages_group_a_request_into_bounded_batches():
     assert [type(m) for m in task_messages(rows[:1], 100)] == [TaskMessage]
     # executions with named locks each take them before their claim: never batched
     locked = [R(id=f"l{n}", tenant_id="t", package="p", event="g", queue="q", payload="{}", locks="a,b",
-                flow=None, priority=None) for n in range(3)]
+                flow=None, priority=None, trace_id=None, trace_parent=None) for n in range(3)]
     msgs = task_messages(rows[:2] + locked + rows[2:4], 100)
     assert [m.execution_ids if isinstance(m, BatchMessage) else m.execution_id for m in msgs] == \
         [("i0", "i1"), "l0", "l1", "l2", ("i2", "i3")]
     assert [m.locks for m in msgs[1:4]] == [("a", "b")] * 3
     # so do executions with flow control (jobico_worker.flow passes it before the claim)
     flowing = [R(id=f"c{n}", tenant_id="t", package="p", event="e", queue="q", payload="{}", locks=None,
-                 flow='{"c":["k",2]}', priority=None) for n in range(2)]
+                 flow='{"c":["k",2]}', priority=None, trace_id=None, trace_parent=None) for n in range(2)]
     msgs = task_messages(rows[:2] + flowing + rows[2:4], 100)
     assert [m.execution_ids if isinstance(m, BatchMessage) else m.execution_id for m in msgs] == \
         [("i0", "i1"), "c0", "c1", ("i2", "i3")]
