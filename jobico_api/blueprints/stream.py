@@ -95,6 +95,17 @@ EVENT_SCHEMA = {
                  "description": "the execution record with its logs, JSON on one line"},
     },
 }
+# The same event as it is on the wire, for OpenAPI 3.0's `schema` (which tools such as schemathesis take as
+# the per-event schema of a text/event-stream, as 3.2's `itemSchema`): `data` is the record as JSON text.
+EVENT_WIRE_SCHEMA = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "id": EVENT_SCHEMA["properties"]["id"],
+        "event": EVENT_SCHEMA["properties"]["event"],
+        "data": {"type": "string", "description": "the execution record (an `Execution`, with its logs) as JSON "
+                                                  "on one line; x-itemSchema types it parsed"},
+    },
+}
 STREAM_FORMAT = """`text/event-stream` (https://html.spec.whatwg.org/multipage/server-sent-events.html): first
 `retry: 2000` and a comment; then one event per finished execution:
 
@@ -114,7 +125,7 @@ after the replay."""
                      "what was missed, with a short lookback: deduplicate by the record's `id`.",
          responses={"200": {"description": STREAM_FORMAT,
                             "content": {"text/event-stream": {
-                                "schema": {"type": "string", "format": "event-stream"},
+                                "schema": EVENT_WIRE_SCHEMA,
                                 "x-itemSchema": EVENT_SCHEMA,
                                 "example": 'retry: 2000\n: executions of tenant_1\n\nid: 7\nevent: execution\n'
                                            'data: {"id":"0190...","seq":7,"status":"succeeded",...}\n\n'}},

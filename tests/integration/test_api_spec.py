@@ -236,6 +236,7 @@ def test_the_stream_is_typed_text_event_stream_with_execution_events(api, doc):
     assert len(events) == 1
     event = {**events[0], "data": json.loads(events[0]["data"])}
     validate(doc, event, item)  # id, event: execution, data: an Execution
+    validate(doc, events[0], media["text/event-stream"]["schema"])  # as sent: data is the record's JSON text
     assert event["data"]["id"] == eid and event["data"]["status"] == "cancelled"
     with pytest.raises(jsonschema.ValidationError):
         validate(doc, {**event, "data": {"id": 1}}, item)
