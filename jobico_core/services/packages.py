@@ -94,10 +94,13 @@ def load_version(ctx: Context, version_id: int, tenant: str, package: str, numbe
     if info is not None:
         return info
     with ctx.db.session() as s:
-        row = s.get(PackageVersion, version_id)
-        if row is None:
+        # one statement: the version and its package read apart could straddle the package's delete
+        # (SQLite reads each statement in its own snapshot), leaving a version without its package
+        found = s.execute(select(PackageVersion, Package).join(Package, Package.id == PackageVersion.package_id)
+                          .where(PackageVersion.id == version_id)).first()
+        if found is None:
             return None
-        pkg = row.package
+        row, pkg = found
         if (pkg.tenant_id, pkg.name, row.number) != (tenant, package, number):
             log.error("version %d is version %d of %s/%s, not version %d of %s/%s as asked: not used",
                       version_id, row.number, pkg.tenant_id, pkg.name, number, tenant, package,

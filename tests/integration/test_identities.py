@@ -409,3 +409,29 @@ def test_a_rejection_for_a_deleted_tenant_is_not_kept(sqlite_ctx):
     assert not rejections.exists(ctx, kept) and not rejections.exists(ctx, late)
     assert rejections.list_rejections(ctx, "t1")[0] == []
     ctx.db.engine.dispose()
+
+
+def test_a_version_read_while_its_package_is_deleted_is_gone_not_an_error(sqlite_ctx):
+    """Found by the stateful suite: the worker read a version, then (a statement later) its package,
+    which a delete removed in between, and failed on the missing package (an internal error).
+    Here the delete lands right after the first statement that reads the version."""
+    from jobico_core.services.context import Context
+    ctx = sqlite_ctx
+    worker = Context(ctx.settings)
+    info = _deploy(ctx, "people", "person_added")
+    fired: list[str] = []
+
+    def delete_after_the_version_is_read(conn, cursor, statement, *_):
+        if not fired and "FROM package_versions" in statement:
+            fired.append(statement)
+            packages.delete_package(ctx, "t1", "people")  # another Context: its own connection
+
+    sa.event.listen(worker.db.engine, "after_cursor_execute", delete_after_the_version_is_read)
+    try:
+        got = load_version(worker, info.version_id, "t1", "people", 1)
+    finally:
+        sa.event.remove(worker.db.engine, "after_cursor_execute", delete_after_the_version_is_read)
+    assert fired, "the version was never read"
+    assert got is None or (got.tenant, got.package, got.number) == ("t1", "people", 1)
+    _until_gone(worker, info)  # and gone once the delete is seen (VERSIONS_FOLLOW_S)
+    worker.db.engine.dispose()
