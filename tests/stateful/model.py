@@ -232,9 +232,14 @@ def cron_version(tenant: Tenant, rec: dict) -> tuple[Version | None, str | None]
     """The version a cron-fired record ran, or why no version of ``tenant`` could have fired it then."""
     created = _timestamp(rec.get("created_at"))
     near = []
-    for version, start, end in tenant.periods.get(rec.get("package"), []):
-        if version.number != rec.get("version") or not version.cron:
-            continue
+    periods = [(v, start, end) for v, start, end in tenant.periods.get(rec.get("package"), [])
+               if v.number == rec.get("version") and v.cron]
+    # a period that holds the fire itself first (the newest): a package deleted and deployed again
+    # within the slack has two versions of that number near the fire, and the new one is active then
+    for version, start, end in sorted(periods, key=lambda p: p[1], reverse=True):
+        if start <= created and (end is None or created <= end):
+            return version, None
+    for version, start, end in periods:
         if start - CRON_SLACK_S <= created and (end is None or created <= end + CRON_SLACK_S):
             return version, None
         near.append((start, end))
