@@ -14,7 +14,7 @@ help:
 	@echo "make test-python  Python jobicolets on the real interpreter (~1 min; compiles it once per machine, 1-5 min, cached)"
 	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
 	@echo "make chaos     kill/stop/freeze workers, Redis, PostgreSQL, S3 under load (docs/delivery.md; ~4 min)"
-	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful; ~17 min)"
+	@echo "make stateful  long random sequences over the real platform checked against a model (tests/stateful; ~20 min)"
 	@echo "make examples  rebuild examples/jobicolets/*.wasm (apt: clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32; TinyGo from its releases) and the Python zip"
 	@echo "make examples-python  rebuild examples/python/pricing.zip from examples/python/pricing/ (deterministic)"
 	@echo "make bench     run the benchmarks in bench/ (needs apt: wrk for ingest; BENCH_ARGS=--quick)"
@@ -51,12 +51,15 @@ chaos: install
 
 # model-based random sequences over the real platform (tests/stateful/test_stateful.py); `make test` runs a
 # short variant (10 sequences of at most 30 steps per backend). Here: 140 sequences of at most 50 steps per
-# backend (SQLite + files, PostgreSQL + S3): over 10,000 steps, ~17 min on 2 cores. Replay a failure with the
-# seed it prints: JOBICO_STATEFUL_SEED=<seed> (tests/stateful/test_stateful.py lists the knobs).
-STATEFUL_EXAMPLES ?= 140
-STATEFUL_STEPS    ?= 50
+# backend (SQLite + files, PostgreSQL + S3), then more until each backend has taken 5,200 steps: over 10,000
+# steps in all, ~20 min on 2 cores. Replay a failure with the seed it prints: JOBICO_STATEFUL_SEED=<seed>
+# (tests/stateful/test_stateful.py lists the knobs).
+STATEFUL_EXAMPLES  ?= 140
+STATEFUL_STEPS     ?= 50
+STATEFUL_MIN_STEPS ?= 5200
 stateful: install
 	JOBICO_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) JOBICO_STATEFUL_STEPS=$(STATEFUL_STEPS) \
+		JOBICO_STATEFUL_MIN_STEPS=$(STATEFUL_MIN_STEPS) \
 		$(VENV)/bin/pytest -q -p no:cacheprovider tests/stateful
 
 test-unit: install

@@ -7,8 +7,12 @@ sequence deletes the tenants it created).
 Knobs (environment):
 
 * ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 10: the short run of ``make test``;
-  ``make stateful`` runs 140: with ~36 steps per sequence on average, over 10,000 steps in all).
+  ``make stateful``: 140).
 * ``JOBICO_STATEFUL_STEPS``: at most this many steps per sequence (default 30; ``make stateful``: 50).
+* ``JOBICO_STATEFUL_MIN_STEPS``: steps per backend the run takes at least (default 0; ``make stateful``:
+  5,200, so over 10,000 in all). Hypothesis picks each sequence's length (26 steps on average with
+  50 at most), so once the EXAMPLES sequences have run, more follow (next seeds) until the steps are
+  taken.
 * ``JOBICO_STATEFUL_SEED``: the seed (default: a random one, printed).
 * ``JOBICO_STATEFUL_REPRODUCE``: the blob of a ``@reproduce_failure('<version>', b'<blob>')`` line
   hypothesis printed for a failure.
@@ -46,7 +50,9 @@ from .platform import StatefulPlatform, embedded_env
 
 EXAMPLES = int(os.environ.get("JOBICO_STATEFUL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("JOBICO_STATEFUL_STEPS", "30"))
+MIN_STEPS = int(os.environ.get("JOBICO_STATEFUL_MIN_STEPS", "0"))
 MAX_ROUNDS = 5  # new seeds after a FlakyStrategyDefinition (see _run)
+MAX_TOP_UPS = 20  # extra seeds to reach MIN_STEPS (see _top_up)
 BACKENDS = [b for b in os.environ.get("JOBICO_STATEFUL_BACKENDS", "embedded,postgres").split(",") if b]
 
 
@@ -83,7 +89,8 @@ def stateful_platform(request, redis_url):
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def _run(machine: type, platform: StatefulPlatform, before: dict, seed: int, capsys) -> None:
+def _run(machine: type, platform: StatefulPlatform, before: dict, seed: int, capsys,
+         examples: int = EXAMPLES) -> None:
     """EXAMPLES sequences. Which rules a step may take depends on what the platform answered before
     (an event refused at once, a package still deploying), so now and then hypothesis finds a
     sequence it replays choosing among other rules than the first time: FlakyStrategyDefinition,
@@ -91,7 +98,7 @@ def _run(machine: type, platform: StatefulPlatform, before: dict, seed: int, cap
     run then goes on with the next seed for the sequences left (at most MAX_ROUNDS times), so a
     long run still covers its steps; any check that fails still fails the test."""
     for round_ in range(MAX_ROUNDS + 1):
-        left = EXAMPLES - (STATS["sequences"] - before["sequences"])
+        left = examples - (STATS["sequences"] - before["sequences"])
         if left <= 0:
             return
         try:
@@ -113,8 +120,25 @@ def _run(machine: type, platform: StatefulPlatform, before: dict, seed: int, cap
                       flush=True)
 
 
+def _top_up(platform: StatefulPlatform, before: dict, seed: int, capsys) -> None:
+    """More sequences, each round with the next seed, until MIN_STEPS steps have been taken."""
+    for n in range(1, MAX_TOP_UPS + 1):
+        taken = STATS["steps"] - before["steps"]
+        if taken >= MIN_STEPS:
+            return
+        # 20 steps per sequence is below the average (26 of at most 50): a round rarely falls short
+        more = -(-(MIN_STEPS - taken) // min(20, STEPS))
+        with capsys.disabled():
+            print(f"stateful [{platform.backend}]: {taken} steps of {MIN_STEPS}: {more} more sequence(s) "
+                  f"with seed {seed + 100 * n}", flush=True)
+        machine, _ = _machine_for(platform, seed + 100 * n)
+        _run(machine, platform, dict(STATS), seed + 100 * n, capsys, examples=more)
+    taken = STATS["steps"] - before["steps"]
+    assert taken >= MIN_STEPS, f"{taken} steps taken after {MAX_TOP_UPS} extra rounds, {MIN_STEPS} asked"
+
+
 # the suite's default (pyproject: 300 s) is per test; this one runs EXAMPLES sequences
-@pytest.mark.timeout(600 + EXAMPLES * STEPS * 3)
+@pytest.mark.timeout(600 + max(EXAMPLES * STEPS, MIN_STEPS * 2) * 3)
 @pytest.mark.parametrize("stateful_platform", ["embedded", "postgres"], indirect=True)
 def test_random_sequences_keep_the_model(stateful_platform, capsys):
     machine, seed = _machine_for(stateful_platform)
@@ -127,6 +151,7 @@ def test_random_sequences_keep_the_model(stateful_platform, capsys):
               f"logs in {stateful_platform.tmp}", flush=True)
     try:
         _run(machine, stateful_platform, before, seed, capsys)
+        _top_up(stateful_platform, before, seed, capsys)
     except BaseException:
         # the first failure and the sequences that ran up to it, before shrinking: a platform's state
         # outlives a sequence (a process's cache), so the sequences before the failing one may matter
