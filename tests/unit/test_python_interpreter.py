@@ -49,7 +49,7 @@ def test_an_event_before_the_interpreter_is_compiled_is_unavailable_not_a_failur
     with pytest.raises(interpreter.InterpreterNotReady) as info:
         rt.run(m, b"{}")
     assert isinstance(info.value, Unavailable) and info.value.status == 503
-    assert info.value.headers["Retry-After"] == "30"
+    assert info.value.headers["Retry-After"] == str(interpreter.RETRY_AFTER_S) == "5"
     assert started == [tmp_path / "empty"]  # it asked for the compilation, in the background
 
 
