@@ -18,6 +18,12 @@ Measures, with the interpreter's artifacts in the cache ($JOBICO_PYTHON_CACHE_DI
         artifact compiled from nothing (the same compile as above, measured apart in the
         same run), then the first event; its wall time is what installation adds.
     Minutes of CPU.
+  * with --make-run, the whole way as a user takes it: `jobico run` started on a new data
+    directory (nothing cached), then, as in docs/python.md's tutorial, `jobico new python
+    greeter`, `jobico deploy ...` (retried every second while it answers 503), `jobico send`
+    and `jobico executions show` until the event is done: the seconds from `jobico run` to
+    the banner, the deploy accepted and the first Python event succeeded. `jobico run` is
+    stopped then (with the optimized compile it started).
 Prints a table, then one JSON line.
 """
 from __future__ import annotations
@@ -25,9 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,14 +136,76 @@ def install_path() -> dict[str, float]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def make_run() -> dict[str, float]:
+    """`jobico run` on nothing cached, then the tutorial's first Python event (see the module doc)."""
+    from jobico_ops.embedded import free_port
+    jobico = str(Path(sys.executable).parent / "jobico")
+    tmp = Path(tempfile.mkdtemp(prefix="jobico-make-run-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBICO_")}
+    env.update(JOBICO_HOME=str(tmp / "home"), JOBICO_DATA_DIR=str(tmp / "data"))
+    log = tmp / "out.log"
+    res: dict[str, float] = {}
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([jobico, "run", "--port", str(free_port()), "--flower-port", str(free_port()),
+                                 "--concurrency", "1"], cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([jobico, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+
+    def until(check, what: str, interval: float):   # a user's retries, with a deadline
+        deadline = time.monotonic() + 1800
+        while (got := check()) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"jobico run: {what} never came:\n{log.read_text()[-3000:]}")
+            time.sleep(interval)
+        return got
+
+    try:
+        until(lambda: True if b"Ctrl-C stops everything" in log.read_bytes() else None, "the banner", 0.5)
+        res["banner_s"] = round(time.monotonic() - t0, 1)
+        assert cli("new", "python", "greeter").returncode == 0
+        until(lambda: True if cli("deploy", "greeter/package.yaml", "--python", "greeter/greeter.py",
+                                  "--schema", "greeter/greeter.json").returncode == 0 else None, "a deploy", 1.0)
+        res["deployed_s"] = round(time.monotonic() - t0, 1)
+        sent = cli("send", "greeter", "--data", '{"name": "Ada"}')
+        eid = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", sent.stdout)
+        assert eid, sent.stdout + sent.stderr
+
+        def done():
+            rec = json.loads(cli("executions", "show", eid.group(0), "--json").stdout)
+            return rec if rec["status"] not in ("queued", "running") else None
+
+        rec = until(done, "the event's end", 0.5)
+        assert rec["status"] == "succeeded", rec
+        res["first_python_event_s"] = round(time.monotonic() - t0, 1)
+        res["load"] = round(os.getloadavg()[0], 1)
+        return res
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=200)
     p.add_argument("--fresh", action="store_true", help="also time a fresh host's preparation (minutes)")
+    p.add_argument("--make-run", action="store_true",
+                   help="also time `jobico run` on nothing cached to the tutorial's first Python event")
     p.add_argument("--install", action="store_true",
                    help="also time the install-time path: the optimized artifact alone from nothing (minutes)")
     args = p.parse_args()
     res: dict[str, object] = {"cpus": os.cpu_count(), "load": os.getloadavg()[0]}
+    if args.make_run:
+        print("jobico run on a new data directory, then the first Python event ...", flush=True)
+        res["make_run"] = make_run()
+        print("jobico run:", res["make_run"], flush=True)
     if args.fresh:
         print("fresh host: preparing into an empty cache directory ...", flush=True)
         res["fresh"] = fresh()
