@@ -319,15 +319,17 @@ def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
             return t
 
         def work() -> None:
-            try:
-                if not is_ready(cache_dir):
-                    prepare(cache_dir, "quick")
+            # the quick artifact failing (Winch lacks support for something on this CPU, say) must
+            # not keep the optimized one from being compiled: each is tried, and reported, alone
+            for tier in TIERS:
+                if tier != "optimized" and is_ready(cache_dir):
+                    continue
+                try:
+                    prepare(cache_dir, tier)
                     _bg_errors.pop(key, None)
-                prepare(cache_dir, "optimized")
-                _bg_errors.pop(key, None)
-            except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
-                _bg_errors[key] = str(exc)
-                log.error("preparing the Python interpreter failed: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
+                    _bg_errors[key] = str(exc)
+                    log.error("preparing the Python interpreter (%s) failed: %s", tier, exc)
 
         t = threading.Thread(target=work, name="jobico-python-prepare", daemon=True)
         _bg[key] = t

@@ -125,3 +125,22 @@ def test_a_package_zip_is_read_in_memory_with_its_paths():
     with pytest.raises(InvalidModule, match=f"big.zip is {MAX_PACKAGE_ZIP_BYTES + 1} bytes; a Python package zip "
                                             "is at most 2048 KiB"):
         load_python(b"PK\x03\x04" + bytes(MAX_PACKAGE_ZIP_BYTES - 3), "big.zip")
+
+
+def test_a_failed_quick_compile_does_not_keep_the_optimized_one_from_being_compiled(tmp_path, monkeypatch, caplog):
+    """Winch may lack something on some CPU: the background preparation still compiles the
+    optimized artifact (each tier is tried and reported alone)."""
+    tried = []
+
+    def prepare(cache_dir, tier="optimized", **_kw):
+        tried.append(tier)
+        if tier == "quick":
+            raise interpreter.InterpreterMissing("compiling the Python interpreter failed (exit 1): winch")
+        return interpreter.module_path(cache_dir, tier)
+
+    monkeypatch.setattr(interpreter, "prepare", prepare)
+    t = interpreter.start_preparing(tmp_path / "host")
+    assert t is not None
+    t.join(30)
+    assert not t.is_alive() and tried == ["quick", "optimized"]
+    assert "preparing the Python interpreter (quick) failed" in caplog.text and "winch" in caplog.text
