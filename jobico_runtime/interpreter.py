@@ -37,6 +37,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,9 @@ STDLIB_GUEST_DIR = "/usr/local/lib"
 ARGV0 = "/usr/local/bin/python.wasm"
 #: The compiled artifacts, best last: tier -> compiler (``sandbox.COMPILERS``).
 TIERS = {"quick": "winch", "optimized": "speed"}
+#: CPUs Winch compiles for (wasmtime: Tier 1 on x86_64, aarch64 in development); elsewhere a
+#: host compiles the optimized artifact only.
+WINCH_MACHINES = ("x86_64", "amd64")
 
 
 class InterpreterMissing(RuntimeError):
@@ -322,7 +326,8 @@ def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
             # the quick artifact failing (Winch lacks support for something on this CPU, say) must
             # not keep the optimized one from being compiled: each is tried, and reported, alone
             for tier in TIERS:
-                if tier != "optimized" and is_ready(cache_dir):
+                if tier != "optimized" and (is_ready(cache_dir)
+                                            or platform.machine().lower() not in WINCH_MACHINES):
                     continue
                 try:
                     prepare(cache_dir, tier)
