@@ -52,6 +52,12 @@ mem_data = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(ffi.wasmtime_context
 HostImpl = Callable[[Any, Any, Any], int]   # (caller, args, results) -> 0 or an owned trap pointer
 
 
+def use_winch(cfg: wasmtime.Config) -> None:
+    """Compile with wasmtime's baseline compiler, Winch (wasmtime-py's ``Config.strategy`` accepts
+    only "auto" and "cranelift"; the C API's ``WASMTIME_STRATEGY_WINCH`` is 2)."""
+    ffi.wasmtime_config_strategy_set(cfg.ptr(), 2)
+
+
 def new_trap(message: str) -> int:
     b = message.encode()
     return ctypes.cast(ffi.wasmtime_trap_new(b, len(b)), ctypes.c_void_p).value or 0

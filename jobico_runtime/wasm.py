@@ -212,19 +212,19 @@ class Runtime:
         if self._pid != os.getpid():
             self._reset()
 
-    def engine(self, stack_kb: int, opt_level: str = "speed") -> wasmtime.Engine:
+    def engine(self, stack_kb: int, compiler: str = "speed") -> wasmtime.Engine:
         """This process's engine for a wasm stack of ``stack_kb`` (WASM modules' engines differ
-        only by it; ``opt_level="none"`` is the Python interpreter's quick artifact's, interpreter.py)."""
-        return self._engine(stack_kb, opt_level).engine
+        only by it; ``compiler="winch"`` is the Python interpreter's quick artifact's, interpreter.py)."""
+        return self._engine(stack_kb, compiler).engine
 
-    def _engine(self, stack_kb: int, opt_level: str = "speed") -> _Engine:
-        key = (stack_kb, opt_level)
+    def _engine(self, stack_kb: int, compiler: str = "speed") -> _Engine:
+        key = (stack_kb, compiler)
         e = self._engines.get(key)
         if e is None:
             with self._lock:
                 e = self._engines.get(key)
                 if e is None:
-                    e = _Engine(make_engine(stack_kb, opt_level=opt_level))
+                    e = _Engine(make_engine(stack_kb, compiler=compiler))
                     self._engines[key] = e
                     self.ticker.add(e.engine)
         return e

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from celery.beat import Scheduler
 
+from jobico_core import tracing
 from jobico_core.db import utcnow
 from jobico_core.services.schedules import Schedule, deployed_schedules, fire, generation
 
@@ -68,6 +69,9 @@ class JobicoScheduler(Scheduler):
     def __init__(self, *args, **kwargs):
         from .celery_app import settings
         from .context import worker_context
+        # a cron fire's jobico.submit span starts the trace its execution continues (only with
+        # OTEL_EXPORTER_OTLP_ENDPOINT set; replaces the worker's setup that importing the app made)
+        tracing.setup("jobico-beat")
         self.ctx = worker_context(settings, celery=kwargs.get("app"))
         self.refresh_every = float(settings.schedule_refresh)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

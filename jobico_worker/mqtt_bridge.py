@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobico_core import tracing
 from jobico_core.errors import TooManyRequests
 from jobico_core.mqtt import BrokerAddress
 from jobico_core.services import rejections
@@ -255,6 +256,7 @@ def main(settings: Settings | None = None) -> None:
     from jobico_core.logs import configure_logging
     settings = (settings or Settings.from_env()).check()
     configure_logging(settings)
+    tracing.setup("jobico-mqtt-bridge")  # a message's jobico.submit span starts its execution's trace
     bridge = Bridge(settings)
     if settings.mqtt_metrics_port:
         from jobico_core.metrics import serve_worker_metrics

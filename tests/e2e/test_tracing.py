@@ -22,10 +22,12 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
 class Collector:
-    """An OTLP/HTTP endpoint: every span received, as (name, trace id, span id, parent id, attributes)."""
+    """An OTLP/HTTP endpoint: every span received, as (name, trace id, span id, parent id, attributes),
+    and the service that sent each (span id -> ``service.name``)."""
 
     def __init__(self):
         self.spans: list[tuple[str, str, str, str, dict]] = []
+        self.services: dict[str, str] = {}
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,8 +37,11 @@ class Collector:
                     data = gzip.decompress(data)
                 req = ExportTraceServiceRequest.FromString(data)
                 for rs in req.resource_spans:
+                    service = next((a.value.string_value for a in rs.resource.attributes
+                                    if a.key == "service.name"), "")
                     for ss in rs.scope_spans:
                         for s in ss.spans:
+                            collector.services[s.span_id.hex()] = service
                             attrs = {a.key: a.value.string_value or a.value.int_value for a in s.attributes}
                             collector.spans.append((s.name, s.trace_id.hex(), s.span_id.hex(),
                                                     s.parent_span_id.hex(), attrs))

@@ -12,6 +12,7 @@ from jobico_core.abi import InvalidModule
 from jobico_core.limits import PYTHON_DEFAULT_LIMITS, Limits
 from jobico_runtime import CancelToken, Status
 from jobico_runtime.python import PythonModule, check_python, load_python
+from jobico_runtime.sandbox import FUEL_PER_CPU_S
 
 # the first test's setup may compile the interpreter (minutes, once per machine: conftest.py)
 pytestmark = pytest.mark.timeout(1200)
@@ -247,6 +248,20 @@ def test_timeouts_wall_and_cpu(runtime):
     out = runtime.run(sleeper, b"{}", limits=limits(timeout_ms=300))
     assert (out.status, out.limit) == (Status.TIMED_OUT, "wall"), out.to_dict()
     assert time.monotonic() - t0 < 5
+
+
+def test_a_spinning_interpreter_is_stopped_by_the_cpu_budget_alike_on_both_tiers(runtime):
+    """The quick artifact (Winch) cannot meter fuel: its CPU bound is the fuel budget's worth of
+    CPU time (sandbox.FUEL_PER_CPU_S), ending with the same outcome as fuel on the optimized one."""
+    spin = py("def event(data):\n    n = 0\n    while True:\n        n += 1\n")
+    fuel = FUEL_PER_CPU_S // 2
+    c0 = time.thread_time()
+    out = runtime.run(spin, b"{}", limits=limits(fuel=fuel, timeout_ms=30_000))
+    cpu_s = time.thread_time() - c0
+    assert (out.status, out.limit) == (Status.TIMED_OUT, "cpu"), out.to_dict()
+    assert out.message.startswith(f"CPU budget of {fuel} fuel"), out.message
+    if runtime.python_tier == "quick":
+        assert "0.50 s of CPU time" in out.message and 0.5 <= cpu_s < 10, cpu_s
 
 
 def test_memory_limit(runtime):

@@ -29,7 +29,7 @@ def test_cache_names_carry_the_interpreter_wasmtime_and_engine_config(tmp_path):
 def test_the_quick_and_optimized_artifacts_never_share_a_name_and_the_best_one_wins(tmp_path):
     from jobico_runtime.sandbox import engine_config_hash
     quick, best = interpreter.module_path(tmp_path, "quick"), interpreter.module_path(tmp_path, "optimized")
-    assert quick != best and quick.name.endswith(f"-{engine_config_hash('none')}.cwasm")
+    assert quick != best and quick.name.endswith(f"-{engine_config_hash('winch')}.cwasm")
     (interpreter.stdlib_dir(tmp_path)).mkdir()
     (interpreter.stdlib_dir(tmp_path) / "python315.zip").write_bytes(b"")
     assert interpreter.ready_tier(tmp_path) is None
@@ -49,7 +49,7 @@ def test_an_event_before_the_interpreter_is_compiled_is_unavailable_not_a_failur
     with pytest.raises(interpreter.InterpreterNotReady) as info:
         rt.run(m, b"{}")
     assert isinstance(info.value, Unavailable) and info.value.status == 503
-    assert info.value.headers["Retry-After"] == "30"
+    assert info.value.headers["Retry-After"] == str(interpreter.RETRY_AFTER_S) == "5"
     assert started == [tmp_path / "empty"]  # it asked for the compilation, in the background
 
 
@@ -125,3 +125,22 @@ def test_a_package_zip_is_read_in_memory_with_its_paths():
     with pytest.raises(InvalidModule, match=f"big.zip is {MAX_PACKAGE_ZIP_BYTES + 1} bytes; a Python package zip "
                                             "is at most 2048 KiB"):
         load_python(b"PK\x03\x04" + bytes(MAX_PACKAGE_ZIP_BYTES - 3), "big.zip")
+
+
+def test_a_failed_quick_compile_does_not_keep_the_optimized_one_from_being_compiled(tmp_path, monkeypatch, caplog):
+    """Winch may lack something on some CPU: the background preparation still compiles the
+    optimized artifact (each tier is tried and reported alone)."""
+    tried = []
+
+    def prepare(cache_dir, tier="optimized", **_kw):
+        tried.append(tier)
+        if tier == "quick":
+            raise interpreter.InterpreterMissing("compiling the Python interpreter failed (exit 1): winch")
+        return interpreter.module_path(cache_dir, tier)
+
+    monkeypatch.setattr(interpreter, "prepare", prepare)
+    t = interpreter.start_preparing(tmp_path / "host")
+    assert t is not None
+    t.join(30)
+    assert not t.is_alive() and tried == ["quick", "optimized"]
+    assert "preparing the Python interpreter (quick) failed" in caplog.text and "winch" in caplog.text
