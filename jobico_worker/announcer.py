@@ -15,14 +15,13 @@ with some still pending, the same catch-up covers them.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import threading
 from collections import deque
 
-from jobico_core.broker import results_channel
 from jobico_core.services.context import Context
+from jobico_core.services.executions import announce_many as publish_records
 
 log = logging.getLogger("jobico.worker")
 
@@ -46,8 +45,10 @@ class Announcer:
             over = len(self._pending) - MAX_PENDING
             for _ in range(max(0, over)):
                 self._pending.popleft()
-                self.dropped += 1
+            self.dropped += max(0, over)
             self._cond.notify()
+        if over > 0:  # Redis has been away a while: the stream's catch-up sends them
+            log.warning("stream announcements: %d dropped (more than %d waiting)", over, MAX_PENDING)
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything handed over so far is published (or dropped); False on timeout."""
@@ -69,15 +70,10 @@ class Announcer:
                     self._cond.notify_all()
 
     def _publish(self, records: list[dict]) -> None:
-        try:
-            pipe = self.ctx.redis.pipeline(transaction=False)
-            for data in records:
-                pipe.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
-            pipe.execute()
+        if publish_records(self.ctx, records):
             self.published += len(records)
-        except Exception as exc:  # the records are safe in the database; the stream's catch-up sends them
+        else:
             self.dropped += len(records)
-            log.warning("could not publish %d executions on pub/sub: %s", len(records), exc)
 
 
 _announcers: dict[int, Announcer] = {}
