@@ -121,7 +121,8 @@ def run_jobico(svc, ctx, env, tenant: str, n: int, concurrency: int, label: str,
     for t in tenants or [tenant] if api is None else ():
         preload(ctx, t, n // len(tenants or [tenant]), payload=payload, package=package, batch=per_request)
     n = unfinished(ctx)
-    w = worker(label, env, svc.tmp / "logs", concurrency)
+    # no Python interpreter compile beside the measured worker unless the caller asks for it
+    w = worker(label, {"JOBICO_PYTHON_PREPARE": "0", **env}, svc.tmp / "logs", concurrency)
     try:
         _, secs = drain_rate(lambda: unfinished(ctx), n, timeout)
     finally:
