@@ -20,7 +20,7 @@ own status, attempts, guest retries, exactly-once record and dead letter:
   transaction (one guarded ``UPDATE ... FROM unnest(...) RETURNING`` on
   PostgreSQL: a row already final is skipped, so a redelivered batch never
   records twice), their logs in one ``executemany`` and their chained rows;
-  then the chained tasks are published and the records streamed. A flush
+  then the chained tasks are published and the records streamed (``announcer``). A flush
   happens every ``FLUSH_S`` of running and at the end, so a crash re-runs at
   most that much already-run work (never anything recorded).
 * **budget**: after ``Settings.batch_budget_s`` the batch starts nothing new;
@@ -39,7 +39,6 @@ own status, attempts, guest retries, exactly-once record and dead letter:
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -47,12 +46,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import ARRAY, String, any_, bindparam, insert, select, text, update
 
 from jobico_core import metrics, tracing
-from jobico_core.broker import publish, results_channel
+from jobico_core.broker import publish
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, as_signed64, next_seq, utcnow
 from jobico_core.services.context import Context
 from jobico_core.services.executions import task_message, task_messages, to_dict
 from jobico_core.services.leases import until as lease_until
 
+from .announcer import announce_many
 from .executor import INFRA_ERRORS, RECORD_SEQ, Outcome, chained_row, run_claimed
 from .heartbeat import holding
 
@@ -195,19 +195,6 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
     if children:
         publish(ctx.celery, task_messages(children, ctx.settings.task_batch))
     return records, [o.row.id for o in outcomes if o.row.id not in written]
-
-
-def announce_many(ctx: Context, records: list[dict]) -> None:
-    """Stream the finished executions on their tenants' pub/sub channels, in one pipeline."""
-    if not records:
-        return
-    try:
-        pipe = ctx.redis.pipeline(transaction=False)
-        for data in records:
-            pipe.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
-        pipe.execute()
-    except Exception as exc:  # the records are safe in the database; the stream replays from them
-        log.warning("could not publish %d executions on pub/sub: %s", len(records), exc)
 
 
 def hand_back(ctx: Context, rows: list, claimed_at) -> int:

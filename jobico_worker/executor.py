@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_core import metrics, tracing
@@ -27,11 +27,12 @@ from jobico_core.limits import resolve
 from jobico_core.services.context import Context
 from jobico_core.services.environment import redact_outcome
 from jobico_core.services.environment import resolve as resolve_environment
-from jobico_core.services.executions import MAX_CHAIN_DEPTH, announce, new_execution, task_message, to_dict
+from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
 from jobico_core.services.files import schema_validator
 from jobico_core.services.leases import until as lease_until
 from jobico_core.services.packages import VersionInfo, load_version
 from jobico_runtime.interpreter import InterpreterNotReady
+from jobico_worker.announcer import announce_many
 from jobico_worker.cancellation import watch
 from jobico_worker.heartbeat import holding
 from jobico_worker.modules import module_bytes
@@ -53,7 +54,9 @@ class Finished:
 
 
 _EX = Execution.__table__
-_TERMINAL = sorted(TERMINAL_STATUSES)
+# the final statuses as literals in the statement: a list of values would be an "expanding"
+# parameter that SQLAlchemy renders again at every execution (a visible share of a claim)
+_TERMINAL = [literal_column(f"'{s}'") for s in sorted(TERMINAL_STATUSES)]
 _SELECT_BY_ID = select(_EX).where(_EX.c.id == bindparam("b_id"))
 
 # Built once (statement construction was a visible share of an event's cost); the
@@ -216,12 +219,12 @@ def republish_chain(ctx: Context, execution_id: str) -> None:
 
 
 def _finish(ctx: Context, claimed, info: VersionInfo | None, tenant: str, **outcome) -> dict:
-    """Record a final outcome, count it and stream it."""
+    """Record a final outcome, count it and stream it (by this process's announcer, after the task)."""
     fin = record(ctx, claimed, info, **outcome)
     if fin.recorded:  # a concurrent duplicate delivery neither counts nor streams it a second time
         metrics.finished(tenant, outcome["status"], fin.execution.get("duration_ms"),
                          bool(fin.execution.get("dead_lettered")))
-        announce(ctx, fin.execution)
+        announce_many(ctx, [fin.execution])
     return fin.execution
 
 

@@ -273,6 +273,24 @@ def announce(ctx: Context, data: dict) -> None:
                     extra={"execution_id": data.get("id"), "tenant": data.get("tenant")})
 
 
+def announce_many(ctx: Context, records: list[dict]) -> bool:
+    """Stream several finished executions' records in one pipeline, in this order (at most once,
+    like ``announce``; the worker's announcer thread, ``jobico_worker.announcer``). False when
+    Redis could not take them (logged: the stream's catch-up sends them from the database)."""
+    records = [r for r in records if r]
+    if not records:
+        return True
+    try:
+        pipe = ctx.redis.pipeline(transaction=False)
+        for data in records:
+            pipe.publish(results_channel(data["tenant"]), json.dumps(data, ensure_ascii=False))
+        pipe.execute()
+        return True
+    except Exception as exc:  # the records are safe in the database; the stream replays from them
+        log.warning("could not publish %d executions on pub/sub: %s", len(records), exc)
+        return False
+
+
 def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 

@@ -14,12 +14,14 @@ import json
 import pytest
 from sqlalchemy import select
 
-from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK
+from jobico_core.broker import EXECUTE_BATCH_TASK, EXECUTE_TASK, results_channel
 from jobico_core.db import Execution, ExecutionLog
 from jobico_core.errors import Unavailable
 from jobico_worker import batch as batch_mod
+from jobico_worker.announcer import announcer
 from jobico_worker.batch import BatchInterrupted, claim_many, record_many, run_batch
 from jobico_worker.executor import Outcome, record, run_execution
+from tests.waiting import wait_until
 
 from .helpers import ROOT, wat
 
@@ -350,3 +352,33 @@ def test_recorded_but_chain_unpublished_goes_back_to_its_own_task(h, monkeypatch
     with h.ctx.db.session() as s:
         children = set(s.scalars(select(Execution.id).where(Execution.chained_from.in_(ids))))
     assert len(children) == 2 and {a[0] for _, a, _ in take(h)} == children
+
+
+def test_records_are_streamed_once_each_in_recording_order_off_the_tasks_path(h):
+    """The worker's announcer (jobico_worker.announcer): what single and batch tasks record is
+    published on the tenant's channel after the task returned, in recording order, once; a
+    redelivery that finds the row final streams nothing."""
+    deploy(h)
+    sub = h.redis.pubsub()
+    sub.subscribe(results_channel("t1"))
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    [one] = post(h, [{"n": 0}])
+    many = post(h, [{"n": 1}, {"n": 2}])
+    take(h)
+    rec = run_execution(h.ctx, Runtime(), one, '{"n":0}', worker="w")
+    assert rec["status"] == "succeeded"
+    run_batch(h.ctx, Runtime(), many, worker="w")
+    assert run_execution(h.ctx, Runtime(), one, '{"n":0}', worker="w2")["status"] == "succeeded"  # redelivered
+    assert announcer(h.ctx).drain(10)
+    seen: list[dict] = []
+
+    def three() -> bool:
+        while (m := sub.get_message(ignore_subscribe_messages=True, timeout=0.1)) is not None:
+            seen.append(json.loads(m["data"]))
+        return len(seen) >= 3
+
+    wait_until(three, timeout=10, what="three records on the stream")
+    assert seen[0]["id"] == one and sorted(d["id"] for d in seen[1:]) == sorted(many)  # one batch: any order
+    assert [d["status"] for d in seen] == ["succeeded"] * 3 and seen[0]["result"] == '{"n":0}'
+    assert sub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None  # the redelivery: nothing
+    sub.close()
