@@ -130,6 +130,7 @@ def task_envelope(m: TaskMessage | BatchMessage, retries: int = 0) -> str:
         from celery.utils.nodenames import anon_nodename
         _origin.append(anon_nodename())
     kwargs = _kwargs(m)
+    args: tuple[Any, ...]
     if isinstance(m, BatchMessage):
         ids = list(m.execution_ids)
         task_id, name, args = f"{ids[0]}+{len(ids) - 1}", EXECUTE_BATCH_TASK, (ids,)
