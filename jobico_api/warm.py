@@ -31,7 +31,9 @@ NO_TENANT = "_warm-up"  # no tenant can have this id (a name starts with a lette
 
 
 def _apps(app) -> list[Flask]:
-    return list(app.apps.values()) if isinstance(app, PortDispatcher) else [app]
+    """The Jobico Flask apps ``app`` serves (none when gunicorn serves another WSGI app)."""
+    apps = list(app.apps.values()) if isinstance(app, PortDispatcher) else [app]
+    return [a for a in apps if "jobico" in getattr(a, "extensions", {})]
 
 
 def _connect(ctx: Context) -> None:
@@ -45,7 +47,8 @@ def _connect(ctx: Context) -> None:
 
 
 def warm(app) -> float:
-    """Warm ``app`` (a Flask app or ``PortDispatcher``) and freeze the heap; returns the seconds it took."""
+    """Warm ``app`` (a Flask app or ``PortDispatcher``; any other WSGI app is only frozen) and freeze
+    the heap; returns the seconds it took."""
     started = time.monotonic()
     contexts: dict[int, Context] = {}
     for flask_app in _apps(app):
