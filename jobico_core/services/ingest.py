@@ -291,9 +291,12 @@ def _enqueue_together(ctx: Context, s, rows) -> list[str]:
     they are, and raises what that raised (nothing of the group stays) in every request of it."""
     if s is not None:
         s.commit()  # ends the request's reads (its connection goes back to the pool) before it waits
+    def flush(group: list) -> None:
+        enqueue(ctx, group)
+        metrics.ingest_group(len(group))
+
     first = rows[0]
-    ctx.ingest_batches.submit((first.tenant_id, first.version_id, first.event, first.queue), rows,
-                              lambda group: enqueue(ctx, group))
+    ctx.ingest_batches.submit((first.tenant_id, first.version_id, first.event, first.queue), rows, flush)
     return [r.id for r in rows]
 
 

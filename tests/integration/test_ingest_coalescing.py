@@ -55,6 +55,9 @@ def _tasks(api) -> list[tuple[str, list[str]]]:
 
 
 def test_concurrent_single_event_requests_share_one_insert_and_one_batch_task(make_api):
+    from prometheus_client import REGISTRY
+    groups_before = REGISTRY.get_sample_value("jobico_ingest_group_events_count") or 0
+    events_before = REGISTRY.get_sample_value("jobico_ingest_group_events_sum") or 0
     api = make_api(ingest_linger_ms=1000)
     t = api.deployed_tenant("tenant_1")
     n = 8
@@ -69,6 +72,9 @@ def test_concurrent_single_event_requests_share_one_insert_and_one_batch_task(ma
     assert len(tasks) == batches.flushes < n  # one task per group, never one per event
     assert any(name == "jobico.execute_batch" and len(group) > 1 for name, group in tasks)
     assert sorted(i for _, group in tasks for i in group) == sorted(x[0] for x in ids)  # each once
+    # the metric: jobico_ingest_group_events (a histogram of group sizes)
+    assert REGISTRY.get_sample_value("jobico_ingest_group_events_count") - groups_before == batches.flushes
+    assert REGISTRY.get_sample_value("jobico_ingest_group_events_sum") - events_before == n
     rows = {e.id: e for e in api.executions_in_db()}
     assert len(rows) == n
     for name, (eid,) in zip(names, ids):  # every row its own payload, status and counters
