@@ -69,3 +69,12 @@ def on_starting(server):
 def child_exit(server, worker):
     from jobico_core import multiproc
     multiproc.process_exited(worker.pid)
+
+
+
+def post_worker_init(worker):
+    """Before the worker serves: its first request's imports, connections and full garbage
+    collection done, its heap frozen (``jobico_api.warm``)."""
+    from jobico_api.warm import warm
+    took = warm(worker.wsgi)
+    worker.log.info("worker warmed up in %.0f ms", took * 1000)

@@ -5,9 +5,11 @@ way to put an execution on a tenant's queue.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,12 +79,13 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
 
     A ``TaskMessage`` becomes a ``jobico.execute`` task, a ``BatchMessage`` a
     ``jobico.execute_batch`` task (docs/delivery.md has the contract of both).
-    Each message is Celery's own protocol-2 task message (``app.amqp.as_task_v2``),
-    published through kombu to the anonymous exchange with the queue's name as
-    routing key: the Redis transport then LPUSHes it onto exactly that list, with
-    no per-message binding lookup (and no chance of landing in a second queue).
-    All of a call's messages leave in one Redis pipeline (``producer.batch()``);
-    a failed flush raises here, and the caller (ingest) deletes its rows and
+    Each message is Celery's own protocol-2 task message, as kombu's Redis transport
+    puts it on the anonymous exchange with the queue's name as routing key: LPUSHed
+    onto exactly that list (no binding lookup, no chance of landing in a second queue).
+    Without a countdown the envelope is built here (``task_envelope``) and all of a
+    call's messages leave in one pipeline of the process's pooled Redis client; with
+    one (an ETA) through ``app.amqp.as_task_v2`` and kombu's ``producer.batch()``.
+    A failed flush raises here, and the caller (ingest) deletes its rows and
     answers 503, while a worker drops any task whose row does not exist.
     ``countdown`` delays execution (a retry's backoff, capped well under the
     visibility timeout); ``retries`` is the Celery retry count the task starts
@@ -92,14 +95,81 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
     if not messages:
         return
     with tracing.span("jobico.publish", {"jobico.messages": len(messages)}, kind="producer"):
-        _publish(app, messages, countdown, retries)
+        if countdown is None:
+            _push(app, messages, retries)
+        else:
+            _publish(app, messages, countdown, retries)
+
+
+def _kwargs(m: TaskMessage | BatchMessage) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"tenant": m.tenant, "package": m.package, "event": m.event}
+    if isinstance(m, TaskMessage):
+        for name in ("locks", "waiting", "token", "flow", "priority"):
+            value = getattr(m, name)
+            if value:
+                kwargs[name] = list(value) if name == "locks" else value
+    return kwargs
+
+
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+REPR_MAX = 1024  # Celery's argsrepr_maxsize / kwargsrepr_maxsize
+_origin: list[str] = []
+
+
+def _repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= REPR_MAX else text[:REPR_MAX - 3] + "..."
+
+
+def task_envelope(m: TaskMessage | BatchMessage, retries: int = 0) -> str:
+    """The message the Redis transport LPUSHes for ``m`` (no countdown): Celery's protocol-2
+    task message (what ``app.amqp.as_task_v2`` + kombu's ``basic_publish`` make, field for field;
+    ``argsrepr``/``kwargsrepr`` are plain reprs cut at Celery's 1024 characters), built without
+    either (their cost per message was most of a single-event webhook request's publish)."""
+    if not _origin:
+        from celery.utils.nodenames import anon_nodename
+        _origin.append(anon_nodename())
+    kwargs = _kwargs(m)
+    args: tuple[Any, ...]
+    if isinstance(m, BatchMessage):
+        ids = list(m.execution_ids)
+        task_id, name, args = f"{ids[0]}+{len(ids) - 1}", EXECUTE_BATCH_TASK, (ids,)
+        shadow = f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]"
+    else:
+        task_id, name, args = m.execution_id, EXECUTE_TASK, (m.execution_id, m.payload)
+        shadow = f"jobico.execute[{m.tenant}/{m.package}/{m.event}]"
+    headers: dict[str, Any] = {
+        "lang": "py", "task": name, "id": task_id, "shadow": shadow, "eta": None, "expires": None,
+        "group": None, "group_index": None, "retries": retries, "timelimit": [None, None], "root_id": task_id,
+        "parent_id": None, "argsrepr": _repr(args), "kwargsrepr": _repr(kwargs), "origin": _origin[0],
+        "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}}
+    if isinstance(m, TaskMessage) and m.traceparent:
+        headers["traceparent"] = m.traceparent
+    body = base64.b64encode(json.dumps([args, kwargs, _EMBED]).encode()).decode()
+    return json.dumps({
+        "body": body, "content-encoding": "utf-8", "content-type": "application/json", "headers": headers,
+        "properties": {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+                       "delivery_info": {"exchange": "", "routing_key": m.queue}, "priority": 0,
+                       "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())}})
+
+
+def _push(app: Celery, messages: list[TaskMessage | BatchMessage], retries: int) -> None:
+    """Every message LPUSHed onto its queue in one pipeline of the process's pooled client of
+    the broker (kombu's producer builds a new Redis client per publish)."""
+    try:
+        pipe = redis_client(app.conf.broker_url).pipeline(transaction=False)
+        for m in messages:
+            pipe.lpush(m.queue, task_envelope(m, retries))
+        pipe.execute()
+    except Exception as exc:  # redis connection errors of every flavour
+        raise Unavailable(f"the message broker is unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 def _publish(app: Celery, messages: list[TaskMessage | BatchMessage], countdown: float | None, retries: int) -> None:
     try:
         with app.producer_or_acquire() as producer, producer.batch():
             for m in messages:
-                kwargs: dict[str, Any] = {"tenant": m.tenant, "package": m.package, "event": m.event}
+                kwargs = _kwargs(m)
                 if isinstance(m, BatchMessage):
                     ids = list(m.execution_ids)
                     req = app.amqp.as_task_v2(
@@ -107,16 +177,6 @@ def _publish(app: Celery, messages: list[TaskMessage | BatchMessage], countdown:
                         countdown=countdown, retries=retries,
                         shadow=f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]")
                 else:
-                    if m.locks:
-                        kwargs["locks"] = list(m.locks)
-                    if m.waiting:
-                        kwargs["waiting"] = m.waiting
-                    if m.token:
-                        kwargs["token"] = m.token
-                    if m.flow:
-                        kwargs["flow"] = m.flow
-                    if m.priority:
-                        kwargs["priority"] = m.priority
                     req = app.amqp.as_task_v2(
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,

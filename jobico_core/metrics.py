@@ -43,6 +43,10 @@ QUEUE_DEPTH_CACHE_S = 5.0
 EVENTS_ACCEPTED = Counter(
     "jobico_events_accepted", "Events accepted by the webhook (one per element, each became an execution)",
     ["tenant"])
+INGEST_GROUP_EVENTS = Histogram(
+    "jobico_ingest_group_events", "Events of concurrent webhook requests recorded by one statement and "
+    "published as one task (the webhook's group commit; a lone request is a group of its size)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 EVENTS_REJECTED = Counter(
     "jobico_events_rejected", "Webhook requests refused, by reason (too_large, not_found, unauthorized, "
     "forbidden, bad_request, invalid, conflict, unavailable, error)", ["reason", "tenant"])
@@ -97,6 +101,10 @@ def rejected(reason: str, tenant: object) -> None:
 
 def accepted(tenant: str, count: int) -> None:
     EVENTS_ACCEPTED.labels(tenant=tenant_label(tenant)).inc(count)
+
+
+def ingest_group(events: int) -> None:
+    INGEST_GROUP_EVENTS.observe(events)
 
 
 def mqtt_message(tenant: str, outcome: str, reason: str | None = None) -> None:

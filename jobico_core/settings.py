@@ -64,6 +64,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
     "JOBICO_TASK_BATCH": ("100", "most executions one worker task carries (the events of one webhook request, or the chained events of one batch); 1 = one task per execution. Each keeps its own status, attempts, retries and record: see docs/delivery.md"),
     "JOBICO_TASK_BATCH_MS": ("1000", "a batch task starts no new execution after this long and puts the rest back at the end of its queue (fairness between tenants); never more than half the visibility timeout minus the longest execution"),
+    "JOBICO_INGEST_COALESCE": ("1", "1 = concurrent webhook requests of one API process for the same tenant, package version, event and queue are recorded by one statement and published as one batch task (group commit; each event keeps its own status, attempts, retries and record); 0 = each request alone. See docs/delivery.md"),
+    "JOBICO_INGEST_LINGER_MS": ("0", "milliseconds the first of such requests waits for others before its group is recorded (like Kafka's linger.ms); 0 = none: a group forms only from requests arriving while the previous one is being recorded, so an idle API adds no latency"),
     "JOBICO_WEBHOOK_CACHE_SECONDS": ("5", "seconds each API process may reuse the webhook's tenant, key and event-route lookups; every change (a deleted key, tenant or package, a webhook mode, a rollback) empties all processes' caches at once through a Redis counter, so this bounds staleness only while Redis cannot be read; 0 = no cache"),
     "JOBICO_RATE_LIMIT": ("1000", "webhook events per second a tenant may send (token bucket; 429 with Retry-After above)"),
     "JOBICO_RATE_BURST": ("5000", "events a tenant may send at once before the rate limit applies"),
@@ -152,6 +154,8 @@ class Settings:
     task_batch: int = 100
     task_batch_ms: int = 1000
     webhook_cache_seconds: float = 5.0
+    ingest_coalesce: bool = True
+    ingest_linger_ms: int = 0
     rate_limit: int = 1000
     rate_burst: int = 5000
     max_queued: int = 100000
@@ -225,6 +229,8 @@ class Settings:
             task_batch=_int(env, "JOBICO_TASK_BATCH"),
             task_batch_ms=_int(env, "JOBICO_TASK_BATCH_MS"),
             webhook_cache_seconds=_seconds(env, "JOBICO_WEBHOOK_CACHE_SECONDS"),
+            ingest_coalesce=_flag(env.get("JOBICO_INGEST_COALESCE", "1")),
+            ingest_linger_ms=_int(env, "JOBICO_INGEST_LINGER_MS", low=0),
             rate_limit=_int(env, "JOBICO_RATE_LIMIT"),
             rate_burst=_int(env, "JOBICO_RATE_BURST"),
             max_queued=_int(env, "JOBICO_MAX_QUEUED"),

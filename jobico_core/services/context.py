@@ -11,6 +11,7 @@ from celery import Celery
 from ..broker import make_celery, redis_client
 from ..cache import LRU, TTLCache
 from ..db import Database
+from ..groupcommit import GroupCommit
 from ..locks import Locks
 from ..settings import Settings
 from ..storage import ObjectStore, open_store
@@ -65,6 +66,13 @@ class Context:
     def webhook_cache(self) -> TTLCache:
         """The webhook's tenant, key and route lookups, for JOBICO_WEBHOOK_CACHE_SECONDS."""
         return TTLCache(self.settings.webhook_cache_seconds)
+
+    @cached_property
+    def ingest_batches(self) -> GroupCommit:
+        """The webhook's group commit (``services.ingest``): concurrent requests of this process
+        for one tenant/version/event/queue share one INSERT and one batch task
+        (JOBICO_INGEST_COALESCE, JOBICO_INGEST_LINGER_MS; at most JOBICO_TASK_BATCH events)."""
+        return GroupCommit(self.settings.ingest_linger_ms / 1000, self.settings.task_batch)
 
     def changed_routing(self) -> None:
         """A tenant, key, webhook mode or package changed: every process's webhook and version

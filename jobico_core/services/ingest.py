@@ -124,6 +124,13 @@ def accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mappi
     With tracing on, the request is a ``jobico.webhook`` span continuing its ``traceparent``
     header (a new trace without one), and every execution's spans are its children.
     """
+    if ctx.settings.ingest_linger_ms and ctx.settings.ingest_coalesce:
+        with ctx.ingest_batches.coming():  # a lingering group waits for this request, not for an idle API
+            return _traced_accept(ctx, tenant_id, event, body, headers)
+    return _traced_accept(ctx, tenant_id, event, body, headers)
+
+
+def _traced_accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
     if not tracing.ENABLED:
         return _accept(ctx, tenant_id, event, body, headers)
     with tracing.span("jobico.webhook", {"jobico.tenant": tenant_id, "jobico.event": event},
@@ -143,9 +150,10 @@ def _accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapp
         prio = _priority(info, event, headers)
         key = headers.get("Idempotency-Key")
         if key is None:
-            return _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio)
+            return _enqueue(ctx, s, info, event, payloads, submitter, once=once, together=True, priority=prio)
         return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
-                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once, priority=prio))
+                           lambda: _enqueue(ctx, s, info, event, payloads, submitter, once=once, together=True,
+                                            priority=prio))
 
 
 def _priority(info, event: str, headers: Mapping[str, str]) -> int | None:
@@ -251,18 +259,45 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
 
 
 def _enqueue(ctx: Context, s, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
-             once: tuple[str, int] | None = None, **row_values) -> list[str]:
+             once: tuple[str, int] | None = None, together: bool = False, **row_values) -> list[str]:
+    """``together``: the rows may be recorded and published with those of concurrent requests
+    (``_enqueue_together``)."""
     with tracing.span("jobico.admit", {"jobico.events": len(payloads)}):
         _admit(ctx, info, event, len(payloads), once)
     rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     try:
-        ids = enqueue(ctx, rows, session=s)
+        if together and ctx.settings.ingest_coalesce and _coalescable(ctx, rows):
+            ids = _enqueue_together(ctx, s, rows)
+        else:
+            ids = enqueue(ctx, rows, session=s)
     except BaseException:
         if once is not None:  # nothing was enqueued: the same signed request may be sent again
             _unspend(ctx, once[0])
         raise
     metrics.accepted(info.tenant, len(ids))
     return ids
+
+
+def _coalescable(ctx: Context, rows) -> bool:
+    """Rows that would share a batch task: fewer than JOBICO_TASK_BATCH, none with named locks,
+    flow control or a priority (those travel in tasks of their own: ``executions.task_messages``)."""
+    return len(rows) < ctx.settings.task_batch and not any(r.locks or r.flow or r.priority for r in rows)
+
+
+def _enqueue_together(ctx: Context, s, rows) -> list[str]:
+    """Group commit (``Context.ingest_batches``): the rows of concurrent requests of this process
+    for the same tenant, package version, event and queue are inserted by one statement and
+    published as one ``jobico.execute_batch`` task (``executions.enqueue``); this returns once
+    they are, and raises what that raised (nothing of the group stays) in every request of it."""
+    if s is not None:
+        s.commit()  # ends the request's reads (its connection goes back to the pool) before it waits
+    def flush(group: list) -> None:
+        enqueue(ctx, group)
+        metrics.ingest_group(len(group))
+
+    first = rows[0]
+    ctx.ingest_batches.submit((first.tenant_id, first.version_id, first.event, first.queue), rows, flush)
+    return [r.id for r in rows]
 
 
 def _unspend(ctx: Context, key: str) -> None:

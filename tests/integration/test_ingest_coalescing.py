@@ -1,0 +1,194 @@
+"""The webhook's group commit (issue 19): concurrent single-event requests of one API process
+for one tenant/version/event/queue share one INSERT and one ``jobico.execute_batch`` task
+(JOBICO_INGEST_COALESCE, JOBICO_INGEST_LINGER_MS); each request still answers for its own
+events only, after they are committed and published; a failure reaches every request of the
+group and leaves nothing. Real PostgreSQL and Redis; the API in-process (Flask test clients
+in threads, as gunicorn's threads of one process)."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from jobico_core import broker
+from jobico_core.broker import BatchMessage, TaskMessage
+
+pytestmark = pytest.mark.services
+
+QUEUE = "jobico.tenant_1.people.main"
+
+
+def _concurrently(api, requests: list[tuple[dict, dict]]) -> list:
+    """POST every (body, headers) to tenant_1/person_added at once (one thread each, released
+    together); returns the responses in order."""
+    out: list = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def send(i: int, body: dict, headers: dict) -> None:
+        client = api.app.test_client()
+        start.wait()
+        out[i] = client.post("/events/tenant_1/person_added", data=json.dumps(body),
+                             headers={"Content-Type": "application/json", **headers})
+
+    threads = [threading.Thread(target=send, args=(i, b, h)) for i, (b, h) in enumerate(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(r is not None for r in out), "a request did not answer"
+    return out
+
+
+def _tasks(api) -> list[tuple[str, list[str]]]:
+    """(task name, execution ids) of every task on the tenant's queue."""
+    out = []
+    for raw in api.redis.lrange(QUEUE, 0, -1):
+        m = json.loads(raw)
+        args = json.loads(base64.b64decode(m["body"]))[0]
+        out.append((m["headers"]["task"], args[0] if m["headers"]["task"] == "jobico.execute_batch" else [args[0]]))
+    return out
+
+
+def test_concurrent_single_event_requests_share_one_insert_and_one_batch_task(make_api):
+    from prometheus_client import REGISTRY
+    groups_before = REGISTRY.get_sample_value("jobico_ingest_group_events_count") or 0
+    events_before = REGISTRY.get_sample_value("jobico_ingest_group_events_sum") or 0
+    api = make_api(ingest_linger_ms=1000)
+    t = api.deployed_tenant("tenant_1")
+    n = 8
+    names = [f"p{i}" for i in range(n)]
+    rs = _concurrently(api, [({"data": [{"name": name}]}, t.headers) for name in names])
+    assert [r.status_code for r in rs] == [200] * n, [r.get_json() for r in rs]
+    ids = [r.get_json()["executions"] for r in rs]
+    assert all(len(x) == 1 for x in ids) and len({x[0] for x in ids}) == n  # each its own execution
+    batches = api.ctx.ingest_batches
+    assert batches.callers == n and batches.flushes < n  # coalesced: fewer flushes than requests
+    tasks = _tasks(api)
+    assert len(tasks) == batches.flushes < n  # one task per group, never one per event
+    assert any(name == "jobico.execute_batch" and len(group) > 1 for name, group in tasks)
+    assert sorted(i for _, group in tasks for i in group) == sorted(x[0] for x in ids)  # each once
+    # the metric: jobico_ingest_group_events (a histogram of group sizes)
+    assert REGISTRY.get_sample_value("jobico_ingest_group_events_count") - groups_before == batches.flushes
+    assert REGISTRY.get_sample_value("jobico_ingest_group_events_sum") - events_before == n
+    rows = {e.id: e for e in api.executions_in_db()}
+    assert len(rows) == n
+    for name, (eid,) in zip(names, ids):  # every row its own payload, status and counters
+        e = rows[eid]
+        assert (json.loads(e.payload), e.status, e.attempts, e.dead_lettered, e.chained_from) == (
+            {"name": name}, "queued", 0, False, None)
+
+
+def test_an_idle_request_is_not_delayed_by_the_linger(make_api):
+    api = make_api(ingest_linger_ms=5000)
+    t = api.deployed_tenant("tenant_1")
+    assert api.post_events("tenant_1", "person_added", {"data": [{"name": "warm"}]}, t.headers).status_code == 200
+    started = time.monotonic()
+    r = api.post_events("tenant_1", "person_added", {"data": [{"name": "Ada"}]}, t.headers)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200
+    assert elapsed < 2.5, f"an idle request waited {elapsed:.2f}s: the 5 s linger held it"
+    assert [name for name, _ in _tasks(api)] == ["jobico.execute", "jobico.execute"]  # alone: a single task
+
+
+def test_without_coalescing_every_request_is_its_own_task(make_api):
+    api = make_api(ingest_coalesce=False, ingest_linger_ms=1000)
+    t = api.deployed_tenant("tenant_1")
+    rs = _concurrently(api, [({"data": [{"name": f"p{i}"}]}, t.headers) for i in range(4)])
+    assert [r.status_code for r in rs] == [200] * 4
+    assert [name for name, _ in _tasks(api)] == ["jobico.execute"] * 4
+    assert api.ctx.ingest_batches.flushes == 0
+
+
+def test_a_failed_publish_answers_503_to_every_request_of_the_group_and_leaves_no_row(make_api, api_settings):
+    """The broker refuses the group's LPUSH (a Redis user without it: admission, which only
+    reads and writes its own keys, still passes): every request of the group gets 503 and no
+    row of any of them stays."""
+    admin = redis.Redis.from_url(api_settings.redis_url)
+    user, password = f"nolpush{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex
+    admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-lpush")
+    try:
+        host = api_settings.redis_url.split("://", 1)[1]
+        api = make_api(ingest_linger_ms=1000, redis_url=f"redis://{user}:{password}@{host}")
+        t = api.deployed_tenant("tenant_1")
+        n = 6
+        rs = _concurrently(api, [({"data": [{"name": f"p{i}"}]}, t.headers) for i in range(n)])
+        assert [r.status_code for r in rs] == [503] * n, [r.get_json() for r in rs]
+        assert all(r.headers.get("Retry-After") and "broker" in r.get_json()["message"] for r in rs)
+        assert api.ctx.ingest_batches.flushes < n  # they did fail together
+        assert api.executions_in_db() == [] and api.lists() == {}
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
+
+
+def test_idempotency_keys_inside_one_group(make_api):
+    """Concurrent requests of one Idempotency-Key: one is enqueued, every one answers its ids;
+    the same key with another body is refused (422); other keys in the same group are their
+    own requests."""
+    api = make_api(ingest_linger_ms=1000)
+    t = api.deployed_tenant("tenant_1")
+    same = {**t.headers, "Idempotency-Key": "order-1"}
+    reqs = [({"data": [{"name": "Ada"}]}, same) for _ in range(4)]
+    reqs += [({"data": [{"name": f"o{i}"}]}, {**t.headers, "Idempotency-Key": f"other-{i}"}) for i in range(3)]
+    reqs += [({"data": [{"name": "Eve"}]}, same)]  # the key reused with another body
+    rs = _concurrently(api, reqs)
+    codes = [r.status_code for r in rs]
+    first = [rs[i].get_json()["executions"] for i in range(4) if codes[i] == 200]
+    # the reused key: 422 if it came second, else it was the first (and the "Ada"s are refused)
+    if codes[-1] == 200:
+        assert codes[:4] == [422] * 4
+        kept = {rs[-1].get_json()["executions"][0]: {"name": "Eve"}}
+    else:
+        assert codes[:4] == [200] * 4 and codes[-1] == 422, [r.get_json() for r in rs]
+        assert "idempotency_key_reused" in rs[-1].get_json()["message"]
+        assert len({tuple(x) for x in first}) == 1  # every repeat answers the first one's ids
+        kept = {first[0][0]: {"name": "Ada"}}
+    assert codes[4:7] == [200] * 3
+    kept.update({rs[i].get_json()["executions"][0]: {"name": f"o{i - 4}"} for i in range(4, 7)})
+    rows = api.executions_in_db()
+    assert {e.id: json.loads(e.payload) for e in rows} == kept  # one row per key, nothing twice
+    assert sorted(i for _, group in _tasks(api) for i in group) == sorted(kept)
+
+
+def test_envelope_is_the_message_celery_and_kombu_build(api):
+    """``broker.task_envelope`` (the no-countdown path) LPUSHes, field for field, the message
+    ``app.amqp.as_task_v2`` + kombu's Redis transport put on the queue (bar its random tag)."""
+    app, r = api.ctx.celery, api.redis
+    messages = [TaskMessage("id1", '{"a":1}', "t", "p", "e", "q1",
+                            traceparent="00-aaaabbbbccccddddaaaabbbbccccdddd-1111222233334444-01"),
+                BatchMessage(("i1", "i2", "i3"), "t", "p", "e", "q2"),
+                TaskMessage("id3", "{}", "t", "p", "e", "q3", locks=("l1", "l2"), flow="f", waiting="w",
+                            token="k", priority=3)]
+    with app.producer_or_acquire() as producer, producer.batch():
+        for m in messages:  # what broker.publish did before task_envelope: Celery's own message
+            kwargs = {"tenant": m.tenant, "package": m.package, "event": m.event}
+            if isinstance(m, BatchMessage):
+                req = app.amqp.as_task_v2(f"{m.execution_ids[0]}+{len(m.execution_ids) - 1}",
+                                          broker.EXECUTE_BATCH_TASK, args=(list(m.execution_ids),), kwargs=kwargs,
+                                          retries=2, shadow=f"jobico.execute_batch[t/p/e x{len(m.execution_ids)}]")
+            else:
+                kwargs.update({k: v for k, v in (("locks", list(m.locks)), ("waiting", m.waiting),
+                                                 ("token", m.token), ("flow", m.flow), ("priority", m.priority))
+                               if v})
+                req = app.amqp.as_task_v2(m.execution_id, broker.EXECUTE_TASK, args=(m.execution_id, m.payload),
+                                          kwargs=kwargs, retries=2, shadow="jobico.execute[t/p/e]")
+                if m.traceparent:
+                    req.headers["traceparent"] = m.traceparent
+            producer.publish(req.body, exchange="", routing_key=m.queue, headers=req.headers,
+                             serializer="json", retry=False, **req.properties)
+    broker.publish(app, messages, retries=2)
+
+    def parsed(raw: bytes) -> dict:
+        m = json.loads(raw)
+        m["properties"].pop("delivery_tag")
+        m["body"] = json.loads(base64.b64decode(m["body"]))
+        return m
+
+    for q in ("q1", "q2", "q3"):
+        ours, theirs = (parsed(x) for x in r.lrange(q, 0, -1))  # LPUSH: the newest first
+        assert ours == theirs, q
