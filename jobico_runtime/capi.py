@@ -58,6 +58,26 @@ def use_winch(cfg: wasmtime.Config) -> None:
     ffi.wasmtime_config_strategy_set(cfg.ptr(), 2)
 
 
+def use_pooling(cfg: wasmtime.Config, instances: int, max_memory_bytes: int) -> None:
+    """wasmtime's pooling instance allocator (wasmtime-py has no wrapper): ``instances`` slots,
+    each with one linear memory of up to ``max_memory_bytes`` and one table. Modules that need
+    more (two memories, a larger table, ...) are refused when compiled or loaded into this engine."""
+    pc = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pc, instances)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pc, instances)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(pc, instances)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pc, max_memory_bytes)
+        ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pc)   # copies the configuration
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pc)
+
+
+def pool_exhausted(exc: WasmtimeError) -> bool:
+    """The error of an instantiation that found every slot of the pooling allocator taken."""
+    return "maximum concurrent limit of" in str(exc)
+
+
 def new_trap(message: str) -> int:
     b = message.encode()
     return ctypes.cast(ffi.wasmtime_trap_new(b, len(b)), ctypes.c_void_p).value or 0

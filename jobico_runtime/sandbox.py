@@ -46,6 +46,11 @@ COMPILERS = ("speed", "winch")
 #: at most what the fuel buys on optimized code. Winch's code is slower, so a guest gets less
 #: work done in that time, never more (docs/limits.md).
 FUEL_PER_CPU_S = 5_000_000_000
+#: The pooling allocator of WASM jobicolets' engines (wasm.py): instance slots per engine (a run
+#: that finds them all taken runs on the on-demand engine), and each slot's memory size: the whole
+#: 32-bit address space, so the pool never refuses a growth the store's memory limit allows.
+POOL_INSTANCES = 256
+POOL_MAX_MEMORY_BYTES = 4 << 30
 
 
 def engine_config(compiler: str = "speed") -> str:
@@ -178,7 +183,12 @@ def _output_callback(data, buf, size):
         return size
 
 
-def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed") -> wasmtime.Engine:
+def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed",
+                pool_instances: int = 0) -> wasmtime.Engine:
+    """``pool_instances`` > 0: instances from wasmtime's pooling allocator (that many slots,
+    preallocated memories and tables, reused between stores) instead of mapping memory per
+    instance; a module the pool's slots cannot hold is refused by such an engine (wasm.py then
+    uses an on-demand one). Code compiled by either loads into the other."""
     if compiler not in COMPILERS:
         raise ValueError(f"unknown compiler {compiler!r} (one of {', '.join(COMPILERS)})")
     cfg = wasmtime.Config()
@@ -194,6 +204,8 @@ def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed
     # Workers are forked (Celery prefork), so compile on the calling thread (``parallel`` is for
     # a process that never forks: the Python interpreter's compile subprocess, interpreter.py).
     cfg.parallel_compilation = parallel
+    if pool_instances > 0:
+        capi.use_pooling(cfg, pool_instances, POOL_MAX_MEMORY_BYTES)
     engine = wasmtime.Engine(cfg)
     engine.jobico_meters_fuel = compiler != "winch"   # type: ignore[attr-defined]  # read by run_in_store
     return engine
@@ -370,7 +382,8 @@ def classify(exc: Exception, exe: Execution, ctx: Any, memref: Any, phase: str) 
     return Outcome(Status.TRAPPED, message=f"{phase} trapped: {msg}")
 
 
-__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
+__all__ = ["TICK_S", "WASMTIME_VERSION", "POOL_INSTANCES", "POOL_MAX_MEMORY_BYTES",
+           "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
            "engine_config",
            "engine_config_hash", "Execution", "Stop", "GuestFault",
            "Ticker", "make_engine", "run_in_store", "refused_at_start", "finish", "classify", "stopped", "short",
