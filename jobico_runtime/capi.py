@@ -193,3 +193,19 @@ class GuestCall:
             self.trap = TRAP_PTR()
             raise_trap(trap)
         return buf[0].i32 if nres else None
+
+    def returns(self, func: Any, *args: int) -> bool:
+        """Call ``func`` (no results) for its effect only: True when it returned, False when it
+        trapped or failed, the trap or error discarded without building a Python exception."""
+        buf = self.buf
+        for i, a in enumerate(args):
+            buf[i].i32 = a
+        err = func_call(self.ctx, ctypes.byref(func), buf, len(args), ctypes.byref(self.trap))
+        if err:
+            ffi.wasmtime_error_delete(err)
+            return False
+        if self.trap:
+            ffi.wasm_trap_delete(self.trap)
+            self.trap = TRAP_PTR()
+            return False
+        return True

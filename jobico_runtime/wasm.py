@@ -584,15 +584,14 @@ class _Abi:
         the event's outcome is known."""
         try:
             free = self.export("free")
-            for i, (ptr, size) in enumerate(buffers):
-                if i == 0 and not ptr:
-                    continue
-                if self.free_size:
-                    self.call(free, 0, ptr, size)
-                else:
-                    self.call(free, 0, ptr)
-        except (Trap, WasmtimeError, GuestFault):
-            pass
+        except GuestFault:
+            return
+        returns = self.call.returns
+        for i, (ptr, size) in enumerate(buffers):
+            if i == 0 and not ptr:
+                continue
+            if not (returns(free, ptr, size) if self.free_size else returns(free, ptr)):
+                return      # trapped: the guest's state is undefined, no more calls into it
 
 
 # --------------------------------------------------------------------------
