@@ -184,10 +184,13 @@ class GuestCall:
 
     def __call__(self, func: Any, nres: int, *args: int) -> int | None:
         buf = self.buf
-        for i, a in enumerate(args):
-            buf[i].i32 = a
-        n = len(args) if len(args) > nres else nres
-        check(func_call(self.ctx, ctypes.byref(func), buf, n, ctypes.byref(self.trap)))
+        n = 0
+        for a in args:
+            buf[n].i32 = a
+            n += 1
+        err = func_call(self.ctx, ctypes.byref(func), buf, n if n > nres else nres, ctypes.byref(self.trap))
+        if err:
+            raise WasmtimeError._from_ptr(err)
         if self.trap:
             trap = self.trap
             self.trap = TRAP_PTR()

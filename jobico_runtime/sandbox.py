@@ -227,10 +227,11 @@ class Ticker:
     def enter(self) -> None:
         with self.cond:
             self.active += 1
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="jobico-epoch-ticker", daemon=True)
-                self.thread.start()
-            self.cond.notify()
+            if self.active == 1:       # the loop waits only while nothing runs
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._loop, name="jobico-epoch-ticker", daemon=True)
+                    self.thread.start()
+                self.cond.notify()
 
     def leave(self) -> None:
         with self.cond:
@@ -299,26 +300,28 @@ def run_in_store(engine: wasmtime.Engine, ticker: Ticker, exe: Execution, wasi: 
         capi.store_limiter(store, limits.memory_bytes, -1, -1, -1, -1)
         capi.set_epoch_deadline(ctx, 1)
         capi.set_epoch_callback(store, _epoch_callback, None, capi.NULL_FINALIZER)
-        with _registered(exe) if wasi is not None else _no_output() as run_id:
-            if wasi is not None:
-                capi.set_wasi(ctx, wasi, _output_callback, run_id)
-            prev = current()
-            _tls.exe = exe
-            if not meters_fuel:    # the epoch callback runs on this thread: its CPU time is the guest's
-                exe.cpu_deadline = time.thread_time() + limits.fuel / FUEL_PER_CPU_S
-            ticker.enter()
-            try:
-                return body(ctx)
-            finally:
-                ticker.leave()
-                _tls.exe = prev
+        if wasi is None:
+            return _run_current(ctx, ticker, exe, meters_fuel, body)
+        with _registered(exe) as run_id:
+            capi.set_wasi(ctx, wasi, _output_callback, run_id)
+            return _run_current(ctx, ticker, exe, meters_fuel, body)
     finally:
         capi.store_delete(store)
 
 
-@contextmanager
-def _no_output() -> Iterator[int]:
-    yield 0
+def _run_current(ctx: Any, ticker: Ticker, exe: Execution, meters_fuel: bool,
+                 body: Callable[[Any], Outcome]) -> Outcome:
+    """``body(ctx)`` with ``exe`` current on this thread and the ticker running."""
+    prev = current()
+    _tls.exe = exe
+    if not meters_fuel:    # the epoch callback runs on this thread: its CPU time is the guest's
+        exe.cpu_deadline = time.thread_time() + exe.limits.fuel / FUEL_PER_CPU_S
+    ticker.enter()
+    try:
+        return body(ctx)
+    finally:
+        ticker.leave()
+        _tls.exe = prev
 
 
 def wasi_config(env: Mapping[str, str] | list[tuple[str, str]] | None) -> wasmtime.WasiConfig:
