@@ -68,6 +68,9 @@ def use_pooling(cfg: wasmtime.Config, instances: int, max_memory_bytes: int) -> 
         ffi.wasmtime_pooling_allocation_config_total_memories_set(pc, instances)
         ffi.wasmtime_pooling_allocation_config_total_tables_set(pc, instances)
         ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pc, max_memory_bytes)
+        # the stack pool holds async fibers' stacks, which these engines never use (wasmtime-py
+        # calls synchronously); its default thousand slots cost 2 ms per engine to set up
+        ffi.wasmtime_pooling_allocation_config_total_stacks_set(pc, 1)
         ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pc)   # copies the configuration
     finally:
         ffi.wasmtime_pooling_allocation_config_delete(pc)
