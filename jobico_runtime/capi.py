@@ -58,10 +58,12 @@ def use_winch(cfg: wasmtime.Config) -> None:
     ffi.wasmtime_config_strategy_set(cfg.ptr(), 2)
 
 
-def use_pooling(cfg: wasmtime.Config, instances: int, max_memory_bytes: int) -> None:
+def use_pooling(cfg: wasmtime.Config, instances: int, max_memory_bytes: int, keep_resident_bytes: int) -> None:
     """wasmtime's pooling instance allocator (wasmtime-py has no wrapper): ``instances`` slots,
     each with one linear memory of up to ``max_memory_bytes`` and one table. Modules that need
-    more (two memories, a larger table, ...) are refused when compiled or loaded into this engine."""
+    more (two memories, a larger table, ...) are refused when compiled or loaded into this engine.
+    The first ``keep_resident_bytes`` of a freed slot's memory and table are zeroed in place
+    rather than returned to the kernel (no page faults for the next instance's first pages)."""
     pc = ffi.wasmtime_pooling_allocation_config_new()
     try:
         ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pc, instances)
@@ -71,6 +73,8 @@ def use_pooling(cfg: wasmtime.Config, instances: int, max_memory_bytes: int) -> 
         # the stack pool holds async fibers' stacks, which these engines never use (wasmtime-py
         # calls synchronously); its default thousand slots cost 2 ms per engine to set up
         ffi.wasmtime_pooling_allocation_config_total_stacks_set(pc, 1)
+        ffi.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(pc, keep_resident_bytes)
+        ffi.wasmtime_pooling_allocation_config_table_keep_resident_set(pc, keep_resident_bytes)
         ffi.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), pc)   # copies the configuration
     finally:
         ffi.wasmtime_pooling_allocation_config_delete(pc)

@@ -51,6 +51,10 @@ FUEL_PER_CPU_S = 5_000_000_000
 #: 32-bit address space, so the pool never refuses a growth the store's memory limit allows.
 POOL_INSTANCES = 256
 POOL_MAX_MEMORY_BYTES = 4 << 30
+#: bytes of a freed slot's memory (and table) zeroed in place instead of decommitted: the pages
+#: every jobicolet touches (input, result struct, a small heap) fault in once per slot, not per
+#: event (bench/bench_runtime.py: ~5 us per echo event)
+POOL_KEEP_RESIDENT_BYTES = 128 << 10
 
 
 def engine_config(compiler: str = "speed") -> str:
@@ -205,7 +209,7 @@ def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed
     # a process that never forks: the Python interpreter's compile subprocess, interpreter.py).
     cfg.parallel_compilation = parallel
     if pool_instances > 0:
-        capi.use_pooling(cfg, pool_instances, POOL_MAX_MEMORY_BYTES)
+        capi.use_pooling(cfg, pool_instances, POOL_MAX_MEMORY_BYTES, POOL_KEEP_RESIDENT_BYTES)
     engine = wasmtime.Engine(cfg)
     engine.jobico_meters_fuel = compiler != "winch"   # type: ignore[attr-defined]  # read by run_in_store
     return engine

@@ -96,3 +96,29 @@ def test_runs_beyond_the_pools_slots_run_on_demand():
         out = rt.run(example("echo"), b'{"b":2}')
         assert out.status is Status.SUCCEEDED and out.result == '{"b":2}'
     assert rt.stats["pool_full"] == n - 2
+
+
+# returns the 8 bytes at 70000 (in the slot's resident part) and at 100, then its `free` (called by
+# the host after the result was read) writes a secret over both: the next event must see zeros
+LEAKER = bytes(wasmtime.wat2wasm("""
+(module
+  (memory (export "memory") 2)
+  (func (export "malloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "free") (param i32)
+    (i64.store (i32.const 70000) (i64.const 0x2121544552434553))
+    (i64.store (i32.const 100) (i64.const 0x2121544552434553)))
+  (func (export "event") (param $r i32) (param i32 i32)
+    (i64.store (i32.const 70008) (i64.load (i32.const 100)))
+    (i64.store (local.get $r) (i64.const 0))
+    (i64.store offset=8 (local.get $r) (i64.or (i64.shl (i64.const 70000) (i64.const 32)) (i64.const 16)))))
+"""))
+
+
+def test_a_pool_slot_reused_by_the_next_event_starts_zeroed():
+    rt = Runtime(pool_instances=1)    # one slot: every event reuses it
+    cm = rt.load(LEAKER)
+    assert cm.pooled
+    for _ in range(5):
+        out = rt.run(cm, b"{}")
+        assert out.status is Status.SUCCEEDED and out.result == "\x00" * 16, out
+    assert rt.stats["pool_full"] == 0
