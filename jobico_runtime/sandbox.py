@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import platform
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -55,6 +56,17 @@ POOL_MAX_MEMORY_BYTES = 4 << 30
 #: every jobicolet touches (input, result struct, a small heap) fault in once per slot, not per
 #: event (bench/bench_runtime.py: ~5 us per echo event)
 POOL_KEEP_RESIDENT_BYTES = 128 << 10
+#: address space the pool reserves per instance slot, an upper bound (the memory slot, its guard
+#: region, the table and instance state); all slots are reserved when the engine is created
+POOL_SLOT_RESERVATION_BYTES = POOL_MAX_MEMORY_BYTES + (64 << 20)
+
+
+def pool_fits(instances: int) -> bool:
+    """Whether a pool of ``instances`` slots fits this process's address-space limit
+    (``RLIMIT_AS``) with three quarters of it left for everything else; wasmtime aborts the
+    process when it cannot reserve a pool, so a pool that would not fit is not asked for."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft == resource.RLIM_INFINITY or instances * POOL_SLOT_RESERVATION_BYTES <= soft // 4
 
 
 def engine_config(compiler: str = "speed") -> str:
@@ -389,7 +401,7 @@ def classify(exc: Exception, exe: Execution, ctx: Any, memref: Any, phase: str) 
     return Outcome(Status.TRAPPED, message=f"{phase} trapped: {msg}")
 
 
-__all__ = ["TICK_S", "WASMTIME_VERSION", "POOL_INSTANCES", "POOL_MAX_MEMORY_BYTES",
+__all__ = ["TICK_S", "WASMTIME_VERSION", "POOL_INSTANCES", "POOL_MAX_MEMORY_BYTES", "pool_fits",
            "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
            "engine_config",
            "engine_config_hash", "Execution", "Stop", "GuestFault",

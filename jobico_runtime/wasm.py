@@ -60,6 +60,7 @@ from .sandbox import (
     current,
     finish,
     make_engine,
+    pool_fits,
     refused_at_start,
     run_in_store,
     short,
@@ -218,6 +219,10 @@ class Runtime:
         #: instance slots of each WASM engine's pooling allocator (0: no pool, every instance
         #: mapped on demand); runs beyond it go to the on-demand engine
         self.pool_instances = max(0, int(pool_instances))
+        if self.pool_instances and not pool_fits(self.pool_instances):
+            log.warning("no pooling allocator: %d instance slots do not fit this process's address-space "
+                        "limit (RLIMIT_AS); every instance is mapped on demand", self.pool_instances)
+            self.pool_instances = 0
         self._disk_ok: bool | None = None
         self.stats = {"compiled": 0, "disk_loaded": 0, "reused": 0, "memory_hits": 0, "disk_written": 0,
                       "pool_refused": 0, "pool_full": 0}
@@ -417,6 +422,8 @@ class Runtime:
                 if spill is None:
                     spill = cm.spill = self._build_for(self._engine(cm.stack_kb), False, cm.wasm, cm.sha256,
                                                        cm.info, cm.stack_kb, cm)
+            with self._lock:
+                self._key_locks.pop((cm.stack_kb, cm.sha256 + "/spill"), None)
         return spill
 
     # -- running ------------------------------------------------------

@@ -3,6 +3,9 @@
 Modules the pool's slots refuse run on the on-demand engine; runs that find every slot taken
 run there too; limits and outcomes are the same as without a pool (``pool_instances=0``).
 """
+import resource
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -122,3 +125,21 @@ def test_a_pool_slot_reused_by_the_next_event_starts_zeroed():
         out = rt.run(cm, b"{}")
         assert out.status is Status.SUCCEEDED and out.result == "\x00" * 16, out
     assert rt.stats["pool_full"] == 0
+
+
+def test_a_pool_that_does_not_fit_the_address_space_limit_is_not_asked_for():
+    """wasmtime aborts the process when it cannot reserve a pool: under an RLIMIT_AS too small for
+    the pool (but ample for on-demand instances) the runtime runs without it."""
+    code = ("from jobico_runtime import Runtime\n"
+            "rt = Runtime()\n"
+            f"out = rt.run(open({str(EXAMPLES / 'echo.wasm')!r}, 'rb').read(), b'{{\"z\":3}}')\n"
+            "print(rt.pool_instances, out.status.value, out.result)\n")
+    limit = 64 << 30
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=cap, cwd=str(EXAMPLES.parents[1]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0", "succeeded", '{"z":3}'], proc.stdout
