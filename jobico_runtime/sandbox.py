@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import platform
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +47,26 @@ COMPILERS = ("speed", "winch")
 #: at most what the fuel buys on optimized code. Winch's code is slower, so a guest gets less
 #: work done in that time, never more (docs/limits.md).
 FUEL_PER_CPU_S = 5_000_000_000
+#: The pooling allocator of WASM jobicolets' engines (wasm.py): instance slots per engine (a run
+#: that finds them all taken runs on the on-demand engine), and each slot's memory size: the whole
+#: 32-bit address space, so the pool never refuses a growth the store's memory limit allows.
+POOL_INSTANCES = 256
+POOL_MAX_MEMORY_BYTES = 4 << 30
+#: bytes of a freed slot's memory (and table) zeroed in place instead of decommitted: the pages
+#: every jobicolet touches (input, result struct, a small heap) fault in once per slot, not per
+#: event (bench/bench_runtime.py: ~5 us per echo event)
+POOL_KEEP_RESIDENT_BYTES = 128 << 10
+#: address space the pool reserves per instance slot, an upper bound (the memory slot, its guard
+#: region, the table and instance state); all slots are reserved when the engine is created
+POOL_SLOT_RESERVATION_BYTES = POOL_MAX_MEMORY_BYTES + (64 << 20)
+
+
+def pool_fits(instances: int) -> bool:
+    """Whether a pool of ``instances`` slots fits this process's address-space limit
+    (``RLIMIT_AS``) with three quarters of it left for everything else; wasmtime aborts the
+    process when it cannot reserve a pool, so a pool that would not fit is not asked for."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft == resource.RLIM_INFINITY or instances * POOL_SLOT_RESERVATION_BYTES <= soft // 4
 
 
 def engine_config(compiler: str = "speed") -> str:
@@ -178,7 +199,12 @@ def _output_callback(data, buf, size):
         return size
 
 
-def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed") -> wasmtime.Engine:
+def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed",
+                pool_instances: int = 0) -> wasmtime.Engine:
+    """``pool_instances`` > 0: instances from wasmtime's pooling allocator (that many slots,
+    preallocated memories and tables, reused between stores) instead of mapping memory per
+    instance; a module the pool's slots cannot hold is refused by such an engine (wasm.py then
+    uses an on-demand one). Code compiled by either loads into the other."""
     if compiler not in COMPILERS:
         raise ValueError(f"unknown compiler {compiler!r} (one of {', '.join(COMPILERS)})")
     cfg = wasmtime.Config()
@@ -194,6 +220,8 @@ def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed
     # Workers are forked (Celery prefork), so compile on the calling thread (``parallel`` is for
     # a process that never forks: the Python interpreter's compile subprocess, interpreter.py).
     cfg.parallel_compilation = parallel
+    if pool_instances > 0:
+        capi.use_pooling(cfg, pool_instances, POOL_MAX_MEMORY_BYTES, POOL_KEEP_RESIDENT_BYTES)
     engine = wasmtime.Engine(cfg)
     engine.jobico_meters_fuel = compiler != "winch"   # type: ignore[attr-defined]  # read by run_in_store
     return engine
@@ -215,10 +243,11 @@ class Ticker:
     def enter(self) -> None:
         with self.cond:
             self.active += 1
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="jobico-epoch-ticker", daemon=True)
-                self.thread.start()
-            self.cond.notify()
+            if self.active == 1:       # the loop waits only while nothing runs
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._loop, name="jobico-epoch-ticker", daemon=True)
+                    self.thread.start()
+                self.cond.notify()
 
     def leave(self) -> None:
         with self.cond:
@@ -287,26 +316,28 @@ def run_in_store(engine: wasmtime.Engine, ticker: Ticker, exe: Execution, wasi: 
         capi.store_limiter(store, limits.memory_bytes, -1, -1, -1, -1)
         capi.set_epoch_deadline(ctx, 1)
         capi.set_epoch_callback(store, _epoch_callback, None, capi.NULL_FINALIZER)
-        with _registered(exe) if wasi is not None else _no_output() as run_id:
-            if wasi is not None:
-                capi.set_wasi(ctx, wasi, _output_callback, run_id)
-            prev = current()
-            _tls.exe = exe
-            if not meters_fuel:    # the epoch callback runs on this thread: its CPU time is the guest's
-                exe.cpu_deadline = time.thread_time() + limits.fuel / FUEL_PER_CPU_S
-            ticker.enter()
-            try:
-                return body(ctx)
-            finally:
-                ticker.leave()
-                _tls.exe = prev
+        if wasi is None:
+            return _run_current(ctx, ticker, exe, meters_fuel, body)
+        with _registered(exe) as run_id:
+            capi.set_wasi(ctx, wasi, _output_callback, run_id)
+            return _run_current(ctx, ticker, exe, meters_fuel, body)
     finally:
         capi.store_delete(store)
 
 
-@contextmanager
-def _no_output() -> Iterator[int]:
-    yield 0
+def _run_current(ctx: Any, ticker: Ticker, exe: Execution, meters_fuel: bool,
+                 body: Callable[[Any], Outcome]) -> Outcome:
+    """``body(ctx)`` with ``exe`` current on this thread and the ticker running."""
+    prev = current()
+    _tls.exe = exe
+    if not meters_fuel:    # the epoch callback runs on this thread: its CPU time is the guest's
+        exe.cpu_deadline = time.thread_time() + exe.limits.fuel / FUEL_PER_CPU_S
+    ticker.enter()
+    try:
+        return body(ctx)
+    finally:
+        ticker.leave()
+        _tls.exe = prev
 
 
 def wasi_config(env: Mapping[str, str] | list[tuple[str, str]] | None) -> wasmtime.WasiConfig:
@@ -370,7 +401,8 @@ def classify(exc: Exception, exe: Execution, ctx: Any, memref: Any, phase: str) 
     return Outcome(Status.TRAPPED, message=f"{phase} trapped: {msg}")
 
 
-__all__ = ["TICK_S", "WASMTIME_VERSION", "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
+__all__ = ["TICK_S", "WASMTIME_VERSION", "POOL_INSTANCES", "POOL_MAX_MEMORY_BYTES", "pool_fits",
+           "ENGINE_CONFIG", "ENGINE_CONFIG_HASH", "COMPILERS", "FUEL_PER_CPU_S",
            "engine_config",
            "engine_config_hash", "Execution", "Stop", "GuestFault",
            "Ticker", "make_engine", "run_in_store", "refused_at_start", "finish", "classify", "stopped", "short",

@@ -12,6 +12,11 @@ Design notes (details in docs/limits.md):
   (``os.getpid()`` check), otherwise deadlines would never fire in the child.
 * Fresh :class:`wasmtime.Store` + instance per event, from a cached
   :class:`wasmtime.InstancePre` (imports resolved once per module).
+* Instances come from wasmtime's pooling allocator (memories and tables mapped once, reused
+  between stores): per ``stack_kb`` a pooled engine and an on-demand one. A module the pool's
+  slots refuse (two memories, a table above its slot, ...) is compiled for the on-demand engine
+  instead, and a run that finds every slot taken runs on the on-demand engine: the pool changes
+  cost, never which modules run or how (the store's own limits are the same on both).
 * Guest calls go through ``wasmtime_func_call_unchecked`` with signatures
   checked statically by :mod:`jobico_core.abi`; host functions (``env.log``,
   WASI stdout/stderr, the epoch callback) are raw ctypes callbacks that never
@@ -46,6 +51,7 @@ from . import capi, python, wasi_clock
 from .outcome import CancelToken, Outcome, Status
 from .sandbox import (
     ENGINE_CONFIG_HASH,
+    POOL_INSTANCES,
     WASMTIME_VERSION,
     Execution,
     GuestFault,
@@ -54,6 +60,7 @@ from .sandbox import (
     current,
     finish,
     make_engine,
+    pool_fits,
     refused_at_start,
     run_in_store,
     short,
@@ -122,10 +129,12 @@ def _make_linker(engine: wasmtime.Engine, legacy_log: bool) -> wasmtime.Linker:
 class CompiledModule:
     """A module compiled for one engine, with its pre-resolved imports."""
 
-    __slots__ = ("sha256", "info", "size", "module", "pre", "stack_kb", "pid", "owner", "_wasm", "_mains")
+    __slots__ = ("sha256", "info", "size", "module", "pre", "stack_kb", "pid", "owner", "engine", "pooled",
+                 "spill", "_wasm", "_mains")
 
     def __init__(self, sha256: str, info: ModuleInfo, wasm: bytes, module: wasmtime.Module,
-                 pre: wasmtime.InstancePre, stack_kb: int, owner: object = None):
+                 pre: wasmtime.InstancePre, stack_kb: int, owner: object = None, *,
+                 engine: wasmtime.Engine | None = None, pooled: bool = False):
         self.sha256 = sha256
         self.info = info
         self.size = len(wasm)
@@ -134,6 +143,10 @@ class CompiledModule:
         self.stack_kb = stack_kb
         self.pid = os.getpid()
         self.owner = owner          # the engine set (per Runtime and process) it belongs to
+        self.engine = engine        # the engine it is compiled for
+        self.pooled = pooled        # that engine allocates from the pool
+        #: the same code on the on-demand engine, for runs that find the pool full (built lazily)
+        self.spill: CompiledModule | None = None
         self._wasm = wasm
         self._mains: dict[str, bool | InvalidModule] = {}
 
@@ -155,6 +168,18 @@ class CompiledModule:
 
     def __repr__(self) -> str:
         return f"<CompiledModule {self.sha256[:12]} {self.size} bytes stack={self.stack_kb}KiB>"
+
+
+class _PoolRefused(Exception):
+    """The pooled engine cannot hold this module (its slots are smaller than it needs)."""
+
+
+class _PoolFull(Exception):
+    """Every instance slot of the pool is taken: the run goes to the on-demand engine."""
+
+
+def _pool_refusal(exc: WasmtimeError) -> bool:
+    return "pooling allocator" in str(exc)
 
 
 class _Engine:
@@ -183,7 +208,7 @@ class Runtime:
 
     def __init__(self, cache_dir: Path | str | None = None, memory_cache_entries: int = 64,
                  default_limits: Limits | None = None, python_cache_dir: Path | str | None = None,
-                 python_tier: str | None = None):
+                 python_tier: str | None = None, pool_instances: int = POOL_INSTANCES):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         #: where the compiled Python interpreter lives (interpreter.py); defaults to ``cache_dir``
         self.python_cache_dir = Path(python_cache_dir) if python_cache_dir is not None else self.cache_dir
@@ -191,15 +216,23 @@ class Runtime:
         self.python_tier = python_tier
         self.memory_cache_entries = max(1, int(memory_cache_entries))
         self.default_limits = default_limits or DEFAULT_LIMITS
+        #: instance slots of each WASM engine's pooling allocator (0: no pool, every instance
+        #: mapped on demand); runs beyond it go to the on-demand engine
+        self.pool_instances = max(0, int(pool_instances))
+        if self.pool_instances and not pool_fits(self.pool_instances):
+            log.warning("no pooling allocator: %d instance slots do not fit this process's address-space "
+                        "limit (RLIMIT_AS); every instance is mapped on demand", self.pool_instances)
+            self.pool_instances = 0
         self._disk_ok: bool | None = None
-        self.stats = {"compiled": 0, "disk_loaded": 0, "reused": 0, "memory_hits": 0, "disk_written": 0}
+        self.stats = {"compiled": 0, "disk_loaded": 0, "reused": 0, "memory_hits": 0, "disk_written": 0,
+                      "pool_refused": 0, "pool_full": 0}
         self._reset()
 
     # -- per-process state --------------------------------------------
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._engines: dict[tuple[int, str], _Engine] = {}
+        self._engines: dict[tuple[int, str, bool], _Engine] = {}
         self._modules: OrderedDict[tuple[int, str], CompiledModule] = OrderedDict()
         self._key_locks: dict[tuple[int, str], threading.Lock] = {}
         self.ticker = Ticker()
@@ -217,14 +250,15 @@ class Runtime:
         only by it; ``compiler="winch"`` is the Python interpreter's quick artifact's, interpreter.py)."""
         return self._engine(stack_kb, compiler).engine
 
-    def _engine(self, stack_kb: int, compiler: str = "speed") -> _Engine:
-        key = (stack_kb, compiler)
+    def _engine(self, stack_kb: int, compiler: str = "speed", pooled: bool = False) -> _Engine:
+        key = (stack_kb, compiler, pooled)
         e = self._engines.get(key)
         if e is None:
             with self._lock:
                 e = self._engines.get(key)
                 if e is None:
-                    e = _Engine(make_engine(stack_kb, compiler=compiler))
+                    e = _Engine(make_engine(stack_kb, compiler=compiler,
+                                            pool_instances=self.pool_instances if pooled else 0))
                     self._engines[key] = e
                     self.ticker.add(e.engine)
         return e
@@ -330,27 +364,43 @@ class Runtime:
             # wasmtime validates while compiling, and an artifact exists only for code it compiled:
             # the static check here only needs the section reader
             info = inspect_module(wasm, validate=False)
-        eng = self._engine(stack_kb)
+        if self.pool_instances:
+            try:
+                return self._build_for(self._engine(stack_kb, pooled=True), True, wasm, sha, info, stack_kb, source)
+            except _PoolRefused:
+                self.stats["pool_refused"] += 1
+        return self._build_for(self._engine(stack_kb), False, wasm, sha, info, stack_kb, source)
+
+    def _build_for(self, eng: _Engine, pooled: bool, wasm: bytes, sha: str, info: ModuleInfo, stack_kb: int,
+                   source: CompiledModule | None) -> CompiledModule:
+        """The module compiled for ``eng`` (from ``source``'s code, the disk cache, or the bytes);
+        :class:`_PoolRefused` when ``eng`` is pooled and its slots cannot hold the module."""
         module = None
         path = self.artifact_path(sha)
         if source is not None:
-            # same code, another engine (stack size) or process: no recompilation
+            # same code, another engine (stack size, pooled or not) or process: no recompilation
             try:
                 module = wasmtime.Module.deserialize(eng.engine, source.module.serialize())
                 self.stats["reused"] += 1
-            except WasmtimeError:
+            except WasmtimeError as exc:
+                if pooled and _pool_refusal(exc):
+                    raise _PoolRefused from None
                 module = None
         if module is None and path is not None and path.exists():
             try:
                 module = wasmtime.Module.deserialize_file(eng.engine, str(path))
                 self.stats["disk_loaded"] += 1
             except WasmtimeError as exc:
+                if pooled and _pool_refusal(exc):
+                    raise _PoolRefused from None
                 log.warning("discarding unusable cached artifact %s: %s", path, exc)
                 module = None
         if module is None:
             try:
                 module = wasmtime.Module(eng.engine, wasm)
             except WasmtimeError as exc:
+                if pooled and _pool_refusal(exc):
+                    raise _PoolRefused from None
                 raise InvalidModule(f"invalid WebAssembly module: {short(str(exc)).splitlines()[0]}") from None
             self.stats["compiled"] += 1
             if path is not None:
@@ -359,7 +409,22 @@ class Runtime:
             pre = eng.linker(info.legacy_log).instantiate_pre(module)
         except WasmtimeError as exc:
             raise InvalidModule(f"cannot link module: {short(str(exc)).splitlines()[0]}") from None
-        return CompiledModule(sha, info, wasm, module, pre, stack_kb, self._owner)
+        return CompiledModule(sha, info, wasm, module, pre, stack_kb, self._owner, engine=eng.engine, pooled=pooled)
+
+    def _spill(self, cm: CompiledModule) -> CompiledModule:
+        """``cm``'s code on the on-demand engine (for runs that find the pool full)."""
+        spill = cm.spill
+        if spill is None:
+            with self._lock:
+                klock = self._key_locks.setdefault((cm.stack_kb, cm.sha256 + "/spill"), threading.Lock())
+            with klock:
+                spill = cm.spill
+                if spill is None:
+                    spill = cm.spill = self._build_for(self._engine(cm.stack_kb), False, cm.wasm, cm.sha256,
+                                                       cm.info, cm.stack_kb, cm)
+            with self._lock:
+                self._key_locks.pop((cm.stack_kb, cm.sha256 + "/spill"), None)
+        return spill
 
     # -- running ------------------------------------------------------
     def run(self, module: bytes | CompiledModule | python.PythonModule, payload: bytes | str, main: str = "event",
@@ -394,10 +459,22 @@ class Runtime:
         except InvalidModule as exc:
             return finish(t0, Outcome(Status.INVALID_MODULE, message=str(exc)))
         exe = Execution(limits, cancel, t0)
-        wasi = wasi_config(env) if cm.info.wasi else None
-        out = run_in_store(self.engine(cm.stack_kb), self.ticker, exe, wasi,
-                           lambda ctx: _Abi(ctx, cm, exe).run(payload, main, legacy_main))
+        try:
+            out = self._run_on(cm, exe, env, payload, main, legacy_main)
+        except _PoolFull:
+            with self._lock:
+                self.stats["pool_full"] += 1
+            # nothing of the guest ran (the slot is taken before any of its code): the same run,
+            # same limits and deadline, on the on-demand engine
+            out = self._run_on(self._spill(cm), exe, env, payload, main, legacy_main)
         return finish(t0, out, exe)
+
+    def _run_on(self, cm: CompiledModule, exe: Execution, env: Mapping[str, str] | None, payload: bytes,
+                main: str, legacy_main: bool) -> Outcome:
+        wasi = wasi_config(env) if cm.info.wasi else None
+        assert cm.engine is not None
+        return run_in_store(cm.engine, self.ticker, exe, wasi,
+                            lambda ctx: _Abi(ctx, cm, exe).run(payload, main, legacy_main))
 
 
 class _Abi:
@@ -427,7 +504,12 @@ class _Abi:
     def run(self, payload: bytes, main: str, legacy_main: bool) -> Outcome:
         exe = self.exe
         try:
-            self.inst = capi.instantiate(self.ctx, self.cm.pre)
+            try:
+                self.inst = capi.instantiate(self.ctx, self.cm.pre)
+            except WasmtimeError as exc:
+                if self.cm.pooled and capi.pool_exhausted(exc):
+                    raise _PoolFull from None
+                raise
             self.memref = ctypes.byref(self.export("memory", capi.EXTERN_MEMORY))
             exited = self._prologue()
             if exited is not None:
@@ -509,15 +591,14 @@ class _Abi:
         the event's outcome is known."""
         try:
             free = self.export("free")
-            for i, (ptr, size) in enumerate(buffers):
-                if i == 0 and not ptr:
-                    continue
-                if self.free_size:
-                    self.call(free, 0, ptr, size)
-                else:
-                    self.call(free, 0, ptr)
-        except (Trap, WasmtimeError, GuestFault):
-            pass
+        except GuestFault:
+            return
+        returns = self.call.returns
+        for i, (ptr, size) in enumerate(buffers):
+            if i == 0 and not ptr:
+                continue
+            if not (returns(free, ptr, size) if self.free_size else returns(free, ptr)):
+                return      # trapped: the guest's state is undefined, no more calls into it
 
 
 # --------------------------------------------------------------------------
