@@ -124,6 +124,9 @@ class Services:
             "JOBICO_RATE_LIMIT": "100000000",
             "JOBICO_RATE_BURST": "100000000",
             "JOBICO_MAX_QUEUED": "100000000",
+            # the workers run WASM (echo): no Python interpreter compile on a core beside them (a fresh
+            # cache dir per env would start one in every worker; bench_python_compile measures it)
+            "JOBICO_PYTHON_PREPARE": "0",
         }
         if self.s3 is not None:
             env.update({
