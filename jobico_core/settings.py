@@ -215,7 +215,7 @@ class Settings:
             webhook_secret_grace=_int(env, "JOBICO_WEBHOOK_SECRET_GRACE", low=0),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
-            rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
+            rescue_after=_int(env, "JOBICO_RESCUE_AFTER", low=0),
             lock_lease_s=_seconds(env, "JOBICO_LOCK_LEASE_SECONDS"),
             lock_poll_s=_seconds(env, "JOBICO_LOCK_POLL_SECONDS"),
             priority_age_s=_seconds(env, "JOBICO_PRIORITY_AGE_SECONDS"),
