@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,17 @@ jobs:
   - {{id: nap, moduleref: nap.wasm, limits: {{timeout_ms: {nap_timeout_ms}}}}}
   - {{id: echo, moduleref: echo.wasm}}
 """
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total, found = total + float(m.group(4)), True
+    assert found, f"no sample {name}{labels} in:\n" + "\n".join(x for x in text.splitlines() if name in x)
+    return total
