@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
-	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest: all but test-ops, test-python, test-spec, chaos, stateful (<8 min)"
+	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest: all but test-ops, test-python, test-spec, chaos; a short stateful run (<8 min)"
 	@echo "make test-ops  the launcher: make run / jobico run from the checkout and from the built wheel, its ports and stop (~2 min)"
 	@echo "make test-unit  tests/unit only, no servers (~15 s)"
 	@echo "make test-python  Python jobicolets on the real interpreter (~1 min; compiles it once per machine, 1-5 min, cached)"
@@ -34,7 +34,7 @@ run: install
 
 test: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python --ignore=tests/spec \
-		--ignore=tests/ops --ignore=tests/stateful
+		--ignore=tests/ops
 
 # the launcher (tests/ops): `make run`/`jobico run` from the checkout and from the built wheel in a fresh
 # virtualenv, its ports, its services and its stop; whole-platform start-ups, ~2 min, run by .ci/run
@@ -57,8 +57,8 @@ test-spec: install
 chaos: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/chaos
 
-# model-based random sequences over the real platform (tests/stateful/test_stateful.py); .ci/run runs a
-# short variant (STATEFUL_EXAMPLES=10 STATEFUL_STEPS=30: 10 sequences of at most 30 steps per backend, ~40 s). Here: 140 sequences of at most 50 steps per
+# model-based random sequences over the real platform (tests/stateful/test_stateful.py); `make test` runs a
+# short variant (10 sequences of at most 30 steps per backend). Here: 140 sequences of at most 50 steps per
 # backend (SQLite + files, PostgreSQL + S3): over 10,000 steps, ~17 min on 2 cores. Replay a failure with the
 # seed it prints: JOBICO_STATEFUL_SEED=<seed> (tests/stateful/test_stateful.py lists the knobs).
 STATEFUL_EXAMPLES ?= 140

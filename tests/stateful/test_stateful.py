@@ -6,7 +6,7 @@ sequence deletes the tenants it created).
 
 Knobs (environment):
 
-* ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 10: the short run of ``.ci/run``;
+* ``JOBICO_STATEFUL_EXAMPLES``: sequences per backend (default 10: the short run of ``make test``;
   ``make stateful`` runs 140: with ~36 steps per sequence on average, over 10,000 steps in all).
 * ``JOBICO_STATEFUL_STEPS``: at most this many steps per sequence (default 30; ``make stateful``: 50).
 * ``JOBICO_STATEFUL_SEED``: the seed (default: a random one, printed).
