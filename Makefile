@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-python test-spec chaos stateful test-unit examples examples-python bench lint clean help
+.PHONY: install run test test-ops test-python test-spec chaos stateful test-unit examples examples-python bench lint clean help
 
 help:
 	@echo "make run       start the whole platform locally (embedded defaults; RUN_ARGS=\"--mqtt --port 8090\")"
-	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest: all but test-python, test-spec, chaos; a short stateful run (<10 min)"
+	@echo "make test      install, start Redis/PostgreSQL/S3 on private ports, run pytest: all but test-ops, test-python, test-spec, chaos; a short stateful run (<8 min)"
+	@echo "make test-ops  the launcher: make run / jobico run from the checkout and from the built wheel, its ports and stop (~2 min)"
 	@echo "make test-unit  tests/unit only, no servers (~15 s)"
 	@echo "make test-python  Python jobicolets on the real interpreter (~1 min; compiles it once per machine, 1-5 min, cached)"
 	@echo "make test-spec  schemathesis checks the OpenAPI document against the API on real services (~2 min)"
@@ -32,7 +33,14 @@ run: install
 	$(VENV)/bin/jobico run $(RUN_ARGS)
 
 test: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python --ignore=tests/spec
+	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/chaos --ignore=tests/python --ignore=tests/spec \
+		--ignore=tests/ops
+
+# the launcher (tests/ops): `make run`/`jobico run` from the checkout and from the built wheel in a fresh
+# virtualenv, its ports, its services and its stop; whole-platform start-ups, ~2 min, run by .ci/run
+# after `make test`
+test-ops: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ops
 
 # Python jobicolets on the sealed CPython (docs/python.md). The interpreter is compiled once per
 # machine (1-5 min on 2 cores) into $$JOBICO_TEST_PYTHON_CACHE (default ~/.cache/jobico/python) and

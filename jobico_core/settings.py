@@ -60,6 +60,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "JOBICO_RESCUE_AFTER": ("120", "seconds an execution may stay queued with no task left in Redis (a broker crash can lose one) before a worker publishes its task again; 0 turns the rescue off (docs/delivery.md)"),
     "JOBICO_EXECUTION_LEASE_SECONDS": ("60", "lease of a running execution: its worker renews it every third of it while it holds the execution; one whose lease ran out (its worker died or hangs, its task lost) is put back on its queue, cancelled if that was asked or its package was deleted, or failed and dead-lettered after JOBICO_MAX_ATTEMPTS, by a worker's recovery within 1.5 x this; a cancel no worker acts on is recorded within this long (docs/delivery.md)"),
     "JOBICO_SCHEDULE_REFRESH": ("5", "seconds between beat's re-reads of the deployed schedules (deploys, rollbacks and deletes also notify it at once through Redis)"),
+    "JOBICO_BEAT_LOCK_SECONDS": ("10", "seconds a beat that died keeps its Redis lock: a standby beat takes over (and makes up the fire times in between) within that; at least 3 (the holder renews it every second)"),
     "JOBICO_VISIBILITY_TIMEOUT": ("3600", "seconds before Redis redelivers the task of a worker that died (used exactly; must be at least twice the longest execution, JOBICO_MAX_TIMEOUT_MS; see docs/delivery.md)"),
     "JOBICO_TASK_RETRIES": ("10", "retries of infrastructure failures (database, storage) before giving up"),
     "JOBICO_TASK_BATCH": ("100", "most executions one worker task carries (the events of one webhook request, or the chained events of one batch); 1 = one task per execution. Each keeps its own status, attempts, retries and record: see docs/delivery.md"),
@@ -144,6 +145,7 @@ class Settings:
     webhook_secret_grace: int = 86400
     queue_refresh: int = 5
     schedule_refresh: int = 5
+    beat_lock_s: float = 10.0
     rescue_after: int = 120
     lock_lease_s: float = 30.0
     lock_poll_s: float = 2.0
@@ -219,7 +221,8 @@ class Settings:
             webhook_secret_grace=_int(env, "JOBICO_WEBHOOK_SECRET_GRACE", low=0),
             queue_refresh=_int(env, "JOBICO_QUEUE_REFRESH"),
             schedule_refresh=_int(env, "JOBICO_SCHEDULE_REFRESH"),
-            rescue_after=_int(env, "JOBICO_RESCUE_AFTER"),
+            beat_lock_s=_seconds(env, "JOBICO_BEAT_LOCK_SECONDS"),
+            rescue_after=_int(env, "JOBICO_RESCUE_AFTER", low=0),
             lock_lease_s=_seconds(env, "JOBICO_LOCK_LEASE_SECONDS"),
             lock_poll_s=_seconds(env, "JOBICO_LOCK_POLL_SECONDS"),
             priority_age_s=_seconds(env, "JOBICO_PRIORITY_AGE_SECONDS"),
@@ -255,6 +258,8 @@ class Settings:
             raise ConfigError("JOBICO_EXECUTION_LEASE_SECONDS must be at least 1 second")
         if settings.lock_poll_s < 0.05:
             raise ConfigError("JOBICO_LOCK_POLL_SECONDS must be at least 0.05 seconds")
+        if settings.beat_lock_s < 3:
+            raise ConfigError("JOBICO_BEAT_LOCK_SECONDS must be at least 3 seconds")
         return replace(settings, **overrides) if overrides else settings
 
     def replace(self, **changes: Any) -> Settings:

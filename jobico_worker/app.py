@@ -96,7 +96,8 @@ class StalledRescue(_Periodic):
     what = "look for stalled executions"
 
     def period(self) -> float:
-        return max(1.0, settings.rescue_after / 2) if settings.rescue_after > 0 else 0
+        from jobico_core.services.rescue import sweep_period
+        return sweep_period(settings)
 
     def work(self, ctx) -> None:
         from jobico_core.services.rescue import sweep

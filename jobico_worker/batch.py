@@ -49,7 +49,7 @@ from jobico_core import metrics, tracing
 from jobico_core.broker import publish
 from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, as_signed64, next_seq, utcnow
 from jobico_core.services.context import Context
-from jobico_core.services.executions import task_message, task_messages, to_dict
+from jobico_core.services.executions import fence_chained, task_message, task_messages, to_dict
 from jobico_core.services.leases import until as lease_until
 
 from .announcer import announce_many
@@ -160,6 +160,7 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
     alone = _pg(ctx) and not children and not any(o.logs for o in outcomes)
     # outcomes alone (no logs, no chained rows): one statement in autocommit, one round trip
     with ctx.db.autocommit() if alone else ctx.db.session() as s:
+        live = {c.id for c in fence_chained(s, children)}  # first: their versions were deleted meanwhile
         if _pg(ctx):
             rows = s.execute(_RECORD_MANY_PG, {
                 "ids": [o.row.id for o in outcomes], "status": [o.status for o in outcomes],
@@ -184,7 +185,7 @@ def record_many(ctx: Context, outcomes: list[Outcome]) -> tuple[list[dict], list
                 for rid in written for i, rec in enumerate(by_id[rid].logs)]
         if logs:
             s.execute(_INSERT_LOGS, logs)
-        children = [chained[rid][0] for rid in written if chained[rid][0] is not None]
+        children = [c for rid in written if (c := chained[rid][0]) is not None and c.id in live]
         if children:
             s.add_all(children)
         records = []

@@ -9,14 +9,14 @@ in a schedule file.
 
 One beat fires: the holder of a Redis lock (``SET NX PX``, renewed every
 tick, released at exit); another beat started by mistake waits as a standby
-and takes over within LOCK_TTL seconds of the holder's death. Should two
+and takes over within JOBICO_BEAT_LOCK_SECONDS (default 10) of the holder's death. Should two
 ever fire the same time anyway (a holder frozen past its lock), the database
 records the fire once (``services.schedules.fire``).
 
 Timing: a fire time is fired once it has passed (ticks wake up at the next
 fire time, so a fire is late by milliseconds); fire times missed while the
 beat was down are made up if at most MISFIRE_GRACE seconds late (a takeover
-also re-checks the last LOCK_TTL + 2 TICK seconds, so nothing the previous
+also re-checks the last lock TTL + 2 TICK seconds, so nothing the previous
 holder missed before dying is lost; what it did fire is refused as a
 duplicate) and skipped beyond that.
 """
@@ -41,7 +41,6 @@ from jobico_core.services.schedules import Schedule, deployed_schedules, fire, g
 log = logging.getLogger("jobico.beat")
 
 LOCK_KEY = "jobico:beat:lock"
-LOCK_TTL = 10.0        # seconds a dead holder keeps the lock
 MISFIRE_GRACE = 60.0   # seconds late a missed fire time may still be fired
 MAX_CATCH_UP = 100     # most fire times of one schedule made up at once
 TICK = 1.0             # longest sleep between ticks (lock renewal, change counter)
@@ -74,6 +73,7 @@ class JobicoScheduler(Scheduler):
         tracing.setup("jobico-beat")
         self.ctx = worker_context(settings, celery=kwargs.get("app"))
         self.refresh_every = float(settings.schedule_refresh)
+        self.lock_ttl = float(settings.beat_lock_s)  # seconds a dead holder keeps the lock
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leader = False
         self.entries: dict[tuple, _Entry] = {}
@@ -133,7 +133,7 @@ class JobicoScheduler(Scheduler):
     def _hold_lock(self) -> bool:
         """Take or renew the lock; True when this tick made this beat the holder."""
         r = self.ctx.redis
-        ttl_ms = int(LOCK_TTL * 1000)
+        ttl_ms = int(self.lock_ttl * 1000)
         if self.leader:
             try:
                 renewed = r.eval(_RENEW, 1, LOCK_KEY, self.token, ttl_ms)
@@ -153,7 +153,7 @@ class JobicoScheduler(Scheduler):
     def _load(self, now: dt.datetime, gen: int, took_over: bool) -> None:
         schedules = deployed_schedules(self.ctx)
         # a new holder re-checks what the previous one may have missed (duplicates are refused)
-        start = now - dt.timedelta(seconds=LOCK_TTL + 2 * TICK) if took_over else now
+        start = now - dt.timedelta(seconds=self.lock_ttl + 2 * TICK) if took_over else now
         entries = {}
         for sched in schedules:
             old = self.entries.get(sched.key)

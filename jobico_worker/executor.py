@@ -27,7 +27,13 @@ from jobico_core.limits import resolve
 from jobico_core.services.context import Context
 from jobico_core.services.environment import redact_outcome
 from jobico_core.services.environment import resolve as resolve_environment
-from jobico_core.services.executions import MAX_CHAIN_DEPTH, new_execution, task_message, to_dict
+from jobico_core.services.executions import (
+    MAX_CHAIN_DEPTH,
+    fence_chained,
+    new_execution,
+    task_message,
+    to_dict,
+)
 from jobico_core.services.files import schema_validator
 from jobico_core.services.leases import until as lease_until
 from jobico_core.services.packages import VersionInfo, load_version
@@ -183,6 +189,8 @@ def _record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, cod
             data["logs"] = []
         return Finished(data, None)
     with ctx.db.session() as s:
+        if child is not None and not fence_chained(s, [child]):  # first: its version was deleted meanwhile
+            child = None
         if s.bind.dialect.name == "postgresql":
             row = s.execute(_RECORD_PG, params).first()
         else:

@@ -80,26 +80,10 @@ from jobico_ops.embedded import (
     ServiceStartError,
     free_port,
     port_is_free,
-    unregister_live,
+    signal_group,
 )
 
 __all__ = ["PostgresServer", "S3Server", "ServiceStartError", "free_port"]
-
-
-def _signal_group(proc: subprocess.Popen | None, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``proc`` (start_new_session=True)."""
-    if proc is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
 
 
 def _group_alive(pgid: int) -> bool:
@@ -435,40 +419,21 @@ class PostgresServer(ManagedServer):
     def root_dir(self) -> Path:
         return self.base_dir
 
-    def _stop(self, timeout: float) -> None:
-        """Fast shutdown (SIGINT: roll back, checkpoint), then SIGQUIT, then SIGKILL."""
-        proc = self.proc
-        if proc is None:
-            return
+    def _stop_steps(self, timeout: float) -> list:
+        """Fast shutdown (SIGINT: roll back, checkpoint), then SIGQUIT; then SIGKILL."""
+        return [(signal.SIGINT, timeout), (signal.SIGQUIT, 5)]
+
+    def _before_stop(self) -> None:
         if self.frozen:
             self.thaw()
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            if not _wait(proc, timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGQUIT)
-                if not _wait(proc, 5):
-                    self.kill()
-                    return
-        _wait_group_gone(proc.pid, 5)
-        _signal_group(proc, signal.SIGKILL)  # stray backends, if any
-        self.proc = None
-        unregister_live(self)
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend (crash simulation); keeps data."""
-        proc = self.proc
-        if proc is None:
-            unregister_live(self)
-            return
+    def _kill_processes(self, proc: subprocess.Popen) -> None:
         self._signal_all(signal.SIGKILL)  # children setsid(): a group kill would orphan them
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+
+    def _gone(self, proc: subprocess.Popen) -> None:
         _wait_group_gone(proc.pid, 10)
-        self.proc = None
+        signal_group(proc, signal.SIGKILL)  # stray backends, if any
         self.frozen = False
-        unregister_live(self)
 
     def processes(self) -> list[int]:
         """The postmaster and every process it forked. PostgreSQL's children call
@@ -745,31 +710,8 @@ class S3Server(ManagedServer):
     def root_dir(self) -> Path:
         return self.base_dir
 
-    def _stop(self, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            if not _wait(proc, timeout):
-                self.kill()
-                return
-        _signal_group(proc, signal.SIGKILL)
-        self.proc = None
-        unregister_live(self)
-        self._remove_grpc_sockets()
-
-    def kill(self) -> None:
-        proc = self.proc
-        if proc is None:
-            unregister_live(self)
-            return
-        _signal_group(proc, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        self.proc = None
-        unregister_live(self)
+    def _gone(self, proc: subprocess.Popen) -> None:
+        super()._gone(proc)
         self._remove_grpc_sockets()
 
     def _remove_grpc_sockets(self) -> None:

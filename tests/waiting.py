@@ -3,7 +3,8 @@
     wait_until(lambda: api.get(...).status_code == 200, timeout=30, what="the API")
 
 returns the condition's first truthy value; on the deadline raises AssertionError naming
-``what`` and the last value (or exception) seen. ``ignore``: exceptions that count as "not yet"
+``what`` and the last value (or exception) seen. ``what`` may be a function, called then for the
+text (a log's tail as it is at the deadline). ``ignore``: exceptions that count as "not yet"
 (a server still starting refuses connections).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 30.0, *, what: str = "the condition",
+def wait_until(condition: Callable[[], T], timeout: float = 30.0, *, what: str | Callable[[], str] = "the condition",
                interval: float = 0.05, ignore: tuple[type[BaseException], ...] = ()) -> T:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -27,7 +28,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, *, what: str =
         except ignore as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+            raise AssertionError(f"{what() if callable(what) else what}: not within {timeout:g}s (last: {last!r})")
         time.sleep(interval)
 
 

@@ -175,6 +175,25 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
     return conn.execute(stmt, values[0] if one else {c: [v[c] for v in values] for c in cols}).rowcount
 
 
+def fence_chained(s, children: list[Execution]) -> list[Execution]:
+    """The chained executions (``children``) a recording transaction may insert: those whose
+    package version still exists, its row locked ``FOR KEY SHARE`` until the commit on PostgreSQL,
+    as ``_insert_values`` does for the first execution of a trigger. A tenant delete
+    (``tenants.delete_tenant``) then waits for the commit and deletes them too, or it came first
+    and they are dropped: no chained row stays under a deleted tenant's name (nor of a deleted
+    package, whose version is gone). Call it first in the recording transaction, before the
+    outcome's UPDATE locks an execution row: a tenant delete locks its versions, then its
+    executions; taken in the same order, the two cannot deadlock. On SQLite the outcome's UPDATE
+    already serializes the recording with a tenant delete (one writer at a time, and the delete
+    removes the parent too)."""
+    if not children:
+        return []
+    versions = {c.version_id for c in children}
+    found = set(s.scalars(select(PackageVersion.id).where(PackageVersion.id.in_(versions))
+                          .with_for_update(key_share=True, read=True)))
+    return [c for c in children if c.version_id in found]
+
+
 def task_messages(rows, batch: int) -> list[TaskMessage | BatchMessage]:
     """The tasks that carry ``rows``: consecutive rows of one tenant/package/event/queue go
     together, at most ``batch`` per task; a lone row is a single-execution task. Rows with

@@ -80,6 +80,13 @@ def rescue_stalled(ctx: Context, older_than: float, *, now: dt.datetime | None =
     return [m.execution_id for m in lost]
 
 
+def sweep_period(settings) -> float:
+    """Seconds between two sweeps: half of ``JOBICO_RESCUE_AFTER``, at least 1; 0 (never) when
+    ``JOBICO_RESCUE_AFTER`` is 0, which turns the rescue off."""
+    after = settings.rescue_after
+    return max(1.0, after / 2) if after > 0 else 0
+
+
 def sweep(ctx: Context, older_than: float) -> list[str]:
     """``rescue_stalled`` by one worker at a time (a Redis lock held for half the period)."""
     if older_than <= 0 or not ctx.redis.set(LOCK_KEY, "1", nx=True, px=max(1000, int(older_than * 500))):

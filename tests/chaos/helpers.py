@@ -20,6 +20,7 @@ lost`` through ``report``; the table is printed at the end of the session.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -31,6 +32,7 @@ from sqlalchemy import func, select
 from jobico_core.db import TERMINAL_STATUSES, Execution
 from tests.e2e.helpers import Platform, example, platform_env
 from tests.services import S3Server
+from tests.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 VISIBILITY = 5          # seconds
@@ -104,27 +106,22 @@ class Chaos(Platform):
         return out
 
     def wait_all(self, ids, timeout: float, chained: bool = True) -> None:
-        """Until every id is recorded (and, with ``chained``, its chained execution too)."""
+        """Until every id is recorded (and, with ``chained``, its chained execution too); at the
+        deadline it returns all the same: the caller's tally says what is missing."""
         ids = list(ids)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                rows = self.db_rows(ids)
-                done = [i for i in ids if i in rows and rows[i].status in TERMINAL_STATUSES]
-                if len(done) == len(ids):
-                    if not chained:
-                        return
-                    kids = self.children(ids)
-                    kid_ids = self._child_ids(ids)
-                    if all(kids.get(i) for i in ids):
-                        krows = self.db_rows(kid_ids)
-                        if all(r.status in TERMINAL_STATUSES for r in krows.values()):
-                            return
-            except Exception:  # noqa: BLE001 - the database may be coming back
-                pass
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.25)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: self._all_recorded(ids, chained), timeout, interval=0.25,
+                       ignore=(Exception,))  # the database may be coming back
+
+    def _all_recorded(self, ids: list[str], chained: bool) -> bool:
+        rows = self.db_rows(ids)
+        if not all(i in rows and rows[i].status in TERMINAL_STATUSES for i in ids):
+            return False
+        if not chained:
+            return True
+        kids = self.children(ids)
+        return all(kids.get(i) for i in ids) and all(
+            r.status in TERMINAL_STATUSES for r in self.db_rows(self._child_ids(ids)).values())
 
     def _child_ids(self, ids) -> list[str]:
         ids = list(ids)

@@ -9,24 +9,11 @@ import datetime as dt
 import signal
 import time
 
-from tests.e2e.helpers import example
+from tests.e2e.helpers import example, flow_package
 
 from .helpers import VISIBILITY
 
-FLOW_YAML = """
-id: flowchaos
-queues: [{id: q}]
-jobs:
-  - event: {id: work, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: nap,
-            concurrency: {key: $.customer, limit: 2}}
-  - event: {id: save, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
-            debounce: {key: $.doc, seconds: 2}}
-  - event: {id: call, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
-            rate_limit: {key: api, per_second: 2, burst: 1}}
-runtimes:
-  - {id: nap, moduleref: nap.wasm, limits: {timeout_ms: 2500}}
-  - {id: echo, moduleref: echo.wasm}
-"""
+FLOW_YAML = flow_package("flowchaos", rate_limit="key: api, per_second: 2, burst: 1", nap_timeout_ms=2500)
 LEASE = {"JOBICO_LOCK_LEASE_SECONDS": "3", "JOBICO_LOCK_POLL_SECONDS": "1"}
 
 

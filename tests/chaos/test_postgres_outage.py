@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_until
+
 from .helpers import Sender
 
 # seconds PostgreSQL is away: a frozen server costs a request up to 5 s (statement bound of this
@@ -36,9 +38,8 @@ def test_postgres_outage(chaos, chaos_pg, how):
             chaos_pg.thaw()
         t1 = time.monotonic()
         restored = len(s.accepted)
-        deadline = time.monotonic() + 40
-        while len(s.accepted) < restored + 5 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(s.accepted) >= restored + 5, 40, interval=0.2,
+                   what=lambda: f"5 more accepted after the outage ({before}, {restored}, {s.codes})")
     p.wait_all(s.accepted, timeout=120)
     outage = s.between(t0, t1)
     refused = [lat for code, lat in outage if code == 503]

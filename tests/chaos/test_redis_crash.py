@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from tests.waiting import wait_until
+
 from .helpers import Sender
 
 
@@ -23,9 +25,8 @@ def test_redis_sigkill_and_restart(chaos, chaos_redis):
         during = dict(s.codes)
         chaos_redis.restart()
         restarted = len(s.accepted)
-        deadline = time.monotonic() + 45
-        while len(s.accepted) < restarted + 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(s.accepted) >= restarted + 20, 45, interval=0.2,  # the API reconnected
+                   what=lambda: f"20 more accepted after the restart ({before}, {restarted}, {s.codes})")
         time.sleep(1)
     p.wait_all(s.accepted, timeout=90)
     res = p.tally("2 Redis SIGKILL + restart", s.sent, s.accepted, codes=dict(sorted(s.codes.items())),

@@ -3,11 +3,14 @@ worker processes, real Redis, PostgreSQL and S3.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +201,23 @@ def serve_app(app):
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
+@contextlib.contextmanager
+def served_api(settings: Settings, **app_options) -> Iterator[tuple[Context, str]]:
+    """The API (``create_app(ctx=..., **app_options)``, e.g. ``role="gateway"``) on its own Context
+    over ``settings``, served over real HTTP on 127.0.0.1:<free port> in a thread; yields (its
+    Context, its URL), then stops the server and closes the Context."""
+    from jobico_api import create_app
+    ctx = Context(settings)
+    server, url = serve_app(create_app(ctx=ctx, **app_options))
+    try:
+        yield ctx, url
+    finally:
+        server.shutdown()
+        server.server_close()
+        ctx.celery.close()
+        ctx.db.engine.dispose()
+
+
 def serve_api(settings: Settings) -> tuple[Context, str, object]:
     """Another API process's worth: its own app and Context on ``settings``, served in a thread.
     Returns (its Context, its URL, its server: ``shutdown()`` it)."""
@@ -230,3 +250,39 @@ def platform_env(pg_url: str, redis_url: str, s3, bucket: str, tmp: Path, **extr
 
 def example(path: str) -> Path:
     return EXAMPLES / path
+
+
+def flow_package(pkg_id: str, *, rate_limit: str, nap_timeout_ms: int, plain: bool = False) -> str:
+    """The flow-control package of the flow tests (tests/e2e/test_flow.py, tests/chaos/test_flow.py):
+    ``work`` (nap.wasm) at most 2 at once per ``$.customer``, ``save`` debounced 2 s per ``$.doc``,
+    ``call`` rate-limited (``rate_limit``: the flow mapping's key, per_second and burst), and with
+    ``plain`` an event without flow control. Needs nap.wasm, echo.wasm and any.json uploaded."""
+    plain_event = "  - event: {id: plain, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo}\n"
+    return f"""
+id: {pkg_id}
+queues: [{{id: q}}]
+jobs:
+  - event: {{id: work, schema: {{id: s, schemaref: any.json}}, supplierqueue: q, runtime: nap,
+            concurrency: {{key: $.customer, limit: 2}}}}
+  - event: {{id: save, schema: {{id: s, schemaref: any.json}}, supplierqueue: q, runtime: echo,
+            debounce: {{key: $.doc, seconds: 2}}}}
+  - event: {{id: call, schema: {{id: s, schemaref: any.json}}, supplierqueue: q, runtime: echo,
+            rate_limit: {{{rate_limit}}}}}
+{plain_event if plain else ""}runtimes:
+  - {{id: nap, moduleref: nap.wasm, limits: {{timeout_ms: {nap_timeout_ms}}}}}
+  - {{id: echo, moduleref: echo.wasm}}
+"""
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total, found = total + float(m.group(4)), True
+    assert found, f"no sample {name}{labels} in:\n" + "\n".join(x for x in text.splitlines() if name in x)
+    return total

@@ -8,30 +8,15 @@ import threading
 from pathlib import Path
 
 import requests
-import wasmtime
 
 from jobico_cli.stream import parse_sse, shutdown
+from tests.guests import constant_guest
 from tests.waiting import wait_until
 
 from .helpers import example
 
 # the guest's result: rich markup and an ANSI "clear screen"
 EVIL_RESULT = "[red]x[/red]\x1b[2J"
-EVIL_WAT = r"""
-(module
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 4096))
-  (data (i32.const 256) "[red]x[/red]\1b[2J")
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
-    (local.get $p))
-  (func (export "free") (param i32))
-  (func (export "event") (param $res i32) (param $in i32) (param $len i32)
-    (i64.store (local.get $res) (i64.const 0))
-    (i64.store offset=8 (local.get $res) (i64.const 0x10000000010))))
-"""
 
 PACKAGE = """
 id: {pkg}
@@ -50,7 +35,7 @@ runtimes:
 
 def evil_wasm(tmp: Path) -> Path:
     path = tmp / "evil.wasm"
-    path.write_bytes(wasmtime.wat2wasm(EVIL_WAT))
+    path.write_bytes(constant_guest(EVIL_RESULT.encode()))
     return path
 
 

@@ -51,7 +51,9 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     for f in ("jobicolets/echo.wasm", "schemas/any.json"):
         p.upload(key, example(f))
     p.start_worker()
-    beats = [p.start_beat("b1"), p.start_beat("b2")]  # two started by mistake: one fires, one stands by
+    lock = {"JOBICO_BEAT_LOCK_SECONDS": "3"}  # a takeover within 3 s of the holder's death (10 by default)
+    # two started by mistake: one fires, one stands by
+    beats = [p.start_beat("b1", extra_env=lock), p.start_beat("b2", extra_env=lock)]
     logs = lambda: "\n".join(w.log_tail(40) for w in p.workers)  # noqa: E731
 
     deployed = dt.datetime.now(dt.UTC)
@@ -78,7 +80,7 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     standby = next(b for b in beats if b is not holder[0])
     holder[0].stop(signal.SIGKILL)
     killed = dt.datetime.now(dt.UTC)
-    _wait_for(standby.holds_lock, 25, "the standby beat taking over", logs)
+    _wait_for(standby.holds_lock, 20, "the standby beat taking over", logs)
     _wait_for(lambda: _fires(p)[-1].scheduled_at > killed + dt.timedelta(seconds=2), 15,
               "fires after the takeover", logs)
     times = [e.scheduled_at for e in _fires(p)]

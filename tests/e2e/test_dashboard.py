@@ -3,11 +3,12 @@ against the live API with a real worker."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pexpect
 import pyte
+
+from tests.waiting import wait_until
 
 from .streamkit import post_ids, setup_tenant
 
@@ -36,8 +37,7 @@ def test_dashboard_in_a_pty(platform):
                           timeout=5)
 
     def pump(until, timeout=30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        def matched() -> str | None:
             try:
                 data = child.read_nonblocking(65536, timeout=0.2)
                 raw.extend(data)
@@ -47,8 +47,10 @@ def test_dashboard_in_a_pty(platform):
             text = _display(screen)
             if until(text):
                 return text
-            if time.monotonic() > deadline or not child.isalive():
-                raise AssertionError(f"screen never matched:\n{text}\n--- raw tail: {bytes(raw[-2000:])!r}")
+            assert child.isalive(), f"the dashboard exited; screen:\n{text}\n--- raw tail: {bytes(raw[-2000:])!r}"
+            return None
+        return wait_until(matched, timeout, interval=0, what=lambda: f"screen never matched:\n{_display(screen)}"
+                          f"\n--- raw tail: {bytes(raw[-2000:])!r}")
 
     try:
         first = pump(lambda t: "tools" in t and "echo.wasm" in t and "succeeded" in t)

@@ -11,23 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import example
+from .helpers import example, flow_package
 
-FLOW_YAML = """
-id: flow
-queues: [{id: q}]
-jobs:
-  - event: {id: work, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: nap,
-            concurrency: {key: $.customer, limit: 2}}
-  - event: {id: save, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
-            debounce: {key: $.doc, seconds: 2}}
-  - event: {id: call, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo,
-            rate_limit: {key: partner-api, per_second: 4, burst: 1}}
-  - event: {id: plain, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: echo}
-runtimes:
-  - {id: nap, moduleref: nap.wasm, limits: {timeout_ms: 15000}}
-  - {id: echo, moduleref: echo.wasm}
-"""
+FLOW_YAML = flow_package("flow", rate_limit="key: partner-api, per_second: 4, burst: 1", nap_timeout_ms=15000,
+                         plain=True)
 
 
 def _setup(p, tenant: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import requests
 
 from tests.waiting import wait_until
 
-from .helpers import ROOT, example
+from .helpers import ROOT, example, metric
 
 HELLO_YAML = example("packages/hello.yaml").read_text()
 FLOWER_AUTH = ("ops", "flower-test-password")
@@ -42,20 +41,6 @@ def setup_tenant(p, tenant: str) -> str:
 def poll(fn, timeout: float, what: str, interval: float = 0.3):
     """wait_until, a refused connection or a non-JSON answer counting as "not yet"."""
     return wait_until(fn, timeout, what=what, interval=interval, ignore=(requests.RequestException, ValueError))
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total, found = total + float(m.group(4)), True
-    assert found, f"no sample {name}{labels} in:\n" + "\n".join(x for x in text.splitlines() if name in x)
-    return total
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import requests
@@ -111,15 +110,14 @@ def test_stream_live_filters_isolation_cli_and_hygiene(platform):
         reader.start()
         # the CLI is live once an event posted now shows up: its start-up can take seconds on a busy
         # box, and with --recent 0 an execution recorded before it connected is (rightly) not shown
-        live_by = time.monotonic() + 60
-        while True:
+        def a_probe_shows() -> bool:
             probe = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
-            probe_by = time.monotonic() + 5
-            while not any(probe[0] in line for line in got) and time.monotonic() < probe_by:
-                time.sleep(0.1)
-            if any(probe[0] in line for line in got):
-                break
-            assert time.monotonic() < live_by, "the CLI stream never showed a new execution"
+            try:
+                wait_until(lambda: any(probe[0] in line for line in got), 5, interval=0.1)
+            except AssertionError:
+                return False
+            return True
+        wait_until(a_probe_shows, 60, what="the CLI stream showing a new execution", interval=0)
         more = post_ids(p, key_a, "tenant_a", "a_evil", [{}])
         wait_until(lambda: any(more[0] in line for line in got), 30, what="the new execution printed")
         line = next(line for line in got if more[0] in line)

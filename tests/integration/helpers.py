@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from jobico_core.settings import Settings
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBICOLETS = ROOT / "examples" / "jobicolets"
@@ -65,6 +66,17 @@ def wasm(name: str) -> bytes:
 def wat(text: str) -> bytes:
     import wasmtime
     return bytes(wasmtime.wat2wasm(text))
+
+
+def wait_for_lock_waits(engine, n: int = 1, deadline_s: float = 30.0) -> None:
+    """Until ``n`` transactions of the PostgreSQL server behind ``engine`` wait for a lock: the
+    interleavings of the race tests (a delete against a recording) are placed with this."""
+    with engine.connect() as c:
+        def waiting() -> bool:
+            count = c.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar()
+            c.rollback()
+            return count >= n
+        wait_until(waiting, deadline_s, what=f"{n} transaction(s) waiting for a lock", interval=0.02)
 
 
 def package_yaml(pkg_id: str = "people", event: str = "person_added", *, schema: str = "person.json",

@@ -23,7 +23,7 @@ from jobico_worker.batch import BatchInterrupted, claim_many, record_many, run_b
 from jobico_worker.executor import Outcome, record, run_execution
 from tests.waiting import wait_until
 
-from .helpers import ROOT, wat
+from .helpers import ROOT, wait_for_lock_waits, wat
 
 # echo (Rust-SDK style, as examples/jobicolets/echo.wat) that logs its input at info level
 # and traps when the event is an object whose first key starts with "f" ({"fail": ...}).
@@ -382,3 +382,49 @@ def test_records_are_streamed_once_each_in_recording_order_off_the_tasks_path(h)
     assert [d["status"] for d in seen] == ["succeeded"] * 3 and seen[0]["result"] == '{"n":0}'
     assert sub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None  # the redelivery: nothing
     sub.close()
+
+
+def _record_chained(h, recorder: str, claimed, info, done: dict) -> None:
+    """Record ``claimed`` succeeded (its ``ok`` event chained) by ``executor.record`` or ``batch.record_many``."""
+    outcome = Outcome(claimed, info, "succeeded", result='{"n":0}')
+    done["recorded"] = (record(h.ctx, claimed, info, status="succeeded", result=outcome.result).recorded
+                        if recorder == "record" else bool(record_many(h.ctx, [outcome])[0]))
+
+
+@pytest.mark.parametrize("recorder", ["record", "record_many"])
+def test_a_chained_execution_racing_a_tenant_delete_leaves_nothing_under_the_name(h, recorder):
+    """PostgreSQL, both orders, with the outcome's row held by another transaction so each side
+    is stopped where the other must come: the delete is under way (versions gone, uncommitted)
+    when the outcome and its chained row are recorded (the chained row goes in nowhere, the
+    outcome finds its row deleted), or the recording is under way when the delete comes (the
+    delete waits for its version fence, then deletes the chained row too). No deadlock either way."""
+    import threading
+
+    from jobico_core.services import packages, tenants
+    for delete_first in (True, False):
+        if delete_first is False:  # the tenant again, as the fixture made it
+            h.t = h.tenant("t1")
+            assert h.upload(h.t, "flaky.wasm", FLAKY).status_code == 201
+            assert h.upload(h.t, "any.json", {}).status_code == 201
+        deploy(h)
+        info = packages.route(h.ctx, "t1", "go")
+        (claimed,) = claim_many(h.ctx, post(h, [{"n": 0}]), "w")
+        take(h)
+        done: dict = {}
+        recording = threading.Thread(target=_record_chained, args=(h, recorder, claimed, info, done))
+        deleting = threading.Thread(target=tenants.delete_tenant, args=(h.ctx, "t1"))
+        with h.ctx.db.engine.connect() as holder:  # holds the outcome's row
+            holder.exec_driver_sql("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (claimed.id,))
+            for n, t in enumerate((deleting, recording) if delete_first else (recording, deleting), start=1):
+                t.start()
+                wait_for_lock_waits(h.ctx.db.engine, n)
+            holder.rollback()
+        for t in (recording, deleting):
+            t.join(60)
+            assert not t.is_alive()
+        assert done["recorded"] is not delete_first  # a delete first: its row is gone, nothing recorded
+        with h.ctx.db.session() as s:
+            assert list(s.scalars(select(Execution.id).where(Execution.tenant_id == "t1"))) == []
+        # a delete first: no chained task; else the chained row's task went out before the delete
+        # removed the row (a worker drops a task whose row is gone)
+        assert len(take(h)) == (0 if delete_first else 1)

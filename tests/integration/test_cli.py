@@ -9,15 +9,14 @@ import json
 import os
 import stat
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from werkzeug.serving import make_server
 
 from jobico_cli import config as cfg
 from jobico_cli.main import app
+from tests.e2e.helpers import served_api
 
 from .helpers import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
 
@@ -28,21 +27,8 @@ JOBICO = ROOT / ".venv" / "bin" / "jobico"
 @pytest.fixture
 def server(api_settings):
     """The API served over real HTTP on 127.0.0.1:<free port>; yields its URL."""
-    from jobico_api import create_app
-    from jobico_core.services.context import Context
-
-    ctx = Context(api_settings)
-    srv = make_server("127.0.0.1", 0, create_app(ctx=ctx), threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, name="cli-test-api", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}"
-    finally:
-        srv.shutdown()
-        thread.join(10)
-        srv.server_close()
-        ctx.celery.close()
-        ctx.db.engine.dispose()
+    with served_api(api_settings) as (_ctx, url):
+        yield url
 
 
 class Cli:
@@ -390,18 +376,11 @@ def test_subprocess_flow_with_json(cli, files):
 def test_send_through_a_separate_gateway_and_list_rejections(cli, tenant, files, api_settings):
     """`jobico send --gateway-url` posts to the gateway's own port; `jobico rejections` lists what the
     MQTT bridge could not accept."""
-    from jobico_api import create_app
     from jobico_core.services import rejections
-    from jobico_core.services.context import Context
 
     cli("deploy", "people", "--config", files["people.yaml"], "--wasm", files["echo.wasm"],
         "--schema", files["person.json"], token=tenant)
-    ctx = Context(api_settings)
-    srv = make_server("127.0.0.1", 0, create_app(ctx=ctx, role="gateway"), threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        gw = f"http://127.0.0.1:{srv.server_port}"
+    with served_api(api_settings, role="gateway") as (ctx, gw):
         sent = cli.json("send", "person_added", "--tenant", "tenant_1", "--data", '{"name": "Gw"}',
                         "--gateway-url", gw, token=tenant)
         assert len(sent["executions"]) == 1
@@ -417,8 +396,3 @@ def test_send_through_a_separate_gateway_and_list_rejections(cli, tenant, files,
         assert [i["id"] for i in doc["items"]] == [rid] and doc["items"][0]["payload"] == '{"age": "x"}'
         assert cli.json("rejections", "--event", "other", token=tenant)["items"] == []
         cli("rejections", "--reason", "nope", token=tenant, code=2)
-    finally:
-        srv.shutdown()
-        thread.join(10)
-        srv.server_close()
-        ctx.db.engine.dispose()

@@ -26,7 +26,7 @@ from jobico_core.services import environment, files, ingest, packages, tenants
 from jobico_core.services.packages import VersionInfo, cached_version, load_version, route
 from tests.waiting import wait_until
 
-from .helpers import PERSON_SCHEMA, package_yaml, wasm
+from .helpers import PERSON_SCHEMA, package_yaml, wait_for_lock_waits, wasm
 
 
 def _alembic(url: str):
@@ -340,15 +340,6 @@ def test_no_execution_is_recorded_for_a_version_deleted_after_its_route_was_read
     sqlite_ctx.db.engine.dispose()
 
 
-def _wait_for_a_lock_wait(engine, deadline_s: float = 30.0) -> None:
-    with engine.connect() as c:
-        def waiting() -> int:
-            n = c.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar()
-            c.rollback()
-            return n
-        wait_until(waiting, deadline_s, what="somebody waiting for the lock", interval=0.02)
-
-
 def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):
     """PostgreSQL, both orders: the delete is under way when the rows come (they wait, then go in
     nowhere), or rows are under way when the delete comes (it waits, then deletes them too)."""
@@ -373,7 +364,7 @@ def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):
         deleting.exec_driver_sql("DELETE FROM tenants WHERE id = %s", (tenant,))
         t = threading.Thread(target=accept)
         t.start()
-        _wait_for_a_lock_wait(ctx.db.engine)
+        wait_for_lock_waits(ctx.db.engine)
         deleting.commit()
     t.join(60)
     assert "gone" in outcome and "ids" not in outcome
@@ -389,7 +380,7 @@ def test_a_trigger_racing_a_tenant_delete_leaves_nothing_under_the_name(api):
         recording.execute(sa.insert(Execution.__table__), [row])
         deleted = threading.Thread(target=tenants.delete_tenant, args=(ctx, tenant))
         deleted.start()
-        _wait_for_a_lock_wait(ctx.db.engine)
+        wait_for_lock_waits(ctx.db.engine)
         recording.commit()
     deleted.join(60)
     assert not deleted.is_alive()

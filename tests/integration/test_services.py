@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from minio import Minio
 from minio.error import S3Error
 
-from jobico_ops.embedded import RedisServer, ServiceStartError, free_port
+from jobico_ops.embedded import MqttBroker, RedisServer, ServiceStartError, free_port
 from tests.services import PostgresServer, pg_bin_dir, reachable_bin_dir
 
 pytestmark = pytest.mark.services
@@ -109,6 +109,23 @@ def test_redis_aof_always_survives_sigkill(tmp_path):
         finally:
             r.close()
     assert (tmp_path / "redis" / "redis.log").exists()
+
+
+def test_a_stopped_server_leaves_no_process_and_its_stop_steps_ran(tmp_path):
+    """The shared stop (``ManagedServer._stop``): Redis takes ``SHUTDOWN`` (its log says so), the
+    MQTT broker SIGTERM; either way the process is gone, and a ``kill()`` of a stopped server is
+    harmless."""
+    for srv, said in ((RedisServer(data_dir=tmp_path / "redis"), b"User requested shutdown"),
+                      (MqttBroker(tmp_path / "mqtt"), None)):
+        srv.start()
+        pid = srv.pid
+        srv.stop()
+        assert srv.proc is None and not srv.is_running()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        if said:
+            assert said in srv.log_path.read_bytes()
+        srv.kill()
+        assert srv.proc is None
 
 
 def test_redis_startup_error_has_log_tail(tmp_path):

@@ -14,12 +14,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.e2e.helpers import served_api
 from tests.integration.helpers import ADMIN_TOKEN, PERSON_SCHEMA, package_yaml, wasm
 
 HERE = Path(__file__).resolve().parent
@@ -34,28 +34,16 @@ RUN_TIMEOUT_S = 600
 def live_api(api_settings, monkeypatch):
     """The API over real HTTP on 127.0.0.1:<free port> (werkzeug, threaded); yields its base URL.
     A live stream ends after a second (schemathesis reads every answer to its end)."""
-    from werkzeug.serving import make_server
-
-    from jobico_api import create_app
     from jobico_api.blueprints import stream
-    from jobico_core.services.context import Context
 
     monkeypatch.setattr(stream, "MAX_STREAM_SECONDS", 1.0)
     access_log = logging.getLogger("werkzeug")  # thousands of requests: no access log
     level = access_log.level
     access_log.setLevel(logging.WARNING)
-    ctx = Context(api_settings)
-    srv = make_server("127.0.0.1", 0, create_app(ctx=ctx), threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, name="spec-api", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_port}"
+        with served_api(api_settings) as (_ctx, url):
+            yield url
     finally:
-        srv.shutdown()
-        thread.join(10)
-        srv.server_close()
-        ctx.celery.close()
-        ctx.db.engine.dispose()
         access_log.setLevel(level)
 
 

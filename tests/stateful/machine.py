@@ -32,6 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from jobico_core.services.rescue import UNACKED_KEY
 from tests.e2e.helpers import ADMIN
+from tests.waiting import wait_until
 
 from .model import (
     FINAL,
@@ -610,13 +611,10 @@ class PlatformMachine(RuleBasedStateMachine):
             for t in list(self.tenants):
                 self._expect(self._http("DELETE", f"/api/v1/tenants/{t}", ADMIN), 204)
                 self.used.add(self.tenants.pop(t).id)
-            deadline = time.monotonic() + TERMINAL_S
             # no worker holds a task any more: nothing of the deleted tenants is running (what waits in
             # a queue finds its row gone when it is claimed, and is dropped)
-            while self.platform.broker_backlog()[UNACKED_KEY]:
-                assert time.monotonic() < deadline, \
-                    f"tasks still held by workers {TERMINAL_S:.0f}s after the end: {self.platform.broker_backlog()}"
-                time.sleep(0.1)
+            wait_until(lambda: not self.platform.broker_backlog()[UNACKED_KEY], TERMINAL_S, interval=0.1,
+                       what=lambda: f"no task held by workers after the end: {self.platform.broker_backlog()}")
             for t in sorted(self.used):
                 key = self._expect(self._http("POST", "/api/v1/tenants", ADMIN, json={"id": t}), 201)["key"]
                 self.tenants[t] = Tenant(t, keys={"default": key})

@@ -14,28 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import wasmtime
-
 from jobico_core import canonical
+from tests.guests import constant_guest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FINAL = ("succeeded", "failed", "trapped", "timed_out", "limit_exceeded", "invalid_module", "cancelled")
-
-# a module that returns its own tag: from the execution record we know which upload ran
-_TAGGED_WAT = """(module
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 4096))
-  (data (i32.const 256) "{tag}")
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
-    (local.get $p))
-  (func (export "free") (param i32))
-  (func (export "event") (param $res i32) (param $in i32) (param $len i32)
-    (i64.store (local.get $res) (i64.const 0))
-    (i64.store offset=8 (local.get $res) (i64.const {ptr_len}))))
-"""
 
 
 @dataclass(frozen=True)
@@ -56,8 +39,7 @@ class Module:
 def make_module(kind: str, tag: str = "") -> Module:
     if kind == "tagged":
         text = f"mod:{tag}"
-        wat = _TAGGED_WAT.format(tag=text, ptr_len=(256 << 32) | len(text))
-        return Module(kind, bytes(wasmtime.wat2wasm(wat)), tag)
+        return Module(kind, constant_guest(text.encode()), tag)  # from the record we know which upload ran
     return Module(kind, (EXAMPLES / "jobicolets" / f"{kind}.wasm").read_bytes())
 
 

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -28,6 +27,7 @@ from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
 from jobico_ops.embedded import free_port
 from tests.e2e.helpers import ADMIN, Beat, Worker
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,17 +49,15 @@ class Gunicorn:
                 [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "jobico_api" / "gunicorn_conf.py"),
                  "--graceful-timeout", "5", "jobico_api.wsgi:app"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(self.url + "/ready", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("gunicorn did not become ready:\n" + self.log_tail())
-            time.sleep(0.2)
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gunicorn exited")
+            return requests.get(self.url + "/ready", timeout=5).status_code == 200
+        try:
+            wait_until(ready, timeout, interval=0.2, ignore=(requests.RequestException,))
+        except (AssertionError, RuntimeError):
+            self.stop()
+            raise RuntimeError("gunicorn did not become ready:\n" + self.log_tail()) from None
 
     def worker_pids(self) -> list[int]:
         return [c.pid for c in psutil.Process(self.proc.pid).children()] if self.proc else []

@@ -1,4 +1,5 @@
-"""JOBICO_EXECUTION_LEASE_SECONDS: parsed, bounded, and the recovery's period follows it."""
+"""JOBICO_EXECUTION_LEASE_SECONDS and JOBICO_BEAT_LOCK_SECONDS: parsed, bounded, and the
+recovery's period follows the lease."""
 from __future__ import annotations
 
 import pytest
@@ -19,3 +20,11 @@ def test_the_execution_lease_setting():
                          ("7200", "between 0 and 3600")):
         with pytest.raises(ConfigError, match=problem):
             Settings.from_env({**BASE, "JOBICO_EXECUTION_LEASE_SECONDS": bad})
+
+
+def test_the_beat_lock_setting():
+    assert Settings.from_env(BASE).beat_lock_s == 10.0
+    assert Settings.from_env({**BASE, "JOBICO_BEAT_LOCK_SECONDS": "3"}).beat_lock_s == 3.0
+    for bad, problem in (("2", "at least 3 seconds"), ("soon", "is not a number of seconds")):
+        with pytest.raises(ConfigError, match=problem):
+            Settings.from_env({**BASE, "JOBICO_BEAT_LOCK_SECONDS": bad})

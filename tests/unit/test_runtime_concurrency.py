@@ -10,6 +10,7 @@ import wasmtime
 
 from jobico_core.limits import Limits
 from jobico_runtime import InvalidModule, Runtime, Status, get_runtime
+from tests.guests import BUMP_ALLOCATOR
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobicolets"
 
@@ -19,19 +20,11 @@ def example(name: str) -> bytes:
 
 
 # prints its input to stdout, logs it, and returns it: isolation of all three channels
-PRINTER = wasmtime.wat2wasm("""
+PRINTER = wasmtime.wat2wasm(f"""
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (import "env" "log" (func $log (param i32 i32 i32)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
-    (local.get $p))
-  (func (export "free") (param i32))
-  (func (export "event") (param $r i32) (param $in i32) (param $n i32)
+{BUMP_ALLOCATOR}  (func (export "event") (param $r i32) (param $in i32) (param $n i32)
     (local $i i32)
     (i32.store (i32.const 16) (local.get $in)) (i32.store (i32.const 20) (local.get $n))
     ;; many small writes and calls so executions interleave

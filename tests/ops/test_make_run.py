@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -50,32 +49,28 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path, mqtt_broke
         assert len(ids) == 2 and f":{gateway}/events/demo/hello" in curl
         assert requests.get(f"http://127.0.0.1:{gateway}/api/v1/whoami", timeout=10).status_code == 404
         cli_env = {**env}  # the CLI reads the config `jobico run` wrote, nothing else
-        deadline = time.monotonic() + 90
-        while True:
-            shown = subprocess.run([str(JOBICO), "executions", "show", ids[1], "--json"], env=cli_env,
-                                   capture_output=True, text=True, timeout=60)
-            assert shown.returncode == 0, shown.stderr
-            rec = json.loads(shown.stdout)
-            if rec["status"] not in ("queued", "running"):
-                break
-            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
-            time.sleep(0.5)
+        def err_tail() -> str:
+            return (tmp_path / "err.log").read_text()[-4000:]
+
+        def cli_json(*args: str):
+            done = subprocess.run([str(JOBICO), *args, "--json"], env=cli_env, capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        def finished():
+            rec = cli_json("executions", "show", ids[1])
+            return rec if rec["status"] not in ("queued", "running") else None
+        rec = wait_until(finished, 90, what=err_tail, interval=0.5)
         assert rec["status"] == "succeeded" and rec["result"] == "Bonjour, Ada!", rec
         assert rec["logs"] == [{"level": 1, "message": "lang=fr"}]
         # the README's cron example, deployed with the command the banner prints: beat fires it
         deploy = re.search(r"(\S+ deploy \S+cron\.yaml)", banner).group(1)
         deployed = subprocess.run(shlex.split(deploy), env=cli_env, capture_output=True, text=True, timeout=60)
         assert deployed.returncode == 0, deployed.stderr
-        deadline = time.monotonic() + 75  # it fires at :00 and :30
-        while True:
-            listed = subprocess.run([str(JOBICO), "executions", "--submitter", "cron", "--json"], env=cli_env,
-                                    capture_output=True, text=True, timeout=60)
-            assert listed.returncode == 0, listed.stderr
-            fired = [e for e in json.loads(listed.stdout)["items"] if e["status"] == "succeeded"]
-            if fired:
-                break
-            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
-            time.sleep(1)
+        def succeeded(submitter: str) -> list:
+            return [e for e in cli_json("executions", "--submitter", submitter)["items"] if e["status"] == "succeeded"]
+        fired = wait_until(lambda: succeeded("cron"), 75, what=err_tail, interval=1)  # it fires at :00 and :30
         assert fired[0]["result"] == "Bonjour, cron!" and fired[0]["trigger"] == "cron", fired
         assert fired[0]["scheduled_at"][17:19] in ("00", "30"), fired
         # the README's MQTT example, as the banner prints it: `jobico run` started the bridge
@@ -84,19 +79,13 @@ def test_jobico_run_prints_a_working_curl_and_stops_cleanly(tmp_path, mqtt_broke
         assert deployed.returncode == 0, deployed.stderr
         topic = re.search(r"with QoS 1 to (\S+)", banner).group(1)
         assert topic == f"{prefix}/demo/doorbell/front"
-        deadline = time.monotonic() + 60
-        while True:  # the bridge subscribes within a second of the deploy; publish until it is taken
+        def ring() -> list:  # the bridge subscribes within a second of the deploy: published until taken
             pub = mqtt_broker.client()
             pub.publish(topic, json.dumps({"name": "visitor"}), qos=1).wait_for_publish(10)
             pub.disconnect()
             pub.loop_stop()
-            listed = subprocess.run([str(JOBICO), "executions", "--submitter", "mqtt:doorbell/front", "--json"],
-                                    env=cli_env, capture_output=True, text=True, timeout=60)
-            rang = [e for e in json.loads(listed.stdout)["items"] if e["status"] == "succeeded"]
-            if rang:
-                break
-            assert time.monotonic() < deadline, (tmp_path / "err.log").read_text()[-4000:]
-            time.sleep(1)
+            return succeeded("mqtt:doorbell/front")
+        rang = wait_until(ring, 60, what=err_tail, interval=1)
         assert rang[0]["result"] == "Hello, visitor!" and rang[0]["trigger"] == "mqtt", rang
         assert requests.get(f"http://127.0.0.1:{flower}/", timeout=10).status_code in (200, 401)
         assert "admin token" in banner and str(tmp_path / "home" / "config.toml") in banner

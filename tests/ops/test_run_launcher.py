@@ -25,9 +25,8 @@ import pytest
 import requests
 
 from jobico_ops.embedded import free_port
+from tests.e2e.helpers import metric
 from tests.waiting import wait_until
-
-from .test_flower import metric
 
 JOBICO = Path(sys.executable).parent / "jobico"
 API_WORKERS = 2
