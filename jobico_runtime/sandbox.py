@@ -14,12 +14,14 @@ execution in a thread-local (``current``), WASI output callbacks by run id.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import platform
 import resource
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
@@ -224,7 +226,20 @@ def make_engine(stack_kb: int, *, parallel: bool = False, compiler: str = "speed
         capi.use_pooling(cfg, pool_instances, POOL_MAX_MEMORY_BYTES, POOL_KEEP_RESIDENT_BYTES)
     engine = wasmtime.Engine(cfg)
     engine.jobico_meters_fuel = compiler != "winch"   # type: ignore[attr-defined]  # read by run_in_store
+    _ENGINES.add(engine)
     return engine
+
+
+#: every engine this process made: closed at exit, while wasmtime's bindings still exist (an engine
+#: a daemon thread still holds, the epoch ticker's, is otherwise freed during the interpreter's
+#: teardown, after those bindings are gone: "Exception ignored in Managed.__del__")
+_ENGINES: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    for engine in list(_ENGINES):
+        engine.close()    # one reference of the engine's; modules and stores keep their own
 
 
 class Ticker:
@@ -262,7 +277,10 @@ class Ticker:
                 engines = self.engines
             sleep(TICK_S)
             for e in engines:
-                e.increment_epoch()
+                try:
+                    e.increment_epoch()
+                except ValueError:   # closed: the process is exiting (_close_engines)
+                    return
 
 
 def refused_at_start(limits: Limits, cancel: CancelToken | None, payload: bytes) -> Outcome | None:
