@@ -101,3 +101,18 @@ def test_a_real_worker_continues_the_webhook_trace_and_the_chain(platform, api_s
     assert got[child["id"]][3] == record[2]  # the chained execution: a child of its parent's record
     for name in ("jobico.claim", "jobico.run", "jobico.record"):
         assert (name, got[child["id"]][2]) in names
+    # the report's sample trace (pytest -s): the API's spans (in-memory exporter) and the worker's
+    # (OTLP), as a tree
+    rows = [(s.name, format(s.context.span_id, "016x"), format(s.parent.span_id, "016x") if s.parent else "",
+             "jobico-api", dict(s.attributes or {})) for s in api_spans.get_finished_spans()]
+    rows += [(s[0], s[2], s[3], collector.services.get(s[2], ""), s[4]) for s in collector.spans]
+
+    def tree(parent: str, depth: int) -> None:
+        for name, span, up, service, attrs in rows:
+            if up == parent:
+                eid_attr = attrs.get("jobico.execution_id", "")
+                print(f"{'  ' * depth}{name} [{service}] span {span}{f' execution {eid_attr}' if eid_attr else ''}")
+                tree(span, depth + 1)
+
+    print(f"\ntrace {TRACE}")
+    tree("b7ad6b7169203331", 1)
