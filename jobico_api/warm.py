@@ -9,7 +9,7 @@ the process stopped (docs/benchmarks.md, "Issue 19"). So each worker does that
 work before it accepts a connection: connects its pools, opens the object
 store, builds the Celery app, sends itself one webhook request that goes
 through routing, the database lookup and the JSON error path (a tenant that
-cannot exist: 404, nothing written), then ``gc.freeze()``: everything alive
+cannot exist: 404, nothing written, not counted in ``/metrics``), then ``gc.freeze()``: everything alive
 after start-up moves to the permanent generation, which no collection scans
 again, so a full collection later looks at the objects made since (ms).
 A service that is down is logged and left for the requests to find (503).
@@ -24,6 +24,7 @@ from flask import Flask
 
 from jobico_core.services.context import Context
 
+from .blueprints.metrics import NOT_COUNTED
 from .split import PortDispatcher
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def warm(app) -> float:
             continue  # the webhook is the gateway's
         try:
             flask_app.test_client().post(f"/events/{NO_TENANT}/e", data=b'{"data": [{}]}',
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json"},
+                                         environ_base={NOT_COUNTED: True})  # not in /metrics
         except Exception as exc:  # pragma: no cover - the warm-up must never stop a worker
             log.warning("warm-up request failed: %s", exc)
     gc.collect()

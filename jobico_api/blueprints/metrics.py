@@ -36,6 +36,10 @@ def get_metrics():
     return Response(metrics.render(reg), mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
+#: a request whose WSGI environ holds this key is not counted (a worker's warm-up request, jobico_api.warm)
+NOT_COUNTED = "jobico.not_counted"
+
+
 def instrument(app: Flask) -> None:
     """Count every request the app answers (whatever its role) in ``jobico_http_*`` and the
     webhook's refusals in ``jobico_events_rejected_total``."""
@@ -45,6 +49,8 @@ def instrument(app: Flask) -> None:
 
 
 def _started():
+    if request.environ.get(NOT_COUNTED):
+        return
     g.jobico_started = time.monotonic()
     metrics.HTTP_IN_FLIGHT.inc()
 
@@ -55,7 +61,7 @@ def _answered(response):
         # the URL rule, never the URL: a bounded label whatever clients send
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.http_answered(route, request.method, response.status_code, time.monotonic() - started)
-    if request.endpoint == WEBHOOK_ENDPOINT and response.status_code >= 400:
+    if request.endpoint == WEBHOOK_ENDPOINT and response.status_code >= 400 and started is not None:
         tenant = (request.view_args or {}).get("tenant")
         metrics.rejected(REASONS.get(response.status_code, "error"), tenant)
     return response

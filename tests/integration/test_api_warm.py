@@ -11,11 +11,19 @@ from jobico_api.warm import warm
 pytestmark = pytest.mark.services
 
 
+def _webhook_answers() -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("jobico_http_request_duration_seconds_count",
+                                     {"route": "/events/<tenant>/<event>"}) or 0.0
+
+
 def test_warm_connects_runs_the_webhook_path_writes_nothing_and_freezes(api):
     api.deployed_tenant("tenant_1")
     try:
+        before = _webhook_answers()
         warm(api.app)
         assert gc.get_freeze_count() > 0
+        assert _webhook_answers() == before  # its request is not in /metrics (nor a rejection)
         assert api.ctx.db.engine.pool.checkedin() >= 1  # a PostgreSQL connection waits in the pool
         assert api.executions_in_db() == [] and api.lists() == {}
     finally:
