@@ -5,7 +5,7 @@ import base64
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
@@ -128,9 +128,15 @@ _PG_TYPES = {c.name: re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.di
 _PG_INSERTS: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
 
 
+# every field of a NewExecution is a column: its values are its fields
+_NEW_IS_COLUMNS = {f.name for f in fields(NewExecution)} <= set(_COLUMNS)
+
+
 def _values(e: Execution | NewExecution) -> dict[str, Any]:
     """The column values set on a new execution; the rest take their defaults."""
     d = e.__dict__
+    if _NEW_IS_COLUMNS and type(e) is NewExecution:
+        return dict(d)
     return {k: d[k] for k in _COLUMNS if k in d}
 
 
@@ -166,15 +172,16 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
             v["created_at"] = now
         cols += ("created_at",)
     first = values[0]
+    columns = {c: [v[c] for v in values] for c in cols}
     # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
     varying = () if len(values) == 1 else tuple(
-        c for c in cols if c == "id" or any(v[c] != first[c] for v in values))
+        c for c in cols if c == "id" or columns[c].count(first[c]) != len(values))
     stmt = _PG_INSERTS.get((cols, varying))
     if stmt is None:
         stmt = _pg_insert(cols, varying)
         if len(_PG_INSERTS) < 256:  # a handful of shapes in practice; never grows without bound
             _PG_INSERTS[(cols, varying)] = stmt
-    return conn.execute(stmt, {c: [v[c] for v in values] if c in varying else first[c] for c in cols}).rowcount
+    return conn.execute(stmt, {c: columns[c] if c in varying else first[c] for c in cols}).rowcount
 
 
 def _pg_insert(cols: tuple[str, ...], varying: tuple[str, ...]):
