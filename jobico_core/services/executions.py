@@ -181,7 +181,18 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
         stmt = _pg_insert(cols, varying)
         if len(_PG_INSERTS) < 256:  # a handful of shapes in practice; never grows without bound
             _PG_INSERTS[(cols, varying)] = stmt
-    return conn.execute(stmt, {c: columns[c] if c in varying else first[c] for c in cols}).rowcount
+    return conn.execute(stmt, {c: _pg_array(columns[c]) if c in varying else first[c] for c in cols}).rowcount
+
+
+def _pg_array(values: list) -> str | list:
+    """A column's values for ``CAST(:c AS <type>[])``: when all are strings (or None), one
+    PostgreSQL array literal, built by str methods (39 us for 100 ids and 100 payloads, where
+    psycopg's list dumper, in Python, takes 800 us: a tenth of a 100-event request's CPU);
+    other values as the list, for psycopg to adapt."""
+    if not all(v is None or type(v) is str for v in values):
+        return values
+    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
 
 
 def _pg_insert(cols: tuple[str, ...], varying: tuple[str, ...]):
