@@ -32,13 +32,20 @@ def uuid7s(n: int) -> list[str]:
             if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 _last_ms += 1
                 _counter = 0
-            stamps.append((_last_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64 | 0b10 << 62)
-    rand = os.urandom(8 * n)
+            stamps.append((_last_ms, _counter))
+    rand = os.urandom(8 * n).hex()  # rand_b: 62 random bits after the 2 variant bits
     out = []
-    for i, stamp in enumerate(stamps):
-        h = f"{stamp | int.from_bytes(rand[8 * i:8 * i + 8], 'big') & ((1 << 62) - 1):032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    hex_ms, last = "", -1
+    for i, (ms, counter) in enumerate(stamps):
+        if ms != last:
+            hex_ms, last = f"{ms & ((1 << 48) - 1):012x}", ms
+        r = rand[16 * i:16 * i + 16]
+        out.append(f"{hex_ms[:8]}-{hex_ms[8:]}-7{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}")
     return out
+
+
+# the first hex digit of rand_b with its top two bits set to the variant, 10
+_VARIANT = {f"{d:x}": f"{d & 0x3 | 0x8:x}" for d in range(16)}
 
 
 def is_uuid(value: str) -> bool:
