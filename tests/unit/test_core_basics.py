@@ -17,6 +17,15 @@ def test_canonical_json_is_compact_sorted_utf8():
     assert canonical.dumps(canonical.loads(f'{{"n": {big}}}')) == f'{{"n":{big}}}'
 
 
+@pytest.mark.parametrize("text", [
+    '{"b": 1, "a": {"d": [1, 2.5e300, -0.0, 1e-7], "c": "é<>&\\u2028\\n\\"\\\\", "e": {}}}', '"x"', "1", "null",
+    "true", "[]", "12345678901234567890123", '"\\ud83d\\ude00 ✓"', "[" * 200 + "]" * 200,
+    '{"z": [{"y": null, "x": false}], "A": 0, "a": -1}'])
+def test_dumps_parsed_is_dumps_of_parsed_json(text):
+    value = canonical.loads(text)
+    assert canonical.dumps_parsed(value) == canonical.dumps(value)
+
+
 @pytest.mark.parametrize("text", ['{"a": NaN}', '[Infinity]', '{"a": -Infinity}'])
 def test_non_json_constants_refused(text):
     with pytest.raises(ValueError):
