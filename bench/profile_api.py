@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Profile the webhook under load: gunicorn (shipped config) + wrk, py-spy on one API worker.
 
-Run: .venv/bin/python bench/profile_api.py [--events 1] [--seconds 10] [--out /tmp/api.txt]
-Prints py-spy's top functions (--format raw collapsed stacks go to --out), then one JSON line.
+Run: .venv/bin/python bench/profile_api.py [--events 1] [--seconds 10] [--out /tmp/api.txt] [--gil]
+Prints py-spy's top functions, inclusive then by own time (--format raw collapsed stacks go to
+--out), then one JSON line. ``--gil``: only the thread holding the GIL is sampled, so the
+shares are of the worker's Python CPU time (without it, waits for the database, Redis and the
+GIL are counted too).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--out", default="/tmp/jobico-api-pyspy.txt")
+    ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (CPU time)")
     args = ap.parse_args()
     pyspy = Path(sys.executable).parent / "py-spy"
     with Services() as svc:
@@ -38,11 +42,13 @@ def main() -> int:
                                                                            args.seconds + 2)))
             th.start()
             subprocess.run([str(pyspy), "record", "-p", kids[0], "-d", str(args.seconds), "-r", "200",
-                            "-f", "raw", "-o", args.out, "--nonblocking"], capture_output=True)
+                            "-f", "raw", "-o", args.out, "--nonblocking", *(["--gil"] if args.gil else [])],
+                           capture_output=True)
             th.join()
         finally:
             api.stop()
     incl: collections.Counter = collections.Counter()
+    own: collections.Counter = collections.Counter()
     total = 0
     for line in Path(args.out).read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -53,7 +59,11 @@ def main() -> int:
         total += n
         for f in set(frames):
             incl[f.split(" (")[0]] += n
+        own[frames[-1].split(" (")[0]] += n
     for name, n in incl.most_common(45):
+        print(f"{100 * n / max(1, total):5.1f}%  {name}")
+    print("own time:")
+    for name, n in own.most_common(20):
         print(f"{100 * n / max(1, total):5.1f}%  {name}")
     r = box["r"]
     print(json.dumps({"bench": "profile_api", "events": args.events, "requests_per_s": round(r.requests_per_s, 1),

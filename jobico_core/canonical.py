@@ -25,11 +25,17 @@ def _parse_float(token: str) -> float:
     return value
 
 
+# built once: ``json.loads``/``json.dumps`` with options build a new decoder/encoder per call
+# (a measurable share of a 100-event request, which encodes each event)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_parse_float)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
 def loads(text: str | bytes) -> Any:
     """Strict JSON parsing: no NaN/Infinity (nor 1e400), no lone surrogates; bytes must be UTF-8."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")  # raises UnicodeDecodeError on invalid UTF-8
-    value = json.loads(text, parse_constant=_refuse_constant, parse_float=_parse_float)
+    value = _DECODER.decode(text)
     if _SURROGATE_ESCAPE.search(text):  # "\ud800" unpaired cannot be written back as UTF-8
         try:
             dumps(value).encode("utf-8")
@@ -39,7 +45,22 @@ def loads(text: str | bytes) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+# the C encoder ``_ENCODER.encode`` builds at each call, built once, without the check for
+# circular references (a value parsed from JSON holds none; depth is bounded by Python's recursion
+# limit, as when it was parsed): 1.6 us for a small event against 4.7 us
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # None without the json C accelerator
+_PARSED_ENCODER = _C_MAKE_ENCODER and _C_MAKE_ENCODER(
+    None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+
+
+def dumps_parsed(value: Any) -> str:
+    """``dumps`` of a value parsed from JSON (``loads``): the same text, faster (a webhook's events)."""
+    if _PARSED_ENCODER is None:  # pragma: no cover - a Python without the json C accelerator
+        return dumps(value)
+    return "".join(_PARSED_ENCODER(value, 0))
 
 
 def dumpb(value: Any) -> bytes:

@@ -5,7 +5,7 @@ import base64
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
@@ -18,7 +18,7 @@ from ..canonical import loads
 from ..db import STATUSES, Execution, ExecutionLog, PackageVersion, utcnow
 from ..errors import BadRequest, Conflict, Invalid, NotFound
 from ..flow import debounce_key, flow_record, resolve
-from ..ids import is_uuid, uuid7
+from ..ids import is_uuid, uuid7, uuid7s
 from .context import Context
 
 if TYPE_CHECKING:  # only annotations: packages imports leases, which imports this module
@@ -90,10 +90,12 @@ def new_executions(info: VersionInfo, event: str, payloads: list[str], *, submit
     if execution_id is not None and len(payloads) != 1:
         raise ValueError("execution_id names one execution")
     queue, locks = info.queue_for(event), info.locks_for(event)
-    rows = [NewExecution(execution_id or uuid7(), info.tenant, info.package, info.number, info.version_id, event,
-                         queue, p, submitter, trigger, scheduled_at=scheduled_at, locks=locks,
-                         resubmitted_from=resubmitted_from, priority=priority or info.spec.events[event].priority)
-            for p in payloads]
+    ids = [execution_id] if execution_id is not None else uuid7s(len(payloads))
+    prio = priority or info.spec.events[event].priority
+    rows = [NewExecution(i, info.tenant, info.package, info.number, info.version_id, event, queue, p, submitter,
+                         trigger, scheduled_at=scheduled_at, locks=locks, resubmitted_from=resubmitted_from,
+                         priority=prio)
+            for i, p in zip(ids, payloads)]
     declared = info.spec.events[event].flow
     trace_id, trace_parent = tracing.current_ids()
     if trace_id is not None:  # the request's span: each execution's spans are its children
@@ -123,12 +125,18 @@ _COLUMNS = tuple(c.name for c in Execution.__table__.columns)
 # (an explicit CAST to VARCHAR(n) would silently truncate it)
 _PG_TYPES = {c.name: re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.dialect()))
              for c in Execution.__table__.columns}
-_PG_INSERTS: dict[tuple[bool, tuple[str, ...]], Any] = {}
+_PG_INSERTS: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+# every field of a NewExecution is a column: its values are its fields
+_NEW_IS_COLUMNS = {f.name for f in fields(NewExecution)} <= set(_COLUMNS)
 
 
 def _values(e: Execution | NewExecution) -> dict[str, Any]:
     """The column values set on a new execution; the rest take their defaults."""
     d = e.__dict__
+    if _NEW_IS_COLUMNS and type(e) is NewExecution:
+        return dict(d)
     return {k: d[k] for k in _COLUMNS if k in d}
 
 
@@ -140,11 +148,15 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
     """INSERT new executions whose package version still exists; returns how many went in.
 
     On PostgreSQL, rows of one shape go in with ONE statement, ``INSERT ... SELECT FROM
-    unnest(<one array per column>)`` (one round trip, the same statement text whatever the
-    count, so psycopg prepares it; measured 8.7 ms for 100 rows against 12.7 ms for an
-    executemany), each row only if its version row exists, locked ``FOR KEY SHARE`` until the
-    commit: a delete of the version (its package, its tenant) waits for the rows, which it then
-    deletes too (``tenants.delete_tenant``), or it came first and no row goes in. Otherwise
+    unnest(<one array per column that varies>)`` (one round trip, the same statement text whatever
+    the count, so psycopg prepares it; measured 8.7 ms for 100 rows against 12.7 ms for an
+    executemany). A column whose value is the same in every row (tenant, package, event, queue,
+    status, submitter, ...) is sent once, as a plain parameter, not as an array of copies: 100 rows
+    of one request then adapt 2 arrays (ids, payloads) instead of 25 (measured 2.1 ms against 4.1 ms
+    for 100 rows, client side included). Each row goes in only if its version row exists, locked
+    ``FOR KEY SHARE`` (once, when all rows share a version) until the commit: a delete of the
+    version (its package, its tenant) waits for the rows, which it then deletes too
+    (``tenants.delete_tenant``), or it came first and no row goes in. Otherwise
     (SQLite; rows of mixed shapes) a Core INSERT, then the versions are read back in the same
     transaction (SQLite's writer holds the database: nothing can delete them in between)."""
     cols = tuple(values[0])
@@ -159,20 +171,50 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
         for v in values:
             v["created_at"] = now
         cols += ("created_at",)
-    one = len(values) == 1  # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
-    stmt = _PG_INSERTS.get((one, cols))
+    first = values[0]
+    columns = {c: [v[c] for v in values] for c in cols}
+    # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
+    varying = () if len(values) == 1 else tuple(
+        c for c in cols if c == "id" or columns[c].count(first[c]) != len(values))
+    stmt = _PG_INSERTS.get((cols, varying))
     if stmt is None:
-        names = ", ".join(f'"{c}"' for c in cols)
-        if one:
-            row = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}) AS \"{c}\"" for c in cols)
-            source = f"(SELECT {row}) AS u"
-        else:
-            arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}[])" for c in cols)
-            source = f"unnest({arrays}) AS u({names})"
-        stmt = _PG_INSERTS[(one, cols)] = text(
-            f"INSERT INTO executions ({names}) SELECT u.* FROM {source} "
-            "WHERE EXISTS (SELECT 1 FROM package_versions v WHERE v.id = u.version_id FOR KEY SHARE)")
-    return conn.execute(stmt, values[0] if one else {c: [v[c] for v in values] for c in cols}).rowcount
+        stmt = _pg_insert(cols, varying)
+        if len(_PG_INSERTS) < 256:  # a handful of shapes in practice; never grows without bound
+            _PG_INSERTS[(cols, varying)] = stmt
+    return conn.execute(stmt, {c: _pg_array(columns[c]) if c in varying else first[c] for c in cols}).rowcount
+
+
+def _pg_array(values: list) -> str | list:
+    """A column's values for ``CAST(:c AS <type>[])``: when all are strings (or None), one
+    PostgreSQL array literal built by str methods (25 us for 100 ids and 100 payloads, where
+    psycopg's list dumper, in Python, takes 800 us: a tenth of a 100-event request's CPU);
+    other values as the list, for psycopg to adapt."""
+    try:
+        joined = "\x00".join(values)
+    except TypeError:  # a None (or a value that is not text) among them
+        if not all(v is None or type(v) is str for v in values):
+            return values
+        return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                              for v in values) + "}"
+    if joined.count("\x00") != len(values) - 1:  # a value holds NUL itself (which PostgreSQL refuses)
+        return values
+    # joined at NUL, escaped in one pass, then cut into quoted elements at the NULs
+    return '{"' + joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","') + '"}'
+
+
+def _pg_insert(cols: tuple[str, ...], varying: tuple[str, ...]):
+    """The INSERT of ``_insert_values``: the ``varying`` columns from one array each (unnest),
+    the others from one plain parameter each; rows only while their version exists."""
+    def quoted(names: tuple[str, ...]) -> str:
+        return ", ".join(f'"{c}"' for c in names)
+    row = ", ".join(f'u."{c}"' if c in varying else f"CAST(:{c} AS {_PG_TYPES[c]})" for c in cols)
+    source = ""
+    if varying:
+        arrays = ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]}[])" for c in varying)
+        source = f" FROM unnest({arrays}) AS u({quoted(varying)})"
+    version = "u.version_id" if "version_id" in varying else "CAST(:version_id AS INTEGER)"
+    return text(f"INSERT INTO executions ({quoted(cols)}) SELECT {row}{source} "
+                f"WHERE EXISTS (SELECT 1 FROM package_versions v WHERE v.id = {version} FOR KEY SHARE)")
 
 
 def fence_chained(s, children: list[Execution]) -> list[Execution]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics, ratelimit, tracing
-from ..canonical import dumps, loads
+from ..canonical import dumps_parsed, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..flow import MAX_PRIORITY, PRIORITY_HEADER, missing_keys, request_priority
@@ -172,7 +172,7 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
     runtime = info.spec.runtimes[ev.runtime]
     limits = resolve(ctx.settings.default_limits, ctx.settings.max_limits, runtime.limits, ev.limits)
     max_element = min(ctx.settings.max_element_kb, limits.input_kb) * 1024
-    payloads = [dumps(el) for el in data]
+    payloads = [dumps_parsed(el) for el in data]
     sizes = [len(p.encode()) for p in payloads]
     too_big = {str(i): [f"{n} bytes; the limit is {max_element // 1024} KB"]
                for i, n in enumerate(sizes) if n > max_element}

@@ -310,3 +310,32 @@ def test_webhook_cache_sees_another_processs_change_at_the_next_request(make_api
     assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 200
     tenants.delete_key(b.ctx, "tenant_1", "fourth")
     assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 401
+
+
+def test_many_events_are_stored_exactly_whatever_their_characters(api):
+    """A request's rows go in by one statement (their ids and payloads as PostgreSQL array literals,
+    ``executions._insert_values``): quotes, backslashes, braces, commas, NULL-looking, blank and
+    empty strings, escapes and non-ASCII text come back as sent, each in its own row, in order."""
+    from jobico_core.canonical import dumps
+    from jobico_core.services.executions import enqueue, new_executions
+    from jobico_core.services.packages import route
+    t = api.deployed_tenant("tenant_1")
+    names = ['say "hi"', "back\\slash \\\" end\\", "{a,b}", "NULL", " ", " padded ", "é ✓ 😀",
+             "nul \u0000 tab \t nl \n", 'x","y', "\\", '"', "{", "}", ","]
+    data = [{"name": n, "age": i} for i, n in enumerate(names)]
+    r = api.post_events("tenant_1", "person_added", {"data": data}, t.headers)
+    assert r.status_code == 200, r.get_json()
+    ids = r.get_json()["executions"]
+    rows = {e.id: e for e in api.executions_in_db()}
+    assert [rows[i].payload for i in ids] == [dumps(d) for d in data]
+    assert [json.loads(rows[i].payload)["name"] for i in ids] == names
+    # a column that varies between rows, None in some (trace ids: set on one row, empty on another)
+    info = route(api.ctx, "tenant_1", "person_added")
+    new = new_executions(info, "person_added", ['{"name":"a"}', '{"name":"b"}', '{"name":"c"}'],
+                         submitter='sub "x"', trigger="webhook")
+    new[1].trace_id, new[1].trace_parent = "ab" * 16, "cd" * 8
+    new[2].trace_id = ""
+    assert enqueue(api.ctx, new) == [e.id for e in new]
+    rows = {e.id: e for e in api.executions_in_db()}
+    assert [(rows[e.id].trace_id, rows[e.id].trace_parent, rows[e.id].submitter) for e in new] == [
+        (None, None, 'sub "x"'), ("ab" * 16, "cd" * 8, 'sub "x"'), ("", None, 'sub "x"')]

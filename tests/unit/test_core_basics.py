@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from jobico_core import canonical
-from jobico_core.ids import uuid7
+from jobico_core.ids import uuid7, uuid7s
 from jobico_core.names import file_name_problem, name_problem, queue_name
 from jobico_core.settings import ConfigError, Settings
 
@@ -15,6 +15,15 @@ def test_canonical_json_is_compact_sorted_utf8():
     assert canonical.dumps({"b": 1, "a": {"d": [1, 2.5], "c": "é<>&"}}) == '{"a":{"c":"é<>&","d":[1,2.5]},"b":1}'
     big = 12345678901234567890123
     assert canonical.dumps(canonical.loads(f'{{"n": {big}}}')) == f'{{"n":{big}}}'
+
+
+@pytest.mark.parametrize("text", [
+    '{"b": 1, "a": {"d": [1, 2.5e300, -0.0, 1e-7], "c": "é<>&\\u2028\\n\\"\\\\", "e": {}}}', '"x"', "1", "null",
+    "true", "[]", "12345678901234567890123", '"\\ud83d\\ude00 ✓"', "[" * 200 + "]" * 200,
+    '{"z": [{"y": null, "x": false}], "A": 0, "a": -1}'])
+def test_dumps_parsed_is_dumps_of_parsed_json(text):
+    value = canonical.loads(text)
+    assert canonical.dumps_parsed(value) == canonical.dumps(value)
 
 
 @pytest.mark.parametrize("text", ['{"a": NaN}', '[Infinity]', '{"a": -Infinity}'])
@@ -32,6 +41,17 @@ def test_uuid7_is_version_7_and_time_ordered():
     ids = [uuid7() for _ in range(5000)]
     assert all(uuid.UUID(i).version == 7 for i in ids)
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_uuid7s_draws_many_in_order_past_the_millisecond_counter():
+    # 5,000 ids in one draw overflow the 12-bit counter: they borrow following milliseconds
+    ids = [uuid7(), *uuid7s(5000), *uuid7s(1), uuid7()]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == i for u, i in zip(parsed, ids))
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert len({i[:13] for i in ids}) >= 2  # more than one millisecond stamp
+    assert len({i[-12:] for i in ids}) == len(ids)  # the random tail differs between ids drawn together
+    assert uuid7s(0) == []
 
 
 def test_names():
