@@ -118,12 +118,15 @@ def main() -> int:
     engine = make_engine(limits.stack_kb)
     trivial = wasmtime.Module(engine, wasmtime.wat2wasm('(module (func (export "f")))'))
 
-    def bare() -> None:
+    def instantiate(module: wasmtime.Module) -> tuple[wasmtime.Store, wasmtime.InstanceExports]:
         store = wasmtime.Store(engine)
         store.set_fuel(limits.fuel)
         store.set_epoch_deadline(1_000_000)
-        inst = wasmtime.Instance(store, trivial, [])
-        inst.exports(store)["f"](store)
+        return store, wasmtime.Instance(store, module, []).exports(store)
+
+    def bare() -> None:
+        store, ex = instantiate(trivial)
+        ex["f"](store)
 
     floor = timeit(bare, n)
 
@@ -132,11 +135,8 @@ def main() -> int:
         '(module (memory (export "memory") 4) (func (export "f") (i32.store (i32.const 1) (i32.const 5))))'))
 
     def bare_mem() -> None:
-        store = wasmtime.Store(engine)
-        store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(1_000_000)
-        inst = wasmtime.Instance(store, with_mem, [])
-        inst.exports(store)["f"](store)
+        store, ex = instantiate(with_mem)
+        ex["f"](store)
 
     floor_mem = timeit(bare_mem, n)
 
@@ -146,11 +146,7 @@ def main() -> int:
         '(module (func (export "f")) (func (export "t") unreachable))'))
 
     def bare_trap() -> None:
-        store = wasmtime.Store(engine)
-        store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(1_000_000)
-        inst = wasmtime.Instance(store, trapping, [])
-        ex = inst.exports(store)
+        store, ex = instantiate(trapping)
         ex["f"](store)
         try:
             ex["t"](store)

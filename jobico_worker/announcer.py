@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from collections import deque
 
 from jobico_core.services.context import Context
 from jobico_core.services.executions import announce_many as publish_records
+
+from .per_process import PerProcess
 
 log = logging.getLogger("jobico.worker")
 
@@ -76,17 +77,12 @@ class Announcer:
             self.dropped += len(records)
 
 
-_announcers: dict[int, Announcer] = {}
-_lock = threading.Lock()
+_announcers: PerProcess[Announcer] = PerProcess(Announcer)
 
 
 def announcer(ctx: Context) -> Announcer:
     """This process's announcer (threads do not survive a fork: one per pid)."""
-    with _lock:
-        a = _announcers.get(os.getpid())
-        if a is None or a.ctx is not ctx:
-            a = _announcers[os.getpid()] = Announcer(ctx)
-        return a
+    return _announcers.get(ctx)
 
 
 def announce_many(ctx: Context, records: list[dict]) -> None:
@@ -97,6 +93,6 @@ def announce_many(ctx: Context, records: list[dict]) -> None:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    a = _announcers.get(os.getpid())
+    a = _announcers.current()
     if a is not None:
         a.drain(DRAIN_AT_EXIT_S)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
 
 from jobico_core.services import leases
 from jobico_core.services.context import Context
+
+from .per_process import PerProcess
 
 log = logging.getLogger("jobico.worker")
 
@@ -58,17 +59,12 @@ class Heartbeat:
                 log.warning("could not renew the leases of %d running execution(s): %s", len(held), exc)
 
 
-_beats: dict[int, Heartbeat] = {}
-_beats_lock = threading.Lock()
+_beats: PerProcess[Heartbeat] = PerProcess(Heartbeat)
 
 
 def heartbeat(ctx: Context) -> Heartbeat:
     """This process's heartbeat (threads do not survive a fork: one per pid)."""
-    with _beats_lock:
-        beat = _beats.get(os.getpid())
-        if beat is None or beat.ctx is not ctx:
-            beat = _beats[os.getpid()] = Heartbeat(ctx)
-        return beat
+    return _beats.get(ctx)
 
 
 def holding(ctx: Context, rows: Iterable) -> contextlib.AbstractContextManager:

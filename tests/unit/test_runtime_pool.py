@@ -14,6 +14,7 @@ import wasmtime
 
 from jobico_core.limits import Limits
 from jobico_runtime import CancelToken, Outcome, Runtime, Status
+from tests.guests import BUMP_ALLOCATOR
 from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobicolets"
@@ -27,15 +28,8 @@ def echo_with(extra: str) -> bytes:
     """An echo jobicolet with ``extra`` declarations (a second memory, a large table, ...)."""
     return bytes(wasmtime.wat2wasm(f"""
 (module
-  (memory (export "memory") 1)
+  {BUMP_ALLOCATOR}
   {extra}
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "malloc") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 15)) (i32.const -8)))
-    (local.get $p))
-  (func (export "free") (param i32))
   (func (export "event") (param $r i32) (param $in i32) (param $n i32)
     (i64.store (local.get $r) (i64.const 0))
     (i64.store offset=8 (local.get $r)
