@@ -35,6 +35,8 @@ def loads(text: str | bytes) -> Any:
     """Strict JSON parsing: no NaN/Infinity (nor 1e400), no lone surrogates; bytes must be UTF-8."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")  # raises UnicodeDecodeError on invalid UTF-8
+    if text.startswith("\ufeff"):  # json.loads' own check, which the decoder alone does not make
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     value = _DECODER.decode(text)
     if _SURROGATE_ESCAPE.search(text):  # "\ud800" unpaired cannot be written back as UTF-8
         try:

@@ -413,11 +413,12 @@ def documented_metrics() -> set[str]:
 
 def exposed_metrics() -> set[str]:
     """What the code exposes: the name of every jobico_* family (counters with _total)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
     from jobico_core import metrics
-    collectors = [metrics.EVENTS_ACCEPTED, metrics.EVENTS_REJECTED, metrics.EXECUTIONS, metrics.EXECUTION_DURATION,
-                  metrics.EXECUTIONS_DEAD_LETTERED, metrics.HTTP_REQUESTS, metrics.HTTP_DURATION,
-                  metrics.HTTP_IN_FLIGHT, metrics.MQTT_MESSAGES, metrics.MQTT_REJECTED, metrics.MODULE_CACHE_HITS,
-                  metrics.MODULE_CACHE_MISSES, metrics.QueueDepthCollector(None, cache_s=3600)]
+    # every metric the module defines (a new one cannot be forgotten here), and the queue depths
+    collectors = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
+    collectors.append(metrics.QueueDepthCollector(None, cache_s=3600))
     return {f.name + ("_total" if f.type == "counter" else "") for c in collectors for f in c.collect()}
 
 
