@@ -47,6 +47,7 @@ from .model import (
     make_module,
     schema_bytes,
 )
+from .platform import LEASE_S
 
 TENANTS = ("ta", "tb", "tc")
 PACKAGES = ("p1", "p2")
@@ -54,6 +55,8 @@ MODULE_FILES = ("m1.wasm", "m2.wasm")
 KEY_NAMES = ("default", "k1", "k2")
 # every accepted execution must be final this long after it was accepted
 TERMINAL_S = float(os.environ.get("JOBICO_STATEFUL_TERMINAL_S", "45"))
+# the slowest fate is a lost running execution's: its lease runs out and a recovery ends it
+assert TERMINAL_S >= 1.5 * LEASE_S + 15, f"JOBICO_STATEFUL_TERMINAL_S below the lease's bound ({1.5 * LEASE_S:g} s)"
 CRON_WAIT_S = 15.0  # a schedule firing every second fires within this
 PROBES = 3  # requests (fresh connections: spread over the API processes) that check a refusal
 

@@ -83,6 +83,13 @@ class Gunicorn:
             pass
 
 
+#: the executions' lease (JOBICO_EXECUTION_LEASE_SECONDS): a running execution whose task is lost
+#: (its pool process killed by a worker restart) and whose package is then deleted (so no worker
+#: consumes its requeued task) is ended by a worker's recovery within 1.5 x this after its last
+#: renewal (docs/delivery.md), which the model's bound (machine.TERMINAL_S) must hold with room
+LEASE_S = 12
+
+
 class StatefulPlatform:
     """API processes + pool processes on one backend; ``env`` and ``tmp`` are what ``Worker`` reads."""
 
@@ -90,7 +97,8 @@ class StatefulPlatform:
                  concurrency: int = 2):
         self.backend, self.tmp = backend, tmp
         self.env = {**env, "JOBICO_ADMIN_TOKEN": ADMIN, "JOBICO_QUEUE_REFRESH": "1",
-                    "JOBICO_SCHEDULE_REFRESH": "1", "JOBICO_LOG_LEVEL": "INFO"}
+                    "JOBICO_SCHEDULE_REFRESH": "1", "JOBICO_LOG_LEVEL": "INFO",
+                    "JOBICO_EXECUTION_LEASE_SECONDS": str(LEASE_S)}
         self.workers: list[Worker] = []
         self.api = Gunicorn(self.env, tmp, api_workers)
         self.concurrency = concurrency
