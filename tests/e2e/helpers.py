@@ -143,11 +143,17 @@ class Worker:
             return ""
         return f"--- worker {self.name} ---\n" + "\n".join(lines[-n:])
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0, group: bool = True) -> None:
+        """``sig`` to the worker's process group (pool processes too), or with ``group=False`` to its
+        main process alone, as Kubernetes and Docker stop a container (a warm shutdown: the pool
+        processes finish what they run); SIGKILL to the group after ``timeout``."""
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, sig)
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                os.kill(self.proc.pid, sig)
             self.proc.wait(timeout)
         except (subprocess.TimeoutExpired, ProcessLookupError):
             try:

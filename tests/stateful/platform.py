@@ -144,7 +144,10 @@ class StatefulPlatform:
     def restart_worker(self) -> None:
         """Warm shutdown of the Celery worker (running tasks finish), then a new one, not waited for."""
         self.wait_worker_ready()
-        self.worker.stop()
+        # SIGTERM to the main process only, as an orchestrator stops it: a SIGTERM to the whole group
+        # killed pool processes mid-task during the shutdown, and their messages stayed unacknowledged
+        # (until the visibility timeout: an hour) since the consumer was gone
+        self.worker.stop(group=False)
         self.start_worker(wait=False)
 
     def pool_pids(self) -> list[int]:
