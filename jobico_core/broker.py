@@ -101,6 +101,13 @@ def publish(app: Celery, messages: Iterable[TaskMessage | BatchMessage], countdo
             _publish(app, messages, countdown, retries)
 
 
+def _shadow(m: TaskMessage | BatchMessage) -> str:
+    """The task's name as logs and Flower show it: tenant, package, event (and a batch's size)."""
+    if isinstance(m, BatchMessage):
+        return f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(m.execution_ids)}]"
+    return f"jobico.execute[{m.tenant}/{m.package}/{m.event}]"
+
+
 def _kwargs(m: TaskMessage | BatchMessage) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"tenant": m.tenant, "package": m.package, "event": m.event}
     if isinstance(m, TaskMessage):
@@ -134,12 +141,10 @@ def task_envelope(m: TaskMessage | BatchMessage, retries: int = 0) -> str:
     if isinstance(m, BatchMessage):
         ids = list(m.execution_ids)
         task_id, name, args = f"{ids[0]}+{len(ids) - 1}", EXECUTE_BATCH_TASK, (ids,)
-        shadow = f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]"
     else:
         task_id, name, args = m.execution_id, EXECUTE_TASK, (m.execution_id, m.payload)
-        shadow = f"jobico.execute[{m.tenant}/{m.package}/{m.event}]"
     headers: dict[str, Any] = {
-        "lang": "py", "task": name, "id": task_id, "shadow": shadow, "eta": None, "expires": None,
+        "lang": "py", "task": name, "id": task_id, "shadow": _shadow(m), "eta": None, "expires": None,
         "group": None, "group_index": None, "retries": retries, "timelimit": [None, None], "root_id": task_id,
         "parent_id": None, "argsrepr": _repr(args), "kwargsrepr": _repr(kwargs), "origin": _origin[0],
         "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}}
@@ -175,12 +180,12 @@ def _publish(app: Celery, messages: list[TaskMessage | BatchMessage], countdown:
                     req = app.amqp.as_task_v2(
                         f"{ids[0]}+{len(ids) - 1}", EXECUTE_BATCH_TASK, args=(ids,), kwargs=kwargs,
                         countdown=countdown, retries=retries,
-                        shadow=f"jobico.execute_batch[{m.tenant}/{m.package}/{m.event} x{len(ids)}]")
+                        shadow=_shadow(m))
                 else:
                     req = app.amqp.as_task_v2(
                         m.execution_id, EXECUTE_TASK, args=(m.execution_id, m.payload), kwargs=kwargs,
                         countdown=countdown, retries=retries,
-                        shadow=f"jobico.execute[{m.tenant}/{m.package}/{m.event}]")
+                        shadow=_shadow(m))
                 if isinstance(m, TaskMessage) and m.traceparent:
                     req.headers["traceparent"] = m.traceparent
                 producer.publish(req.body, exchange="", routing_key=m.queue, headers=req.headers,
