@@ -172,10 +172,9 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
             v["created_at"] = now
         cols += ("created_at",)
     first = values[0]
-    columns = {c: [v[c] for v in values] for c in cols}
     # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
-    varying = () if len(values) == 1 else tuple(
-        c for c in cols if c == "id" or columns[c].count(first[c]) != len(values))
+    columns = {} if len(values) == 1 else {c: [v[c] for v in values] for c in cols}
+    varying = tuple(c for c in columns if c == "id" or columns[c].count(first[c]) != len(values))
     stmt = _PG_INSERTS.get((cols, varying))
     if stmt is None:
         stmt = _pg_insert(cols, varying)
