@@ -15,6 +15,9 @@ from celery.signals import setup_logging, worker_init, worker_process_init
 from jobico_core.broker import celery_queue
 
 from .celery_app import app, settings  # first: the settings, the metrics directory
+from .pool_shutdown import install as _read_results_until_pool_exits
+
+_read_results_until_pool_exits()  # the warm shutdown (pool_shutdown.py)
 
 log = logging.getLogger("jobico.worker")
 
