@@ -34,7 +34,8 @@ def test_rolling_restarts_under_a_steady_flow(chaos):
     with Sender(p, event="fast", interval=0.01) as sender:
         for n in range(1, ROUNDS + 1):
             seen = len(sender.accepted)
-            wait_until(lambda: len(sender.accepted) > seen + 30, 30, what="events accepted while a worker runs")
+            wait_until(lambda seen=seen: len(sender.accepted) > seen + 30, 30,
+                       what="events accepted while a worker runs")
             started = time.monotonic()
             os.kill(worker.proc.pid, signal.SIGTERM)  # the main process alone: a warm shutdown
             try:
