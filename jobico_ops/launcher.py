@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
     app.command("migrate", help="Upgrade the database schema to the latest version (Alembic).")(migrate)
     app.command("prepare-python", help="Compile the sandboxed Python interpreter into this host's cache "
                                        "(JOBICO_PYTHON_CACHE_DIR), as a worker does at start; minutes, once per "
-                                       "host.")(prepare_python)
+                                       "host. Then removes the cache's stale interpreters (of other versions or "
+                                       "configurations, unused for a grace period: docs/python.md).")(prepare_python)
     app.command("mqtt-bridge", help="Run the MQTT bridge: messages on the deployed `mqtt:` topics become "
                                     "events (needs JOBICO_MQTT_URL).")(mqtt_bridge)
     app.command("mqtt-publish", help="Publish one MQTT message (e.g. to the broker `jobico run --mqtt` "
@@ -54,7 +55,7 @@ def prepare_python() -> None:
     from jobico_runtime.interpreter import InterpreterMissing, prepare
     settings = Settings.from_env()
     try:
-        path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True))
+        path = prepare(settings.python_cache_dir, say=lambda m: typer.echo(m, err=True), prune=True)
     except InterpreterMissing as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -18,7 +18,13 @@ subprocess (wasmtime's parallel compilation uses a thread pool that must not exi
 process that forks Celery children), under a file lock so concurrent workers and API
 processes compile it once. :func:`start_preparing` does that (quick, then optimized) on a
 background thread with progress lines on the ``jobico.python`` logger. A process then loads the cached code with
-``Module.deserialize_file`` (a memory map: well under a second).
+``Module.deserialize_file`` (a memory map: well under a second) and touches the file's mtime
+(:func:`mark_used`, once per process).
+
+Artifacts of other engine configurations, interpreters or wasmtime versions are never loaded
+again by this version; :func:`prune_stale` removes those unused for :data:`KEEP_STALE_DAYS`
+(a rollback within that time still finds its artifact), after each compile and from
+``jobico prepare-python``.
 
 The guest sees exactly one host directory, read-only at ``/usr/local/lib``: a private
 folder of the cache holding only ``python315.zip`` (a hard link to, or a copy of, the
@@ -26,7 +32,8 @@ wheel's stdlib zip, checked against the wheel's SHA256SUMS). No other file, no
 environment variable, no argument of ours beyond the runner (see ``python.py``).
 
 Run ``python -m jobico_runtime.interpreter --cache-dir DIR`` to prepare a host
-ahead of time (``jobico python prepare`` does the same; it compiles the optimized artifact only).
+ahead of time (``jobico prepare-python`` does the same; it compiles the optimized artifact only,
+and prunes stale artifacts even when it compiles nothing).
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import importlib.util
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +70,17 @@ TIERS = {"quick": "winch", "optimized": "speed"}
 #: CPUs Winch compiles for (wasmtime: Tier 1 on x86_64, aarch64 in development); elsewhere a
 #: host compiles the optimized artifact only.
 WINCH_MACHINES = ("x86_64", "amd64")
+#: Days an artifact that is not one of the current :data:`TIERS` stays in the cache after its last
+#: use (its mtime, which :func:`mark_used` refreshes on every process's first load): long enough for
+#: a rollback to the previous release, or a host still running it on a shared volume, to find it.
+KEEP_STALE_DAYS = 7
+#: Seconds after which an unfinished compile's temporary file (``.python-*.cwasm``: a compile that
+#: crashed or was killed while writing) is removed; a live one is written within seconds.
+TEMP_STALE_S = 3600
+#: The names :func:`prune_stale` may remove: compiled interpreters of any version and configuration
+#: (``module_path``) and the temporary files of their compiles (``compile_now``); nothing else.
+_ARTIFACT_NAME = re.compile(r"python-[0-9a-f]{16}-wasmtime[0-9A-Za-z.+-]+-[0-9a-f]{16}\.cwasm")
+_TEMP_NAME = re.compile(r"\.python-[0-9A-Za-z_]+\.cwasm")
 
 
 class InterpreterMissing(RuntimeError):
@@ -170,6 +189,86 @@ def is_ready(cache_dir: Path, tier: str | None = None) -> bool:
     return ready_tier(cache_dir, tier) is not None
 
 
+_used_lock = threading.Lock()
+_used: set[tuple[int, str]] = set()   # (pid, path): what this process has marked used
+
+
+def mark_used(path: Path) -> None:
+    """Record that this process loaded ``path`` by setting its mtime to now (:func:`prune_stale`
+    keeps what was used recently). Once per process and file; a failure (a read-only cache, a file
+    removed meanwhile) is ignored: loading must not depend on it."""
+    key = (os.getpid(), str(path))
+    with _used_lock:
+        if key in _used:
+            return
+        _used.add(key)
+    try:
+        os.utime(path)
+    except OSError as exc:
+        log.debug("could not mark %s as used: %s", path, exc)
+
+
+def stale_artifacts(cache_dir: Path, *, keep_s: float = KEEP_STALE_DAYS * 86400,
+                    temp_s: float = TEMP_STALE_S, now: float | None = None) -> list[tuple[Path, int]]:
+    """The files :func:`prune_stale` would remove, with their sizes: compiled interpreters that are
+    not a current tier's :func:`module_path` and were not used for ``keep_s`` seconds, and compile
+    temporaries older than ``temp_s``. Only regular files directly in ``cache_dir`` whose names match
+    those patterns (no symlink, no directory: the stdlib folder, the locks and the WASM modules'
+    artifacts sharing the directory never match)."""
+    now = time.time() if now is None else now
+    current = {module_path(cache_dir, tier).name for tier in TIERS}
+    found = []
+    with os.scandir(cache_dir) as entries:
+        for entry in entries:
+            if entry.name in current:
+                continue
+            if _ARTIFACT_NAME.fullmatch(entry.name):
+                limit = keep_s
+            elif _TEMP_NAME.fullmatch(entry.name):
+                limit = temp_s
+            else:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:          # removed meanwhile
+                continue
+            if now - st.st_mtime > limit:
+                found.append((Path(entry.path), st.st_size))
+    return sorted(found)
+
+
+def prune_stale(cache_dir: Path | str, *, keep_s: float = KEEP_STALE_DAYS * 86400,
+                temp_s: float = TEMP_STALE_S, say=None) -> int:
+    """Remove :func:`stale_artifacts` from ``cache_dir``; return the bytes freed. Each removal, and
+    the total, is said on ``say`` (default: the ``jobico.python`` logger); a file that cannot be
+    removed (a read-only cache) is reported and left, never an error."""
+    say = say or log.info
+    cache_dir = Path(cache_dir)
+    try:
+        stale = stale_artifacts(cache_dir, keep_s=keep_s, temp_s=temp_s)
+    except OSError as exc:
+        log.warning("could not look for stale Python interpreters in %s: %s", cache_dir, exc)
+        return 0
+    freed = 0
+    removed = 0
+    for path, size in stale:
+        try:
+            path.unlink()
+        except FileNotFoundError:    # another process pruned it first
+            continue
+        except OSError as exc:
+            log.warning("could not remove the stale Python interpreter %s: %s", path, exc)
+            continue
+        freed += size
+        removed += 1
+        say(f"removed the stale Python interpreter {path.name} ({size / 1e6:.0f} MB)")
+    if removed:
+        say(f"pruned {removed} stale Python interpreter file(s) from {cache_dir}: {freed / 1e6:.0f} MB freed")
+    return freed
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     check_private(path)
@@ -232,12 +331,15 @@ def compile_now(cache_dir: Path, tier: str = "optimized", *, parallel: bool = Tr
     return out
 
 
-def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbeat_s: float = 15.0) -> Path:
+def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbeat_s: float = 15.0,
+            prune: bool = False) -> Path:
     """Make sure the compiled interpreter's ``tier`` and the stdlib folder are in ``cache_dir``;
     return the module path.
 
     Compiles in a subprocess when needed (one at a time per cache directory, under a file
-    lock: a second caller waits and then finds it done). ``say`` gets progress lines.
+    lock: a second caller waits and then finds it done), then removes stale artifacts
+    (:func:`prune_stale`) under the same lock; ``prune`` also does that when nothing was compiled
+    (``jobico prepare-python``). ``say`` gets progress lines.
     """
     say = say or log.info
     cache_dir = Path(cache_dir)
@@ -246,7 +348,7 @@ def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbe
         raise ValueError(f"unknown tier {tier!r} (one of {', '.join(TIERS)})")
     out = module_path(cache_dir, tier)
     _install_stdlib(cache_dir)
-    if out.is_file():
+    if out.is_file() and not prune:
         return out
     with open(cache_dir / f"python-compile-{tier}.lock", "a+") as lock:
         try:
@@ -254,44 +356,49 @@ def prepare(cache_dir: Path | str, tier: str = "optimized", *, say=None, heartbe
         except BlockingIOError:
             say(f"another process is compiling the Python interpreter ({tier}) into this cache; waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if out.is_file():
-            return out
-        if tier == "quick":
-            say("compiling the Python interpreter for this host, quick artifact first (once; typically "
-                "20 s of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
-        else:
-            say("compiling the optimized Python interpreter for this host (once; typically 1-6 minutes of "
-                "CPU)" + (": Python jobicolets run on the quick artifact meanwhile" if is_ready(cache_dir, "quick")
-                          else ". Python jobicolets wait until it is ready; WASM modules are not affected"))
-        t0 = time.monotonic()
-        # -c, not -m: the package imports this module, and runpy would warn about running it again
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from jobico_runtime.interpreter import main; sys.exit(main())",
-             "--cache-dir", str(cache_dir), "--tier", tier, "--in-process"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
-        lines: list[str] = []
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.rstrip())
-                say(f"python interpreter: {line.rstrip()}")
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        while True:
-            try:
-                proc.wait(timeout=heartbeat_s)
-                break
-            except subprocess.TimeoutExpired:
-                say(f"still compiling the Python interpreter ({time.monotonic() - t0:.0f} s so far)")
-        reader.join(timeout=5)
-        if proc.returncode != 0 or not out.is_file():
-            tail = "; ".join(lines[-5:]) or "no output"
-            raise InterpreterMissing(f"compiling the Python interpreter failed (exit {proc.returncode}): {tail}")
-        say(f"Python interpreter ({tier}) ready in {time.monotonic() - t0:.0f} s "
-            f"({out.stat().st_size / 1e6:.0f} MB at {out})")
+        if not out.is_file():
+            _compile_in_subprocess(cache_dir, tier, out, say, heartbeat_s)
+        prune_stale(cache_dir, say=say)      # the moment the disk grows
         return out
+
+
+def _compile_in_subprocess(cache_dir: Path, tier: str, out: Path, say, heartbeat_s: float) -> None:
+    """Run :func:`compile_now` for ``tier`` in a subprocess (the caller holds the compile lock)."""
+    if tier == "quick":
+        say("compiling the Python interpreter for this host, quick artifact first (once; typically "
+            "20 s of CPU). Python jobicolets wait until it is ready; WASM modules are not affected")
+    else:
+        say("compiling the optimized Python interpreter for this host (once; typically 1-6 minutes of "
+            "CPU)" + (": Python jobicolets run on the quick artifact meanwhile" if is_ready(cache_dir, "quick")
+                      else ". Python jobicolets wait until it is ready; WASM modules are not affected"))
+    t0 = time.monotonic()
+    # -c, not -m: the package imports this module, and runpy would warn about running it again
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from jobico_runtime.interpreter import main; sys.exit(main())",
+         "--cache-dir", str(cache_dir), "--tier", tier, "--in-process"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # in our process group: stopped with us
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            say(f"python interpreter: {line.rstrip()}")
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while True:
+        try:
+            proc.wait(timeout=heartbeat_s)
+            break
+        except subprocess.TimeoutExpired:
+            say(f"still compiling the Python interpreter ({time.monotonic() - t0:.0f} s so far)")
+    reader.join(timeout=5)
+    if proc.returncode != 0 or not out.is_file():
+        tail = "; ".join(lines[-5:]) or "no output"
+        raise InterpreterMissing(f"compiling the Python interpreter failed (exit {proc.returncode}): {tail}")
+    say(f"Python interpreter ({tier}) ready in {time.monotonic() - t0:.0f} s "
+        f"({out.stat().st_size / 1e6:.0f} MB at {out})")
 
 
 # --------------------------------------------------------------------------
@@ -366,7 +473,9 @@ def _exit_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobico_runtime.interpreter",
-                                description="Compile the sealed CPython of Python jobicolets into a cache dir.")
+                                description="Compile the sealed CPython of Python jobicolets into a cache dir, and "
+                                            "remove its stale artifacts (of other versions or configurations, "
+                                            f"unused for {KEEP_STALE_DAYS} days).")
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--tier", choices=list(TIERS), default="optimized",
                    help="which artifact: quick (Winch: compiles in seconds, slower code) or optimized "
@@ -380,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             _private_dir(args.cache_dir)
             compile_now(args.cache_dir, args.tier, say=lambda m: print(m, flush=True))
         else:
-            prepare(args.cache_dir, args.tier, say=lambda m: print(m, flush=True))
+            prepare(args.cache_dir, args.tier, say=lambda m: print(m, flush=True), prune=True)
     except InterpreterMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

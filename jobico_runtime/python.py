@@ -247,6 +247,7 @@ def load_interpreter(rt: Runtime, stack_kb: int) -> _Interpreter:
             if got is not None:
                 return got
             raise interpreter.not_ready(cache) from None
+        interpreter.mark_used(path)            # kept by prune_stale while in use, whatever version prunes
         linker = _make_linker(engine)
         pre = linker.instantiate_pre(module)
         new = _Interpreter(module, pre, linker, str(interpreter.stdlib_dir(cache)), tier, engine)
