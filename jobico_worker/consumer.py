@@ -19,17 +19,17 @@ EVENTS_FLUSH_S = 0.1  # the longest a task event waits in the buffer
 
 
 class Consumer(CeleryConsumer):
-    _events_flush_due = False
+    _events_flush = None  # the timer entry of the next flush, while one is pending
 
     def on_send_event_buffered(self):
         if self.hub is None:
             return super().on_send_event_buffered()
-        if not self._events_flush_due:
-            self._events_flush_due = True
-            self.hub.call_later(EVENTS_FLUSH_S, self._flush_events_due)
+        due = self._events_flush
+        if due is None or due.canceled:  # a reconnection cancels the entries made meanwhile
+            self._events_flush = self.hub.call_later(EVENTS_FLUSH_S, self._flush_events_due)
 
     def _flush_events_due(self):
-        self._events_flush_due = False
+        self._events_flush = None
         self._flush_events()
 
     def shutdown(self):
