@@ -11,6 +11,7 @@ from jobico_core.settings import Settings
 
 settings = Settings.from_env().check()
 app = make_celery(settings, name="jobico_worker")
+app.conf.worker_consumer = "jobico_worker.consumer:Consumer"  # task events in batches (consumer.py)
 tracing.setup("jobico-worker")  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (docs/operating.md)
 
 if settings.worker_metrics_port and not (os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -21,7 +21,7 @@ from jobico_core.abi import InvalidModule
 from jobico_core.broker import publish
 from jobico_core.cache import LRU
 from jobico_core.canonical import dumps
-from jobico_core.db import TERMINAL_STATUSES, Execution, ExecutionLog, next_seq, utcnow
+from jobico_core.db import TERMINAL_STATUSES, DriverStatement, Execution, ExecutionLog, next_seq, utcnow
 from jobico_core.errors import NotFound, Unavailable
 from jobico_core.limits import resolve
 from jobico_core.services.context import Context
@@ -86,6 +86,10 @@ _RECORD = (update(_EX).where(_EX.c.id == bindparam("b_id"), _EX.c.status.notin_(
            .values(**_RECORD_VALUES).returning(*_EX.c))
 _RECORD_PG = _RECORD.values(seq=func.nextval("execution_seq"))   # the stream position, same statement
 RECORD_SEQ = _RECORD.values(seq=bindparam("b_seq", type_=_EX.c.seq.type))  # SQLite: a counter row
+# the two statements of every execution, on psycopg directly (db.DriverStatement: ~150 us of CPU
+# less each than through SQLAlchemy's execution)
+_CLAIM_DRIVER = DriverStatement(_CLAIM)
+_RECORD_DRIVER = DriverStatement(_RECORD_PG)
 _INSERT_LOGS = insert(ExecutionLog)
 
 
@@ -102,10 +106,11 @@ def claim(ctx: Context, execution_id: str, worker: str):
     params = {"b_id": execution_id, "b_now": now, "b_worker": worker, "b_lease_until": lease_until(ctx, now)}
     if ctx.db.engine.dialect.name != "postgresql":
         return _claim_sqlite(ctx, params)
-    with ctx.db.autocommit() as conn:
-        row = conn.execute(_CLAIM, params).first()
-        if row is not None:
-            return ("redelivered" if row.prev_status == "running" else "run"), row
+    with ctx.db.driver_autocommit() as conn:
+        row = _CLAIM_DRIVER.first(conn, ctx.db.engine.dialect, params)
+    if row is not None:
+        return ("redelivered" if row.prev_status == "running" else "run"), row
+    with ctx.db.autocommit() as conn:  # final or missing (a redelivery, an aborted request): rare
         row = conn.execute(_SELECT_BY_ID, params).first()
     return ("missing", None) if row is None else ("done", row)
 
@@ -181,12 +186,13 @@ def _record(ctx: Context, claimed, info: VersionInfo | None, *, status: str, cod
               "b_message": "; ".join(m for m in (message, note) if m) or None}
     if ctx.db.engine.dialect.name == "postgresql" and not logs and child is None:
         # the outcome alone: one statement in autocommit, one round trip (no BEGIN/COMMIT)
-        with ctx.db.autocommit() as conn:
-            row = conn.execute(_RECORD_PG, params).first()
-            if row is None:
+        with ctx.db.driver_autocommit() as conn:
+            row = _RECORD_DRIVER.first(conn, ctx.db.engine.dialect, params)
+        if row is None:  # final already (another delivery recorded it) or deleted meanwhile
+            with ctx.db.autocommit() as conn:
                 return _not_recorded(conn.execute(_SELECT_BY_ID, {"b_id": claimed.id}).first())
-            data = to_dict(row, logs=False)
-            data["logs"] = []
+        data = to_dict(row, logs=False)
+        data["logs"] = []
         return Finished(data, None)
     with ctx.db.session() as s:
         if child is not None and not fence_chained(s, [child]):  # first: its version was deleted meanwhile
