@@ -18,11 +18,11 @@ from typing import Any
 from .. import metrics, ratelimit, tracing
 from ..canonical import dumps_parsed, loads
 from ..db import Tenant
-from ..errors import BadRequest, Conflict, Invalid, NotFound, TooLarge, TooManyRequests, Unavailable
+from ..errors import BadRequest, Conflict, Invalid, JobicoError, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..flow import MAX_PRIORITY, PRIORITY_HEADER, missing_keys, request_priority
 from ..limits import resolve
 from ..schemas import schema_errors
-from .context import Context
+from .context import ROUTING_GENERATION, Context
 from .executions import enqueue, new_executions
 from .files import schema_validator
 from .packages import route
@@ -53,9 +53,9 @@ def _identify(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Ma
     The three lookups are served from the per-process ``ctx.webhook_cache`` for
     JOBICO_WEBHOOK_CACHE_SECONDS (found ones only: a new tenant, key or package is
     seen at once); any change empties every process's cache through a Redis
-    counter, so a removed one is seen at the next request too.
+    counter, so a removed one is seen at the next request too (``_accept``).
     """
-    cache = ctx.fresh_webhook_cache()
+    cache = ctx.webhook_cache  # checked against ROUTING_GENERATION by the caller (``_accept``)
     tenant = cache.get(("tenant", tenant_id))
     if tenant is not None and tenant.id != tenant_id:
         tenant = None
@@ -144,19 +144,52 @@ def _traced_accept(ctx: Context, tenant_id: str, event: str, body: bytes, header
         return ids
 
 
+class _RoutingMoved(Exception):
+    """ROUTING_GENERATION moved since this process's webhook cache was last checked against it:
+    the request is checked again, nothing of it done (no token nor signature spent)."""
+
+
 def _accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
+    """The webhook cache is current when a request is answered from it: its entries are checked
+    against ROUTING_GENERATION by the admission script itself (``ratelimit.admit(expect=...)``,
+    the same Redis call, so no ``GET`` of the counter before the checks); a request refused by
+    the checks (401, 404, 422...) reads the counter before it is answered. When the counter
+    moved, the caches are emptied and the request is checked again. A request with an
+    ``Idempotency-Key`` reads the counter first, as before: a repeat is answered without
+    admission."""
     max_body = ctx.settings.max_body_kb * 1024
     if len(body) > max_body:
         raise TooLarge(f"body is {len(body)} bytes; the limit is {ctx.settings.max_body_kb} KB")
-    submitter, info, incarnation, once = _identify(ctx, tenant_id, event, body, headers)
-    payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
-    prio = _priority(info, event, headers)
+    if ctx.webhook_cache.ttl > 0 and "Idempotency-Key" not in headers:
+        for _ in range(2):
+            try:
+                return _checked_accept(ctx, tenant_id, event, body, headers,
+                                       expect=(ROUTING_GENERATION, ctx.routing_generation_seen))
+            except _RoutingMoved:
+                continue  # the caches were emptied: checked again, against fresh lookups
+    ctx.fresh_webhook_cache()  # the counter read first (or no cache)
+    return _checked_accept(ctx, tenant_id, event, body, headers, expect=None)
+
+
+def _checked_accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str],
+                    expect: tuple[str, bytes | None] | None) -> list[str]:
+    """The checks, then the request's rows and tasks; ``expect``: the routing counter's value
+    the webhook cache was last checked against (``_accept``), or None (checked already)."""
+    try:
+        submitter, info, incarnation, once = _identify(ctx, tenant_id, event, body, headers)
+        payloads = _validated_payloads(ctx, info, event, parse_body(ctx, body))
+        prio = _priority(info, event, headers)
+    except JobicoError:
+        if expect is not None and ctx.recheck_routing():  # refused from cache entries gone stale
+            raise _RoutingMoved() from None
+        raise
     key = headers.get("Idempotency-Key")
     if key is None:
-        return _enqueue(ctx, info, event, payloads, submitter, once=once, together=True, priority=prio)
+        return _enqueue(ctx, info, event, payloads, submitter, once=once, together=True, priority=prio,
+                        expect=expect)
     return _idempotent(ctx, tenant_id, incarnation, key, event, payloads,
                        lambda: _enqueue(ctx, info, event, payloads, submitter, once=once, together=True,
-                                        priority=prio))
+                                        priority=prio, expect=expect))
 
 
 def _priority(info, event: str, headers: Mapping[str, str]) -> int | None:
@@ -223,15 +256,22 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
     return _validated_payloads(ctx, info, event, [element])[0]
 
 
-def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None) -> None:
+def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None,
+           expect: tuple[str, bytes | None] | None = None) -> None:
     """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
-    queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip."""
+    queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip. ``expect``:
+    the routing counter's value the request's lookups were checked against: when it moved,
+    nothing is decided, the caches are emptied and ``_RoutingMoved`` raised."""
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
-                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch), once=once)
+                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch), once=once,
+                            expect=expect)
     except Exception as exc:  # redis errors
         raise Unavailable(f"the message broker is unavailable: {exc}") from exc
+    if a.moved:
+        ctx.follow_routing_generation(a.counter)
+        raise _RoutingMoved()
     if a.replayed:
         raise Conflict("signature_replayed: this signed request was already accepted (a signature is "
                        "good for one request); to send these events again, sign them again with a new "
@@ -262,11 +302,12 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
 
 
 def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
-             once: tuple[str, int] | None = None, together: bool = False, **row_values) -> list[str]:
+             once: tuple[str, int] | None = None, together: bool = False,
+             expect: tuple[str, bytes | None] | None = None, **row_values) -> list[str]:
     """``together``: the rows may be recorded and published with those of concurrent requests
-    (``_enqueue_together``)."""
+    (``_enqueue_together``); ``expect``: see ``_admit``."""
     with tracing.span("jobico.admit", {"jobico.events": len(payloads)}):
-        _admit(ctx, info, event, len(payloads), once)
+        _admit(ctx, info, event, len(payloads), once, expect)
     rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     try:
         if together and ctx.settings.ingest_coalesce and _coalescable(ctx, rows):

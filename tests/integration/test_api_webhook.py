@@ -312,6 +312,46 @@ def test_webhook_cache_sees_another_processs_change_at_the_next_request(make_api
     assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 401
 
 
+def test_the_routing_counter_is_checked_by_the_admission_and_before_a_refusal(make_api):
+    """The webhook does not read the routing counter before its checks: the admission script
+    compares it with the value this process's cache was checked against. Moved: nothing is
+    spent (tokens, signature), the caches are emptied and the request is checked again; a
+    refusal made from cached entries reads the counter before it is answered."""
+    from jobico_core.services import tenants
+    from jobico_core.services.context import ROUTING_GENERATION
+    a, b = make_api(webhook_cache_seconds=60, rate_limit=1, rate_burst=100), make_api()
+    t = a.deployed_tenant("tenant_1")
+    ok = {"data": [{"name": "x"}]}
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200
+    a.redis.delete("jobico:rate:tenant_1")
+    tenants.update_webhook(b.ctx, "tenant_1", "key")  # the same mode: only the counter moves
+    seen = a.ctx.routing_generation_seen
+    assert a.redis.get(ROUTING_GENERATION) != seen
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200
+    assert a.ctx.routing_generation_seen == a.redis.get(ROUTING_GENERATION)  # followed
+    tokens = float(a.redis.hget("jobico:rate:tenant_1", "tokens"))
+    assert 99 <= tokens < 99.9, tokens  # one event's token spent once, not once per pass
+
+    # a 401 from the cached mode ('key'), while another process opened the webhook ('none')
+    assert a.ctx.webhook_cache.get(("tenant", "tenant_1")).webhook_auth == "key"
+    tenants.update_webhook(b.ctx, "tenant_1", "none")
+    r = a.post_events("tenant_1", "person_added", ok)
+    assert r.status_code == 200, r.get_json()
+    tenants.update_webhook(b.ctx, "tenant_1", "hmac")  # and back: refused at once, here too
+    assert a.post_events("tenant_1", "person_added", ok).status_code == 401
+
+    # a signed request whose first pass met a moved counter spends its signature once
+    signer = tenants.update_webhook(b.ctx, "tenant_1", "hmac", rotate_secret=True)
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 401  # follows it
+    raw = json.dumps(ok).encode()
+    ts = str(int(time.time()))
+    signed = {"X-Jobico-Timestamp": ts,
+              "X-Jobico-Signature": tenants.sign(signer.signing_secret, ts, raw)}
+    a.redis.incr(ROUTING_GENERATION)  # as another process's change would
+    assert a.post_events("tenant_1", "person_added", raw, signed).status_code == 200
+    assert a.post_events("tenant_1", "person_added", raw, signed).status_code == 409
+
+
 def test_many_events_are_stored_exactly_whatever_their_characters(api):
     """A request's rows go in by one statement (their ids and payloads as PostgreSQL array literals,
     ``executions._insert_values``): quotes, backslashes, braces, commas, NULL-looking, blank and
