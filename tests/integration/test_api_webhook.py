@@ -352,6 +352,25 @@ def test_the_routing_counter_is_checked_by_the_admission_and_before_a_refusal(ma
     assert a.post_events("tenant_1", "person_added", raw, signed).status_code == 409
 
 
+def test_an_elements_limit_is_the_events_input_kb_when_lower(make_api):
+    """The element limit is JOBICO_MAX_ELEMENT_KB, or the runtime's or the event's ``input_kb``
+    when lower (resolved once per set of values: ``ingest._max_element``); each version its own."""
+    api = make_api(max_element_kb=8)
+    t = api.deployed_tenant("tenant_1")
+    src = PACKAGE.replace("    moduleref: echo.wasm\n", "    moduleref: echo.wasm\n    limits:\n      input_kb: 4\n")
+    assert api.deploy(t, src.replace("id: people", "id: rt")
+                      .replace("id: person_added", "id: by_runtime")).status_code == 201
+    assert api.deploy(t, src.replace("id: people", "id: ev").replace("id: person_added", "id: by_event")
+                      .replace("      runtime: echo\n", "      runtime: echo\n      limits:\n        input_kb: 2\n")
+                      ).status_code == 201
+    for event, kb in (("person_added", 8), ("by_runtime", 4), ("by_event", 2)):
+        fits = {"data": [{"name": "x" * (kb * 1024 - 20)}]}
+        over = {"data": [{"name": "x" * (kb * 1024)}]}
+        assert api.post_events("tenant_1", event, fits, t.headers).status_code == 200, event
+        r = api.post_events("tenant_1", event, over, t.headers)
+        assert r.status_code == 413 and f"larger than {kb} KB" in r.get_json()["message"], (event, r.get_json())
+
+
 def test_many_events_are_stored_exactly_whatever_their_characters(api):
     """A request's rows go in by one statement (their ids and payloads as PostgreSQL array literals,
     ``executions._insert_values``): quotes, backslashes, braces, commas, NULL-looking, blank and
