@@ -144,7 +144,17 @@ class VersionGone(NotFound):
     """The package version new executions belong to was deleted while they were being recorded."""
 
 
-def _insert_values(conn, values: list[dict[str, Any]]) -> int:
+def _one_shape(rows, values: list[dict[str, Any]]) -> bool:
+    """Whether every row sets the same columns, in the same order. Rows that are all
+    ``NewExecution``s do (``_values`` is a copy of the dataclass's ``__dict__``: its fields, in
+    their order), found without comparing 100 key sets (~45 us per 100 rows)."""
+    if all(type(e) is NewExecution for e in rows):
+        return True
+    cols = tuple(values[0])
+    return all(tuple(v) == cols for v in values)
+
+
+def _insert_values(conn, values: list[dict[str, Any]], one_shape: bool) -> int:
     """INSERT new executions whose package version still exists; returns how many went in.
 
     On PostgreSQL, rows of one shape go in with ONE statement, ``INSERT ... SELECT FROM
@@ -158,9 +168,10 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
     version (its package, its tenant) waits for the rows, which it then deletes too
     (``tenants.delete_tenant``), or it came first and no row goes in. Otherwise
     (SQLite; rows of mixed shapes) a Core INSERT, then the versions are read back in the same
-    transaction (SQLite's writer holds the database: nothing can delete them in between)."""
+    transaction (SQLite's writer holds the database: nothing can delete them in between).
+    ``one_shape``: every row sets the same columns in the same order (``_one_shape``)."""
     cols = tuple(values[0])
-    if conn.dialect.name != "postgresql" or any(tuple(v) != cols for v in values):
+    if conn.dialect.name != "postgresql" or not one_shape:
         conn.execute(_INSERT, values)
         versions = {v["version_id"] for v in values}
         found = set(conn.execute(select(PackageVersion.id).where(PackageVersion.id.in_(versions))
@@ -290,9 +301,9 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
     values = [_values(e) for e in rows]
     if session is not None:
         session.commit()  # ends the request's read transaction, if it opened one
-    one_statement = ctx.db.engine.dialect.name == "postgresql" and all(v.keys() == values[0].keys() for v in values)
+    one_statement = ctx.db.engine.dialect.name == "postgresql" and _one_shape(rows, values)
     with ctx.db.autocommit() if one_statement else ctx.db.engine.begin() as conn:
-        inserted = _insert_values(conn, values)  # Core: no ORM unit of work
+        inserted = _insert_values(conn, values, one_statement)  # Core: no ORM unit of work
         if inserted != len(values):  # a version was deleted meanwhile: nothing of the request stays
             if one_statement and inserted:  # committed already (autocommit); elsewhere the raise rolls back
                 conn.execute(delete(Execution).where(Execution.id.in_(ids)))
