@@ -210,9 +210,13 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
     max_element = _max_element(s.max_element_kb, _frozen(s.limit_defaults), _frozen(s.limit_maxima),
                                _frozen(info.spec.runtimes[ev.runtime].limits), _frozen(ev.limits))
     payloads = [dumps_parsed(el) for el in data]
-    sizes = [len(p.encode()) for p in payloads]
-    too_big = {str(i): [f"{n} bytes; the limit is {max_element // 1024} KB"]
-               for i, n in enumerate(sizes) if n > max_element}
+    # a character is at most 4 bytes in UTF-8: when the longest text is within a quarter of the
+    # limit no element can pass it, and none is encoded to be measured (30 us per 100 events)
+    if max(map(len, payloads)) * 4 > max_element:
+        too_big = {str(i): [f"{n} bytes; the limit is {max_element // 1024} KB"]
+                   for i, n in enumerate(len(p.encode()) for p in payloads) if n > max_element}
+    else:
+        too_big = {}
     if too_big:
         first = next(iter(too_big))
         raise TooLarge(f"event {first} is larger than {max_element // 1024} KB", {"data": too_big})
