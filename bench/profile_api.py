@@ -2,10 +2,13 @@
 """Profile the webhook under load: gunicorn (shipped config) + wrk, py-spy on one API worker.
 
 Run: .venv/bin/python bench/profile_api.py [--events 1] [--seconds 10] [--out /tmp/api.txt] [--gil]
+[--workers N]
 Prints py-spy's top functions, inclusive then by own time (--format raw collapsed stacks go to
 --out), then one JSON line. ``--gil``: only the thread holding the GIL is sampled, so the
 shares are of the worker's Python CPU time (without it, waits for the database, Redis and the
-GIL are counted too).
+GIL are counted too). The load starts once every worker has warmed up (``jobico_api.warm``;
+sampled earlier, a worker showed only its warm-up); ``--workers 1`` puts the whole load on the
+sampled worker.
 """
 from __future__ import annotations
 
@@ -27,15 +30,18 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--out", default="/tmp/jobico-api-pyspy.txt")
     ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (CPU time)")
+    ap.add_argument("--workers", type=int, help="gunicorn workers (default: the shipped configuration's)")
     args = ap.parse_args()
     pyspy = Path(sys.executable).parent / "py-spy"
     with Services() as svc:
-        env = svc.env("prof")
+        env = svc.env("prof", **({"JOBICO_API_WORKERS": str(args.workers)} if args.workers else {}))
         ctx = context(env)
         key = setup_tenant(ctx, "t0")
         api, url = gunicorn("api", "jobico_api.wsgi:app", env, svc.tmp / "logs")
         try:
             kids = subprocess.run(["pgrep", "-P", str(api.proc.pid)], capture_output=True, text=True).stdout.split()
+            api.wait_for(lambda: api.log_path.read_text(errors="replace").count("worker warmed up") >= len(kids),
+                         120, "every worker warmed up")
             b = body([{"age": 50, "firstName": "john"}] * args.events)
             box = {}
             th = threading.Thread(target=lambda: box.setdefault("r", load(url, [("/events/t0/e0", key, b)],

@@ -93,6 +93,12 @@ class Context:
             self._follow_routing_generation()
         return self.webhook_cache
 
+    def recheck_routing(self) -> bool:
+        """After the webhook answered from ``webhook_cache`` without reading ROUTING_GENERATION:
+        empty it when the counter moved (one Redis GET); True when it did (the request is then
+        checked again, against fresh lookups)."""
+        return self.webhook_cache.ttl > 0 and self._follow_routing_generation()
+
     def fresh_versions(self) -> LRU:
         """``versions``, emptied first when any process changed routing (a package deleted, say)
         since it was filled: one Redis GET, at most every VERSIONS_FOLLOW_S. If Redis cannot
@@ -105,16 +111,31 @@ class Context:
             self._follow_routing_generation()
         return self.versions
 
-    def _follow_routing_generation(self) -> None:
-        """Empty the caches ROUTING_GENERATION guards when it moved since this process last looked."""
+    @property
+    def routing_generation_seen(self) -> bytes | None:
+        """The ROUTING_GENERATION value this process's caches were last checked against (no
+        Redis call): the webhook has its admission script compare it with Redis's
+        (``services.ingest``), which saves the ``GET`` of ``fresh_webhook_cache``."""
+        return self._routing_generation
+
+    def follow_routing_generation(self, generation: bytes | None) -> bool:
+        """Empty the caches ROUTING_GENERATION guards when ``generation`` (its value, read from
+        Redis) is not the one this process last saw; True when it moved."""
+        if generation == self._routing_generation:
+            return False
+        self.webhook_cache.clear()
+        self.versions.clear()
+        self._routing_generation = generation
+        return True
+
+    def _follow_routing_generation(self) -> bool:
+        """``follow_routing_generation`` of the counter's value now (one Redis GET; False when
+        Redis cannot answer)."""
         try:
             generation = self.redis.get(ROUTING_GENERATION)
         except Exception:
-            return
-        if generation != self._routing_generation:
-            self.webhook_cache.clear()
-            self.versions.clear()
-            self._routing_generation = generation
+            return False
+        return self.follow_routing_generation(generation)
 
     @property
     def redis(self):

@@ -125,7 +125,7 @@ _COLUMNS = tuple(c.name for c in Execution.__table__.columns)
 # (an explicit CAST to VARCHAR(n) would silently truncate it)
 _PG_TYPES = {c.name: re.sub(r"\(\d+\)", "", c.type.compile(dialect=postgresql.dialect()))
              for c in Execution.__table__.columns}
-_PG_INSERTS: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+_PG_INSERTS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 
 
 # every field of a NewExecution is a column: its values are its fields
@@ -144,7 +144,17 @@ class VersionGone(NotFound):
     """The package version new executions belong to was deleted while they were being recorded."""
 
 
-def _insert_values(conn, values: list[dict[str, Any]]) -> int:
+def _one_shape(rows, values: list[dict[str, Any]]) -> bool:
+    """Whether every row sets the same columns, in the same order. Rows that are all
+    ``NewExecution``s do (``_values`` is a copy of the dataclass's ``__dict__``: its fields, in
+    their order), found without comparing 100 key sets (~45 us per 100 rows)."""
+    if all(type(e) is NewExecution for e in rows):
+        return True
+    cols = tuple(values[0])
+    return all(tuple(v) == cols for v in values)
+
+
+def _insert_values(conn, values: list[dict[str, Any]], one_shape: bool) -> int:
     """INSERT new executions whose package version still exists; returns how many went in.
 
     On PostgreSQL, rows of one shape go in with ONE statement, ``INSERT ... SELECT FROM
@@ -158,9 +168,10 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
     version (its package, its tenant) waits for the rows, which it then deletes too
     (``tenants.delete_tenant``), or it came first and no row goes in. Otherwise
     (SQLite; rows of mixed shapes) a Core INSERT, then the versions are read back in the same
-    transaction (SQLite's writer holds the database: nothing can delete them in between)."""
+    transaction (SQLite's writer holds the database: nothing can delete them in between).
+    ``one_shape``: every row sets the same columns in the same order (``_one_shape``)."""
     cols = tuple(values[0])
-    if conn.dialect.name != "postgresql" or any(tuple(v) != cols for v in values):
+    if conn.dialect.name != "postgresql" or not one_shape:
         conn.execute(_INSERT, values)
         versions = {v["version_id"] for v in values}
         found = set(conn.execute(select(PackageVersion.id).where(PackageVersion.id.in_(versions))
@@ -175,12 +186,17 @@ def _insert_values(conn, values: list[dict[str, Any]]) -> int:
     # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
     columns = {} if len(values) == 1 else {c: [v[c] for v in values] for c in cols}
     varying = tuple(c for c in columns if c == "id" or columns[c].count(first[c]) != len(values))
-    stmt = _PG_INSERTS.get((cols, varying))
-    if stmt is None:
-        stmt = _pg_insert(cols, varying)
+    sql = _PG_INSERTS.get((cols, varying))
+    if sql is None:
+        # compiled once to the driver's SQL and run by exec_driver_sql: SQLAlchemy's statement
+        # cache lookup and parameter processing cost ~40 us of CPU per statement (measured: 1-row
+        # INSERT in autocommit 199-249 us through execute(text()), 158-176 us this way); errors
+        # are still SQLAlchemy's (a lost connection invalidates the pool, the API answers 503)
+        sql = str(_pg_insert(cols, varying).compile(dialect=conn.dialect))
         if len(_PG_INSERTS) < 256:  # a handful of shapes in practice; never grows without bound
-            _PG_INSERTS[(cols, varying)] = stmt
-    return conn.execute(stmt, {c: _pg_array(columns[c]) if c in varying else first[c] for c in cols}).rowcount
+            _PG_INSERTS[(cols, varying)] = sql
+    return conn.exec_driver_sql(sql, {c: _pg_array(columns[c]) if c in varying else first[c]
+                                      for c in cols}).rowcount
 
 
 def _pg_array(values: list) -> str | list:
@@ -285,9 +301,9 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
     values = [_values(e) for e in rows]
     if session is not None:
         session.commit()  # ends the request's read transaction, if it opened one
-    one_statement = ctx.db.engine.dialect.name == "postgresql" and all(v.keys() == values[0].keys() for v in values)
+    one_statement = ctx.db.engine.dialect.name == "postgresql" and _one_shape(rows, values)
     with ctx.db.autocommit() if one_statement else ctx.db.engine.begin() as conn:
-        inserted = _insert_values(conn, values)  # Core: no ORM unit of work
+        inserted = _insert_values(conn, values, one_statement)  # Core: no ORM unit of work
         if inserted != len(values):  # a version was deleted meanwhile: nothing of the request stays
             if one_statement and inserted:  # committed already (autocommit); elsewhere the raise rolls back
                 conn.execute(delete(Execution).where(Execution.id.in_(ids)))

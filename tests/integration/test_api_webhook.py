@@ -312,6 +312,65 @@ def test_webhook_cache_sees_another_processs_change_at_the_next_request(make_api
     assert off.post_events("tenant_1", "person_added", ok, {"Authorization": f"Bearer {key4}"}).status_code == 401
 
 
+def test_the_routing_counter_is_checked_by_the_admission_and_before_a_refusal(make_api):
+    """The webhook does not read the routing counter before its checks: the admission script
+    compares it with the value this process's cache was checked against. Moved: nothing is
+    spent (tokens, signature), the caches are emptied and the request is checked again; a
+    refusal made from cached entries reads the counter before it is answered."""
+    from jobico_core.services import tenants
+    from jobico_core.services.context import ROUTING_GENERATION
+    a, b = make_api(webhook_cache_seconds=60, rate_limit=1, rate_burst=100), make_api()
+    t = a.deployed_tenant("tenant_1")
+    ok = {"data": [{"name": "x"}]}
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200
+    a.redis.delete("jobico:rate:tenant_1")
+    tenants.update_webhook(b.ctx, "tenant_1", "key")  # the same mode: only the counter moves
+    seen = a.ctx.routing_generation_seen
+    assert a.redis.get(ROUTING_GENERATION) != seen
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 200
+    assert a.ctx.routing_generation_seen == a.redis.get(ROUTING_GENERATION)  # followed
+    tokens = float(a.redis.hget("jobico:rate:tenant_1", "tokens"))
+    assert 99 <= tokens < 99.9, tokens  # one event's token spent once, not once per pass
+
+    # a 401 from the cached mode ('key'), while another process opened the webhook ('none')
+    assert a.ctx.webhook_cache.get(("tenant", "tenant_1")).webhook_auth == "key"
+    tenants.update_webhook(b.ctx, "tenant_1", "none")
+    r = a.post_events("tenant_1", "person_added", ok)
+    assert r.status_code == 200, r.get_json()
+    tenants.update_webhook(b.ctx, "tenant_1", "hmac")  # and back: refused at once, here too
+    assert a.post_events("tenant_1", "person_added", ok).status_code == 401
+
+    # a signed request whose first pass met a moved counter spends its signature once
+    signer = tenants.update_webhook(b.ctx, "tenant_1", "hmac", rotate_secret=True)
+    assert a.post_events("tenant_1", "person_added", ok, t.headers).status_code == 401  # follows it
+    raw = json.dumps(ok).encode()
+    ts = str(int(time.time()))
+    signed = {"X-Jobico-Timestamp": ts,
+              "X-Jobico-Signature": tenants.sign(signer.signing_secret, ts, raw)}
+    a.redis.incr(ROUTING_GENERATION)  # as another process's change would
+    assert a.post_events("tenant_1", "person_added", raw, signed).status_code == 200
+    assert a.post_events("tenant_1", "person_added", raw, signed).status_code == 409
+
+
+def test_an_elements_limit_is_the_events_input_kb_when_lower(make_api):
+    """The element limit is JOBICO_MAX_ELEMENT_KB, or the runtime's or the event's ``input_kb``
+    when lower (resolved once per set of values: ``ingest._max_element``); each version its own."""
+    api = make_api(max_element_kb=8)
+    t = api.deployed_tenant("tenant_1")
+    src = PACKAGE.replace("    moduleref: echo.wasm\n", "    moduleref: echo.wasm\n    limits:\n      input_kb: 4\n")
+    assert api.deploy(t, src.replace("id: people", "id: rt")
+                      .replace("id: person_added", "id: by_runtime")).status_code == 201
+    assert api.deploy(t, src.replace("id: people", "id: ev").replace("id: person_added", "id: by_event")
+                      .replace("      runtime: echo\n", "      runtime: echo\n      limits:\n        input_kb: 2\n")
+                      ).status_code == 201
+    for event, kb in (("person_added", 8), ("by_runtime", 4), ("by_event", 2)):
+        fits = {"data": [{"name": "x" * (kb * 1024 - 20)}]}
+        over = {"data": [{"name": "x" * (kb * 1024)}]}
+        assert api.post_events("tenant_1", event, fits, t.headers).status_code == 200, event
+        r = api.post_events("tenant_1", event, over, t.headers)
+        assert r.status_code == 413 and f"larger than {kb} KB" in r.get_json()["message"], (event, r.get_json())
+
+
 def test_many_events_are_stored_exactly_whatever_their_characters(api):
     """A request's rows go in by one statement (their ids and payloads as PostgreSQL array literals,
     ``executions._insert_values``): quotes, backslashes, braces, commas, NULL-looking, blank and
