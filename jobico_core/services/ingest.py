@@ -277,11 +277,11 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
 
 
 def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None,
-           expect: tuple[str, bytes | None] | None = None) -> None:
+           expect: tuple[str, bytes | None] | None = None) -> bool:
     """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
     queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip. ``expect``:
     the routing counter's value the request's lookups were checked against: when it moved,
-    nothing is decided, the caches are emptied and ``_RoutingMoved`` raised."""
+    nothing is decided, the caches are emptied and True returned (the request is checked again)."""
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
@@ -291,7 +291,7 @@ def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None 
         raise Unavailable(f"the message broker is unavailable: {exc}") from exc
     if a.moved:
         ctx.follow_routing_generation(a.counter)
-        raise _RoutingMoved()
+        return True
     if a.replayed:
         raise Conflict("signature_replayed: this signed request was already accepted (a signature is "
                        "good for one request); to send these events again, sign them again with a new "
@@ -305,6 +305,7 @@ def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None 
         raise TooManyRequests(f"tenant {info.tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
                               f"events/s; retry after {ratelimit.retry_after(a.wait)} s",
                               headers={"Retry-After": ratelimit.retry_after(a.wait)})
+    return False
 
 
 def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: str, trigger: str,
@@ -326,8 +327,12 @@ def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str
              expect: tuple[str, bytes | None] | None = None, **row_values) -> list[str]:
     """``together``: the rows may be recorded and published with those of concurrent requests
     (``_enqueue_together``); ``expect``: see ``_admit``."""
-    with tracing.span("jobico.admit", {"jobico.events": len(payloads)}):
-        _admit(ctx, info, event, len(payloads), once, expect)
+    with tracing.span("jobico.admit", {"jobico.events": len(payloads)}) as span:
+        moved = _admit(ctx, info, event, len(payloads), once, expect)
+        if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
+            span.set_attribute("jobico.routing_moved", True)
+    if moved:
+        raise _RoutingMoved()
     rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     try:
         if together and ctx.settings.ingest_coalesce and _coalescable(ctx, rows):
