@@ -73,14 +73,19 @@ class Runtime:
         return self.real.run(*a, **kw)
 
 
+def flaky_tenant(make_api):
+    """A tenant t1 with this module's package files: the flaky module (traps on {"fail": ...}) and
+    a schema (``deploy()`` deploys the package); other test modules' fixtures use it too."""
+    api = make_api()
+    api.t = api.tenant("t1")
+    assert api.upload(api.t, "flaky.wasm", FLAKY).status_code == 201
+    assert api.upload(api.t, "any.json", {}).status_code == 201
+    return api
+
+
 @pytest.fixture
 def h(make_api):
-    api = make_api()
-    t = api.tenant("t1")
-    assert api.upload(t, "flaky.wasm", FLAKY).status_code == 201
-    assert api.upload(t, "any.json", {}).status_code == 201
-    api.t = t
-    return api
+    return flaky_tenant(make_api)
 
 
 def deploy(h, retries: int = 0):

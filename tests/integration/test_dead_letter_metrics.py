@@ -11,17 +11,13 @@ from jobico_core.broker import EXECUTE_TASK
 from jobico_worker.batch import dead_letter_many, run_batch
 from jobico_worker.executor import dead_letter, run_execution
 
-from .test_batch import FLAKY, Runtime, deploy, post, rows, take
+from .test_batch import Runtime, deploy, flaky_tenant, post, rows, take
 
 
 @pytest.fixture
 def h(make_api):
     """test_batch's tenant t1 with its flaky module (traps on {"fail": ...})."""
-    api = make_api()
-    api.t = api.tenant("t1")
-    assert api.upload(api.t, "flaky.wasm", FLAKY).status_code == 201
-    assert api.upload(api.t, "any.json", {}).status_code == 201
-    return api
+    return flaky_tenant(make_api)
 
 
 def dead_lettered(tenant: str) -> float:

@@ -10,15 +10,12 @@ from sqlalchemy.exc import OperationalError
 
 from jobico_worker.executor import INFRA_ERRORS, claim, record
 
-from .test_batch import FLAKY, deploy, post, rows, take
+from .test_batch import deploy, flaky_tenant, post, rows, take
 
 
 @pytest.fixture
 def h(make_api):
-    api = make_api()
-    api.t = api.tenant("t1")
-    assert api.upload(api.t, "flaky.wasm", FLAKY).status_code == 201
-    assert api.upload(api.t, "any.json", {}).status_code == 201
+    api = flaky_tenant(make_api)
     deploy(api)
     return api
 

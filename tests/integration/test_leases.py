@@ -25,17 +25,13 @@ from jobico_worker.executor import claim, run_execution
 from jobico_worker.failures import record_internal_error
 from tests.waiting import wait_until
 
-from .test_batch import FLAKY, Runtime, deploy, post, rows, take
+from .test_batch import FLAKY, Runtime, deploy, flaky_tenant, post, rows, take
 
 
 @pytest.fixture
 def h(make_api):
     """A tenant t1 with test_batch's package files (deploy() deploys it)."""
-    api = make_api()
-    api.t = api.tenant("t1")
-    assert api.upload(api.t, "flaky.wasm", FLAKY).status_code == 201
-    assert api.upload(api.t, "any.json", {}).status_code == 201
-    return api
+    return flaky_tenant(make_api)
 
 
 def _set(h, eid: str, **values) -> None:

@@ -113,7 +113,8 @@ def test_a_chained_execution_is_one_trace_from_the_webhook_to_the_chained_record
     one(children(spans, chained, "jobico.claim"))
     assert one(children(spans, chained, "jobico.run")).attributes["jobico.module"] == "echo.wasm"
     assert one(children(spans, chained, "jobico.record")).attributes["jobico.execution_id"] == child_id
-    assert len(spans) == 12 + len(moved)  # webhook, admit, publish, 2 x (execute, claim, run, record), the chain's publish
+    # webhook, admit (and the recheck's), publish, 2 x (execute, claim, run, record), the chain's publish
+    assert len(spans) == 12 + len(moved)
 
     server, url = serve_app(h.app)  # the record shows its trace: API and `jobico executions show`
     try:
