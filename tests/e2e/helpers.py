@@ -23,6 +23,8 @@ from tests.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ADMIN = "admin-token-for-tests-0123456789"
+#: how often a server thread of the tests checks for its shutdown (socketserver's poll_interval)
+SERVE_POLL_S = 0.05
 
 
 @dataclass
@@ -202,7 +204,8 @@ class Bridge(Worker):
 def serve_app(app):
     from werkzeug.serving import make_server
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns at the loop's next poll: every 0.5 s by default, half a second a test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL_S}, daemon=True)
     thread.start()
     return server, f"http://127.0.0.1:{server.server_port}"
 
