@@ -21,7 +21,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from jobico_ops.embedded import MqttBroker, RedisServer, ServiceStartError, free_port
-from tests.services import PostgresServer, S3Server, pg_bin_dir, reachable_bin_dir
+from tests.services import PostgresServer, pg_bin_dir, reachable_bin_dir
 
 pytestmark = pytest.mark.services
 
@@ -282,21 +282,17 @@ def test_s3_non_empty_bucket_cannot_be_deleted(s3_client, s3_bucket):
     assert exc.value.code == "BucketNotEmpty"
 
 
-def test_s3_restart_keeps_data():
-    # a private server: restarting the session's took 17 s late in a run of tests/integration
-    # (2.8 s when run alone), and every later test waited for it
-    with S3Server() as s3:
-        bucket = s3.create_bucket()
-        s3.client().put_object(bucket, "persist", io.BytesIO(b"kept"), 4)
-        endpoint = s3.endpoint
-        s3.restart()
-        assert s3.endpoint == endpoint
-        resp = s3.client().get_object(bucket, "persist")
-        try:
-            assert resp.read() == b"kept"
-        finally:
-            resp.close()
-            resp.release_conn()
+def test_s3_restart_keeps_data(s3_server, s3_bucket):
+    s3_server.client().put_object(s3_bucket, "persist", io.BytesIO(b"kept"), 4)
+    endpoint = s3_server.endpoint
+    s3_server.restart()
+    assert s3_server.endpoint == endpoint
+    resp = s3_server.client().get_object(s3_bucket, "persist")
+    try:
+        assert resp.read() == b"kept"
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 def test_pg_module_url_is_shared_within_the_module(postgres_server, pg_module_url, pg_url):
