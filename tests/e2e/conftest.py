@@ -5,7 +5,6 @@ import signal
 
 import pytest
 
-from jobico_core.db import upgrade_schema
 from jobico_core.settings import Settings
 
 from .helpers import (
@@ -16,10 +15,9 @@ from .helpers import (
 
 
 @pytest.fixture
-def platform(pg_url, redis_url, s3_server, s3_bucket, tmp_path):
-    env = platform_env(pg_url, redis_url, s3_server, s3_bucket, tmp_path)
+def platform(api_db_url, redis_url, s3_server, s3_bucket, tmp_path):
+    env = platform_env(api_db_url, redis_url, s3_server, s3_bucket, tmp_path)
     settings = Settings.from_env(env)
-    upgrade_schema(pg_url)
     from jobico_api import create_app
     app = create_app(settings)
     server, url = serve_app(app)
