@@ -30,6 +30,8 @@ Per-test helpers:
   drop, cheap enough to do per test.
   ``pg_module_url``: same but shared by one test module (for suites that run
   expensive migrations once).
+  ``api_db_url``: a copy of the database migrated once per session (``migrated_template``),
+  for the tests of the API and the platform (tests/integration, tests/e2e).
 * ``s3_bucket``: name of a fresh empty bucket per test (emptied and deleted after).
   ``s3_client``: an authenticated ``minio.Minio`` for the session S3 server.
 
@@ -62,7 +64,7 @@ os.environ.setdefault("JOBICO_PYTHON_PREPARE", "0")
 
 _SERVICE_FIXTURES = {
     "redis_server", "postgres_server", "s3_server", "mqtt_broker",
-    "redis_url", "pg_url", "pg_module_url", "s3_bucket", "s3_client",
+    "redis_url", "pg_url", "pg_module_url", "api_db_url", "s3_bucket", "s3_client",
 }
 _timings: dict[str, float] = {}
 
@@ -201,3 +203,13 @@ def migrated_template(postgres_server) -> str:
 
 
 MIGRATED_TEMPLATE_DB = "jobico_api_tests_template"
+
+
+@pytest.fixture
+def api_db_url(postgres_server, migrated_template) -> str:
+    """A brand-new database per test, a copy of the migrated template (~0.07 s; running the
+    migrations on an empty one costs 0.2-0.6 s), dropped afterwards."""
+    url = postgres_server.create_database(template=migrated_template)
+    yield url
+    with contextlib.suppress(Exception):
+        postgres_server.drop_database(_db_name(url))

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -23,6 +24,9 @@ from tests.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ADMIN = "admin-token-for-tests-0123456789"
+#: how often a server thread of the tests checks for its shutdown (socketserver's poll_interval)
+SERVE_POLL_S = 0.05
+W = TypeVar("W", bound="Worker")
 
 
 @dataclass
@@ -34,23 +38,27 @@ class Platform:
     url: str = ""
     workers: list[Worker] = field(default_factory=list)
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2, extra_env: dict | None = None) -> Worker:
-        w = Worker(self, name, concurrency, extra_env or {})
-        w.start()
-        self.workers.append(w)
-        return w
+    def start_worker(self, name: str = "w1", concurrency: int = 2, extra_env: dict | None = None, *,
+                     wait: bool = True) -> Worker:
+        return self._started(Worker(self, name, concurrency, extra_env or {}), wait)
 
-    def start_bridge(self, name: str = "bridge1", extra_env: dict | None = None) -> Bridge:
-        b = Bridge(self, name, 0, extra_env or {})
-        b.start()
-        self.workers.append(b)
-        return b
+    def start_bridge(self, name: str = "bridge1", extra_env: dict | None = None, *, wait: bool = True) -> Bridge:
+        return self._started(Bridge(self, name, 0, extra_env or {}), wait)
 
-    def start_beat(self, name: str = "beat1", extra_env: dict | None = None) -> Beat:
-        b = Beat(self, name, 0, extra_env or {})
-        b.start()
-        self.workers.append(b)
-        return b
+    def start_beat(self, name: str = "beat1", extra_env: dict | None = None, *, wait: bool = True) -> Beat:
+        return self._started(Beat(self, name, 0, extra_env or {}), wait)
+
+    def ready(self, *procs: Worker) -> None:
+        """Until each of ``procs`` (started with ``wait=False``: several start at once) is ready."""
+        for proc in procs:
+            proc.ready()
+
+    def _started(self, proc: W, wait: bool) -> W:
+        proc.launch()
+        self.workers.append(proc)  # stopped by the fixture even when it never gets ready
+        if wait:
+            proc.ready()
+        return proc
 
     # -- HTTP helpers ----------------------------------------------------------
     def admin(self, method: str, path: str, **kw) -> requests.Response:
@@ -111,6 +119,11 @@ class Worker:
         self.log_path = platform.tmp / f"worker-{name}.log"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process; ``ready()`` waits until it serves."""
         env = {**os.environ, **self.platform.env, **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -118,6 +131,8 @@ class Worker:
              "-P", "prefork", "-c", str(self.concurrency), "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-l", "INFO"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self, timeout: float = 60.0) -> None:
         self.wait_log(" ready.", timeout, what="worker ready")
 
     def wait_log(self, needle: str, timeout: float = 20.0, after: int = 0, *, what: str | None = None) -> None:
@@ -167,7 +182,7 @@ class Worker:
 class Beat(Worker):
     """``celery beat`` with Jobico's scheduler (what `jobico run`, the chart and compose start)."""
 
-    def start(self, timeout: float = 60.0) -> None:
+    def launch(self) -> None:
         from jobico_ops.launcher import BEAT_SCHEDULER
         env = {**os.environ, **self.platform.env, **self.extra_env}
         self.log_path = self.platform.tmp / f"beat-{self.name}.log"
@@ -177,6 +192,8 @@ class Beat(Worker):
              "--scheduler", BEAT_SCHEDULER],
             cwd=self.platform.tmp, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self, timeout: float = 60.0) -> None:
         self.wait_log("beat: Starting", timeout, what="beat started")
 
     def holds_lock(self) -> bool:
@@ -186,14 +203,16 @@ class Beat(Worker):
 class Bridge(Worker):
     """``jobico mqtt-bridge`` (what `jobico run`, the chart and compose start when a broker is set)."""
 
-    def start(self, timeout: float = 60.0) -> None:
+    def launch(self) -> None:
         env = {**os.environ, **self.platform.env, **self.extra_env}
         self.log_path = self.platform.tmp / f"bridge-{self.name}.log"
         self._log = open(self.log_path, "ab")
-        offset = self.log_path.stat().st_size
+        self._offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen([sys.executable, "-m", "jobico_ops.main", "mqtt-bridge"], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_log("connected to", timeout, after=offset, what="bridge connected")
+
+    def ready(self, timeout: float = 60.0) -> None:
+        self.wait_log("connected to", timeout, after=self._offset, what="bridge connected")
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size
@@ -202,7 +221,8 @@ class Bridge(Worker):
 def serve_app(app):
     from werkzeug.serving import make_server
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns at the loop's next poll: every 0.5 s by default, half a second a test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL_S}, daemon=True)
     thread.start()
     return server, f"http://127.0.0.1:{server.server_port}"
 

@@ -50,10 +50,11 @@ def test_per_second_schedule_fires_on_time_moves_stops_and_never_doubles(platfor
     key = p.tenant("cron")
     for f in ("jobicolets/echo.wasm", "schemas/any.json"):
         p.upload(key, example(f))
-    p.start_worker()
+    worker = p.start_worker(wait=False)
     lock = {"JOBICO_BEAT_LOCK_SECONDS": "3"}  # a takeover within 3 s of the holder's death (10 by default)
-    # two started by mistake: one fires, one stands by
-    beats = [p.start_beat("b1", extra_env=lock), p.start_beat("b2", extra_env=lock)]
+    # two started by mistake (at once, with the worker): one fires, one stands by
+    beats = [p.start_beat("b1", extra_env=lock, wait=False), p.start_beat("b2", extra_env=lock, wait=False)]
+    p.ready(worker, *beats)
     logs = lambda: "\n".join(w.log_tail(40) for w in p.workers)  # noqa: E731
 
     deployed = dt.datetime.now(dt.UTC)

@@ -141,8 +141,8 @@ def test_a_killed_workers_execution_is_recovered_within_the_lease_and_a_cancel_o
     lease = 4.0
     env = {"JOBICO_EXECUTION_LEASE_SECONDS": f"{lease:g}"}
     bound = 1.5 * lease  # from the last renewal (at most a third of a lease before the kill)
-    p.start_worker("w1", concurrency=1, extra_env=env)
-    p.start_worker("w2", concurrency=1, extra_env=env)
+    p.ready(p.start_worker("w1", concurrency=1, extra_env=env, wait=False),
+            p.start_worker("w2", concurrency=1, extra_env=env, wait=False))
 
     # 1. the worker running it dies and its task is gone: the other worker's recovery requeues it
     [lost] = p.post(key, "fate2", "nap", [{"seconds": 6}]).json()["executions"]

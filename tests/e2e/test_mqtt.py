@@ -64,8 +64,8 @@ def test_messages_become_executions_invalid_ones_are_recorded_and_deploys_are_fo
     prefix = mqtt_env["JOBICO_MQTT_PREFIX"]
     key = _tenant(platform)
     other = _tenant(platform, "other")
-    platform.start_worker()
-    bridge = platform.start_bridge()
+    worker, bridge = platform.start_worker(wait=False), platform.start_bridge(wait=False)
+    platform.ready(worker, bridge)
     mark = bridge.log_size()
     platform.deploy(key, PACKAGE)  # deployed after the bridge started: it follows without a restart
     bridge.wait_log(f"subscribed {prefix}/acme/doorbell/+ (qos 1)", after=mark)

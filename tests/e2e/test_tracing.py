@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from jobico_core import tracing
 from tests.waiting import wait_until
 
+from .helpers import SERVE_POLL_S
 from .test_platform import _setup_demo
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -56,7 +57,8 @@ class Collector:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": SERVE_POLL_S},
+                         daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
 

@@ -45,8 +45,7 @@ def test_a_cron_fire_starts_the_trace_its_execution_continues(platform):
     collector = Collector()
     try:
         env = {**OTEL, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
-        p.start_worker(extra_env=env)
-        p.start_beat(extra_env=env)
+        p.ready(p.start_worker(extra_env=env, wait=False), p.start_beat(extra_env=env, wait=False))
         p.deploy(key, _clock("* * * * * *"))
         items = wait_until(lambda: p.call(key, "GET", "/api/v1/executions").json()["items"], 30,
                            what="a cron fire", interval=0.2)
@@ -67,8 +66,9 @@ def test_an_mqtt_message_starts_the_trace_its_execution_continues(platform, mqtt
     collector = Collector()
     try:
         env = {**OTEL, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
-        platform.start_worker(extra_env=env)
-        bridge = platform.start_bridge(extra_env=env)
+        worker = platform.start_worker(extra_env=env, wait=False)
+        bridge = platform.start_bridge(extra_env=env, wait=False)
+        platform.ready(worker, bridge)
         bridge.wait_log(f"subscribed t{tag}/acme/doorbell/+")
         _publish(mqtt_broker, f"t{tag}/acme/doorbell/front", [json.dumps({"name": "traced"})])
         [item] = wait_until(lambda: platform.call(key, "GET", "/api/v1/executions").json()["items"], 30,

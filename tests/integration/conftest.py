@@ -1,8 +1,6 @@
 """The fixtures of tests/integration/ (their helpers: tests/integration/helpers.py)."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import redis
 
@@ -28,14 +26,6 @@ def sqlite_ctx(tmp_path, redis_url):
     ctx = Context(settings)
     tenants.create_tenant(ctx, "t1")
     return ctx
-
-
-@pytest.fixture
-def api_db_url(postgres_server, migrated_template) -> str:
-    url = postgres_server.create_database(template=migrated_template)
-    yield url
-    with contextlib.suppress(Exception):
-        postgres_server.drop_database(url.rsplit("/", 1)[1])
 
 
 @pytest.fixture

@@ -115,11 +115,16 @@ class StatefulPlatform:
         settings = Settings.from_env(self.env)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_schema(settings.database_url)
-        self.api.start()
-        self.start_worker()
+        self.worker_generation += 1
+        self.worker = Worker(self, f"w{self.worker_generation}", self.concurrency, {})
         beat = Beat(self, "beat1", 0, {})  # fires the cron triggers
-        beat.start()
-        self.workers.append(beat)
+        self.workers += [self.worker, beat]
+        # the three start at once (each waits for its own readiness; the first failure is raised)
+        try:
+            _together(self.api.start, self.worker.start, beat.start)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_worker(self, wait: bool = True) -> None:
@@ -189,9 +194,26 @@ class StatefulPlatform:
 
     def stop(self) -> None:
         self.wait_worker_ready()
-        for w in self.workers:
-            w.stop()
-        self.api.stop()
+        _together(self.api.stop, *(w.stop for w in self.workers))
+
+
+def _together(*calls) -> None:
+    """Run ``calls`` in threads at once; when all are done, raise the first one's exception, if any."""
+    errors: list[BaseException] = []
+
+    def run(call) -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def embedded_env(redis_url: str, tmp: Path) -> dict[str, str]:
