@@ -200,7 +200,16 @@ class Execution(Base):
         Index("ix_executions_tenant_id_desc", "tenant_id", "id"),
         Index("ix_executions_tenant_package", "tenant_id", "package", "id"),
         Index("ix_executions_tenant_status", "tenant_id", "status"),
-        Index("ix_executions_tenant_seq", "tenant_id", "seq"),
+        # Partial (non-NULL rows only): a webhook's INSERT leaves seq, chained_from and
+        # resubmitted_from NULL, so it adds no entry to these three (migration 0011); every query
+        # on them filters `col = x` / `col > x` / `IN`, which implies the column is not NULL.
+        Index("ix_executions_tenant_seq", "tenant_id", "seq", postgresql_where=text("seq IS NOT NULL"),
+              sqlite_where=text("seq IS NOT NULL")),
+        Index("ix_executions_chained_from", "chained_from", postgresql_where=text("chained_from IS NOT NULL"),
+              sqlite_where=text("chained_from IS NOT NULL")),
+        Index("ix_executions_resubmitted_from", "resubmitted_from",
+              postgresql_where=text("resubmitted_from IS NOT NULL"),
+              sqlite_where=text("resubmitted_from IS NOT NULL")),
         # A schedule fires a given time once, whichever beat process fires it (cron triggers only).
         Index("uq_executions_scheduled_fire", "tenant_id", "event", "scheduled_at", unique=True,
               postgresql_where=text("scheduled_at IS NOT NULL"), sqlite_where=text("scheduled_at IS NOT NULL")),
@@ -230,7 +239,7 @@ class Execution(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)  # trap / invalid-module / infra message
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     dead_lettered: Mapped[bool] = mapped_column(Boolean, default=False)
-    chained_from: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    chained_from: Mapped[str | None] = mapped_column(String(36), nullable=True)
     chain_depth: Mapped[int] = mapped_column(Integer, default=0)
     submitter: Mapped[str | None] = mapped_column(String(128), nullable=True)
     trigger: Mapped[str] = mapped_column(String(16), default="webhook")  # webhook | cron | chain
@@ -248,7 +257,7 @@ class Execution(Base):
     # Queued behind a lock: "<lock> (held by <execution id>)"; None once it runs.
     waiting_for: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # A resubmission's original (``jobico executions resubmit``).
-    resubmitted_from: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    resubmitted_from: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # ``jobico executions cancel`` of a running execution: when it was asked, and by whom.
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancelled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -545,7 +545,11 @@ def recent_finished(ctx: Context, tenant: str, n: int, *, package: str | None = 
 
 
 def last_seq(ctx: Context, tenant: str) -> int:
-    """The highest stream position among ``tenant``'s finished executions (0 when none)."""
+    """The highest stream position among ``tenant``'s finished executions (0 when none).
+
+    ``seq IS NOT NULL`` changes no result (max ignores NULLs) but lets SQLite read the answer
+    from the partial index ``ix_executions_tenant_seq`` (PostgreSQL infers it by itself)."""
     from sqlalchemy import func
     with ctx.db.session() as s:
-        return int(s.scalar(select(func.max(Execution.seq)).where(Execution.tenant_id == tenant)) or 0)
+        return int(s.scalar(select(func.max(Execution.seq))
+                            .where(Execution.tenant_id == tenant, Execution.seq.is_not(None))) or 0)
