@@ -457,19 +457,19 @@ class Database:
         from sqlalchemy.exc import DBAPIError
         fairy = self.engine.raw_connection()
         conn: Any = fairy.driver_connection
+        lost = False
         try:
             conn.autocommit = True
             yield conn
-            conn.autocommit = False
         except psycopg.Error as exc:
             err: Any = exc
             lost = self.engine.dialect.is_disconnect(err, conn, None)
             if lost:
                 fairy.invalidate(exc)
-            elif not conn.closed:
-                conn.autocommit = False
             raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost) from exc
         finally:
+            if not lost and not conn.closed:  # back to the pool as it lends it, whatever was raised
+                conn.autocommit = False
             fairy.close()
 
     @contextmanager

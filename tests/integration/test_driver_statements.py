@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobico_worker.executor import INFRA_ERRORS, claim, record
 
@@ -66,3 +66,17 @@ def test_a_lost_connection_is_an_infrastructure_error_and_is_not_reused(h):
     assert rows(h, [eid])[eid].status == "queued"
     state, row = claim(h.ctx, other, "w1")  # the next statement gets a live connection
     assert state == "run" and row.started_at > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+
+
+def test_the_connection_goes_back_to_the_pool_out_of_autocommit_whatever_was_raised(h):
+    """SQLAlchemy's transactions on a pooled connection need it out of autocommit: an error inside
+    (U64's range check, a statement refused) must not hand it back in autocommit."""
+    with pytest.raises(ValueError):
+        with h.ctx.db.driver_autocommit() as conn:
+            raise ValueError("not the database's")
+    assert conn.autocommit is False and not conn.closed
+    with pytest.raises(DBAPIError) as refused:
+        with h.ctx.db.driver_autocommit() as conn:
+            conn.execute("SELECT 1/0")
+    assert not refused.value.connection_invalidated
+    assert conn.autocommit is False and not conn.closed
