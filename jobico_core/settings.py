@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,9 @@ class Settings:
         return replace(self, **changes)
 
     # -- derived --------------------------------------------------------------
-    @property
+    # cached: the webhook and the worker read both for every request and execution (a frozen
+    # dataclass keeps a cached_property in the instance's __dict__; replace() derives them anew)
+    @cached_property
     def default_limits(self):
         from .limits import Limits
         return Limits.from_mapping(self.limit_defaults, base=Limits())
@@ -285,7 +288,7 @@ class Settings:
         room = self.visibility_timeout / 2 - self.max_limits.timeout_ms / 1000
         return max(0.0, min(self.task_batch_ms / 1000, room))
 
-    @property
+    @cached_property
     def max_limits(self):
         from .limits import MAX_LIMITS, Limits
         return Limits.from_mapping(self.limit_maxima, base=MAX_LIMITS)
