@@ -115,22 +115,26 @@ class StatefulPlatform:
         settings = Settings.from_env(self.env)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_schema(settings.database_url)
-        self.worker_generation += 1
-        self.worker = Worker(self, f"w{self.worker_generation}", self.concurrency, {})
+        worker = self._next_worker()
         beat = Beat(self, "beat1", 0, {})  # fires the cron triggers
-        self.workers += [self.worker, beat]
+        self.workers.append(beat)
         # the three start at once (each waits for its own readiness; the first failure is raised)
         try:
-            _together(self.api.start, self.worker.start, beat.start)
+            _together(self.api.start, worker.start, beat.start)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_worker(self, wait: bool = True) -> None:
+    def _next_worker(self) -> Worker:
+        """The next generation's Celery worker (not started), now ``self.worker``."""
         self.worker_generation += 1
         self.worker = Worker(self, f"w{self.worker_generation}", self.concurrency, {})
         self.workers.append(self.worker)
+        return self.worker
+
+    def start_worker(self, wait: bool = True) -> None:
+        self._next_worker()
         if wait:
             self.worker.start()
         else:  # Worker.start's wait for "ready" runs in a thread (its failure shows in the worker's log)
