@@ -71,12 +71,10 @@ def test_a_lost_connection_is_an_infrastructure_error_and_is_not_reused(h):
 def test_the_connection_goes_back_to_the_pool_out_of_autocommit_whatever_was_raised(h):
     """SQLAlchemy's transactions on a pooled connection need it out of autocommit: an error inside
     (U64's range check, a statement refused) must not hand it back in autocommit."""
-    with pytest.raises(ValueError):
-        with h.ctx.db.driver_autocommit() as conn:
-            raise ValueError("not the database's")
+    with pytest.raises(ValueError), h.ctx.db.driver_autocommit() as conn:
+        raise ValueError("not the database's")
     assert conn.autocommit is False and not conn.closed
-    with pytest.raises(DBAPIError) as refused:
-        with h.ctx.db.driver_autocommit() as conn:
-            conn.execute("SELECT 1/0")
+    with pytest.raises(DBAPIError) as refused, h.ctx.db.driver_autocommit() as conn:
+        conn.execute("SELECT 1/0")
     assert not refused.value.connection_invalidated
     assert conn.autocommit is False and not conn.closed
