@@ -121,7 +121,7 @@ id: sleepy
 queues: [{id: q}]
 jobs:
   - event: {id: nap, schema: {id: s, schemaref: any.json}, supplierqueue: q, runtime: sleeper,
-            limits: {timeout_ms: 1500, fuel: 10000000000}}
+            limits: {timeout_ms: 3000, fuel: 10000000000}}
 runtimes: [{id: sleeper, moduleref: sleeper.wasm}]
 """
 
