@@ -139,10 +139,12 @@ def phase(url: str, key: str, ctx, rate: float, seconds: float, senders: int, ss
     sse = [(sse_seen[i] - at) * 1000 for i, at in sent.items() if i in sse_seen]
     ps = [(ps_seen[i] - at) * 1000 for i, at in sent.items() if i in ps_seen]
     web = [(answered[i] - at) * 1000 for i, at in sent.items()]
-    if dump:  # one line per request: its scheduled second in the phase, its answer time (ms)
+    if dump:  # one line per request: its scheduled second in the phase, its answer time and the
+        # time it took to reach the stream (ms; "-" when it did not)
         with open(f"{dump}.{rate:g}", "w") as f:
             for i, at in sorted(sent.items(), key=lambda x: x[1]):
-                f.write(f"{at - start:.3f} {(answered[i] - at) * 1000:.1f}\n")
+                seen = f"{(sse_seen[i] - at) * 1000:.1f}" if i in sse_seen else "-"
+                f.write(f"{at - start:.3f} {(answered[i] - at) * 1000:.1f} {seen}\n")
     r = {"offered_rate": rate, "sent": len(sent), "errors": len(errors), "missing_on_stream": len(sent) - len(sse)}
     for name, xs in (("stream", sse), ("pubsub", ps), ("webhook", web)):
         for p in (50, 95, 99):
@@ -159,7 +161,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30, help="per rate")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (-c)")
     ap.add_argument("--senders", type=int, default=8, help="sender threads (at least rate/10)")
-    ap.add_argument("--dump", help="write each request's answer time to DUMP.<rate> (where the tail is)")
+    ap.add_argument("--dump", help="write each request's answer and stream times to DUMP.<rate> (where the tail is)")
     args = ap.parse_args()
     rates = [args.rate] if args.rate else [float(x) for x in args.rates.split(",") if x.strip()]
     with Services() as svc:
