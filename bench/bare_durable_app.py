@@ -1,0 +1,59 @@
+"""The ingest floor plus the one write the webhook's guarantee needs: bare Flask, one INSERT.
+
+``POST /events/<tenant>/<event>`` as in ``bench/bare_app.py`` (json.loads, one LPUSH of the
+elements), and before the LPUSH one autocommitted ``INSERT ... SELECT FROM unnest`` of the
+elements into ``floor_rows`` (id, tenant, payload; a primary key and one more index) over a
+psycopg connection per thread. No auth, no validation, no admission, no coalescing: what a
+webhook that stores its events before publishing them could at best do per request
+(``bench/durable_floor.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+
+import psycopg
+import redis
+from flask import Flask, abort, jsonify, request
+
+app = Flask("bare-durable")
+_clients: dict[int, redis.Redis] = {}
+_local = threading.local()
+TABLE = """CREATE TABLE IF NOT EXISTS floor_rows (id text PRIMARY KEY, tenant text NOT NULL,
+    payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS floor_rows_tenant ON floor_rows (tenant, id)"""
+
+
+def database_url(env=os.environ) -> str:
+    return env["JOBICO_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+
+
+def _redis() -> redis.Redis:
+    pid = os.getpid()  # gunicorn forks: one pool per worker process
+    client = _clients.get(pid)
+    if client is None:
+        client = _clients[pid] = redis.Redis.from_url(os.environ["JOBICO_REDIS_URL"])
+    return client
+
+
+def _pg() -> psycopg.Connection:
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        conn = _local.conn = psycopg.connect(database_url(), autocommit=True)
+    return conn
+
+
+@app.post("/events/<tenant>/<event>")
+def events(tenant, event):
+    doc = json.loads(request.get_data())
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list) or not data:
+        abort(400)
+    texts = [json.dumps(el, separators=(",", ":")) for el in data]
+    _pg().execute("INSERT INTO floor_rows (id, tenant, payload) "
+                  "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])",
+                  ([str(uuid.uuid4()) for _ in texts], [tenant] * len(texts), texts))
+    _redis().lpush(f"bare.{tenant}.{event}", *texts)
+    return jsonify(accepted=len(data))
