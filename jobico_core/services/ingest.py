@@ -153,7 +153,8 @@ class _RoutingMoved(Exception):
 def _accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
     """The webhook cache is current when a request is answered from it: its entries are checked
     against ROUTING_GENERATION by the admission script itself (``ratelimit.admit(expect=...)``,
-    the same Redis call, so no ``GET`` of the counter before the checks); a request refused by
+    or its group's ``admit_all``: the same Redis call, so no ``GET`` of the counter before the
+    checks); a request refused by
     the checks (401, 404, 422...) reads the counter before it is answered. When the counter
     moved, the caches are emptied and the request is checked again. A request with an
     ``Idempotency-Key`` reads the counter first, as before: a repeat is answered without
@@ -401,12 +402,14 @@ def _enqueue_together(ctx: Context, info, event: str, rows, once: tuple[str, int
                                   functools.partial(_flush_group, ctx, first.tenant_id, first.queue),
                                   size=len(rows))
     except BaseException as exc:
-        if member.admission is None:  # pragma: no cover - the flush admits before anything else
-            raise
         failed = exc
+    admission = member.admission
+    if admission is None:  # pragma: no cover - the flush raised before it admitted (it admits first)
+        assert failed is not None  # the flush returns only after it admitted
+        raise failed
     # the request's jobico.admit span covers the group's admission, which the leader ran
     with tracing.span_between("jobico.admit", {"jobico.events": len(rows)}, *member.admitted_ns) as span:
-        moved = _verdict(ctx, info.tenant, first.queue, member.admission)
+        moved = _verdict(ctx, info.tenant, first.queue, admission)
         if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
             span.set_attribute("jobico.routing_moved", True)
     if moved:
