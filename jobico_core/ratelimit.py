@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -72,8 +72,7 @@ class Admission:
     counter: bytes | None = None
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """One request's part of ``admit_all``: the arguments of ``admit`` that are its own."""
     n: int
     tasks: int | None = None
@@ -99,21 +98,25 @@ def admit_all(client: redis.Redis, tenant: str, queue: str, asks: Sequence[Ask],
     in their order as ``admit`` of each one after the other would (a bucket that cannot pay for
     them all admits the first ones, the same signature twice is replayed the second time). Every
     ``expect`` names the same counter."""
-    counters = {a.expect[0] for a in asks if a.expect is not None}
-    if len(counters) > 1:
-        raise ValueError(f"admit_all compares one counter, not {sorted(counters)}")
-    keys: list[str] = [f"jobico:rate:{tenant}", queue, next(iter(counters), "")]
+    keys: list[Any] = [f"jobico:rate:{tenant}", queue, ""]
     args: list[Any] = [rate, burst, repr(time.time()), max_queued]
-    for a in asks:
-        keys.append(a.once[0] if a.once else "")
-        args += (a.n, a.n if a.tasks is None else a.tasks, a.once[1] if a.once else 0,
-                 "1" if a.expect else "0", (a.expect[1] or b"") if a.expect else "")
+    for n, tasks, once, expect in asks:
+        keys.append(once[0] if once else "")
+        args += (n, n if tasks is None else tasks, once[1] if once else 0)
+        if expect is None:
+            args += ("0", "")
+            continue
+        if expect[0] != keys[2]:
+            if keys[2]:
+                raise ValueError(f"admit_all compares one counter, not {keys[2]!r} and {expect[0]!r}")
+            keys[2] = expect[0]
+        args += ("1", expect[1] or b"")
     try:
         out = client.evalsha(_SHA, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         out = client.eval(_ADMIT, len(keys), *keys, *args)
     return [_admission(a.n, rate, int(out[i]), out[i + 1], int(out[i + 2]))
-            for a, i in zip(asks, range(0, len(out), 3))]
+            for i, a in zip(range(0, len(out), 3), asks)]
 
 
 def _admission(n: int, rate: int, verdict: int, tokens: Any, depth: int) -> Admission:
