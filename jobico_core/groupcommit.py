@@ -29,10 +29,11 @@ T = TypeVar("T")
 
 
 class _Batch(Generic[T]):
-    __slots__ = ("items", "callers", "opened", "done", "error")
+    __slots__ = ("items", "size", "callers", "opened", "done", "error")
 
     def __init__(self, opened: float):
         self.items: list[T] = []
+        self.size = 0  # what the items count for against ``max_items``
         self.callers = 0
         self.opened = opened
         self.done = threading.Event()
@@ -42,8 +43,9 @@ class _Batch(Generic[T]):
 class GroupCommit(Generic[T]):
     """``linger_s``: how long a leader waits for more callers (0: not at all, it flushes as soon
     as its key is free); ``max_items``: a batch takes no more items (a caller whose items do not
-    fit opens the next batch). ``flushes``/``flushed_items``/``callers`` count what went through
-    (the tests and benchmarks read them)."""
+    fit opens the next batch; a caller may say what its items count for: ``submit(size=...)``).
+    ``flushes``/``flushed_items``/``callers`` count what went through (the tests and benchmarks
+    read them)."""
 
     def __init__(self, linger_s: float = 0.0, max_items: int = 100, clock: Callable[[], float] = time.monotonic):
         self.linger_s = linger_s
@@ -77,23 +79,28 @@ class GroupCommit(Generic[T]):
             self._coming -= 1
             self._cond.notify_all()
 
-    def submit(self, key: Hashable, items: list[T], flush: Callable[[list[T]], Any]) -> None:
+    def submit(self, key: Hashable, items: list[T], flush: Callable[[list[T]], Any],
+               size: int | None = None) -> None:
         """Have ``items`` flushed with those of concurrent callers of ``key``; returns once they
         were (``flush`` returned), raises what ``flush`` raised. ``flush`` is the leader's: every
-        caller of a key must pass an equivalent one."""
+        caller of a key must pass an equivalent one. ``size``: what the items count for against
+        ``max_items`` (default: their number; an item that stands for several rows, say)."""
         if getattr(self._local, "coming", False):
             self._arrived()
+        size = len(items) if size is None else size
         with self._cond:
             batch = self._open.get(key)
-            if batch is not None and len(batch.items) + len(items) <= self.max_items:
+            if batch is not None and batch.size + size <= self.max_items:
                 batch.items.extend(items)
+                batch.size += size
                 batch.callers += 1
-                if len(batch.items) >= self.max_items:
+                if batch.size >= self.max_items:
                     self._cond.notify_all()  # a lingering leader flushes now
                 leader = False
             else:
                 batch = self._open[key] = _Batch(self._clock())
                 batch.items.extend(items)
+                batch.size = size
                 batch.callers = 1
                 leader = True
         if not leader:
@@ -109,14 +116,14 @@ class GroupCommit(Generic[T]):
                 wait = None
                 if key not in self._busy:
                     wait = batch.opened + self.linger_s - self._clock()
-                    if wait <= 0 or not self._coming or len(batch.items) >= self.max_items:
+                    if wait <= 0 or not self._coming or batch.size >= self.max_items:
                         break
                 self._cond.wait(wait)
             if self._open.get(key) is batch:
                 del self._open[key]  # closed: later callers open the next batch
             self._busy.add(key)
             self.flushes += 1
-            self.flushed_items += len(batch.items)
+            self.flushed_items += batch.size
             self.callers += batch.callers
         try:
             flush(batch.items)

@@ -88,6 +88,27 @@ def span(name: str, attributes: dict[str, Any] | None = None, *, parent: Any = N
                                          kind=getattr(SpanKind, kind.upper()), start_time=start_ns)
 
 
+def span_between(name: str, attributes: dict[str, Any] | None, start_ns: int | None, end_ns: int | None) -> Any:
+    """A context manager: a span, child of the current one, that covers what ran elsewhere
+    from ``start_ns`` to ``end_ns`` (``now_ns()`` values; another thread did the work for this
+    one); inside it, ``set_attributes`` and an exception raised mark it as ``span`` would. A
+    shared no-op one when tracing is off or a time is missing."""
+    if not ENABLED or start_ns is None or end_ns is None:
+        return _NOOP
+    return _between(name, attributes, start_ns, end_ns)
+
+
+@contextlib.contextmanager
+def _between(name: str, attributes: dict[str, Any] | None, start_ns: int, end_ns: int) -> Iterator[Any]:
+    from opentelemetry import trace
+    s = _tracer.start_span(name, attributes=attributes, start_time=start_ns)
+    try:
+        with trace.use_span(s, end_on_exit=False):
+            yield s
+    finally:
+        s.end(end_time=end_ns)
+
+
 def current_ids() -> tuple[str | None, str | None]:
     """(trace id, span id) of the current span, as hex; (None, None) when tracing is off or none."""
     if not ENABLED:

@@ -153,7 +153,8 @@ class _RoutingMoved(Exception):
 def _accept(ctx: Context, tenant_id: str, event: str, body: bytes, headers: Mapping[str, str]) -> list[str]:
     """The webhook cache is current when a request is answered from it: its entries are checked
     against ROUTING_GENERATION by the admission script itself (``ratelimit.admit(expect=...)``,
-    the same Redis call, so no ``GET`` of the counter before the checks); a request refused by
+    or its group's ``admit_all``: the same Redis call, so no ``GET`` of the counter before the
+    checks); a request refused by
     the checks (401, 404, 422...) reads the counter before it is answered. When the counter
     moved, the caches are emptied and the request is checked again. A request with an
     ``Idempotency-Key`` reads the counter first, as before: a repeat is answered without
@@ -283,10 +284,26 @@ def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None 
     queue = info.queue_for(event)
     try:
         a = ratelimit.admit(ctx.redis, info.tenant, queue, n, ctx.settings.rate_limit, ctx.settings.rate_burst,
-                            ctx.settings.max_queued, tasks=-(-n // ctx.settings.task_batch), once=once,
-                            expect=expect)
+                            ctx.settings.max_queued, tasks=_tasks(ctx, n), once=once, expect=expect)
     except Exception as exc:  # redis errors
-        raise Unavailable(f"the message broker is unavailable: {exc}") from exc
+        raise _broker_unavailable(exc) from exc
+    return _verdict(ctx, info.tenant, queue, a)
+
+
+def _tasks(ctx: Context, n: int) -> int:
+    """The tasks ``n`` events of a request take on the queue (one per JOBICO_TASK_BATCH)."""
+    return -(-n // ctx.settings.task_batch)
+
+
+def _broker_unavailable(exc: Exception) -> Unavailable:
+    return Unavailable(f"the message broker is unavailable: {exc}")
+
+
+def _verdict(ctx: Context, tenant: str, queue: str, a: ratelimit.Admission | Unavailable) -> bool:
+    """``_admit``'s answer to an admission (or the error that prevented it): raises the refusal,
+    True when the routing counter moved (caches emptied), False when admitted."""
+    if isinstance(a, Unavailable):
+        raise a
     if a.moved:
         ctx.follow_routing_generation(a.counter)
         return True
@@ -300,7 +317,7 @@ def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None 
                               f"{ctx.settings.max_queued}); retry when the workers have caught up",
                               headers={"Retry-After": "30"})
     if not a.admitted:
-        raise TooManyRequests(f"tenant {info.tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
+        raise TooManyRequests(f"tenant {tenant!r} is over its rate limit of {ctx.settings.rate_limit} "
                               f"events/s; retry after {ratelimit.retry_after(a.wait)} s",
                               headers={"Retry-After": ratelimit.retry_after(a.wait)})
     return False
@@ -323,20 +340,25 @@ def submit(ctx: Context, info, event: str, payloads: list[str], *, submitter: st
 def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str, trigger: str = "webhook",
              once: tuple[str, int] | None = None, together: bool = False,
              expect: tuple[str, bytes | None] | None = None, **row_values) -> list[str]:
-    """``together``: the rows may be recorded and published with those of concurrent requests
-    (``_enqueue_together``); ``expect``: see ``_admit``."""
+    """``together``: the rows may be admitted, recorded and published with those of concurrent
+    requests (``_enqueue_together``); ``expect``: see ``_admit``."""
+    rows = None
+    if together and ctx.settings.ingest_coalesce:
+        rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
+        if _coalescable(ctx, rows):
+            ids = _enqueue_together(ctx, info, event, rows, once, expect)
+            metrics.accepted(info.tenant, len(ids))
+            return ids
     with tracing.span("jobico.admit", {"jobico.events": len(payloads)}) as span:
         moved = _admit(ctx, info, event, len(payloads), once, expect)
         if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
             span.set_attribute("jobico.routing_moved", True)
     if moved:
         raise _RoutingMoved()
-    rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
+    if rows is None:
+        rows = new_executions(info, event, payloads, submitter=submitter, trigger=trigger, **row_values)
     try:
-        if together and ctx.settings.ingest_coalesce and _coalescable(ctx, rows):
-            ids = _enqueue_together(ctx, rows)
-        else:
-            ids = enqueue(ctx, rows)
+        ids = enqueue(ctx, rows)
     except BaseException:
         if once is not None:  # nothing was enqueued: the same signed request may be sent again
             _unspend(ctx, once[0])
@@ -351,18 +373,75 @@ def _coalescable(ctx: Context, rows) -> bool:
     return len(rows) < ctx.settings.task_batch and not any(r.locks or r.flow or r.priority for r in rows)
 
 
-def _enqueue_together(ctx: Context, rows) -> list[str]:
-    """Group commit (``Context.ingest_batches``): the rows of concurrent requests of this process
-    for the same tenant, package version, event and queue are inserted by one statement and
-    published as one ``jobico.execute_batch`` task (``executions.enqueue``); this returns once
-    they are, and raises what that raised (nothing of the group stays) in every request of it."""
-    def flush(group: list) -> None:
-        enqueue(ctx, group)
-        metrics.ingest_group(len(group))
+class _Member:
+    """One request of a group commit: its rows and admission arguments; the leader fills in its
+    admission (or the error that prevented it) and when the group's admission ran."""
+    __slots__ = ("rows", "ask", "admission", "admitted_ns")
 
+    def __init__(self, rows: list, ask: ratelimit.Ask):
+        self.rows = rows
+        self.ask = ask
+        self.admission: ratelimit.Admission | Unavailable | None = None
+        self.admitted_ns: tuple[int | None, int | None] = (None, None)
+
+
+def _enqueue_together(ctx: Context, info, event: str, rows, once: tuple[str, int] | None,
+                      expect: tuple[str, bytes | None] | None) -> list[str]:
+    """Group commit (``Context.ingest_batches``): the rows of concurrent requests of this process
+    for the same tenant, package version, event and queue are admitted by one Redis call
+    (``ratelimit.admit_all``, in the order they joined, each its own verdict, as ``_admit``),
+    then the admitted ones inserted by one statement and published as one
+    ``jobico.execute_batch`` task (``executions.enqueue``). This returns once that is done, and
+    raises this request's refusal, or what the INSERT or publish raised (nothing of the group
+    stays) in every admitted request of it."""
     first = rows[0]
-    ctx.ingest_batches.submit((first.tenant_id, first.version_id, first.event, first.queue), rows, flush)
+    member = _Member(rows, ratelimit.Ask(len(rows), _tasks(ctx, len(rows)), once, expect))
+    failed: BaseException | None = None
+    try:
+        ctx.ingest_batches.submit((first.tenant_id, first.version_id, first.event, first.queue), [member],
+                                  functools.partial(_flush_group, ctx, first.tenant_id, first.queue),
+                                  size=len(rows))
+    except BaseException as exc:
+        failed = exc
+    admission = member.admission
+    if admission is None:  # pragma: no cover - the flush raised before it admitted (it admits first)
+        assert failed is not None  # the flush returns only after it admitted
+        raise failed
+    # the request's jobico.admit span covers the group's admission, which the leader ran
+    with tracing.span_between("jobico.admit", {"jobico.events": len(rows)}, *member.admitted_ns) as span:
+        moved = _verdict(ctx, info.tenant, first.queue, admission)
+        if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
+            span.set_attribute("jobico.routing_moved", True)
+    if moved:
+        raise _RoutingMoved()
+    if failed is not None:
+        if once is not None:  # nothing was enqueued: the same signed request may be sent again
+            _unspend(ctx, once[0])
+        raise failed
     return [r.id for r in rows]
+
+
+def _flush_group(ctx: Context, tenant: str, queue: str, group: list[_Member]) -> None:
+    """The leader's flush of a group (``_enqueue_together``): its admission, then the admitted
+    requests' rows in and published together."""
+    started = tracing.now_ns()
+    try:
+        verdicts: list = ratelimit.admit_all(ctx.redis, tenant, queue, [m.ask for m in group],
+                                             ctx.settings.rate_limit, ctx.settings.rate_burst,
+                                             ctx.settings.max_queued)
+    except Exception as exc:  # redis errors: every request of the group its own 503
+        verdicts = [_broker_unavailable(exc) for _ in group]
+        for v in verdicts:
+            v.__cause__ = exc
+    ended = tracing.now_ns()
+    rows = []
+    for m, a in zip(group, verdicts):
+        m.admission, m.admitted_ns = a, (started, ended)
+        if isinstance(a, ratelimit.Admission) and a.admitted:
+            rows += m.rows
+    if rows:
+        enqueue(ctx, rows)
+        metrics.ingest_group(len(rows))
 
 
 def _unspend(ctx: Context, key: str) -> None:

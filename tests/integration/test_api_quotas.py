@@ -45,3 +45,34 @@ def test_idempotent_replay_does_not_spend_rate(make_api):
     again = api.post_events("tenant_a", "person_added", body, headers={**a.headers, "Idempotency-Key": "k1"})
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
+
+
+def test_a_groups_admission_decides_each_request_as_separate_calls_in_its_order_would(api):
+    """``ratelimit.admit_all`` (one Redis call for a group commit's requests): each request
+    decided in order against what the ones before it left: tokens, the queue cap, a signature
+    spent by an earlier one of the group, the routing counter; a refused one spends nothing."""
+    from jobico_core import ratelimit
+    r, q = api.redis, "jobico.tenant_a.p.main"
+    r.rpush(q, "t1", "t2")  # 2 tasks waiting; the cap is 3
+    r.set("counter", b"7")
+    asks = [ratelimit.Ask(2, 1),                           # 4 -> 2 tokens
+            ratelimit.Ask(3, 1),                           # over the rate: 2 < 3, nothing spent
+            ratelimit.Ask(1, 2),                           # the queue cap: 2 + 2 > 3, nothing spent
+            ratelimit.Ask(1, 1, once=("sig:x", 60)),       # 2 -> 1, its signature spent
+            ratelimit.Ask(1, 1, once=("sig:x", 60)),       # the same signature: replayed
+            ratelimit.Ask(1, 1, expect=("counter", b"6")),  # the counter moved: nothing looked at
+            ratelimit.Ask(1, 1, once=("sig:y", 60), expect=("counter", b"7")),  # 1 -> 0
+            ratelimit.Ask(1, 1, once=("sig:z", 60))]       # over the rate: its signature not kept
+    got = ratelimit.admit_all(r, "tenant_a", q, asks, rate=1, burst=4, max_queued=3)
+    assert [(a.admitted, a.queue_full, a.replayed, a.moved) for a in got] == [
+        (True, False, False, False), (False, False, False, False), (False, True, False, False),
+        (True, False, False, False), (False, False, True, False), (False, False, False, True),
+        (True, False, False, False), (False, False, False, False)]
+    assert got[2].depth == 2 and got[5].counter == b"7"
+    assert 0.5 < got[1].wait <= 1.0 and 0.5 < got[7].wait <= 1.0  # 1 token short, at 1 token/s
+    assert r.exists("sig:x") and r.exists("sig:y") and not r.exists("sig:z")
+    assert float(r.hget("jobico:rate:tenant_a", "tokens")) < 0.5  # 4 - 2 - 1 - 1, plus the call's refill
+    # the same as one call per request: the bucket spent by 4 events, whatever their grouping
+    r.delete("jobico:rate:tenant_a")
+    one_by_one = [ratelimit.admit(r, "tenant_a", q, a.n, 1, 4, 3, tasks=a.tasks) for a in asks[:3]]
+    assert [(a.admitted, a.queue_full) for a in one_by_one] == [(True, False), (False, False), (False, True)]

@@ -23,16 +23,17 @@ pytestmark = pytest.mark.services
 QUEUE = "jobico.tenant_1.people.main"
 
 
-def _concurrently(api, requests: list[tuple[dict, dict]]) -> list:
-    """POST every (body, headers) to tenant_1/person_added at once (one thread each, released
-    together); returns the responses in order."""
+def _concurrently(api, requests: list[tuple[dict, dict]], tenants: list[str] | None = None) -> list:
+    """POST every (body, headers) to tenant_1/person_added (or to ``tenants[i]``'s) at once (one
+    thread each, released together); returns the responses in order."""
     out: list = [None] * len(requests)
     start = threading.Barrier(len(requests))
 
     def send(i: int, body: dict, headers: dict) -> None:
         client = api.app.test_client()
+        tenant = tenants[i] if tenants else "tenant_1"
         start.wait()
-        out[i] = client.post("/events/tenant_1/person_added", data=json.dumps(body),
+        out[i] = client.post(f"/events/{tenant}/person_added", data=json.dumps(body),
                              headers={"Content-Type": "application/json", **headers})
 
     threads = [threading.Thread(target=send, args=(i, b, h)) for i, (b, h) in enumerate(requests)]
@@ -44,10 +45,10 @@ def _concurrently(api, requests: list[tuple[dict, dict]]) -> list:
     return out
 
 
-def _tasks(api) -> list[tuple[str, list[str]]]:
+def _tasks(api, queue: str = QUEUE) -> list[tuple[str, list[str]]]:
     """(task name, execution ids) of every task on the tenant's queue."""
     out = []
-    for raw in api.redis.lrange(QUEUE, 0, -1):
+    for raw in api.redis.lrange(queue, 0, -1):
         m = json.loads(raw)
         args = json.loads(base64.b64decode(m["body"]))[0]
         out.append((m["headers"]["task"], args[0] if m["headers"]["task"] == "jobico.execute_batch" else [args[0]]))
@@ -60,6 +61,7 @@ def test_concurrent_single_event_requests_share_one_insert_and_one_batch_task(ma
     events_before = REGISTRY.get_sample_value("jobico_ingest_group_events_sum") or 0
     api = make_api(ingest_linger_ms=1000)
     t = api.deployed_tenant("tenant_1")
+    api.ctx.fresh_webhook_cache()  # the deploy's routing change seen: no request is checked twice
     n = 8
     names = [f"p{i}" for i in range(n)]
     rs = _concurrently(api, [({"data": [{"name": name}]}, t.headers) for name in names])
@@ -153,6 +155,131 @@ def test_idempotency_keys_inside_one_group(make_api):
     rows = api.executions_in_db()
     assert {e.id: json.loads(e.payload) for e in rows} == kept  # one row per key, nothing twice
     assert sorted(i for _, group in _tasks(api) for i in group) == sorted(kept)
+
+
+def _script_calls(api) -> tuple[int, int]:
+    """(EVALSHA, EVAL) commands Redis ran so far (the admission script's calls)."""
+    stats = api.redis.info("commandstats")
+    return tuple(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))  # type: ignore
+
+
+def test_a_group_the_bucket_cannot_pay_for_admits_its_first_requests_in_one_admission(make_api):
+    """One admission script call per group, not per request: a group of 6 one-event requests
+    meeting a bucket of 3 tokens admits 3 (rows and tasks for exactly those) and answers 429
+    with Retry-After to the others, which leave nothing (no row, no task, no token)."""
+    api = make_api(ingest_linger_ms=1000, rate_limit=1, rate_burst=3, max_elements=1)
+    t = api.deployed_tenant("tenant_1")
+    api.ctx.fresh_webhook_cache()  # the deploy's routing change seen: no request is checked twice
+    n = 6
+    evalsha, eval_ = _script_calls(api)
+    started = time.monotonic()
+    rs = _concurrently(api, [({"data": [{"name": f"p{i}"}]}, t.headers) for i in range(n)])
+    elapsed = time.monotonic() - started
+    batches = api.ctx.ingest_batches
+    assert batches.callers == n and batches.flushes < n, (batches.callers, batches.flushes)
+    calls = _script_calls(api)
+    # one call per group (the first may be an EVAL after a NOSCRIPT EVALSHA): not one per request
+    assert calls[0] - evalsha == batches.flushes + calls[1] - eval_ and calls[1] - eval_ <= 1, calls
+    ok = [r for r in rs if r.status_code == 200]
+    refused = [r for r in rs if r.status_code != 200]
+    assert 3 <= len(ok) <= 3 + int(elapsed), [r.status_code for r in rs]  # the bucket refills 1 token/s
+    for r in refused:
+        body = r.get_json()
+        assert (r.status_code, body["code"]) == (429, 429) and "over its rate limit of 1 events/s" in body["message"]
+        assert int(r.headers["Retry-After"]) >= 1
+    ids = sorted(r.get_json()["executions"][0] for r in ok)
+    assert sorted(e.id for e in api.executions_in_db()) == ids
+    assert sorted(i for _, group in _tasks(api) for i in group) == ids
+    # every admitted event paid its token once, the refused ones none: what is left is the refill
+    assert float(api.redis.hget("jobico:rate:tenant_1", "tokens")) <= 3 + elapsed - len(ok)
+
+
+def _hmac(api, tenant: str = "tenant_1") -> str:
+    """``tenant`` deployed, its webhook switched to HMAC; returns its signing secret."""
+    api.deployed_tenant(tenant)
+    r = api.client.patch(f"/api/v1/tenants/{tenant}", json={"webhook_auth": "hmac"}, headers=api.admin)
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()["signing_secret"]
+
+
+def _signed(secret: str, body: dict) -> dict[str, str]:
+    from jobico_core.services.tenants import sign
+    ts = str(int(time.time()))
+    return {"X-Jobico-Timestamp": ts, "X-Jobico-Signature": sign(secret, ts, json.dumps(body).encode())}
+
+
+def test_a_signed_request_replayed_inside_one_group_is_accepted_once(make_api):
+    """The same signed request three times in one group (and two others): one 200 and two 409
+    (signature_replayed); one row of it; its signature spent, as the others'."""
+    api = make_api(ingest_linger_ms=1000)
+    secret = _hmac(api)
+    api.ctx.fresh_webhook_cache()
+    same = {"data": [{"name": "Ada"}]}
+    others = [{"data": [{"name": f"o{i}"}]} for i in range(2)]
+    reqs = [(same, _signed(secret, same))] * 3 + [(b, _signed(secret, b)) for b in others]
+    rs = _concurrently(api, reqs)
+    assert api.ctx.ingest_batches.flushes < len(reqs)  # grouped
+    codes = [r.status_code for r in rs]
+    assert sorted(codes[:3]) == [200, 409, 409] and codes[3:] == [200, 200], [r.get_json() for r in rs]
+    for r in rs[:3]:
+        if r.status_code == 409:
+            assert r.get_json()["errors"] == {"X-Jobico-Signature": ["signature_replayed"]}
+    rows = {e.id: json.loads(e.payload) for e in api.executions_in_db()}
+    assert sorted(rows.values(), key=lambda p: p["name"]) == [same["data"][0]] + [b["data"][0] for b in others]
+    assert sorted(i for _, group in _tasks(api) for i in group) == sorted(rows)
+    assert len(list(api.redis.scan_iter("jobico:sig:*"))) == 3
+
+
+def test_a_group_that_meets_a_moved_routing_counter_is_checked_again_and_spends_once(make_api):
+    """Another process changed routing: every request of the group finds the counter moved in
+    the group's admission, spends nothing (token, signature), is checked again and admitted once."""
+    from jobico_core.services.context import ROUTING_GENERATION
+    api = make_api(ingest_linger_ms=1000, webhook_cache_seconds=60, rate_limit=1, rate_burst=100)
+    secret = _hmac(api)
+    api.ctx.fresh_webhook_cache()
+    bodies = [{"data": [{"name": f"p{i}"}]} for i in range(5)]
+    reqs = [(b, _signed(secret, b)) for b in bodies]
+    warm = api.post_events("tenant_1", "person_added", json.dumps(bodies[0]).encode(), reqs[0][1])
+    assert warm.status_code == 200
+    started = time.monotonic()
+    api.redis.delete("jobico:rate:tenant_1", *api.redis.scan_iter("jobico:sig:*"))
+    api.ctx.ingest_batches.callers = 0
+    api.redis.incr(ROUTING_GENERATION)  # as another process's change would
+    rs = _concurrently(api, reqs)
+    assert [r.status_code for r in rs] == [200] * len(reqs), [r.get_json() for r in rs]
+    assert api.ctx.routing_generation_seen == api.redis.get(ROUTING_GENERATION)  # followed
+    # a request's second pass (moved, then checked again) joins a group again; one that began
+    # after the first group followed the counter is admitted at its first pass
+    assert len(reqs) < api.ctx.ingest_batches.callers <= 2 * len(reqs)
+    elapsed = time.monotonic() - started
+    ids = [r.get_json()["executions"][0] for r in rs] + warm.get_json()["executions"]
+    assert sorted(e.id for e in api.executions_in_db()) == sorted(ids)  # each request once
+    tokens = float(api.redis.hget("jobico:rate:tenant_1", "tokens"))
+    assert 95 <= tokens <= 95 + elapsed, (tokens, elapsed)  # one token per request, not one per pass
+    assert len(list(api.redis.scan_iter("jobico:sig:*"))) == len(reqs)
+    assert [api.post_events("tenant_1", "person_added", json.dumps(b).encode(), h).status_code
+            for b, h in reqs] == [409] * len(reqs)  # each signature spent
+
+
+def test_groups_never_mix_tenants(make_api):
+    """Concurrent requests of two tenants: each tenant's own group(s), its own bucket (2 tokens
+    each: 2 admitted per tenant) and only its own executions in its tasks."""
+    api = make_api(ingest_linger_ms=1000, rate_limit=1, rate_burst=2, max_elements=1)
+    handles = {name: api.deployed_tenant(name) for name in ("tenant_1", "tenant_2")}
+    api.ctx.fresh_webhook_cache()
+    tenants = ["tenant_1", "tenant_2"] * 4
+    started = time.monotonic()
+    rs = _concurrently(api, [({"data": [{"name": f"{name}-{i}"}]}, handles[name].headers)
+                             for i, name in enumerate(tenants)], tenants)
+    elapsed = time.monotonic() - started
+    assert api.ctx.ingest_batches.flushes < len(tenants)
+    rows = {e.id: e for e in api.executions_in_db()}
+    for name in handles:
+        ok = sorted(r.get_json()["executions"][0] for r, t in zip(rs, tenants) if t == name and r.status_code == 200)
+        assert 2 <= len(ok) <= 2 + int(elapsed), [r.status_code for r in rs]
+        assert all(r.status_code in (200, 429) for r in rs)
+        assert sorted(i for i, e in rows.items() if e.tenant_id == name) == ok
+        assert sorted(i for _, group in _tasks(api, f"jobico.{name}.people.main") for i in group) == ok
 
 
 def test_envelope_is_the_message_celery_and_kombu_build(api):

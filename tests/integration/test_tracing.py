@@ -7,7 +7,10 @@ tests/integration/test_batch.py does, so every span lands in this process's expo
 """
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -37,7 +40,11 @@ def exporter():
 
 @pytest.fixture
 def h(make_api):
-    api = make_api()
+    return _demo(make_api())
+
+
+def _demo(api):
+    """``api`` with tenant ``demo`` and the demo package deployed (``api.t``: its handle)."""
     t = api.tenant("demo")
     for name in ("jobicolets/greet.wasm", "jobicolets/echo.wasm", "schemas/hello.json", "schemas/result.json"):
         path = ROOT / "examples" / name
@@ -153,6 +160,46 @@ def test_a_batch_gives_each_execution_its_own_span_and_its_chain_continues_it(h,
     assert len(kids) == 2
     for k in kids.values():  # each chained execution hangs under its own parent's execution span
         assert k.trace_id == trace and k.trace_parent == by_exec[k.chained_from]
+
+
+def test_requests_admitted_together_each_have_their_own_admit_span(make_api, exporter):
+    """Concurrent requests grouped by the group commit, admitted by one script call for the group
+    (a bucket of 3 tokens): every request's webhook span has one ``jobico.admit`` child, ok for
+    the admitted ones, an error for the refused ones (429); one publish per group."""
+    api = _demo(make_api(ingest_linger_ms=1000, rate_limit=1, rate_burst=3, max_elements=1))
+    api.ctx.fresh_webhook_cache()  # the deploy's routing change seen: no request is checked twice
+    exporter.clear()
+    n = 6
+    out: list = [None] * n
+    start = threading.Barrier(n)
+
+    def send(i: int) -> None:
+        client = api.app.test_client()
+        start.wait()
+        out[i] = client.post("/events/demo/hello", data=json.dumps({"data": [{"name": f"p{i}"}]}),
+                             headers={"Content-Type": "application/json", **api.t.headers})
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    elapsed = time.monotonic() - started
+    codes = [r.status_code for r in out]
+    assert sorted(set(codes)) == [200, 429] and 3 <= codes.count(200) <= 3 + int(elapsed), codes
+    assert api.ctx.ingest_batches.flushes < n
+    spans = exporter.get_finished_spans()
+    webhooks = [s for s in spans if s.name == "jobico.webhook"]
+    assert len(webhooks) == n
+    admits = [one(children(spans, w, "jobico.admit")) for w in webhooks]
+    assert all(a.attributes["jobico.events"] == 1 and "jobico.routing_moved" not in a.attributes for a in admits)
+    assert sum(a.status.is_ok for a in admits) == codes.count(200)
+    for w, a in zip(webhooks, admits):
+        assert w.start_time <= a.start_time <= a.end_time <= w.end_time
+    publishes = [s for s in spans if s.name == "jobico.publish"]
+    assert 1 <= len(publishes) <= api.ctx.ingest_batches.flushes
+    assert all(p.parent.span_id in {w.context.span_id for w in webhooks} for p in publishes)
 
 
 def test_tracing_off_creates_no_span_and_stores_no_trace(h):
