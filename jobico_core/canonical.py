@@ -71,6 +71,8 @@ def dumps_parsed_each(values: list) -> list[str]:
     Python call per value (100 small events: 59 us against 84 us)."""
     if _PARSED_ENCODER is None:  # pragma: no cover - a Python without the json C accelerator
         return [dumps(v) for v in values]
+    if len(values) == 1:  # a single-event request: no map to set up
+        return ["".join(_PARSED_ENCODER(values[0], 0))]
     return list(map("".join, map(_PARSED_ENCODER, values, repeat(0))))
 
 

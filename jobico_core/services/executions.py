@@ -345,7 +345,8 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
     round trip (no BEGIN/COMMIT); elsewhere (SQLite) in one transaction.
     """
     pg = ctx.db.engine.dialect.name == "postgresql"
-    columns = new_columns(rows)
+    # one row: its dict is quicker than columns of one value (and a look at it than at them)
+    columns = new_columns(rows) if len(rows) > 1 else None
     if columns is None:
         values = [_values(e) for e in rows]
         cols = tuple(values[0])
