@@ -168,6 +168,8 @@ class VersionGone(NotFound):
 
 def _one_shape(values: list[dict[str, Any]]) -> bool:
     """Whether every row sets the same columns, in the same order."""
+    if len(values) == 1:
+        return True
     cols = tuple(values[0])
     return all(tuple(v) == cols for v in values)
 
@@ -200,12 +202,15 @@ def _insert_columns(conn, cols: tuple[str, ...], columns: list) -> int:
     version (its package, its tenant) waits for the rows, which it then deletes too
     (``tenants.delete_tenant``), or it came first and no row goes in."""
     n = len(columns[0])
-    if n == 1:  # one row: plain parameters (measured 0.36 ms against 0.55 ms through unnest)
-        varying: tuple[str, ...] = ()
-        params = {c: col[0] for c, col in zip(cols, columns)}
-    else:
-        varying = tuple(c for c, col in zip(cols, columns) if c == "id" or col.count(col[0]) != n)
-        params = {c: _pg_array(col) if c in varying else col[0] for c, col in zip(cols, columns)}
+    varying = tuple(c for c, col in zip(cols, columns) if c == "id" or col.count(col[0]) != n)
+    return _insert_params(conn, cols, {c: _pg_array(col) if c in varying else col[0]
+                                       for c, col in zip(cols, columns)}, varying)
+
+
+def _insert_params(conn, cols: tuple[str, ...], params: dict[str, Any], varying: tuple[str, ...] = ()) -> int:
+    """``_insert_columns``' statement run with ``params`` (an array literal for each column of
+    ``varying``, a value for the others). One row: its values, ``varying`` empty, the statement
+    then without unnest (measured 0.36 ms against 0.55 ms through unnest)."""
     if "created_at" not in cols:
         cols += ("created_at",)
         params["created_at"] = utcnow()
@@ -364,9 +369,12 @@ def enqueue(ctx: Context, rows: list[Execution] | list[NewExecution], session=No
         # Core: no ORM unit of work
         if not one_statement:
             inserted = _insert_values(conn, values if columns is None else [_values(e) for e in rows])
+        elif columns is not None:
+            inserted = _insert_columns(conn, cols, columns)
+        elif len(values) == 1:
+            inserted = _insert_params(conn, cols, values[0])
         else:
-            inserted = _insert_columns(conn, cols, columns if columns is not None else
-                                       [[v[c] for v in values] for c in cols])
+            inserted = _insert_columns(conn, cols, [[v[c] for v in values] for c in cols])
         if inserted != len(rows):  # a version was deleted meanwhile: nothing of the request stays
             if one_statement and inserted:  # committed already (autocommit); elsewhere the raise rolls back
                 conn.execute(delete(Execution).where(Execution.id.in_(ids)))
