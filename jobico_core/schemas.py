@@ -205,9 +205,11 @@ def elements_errors(validator, elements: list) -> dict[str, list[dict[str, str]]
     """``schema_errors`` of each element that has any, keyed by its index (``"0"``, ``"1"``, ...).
 
     The same as asking ``schema_errors`` of every element, faster: nothing is validated
-    against a schema that ``accepts_everything``; otherwise each element is first checked by
-    ``is_valid`` (which stops at a first error and sorts nothing: half the time of
-    ``schema_errors`` for a valid event), and only one found invalid gets its sorted errors."""
+    against a schema that ``accepts_everything`` (a schema of annotations only: 0.6 us per
+    event saved); otherwise each element is first checked by ``is_valid`` (which stops at a
+    first error and builds and sorts no list; for a valid event it walks the schema as
+    ``schema_errors`` does, so little is saved), and only one found invalid gets its sorted
+    errors."""
     if accepts_everything(validator.schema):
         return {}
     problems = {}
