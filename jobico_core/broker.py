@@ -151,7 +151,7 @@ def task_envelope(m: TaskMessage | BatchMessage, retries: int = 0) -> str:
     The text is ``json.dumps``' of the message, built faster where it can be by joining: a
     batch's ids (``_plain``) joined into their JSON and their repr, the base64 body (which holds
     nothing to escape) put into the envelope's text rather than encoded into it (a 100-id
-    batch: 30 us against 52)."""
+    batch: 33 us against 53)."""
     if not _origin:
         from celery.utils.nodenames import anon_nodename
         _origin.append(anon_nodename())
