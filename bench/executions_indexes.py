@@ -12,7 +12,7 @@ analyses them with a full sample, then:
 - prints the plan (``EXPLAIN ANALYZE``, costs off) of the queries that read ``executions`` by
   something other than its id, on both, and the same with SQLite's ``EXPLAIN QUERY PLAN``;
 - times a webhook-shaped 100-row INSERT (``INSERT ... SELECT FROM unnest(ids, payloads)``, as
-  ``services.executions._insert_values``), ``--reps`` times per schema, alternated: the server's
+  ``services.executions._insert_columns``), ``--reps`` times per schema, alternated: the server's
   ``EXPLAIN (ANALYZE, BUFFERS)`` execution time and buffer hits, and on another connection the
   plain INSERT's wall time and the CPU time of its server process (``/proc/<pid>/stat``);
 - prints each index's size afterwards (a partial index the INSERTs skip does not grow).

@@ -187,3 +187,40 @@ def schema_errors(validator, element: Any, limit: int = 20) -> list[dict[str, st
         return [{"path": "$", "rule": "depth", "message": "the event is nested too deeply to be validated"}]
     return [{"path": _json_path(e.absolute_path), "rule": str(e.validator), "message": e.message}
             for e in errors[:limit]]
+
+
+# keywords that assert nothing about an instance: identifiers, annotations, and definitions
+# reached only through a ``$ref`` (which a schema made of these keywords alone does not have)
+_NOT_ASSERTIONS = frozenset({"$schema", "$id", "$anchor", "$comment", "title", "description", "examples",
+                             "default", "deprecated", "readOnly", "writeOnly", "$defs", "definitions"})
+
+
+def accepts_everything(schema: Any) -> bool:
+    """Whether no instance can fail ``schema`` (``true``, ``{}``, or annotations only, such as
+    ``{"$schema": ..., "title": ...}``): then no element need be validated against it."""
+    return schema is True or (isinstance(schema, dict) and schema.keys() <= _NOT_ASSERTIONS)
+
+
+def elements_errors(validator, elements: list) -> dict[str, list[dict[str, str]]]:
+    """``schema_errors`` of each element that has any, keyed by its index (``"0"``, ``"1"``, ...).
+
+    The same as asking ``schema_errors`` of every element, faster: nothing is validated
+    against a schema that ``accepts_everything`` (a schema of annotations only: 0.6 us per
+    event saved); otherwise each element is first checked by ``is_valid`` (which stops at a
+    first error and builds and sorts no list; for a valid event it walks the schema as
+    ``schema_errors`` does, so little is saved), and only one found invalid gets its sorted
+    errors."""
+    if accepts_everything(validator.schema):
+        return {}
+    problems = {}
+    is_valid = validator.is_valid
+    for i, element in enumerate(elements):
+        try:
+            if is_valid(element):
+                continue
+        except RecursionError:  # schema_errors reports it
+            pass
+        errors = schema_errors(validator, element)
+        if errors:
+            problems[str(i)] = errors
+    return problems

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics, ratelimit, tracing
-from ..canonical import dumps_parsed, loads
+from ..canonical import dumps_parsed_each, loads
 from ..db import Tenant
 from ..errors import BadRequest, Conflict, Invalid, JobicoError, NotFound, TooLarge, TooManyRequests, Unavailable
 from ..flow import MAX_PRIORITY, PRIORITY_HEADER, missing_keys, request_priority
 from ..limits import Limits, resolve
-from ..schemas import schema_errors
+from ..schemas import elements_errors
 from .context import ROUTING_GENERATION, Context
 from .executions import enqueue, new_executions
 from .files import schema_validator
@@ -210,7 +210,7 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
     s = ctx.settings
     max_element = _max_element(s.max_element_kb, s.default_limits, s.max_limits,
                                _frozen(info.spec.runtimes[ev.runtime].limits), _frozen(ev.limits))
-    payloads = [dumps_parsed(el) for el in data]
+    payloads = dumps_parsed_each(data)
     # a character is at most 4 bytes in UTF-8: when the longest text is within a quarter of the
     # limit no element can pass it, and none is encoded to be measured (30 us per 100 events)
     if max(map(len, payloads)) * 4 > max_element:
@@ -223,11 +223,7 @@ def _validated_payloads(ctx: Context, info, event: str, data: list) -> list[str]
         raise TooLarge(f"event {first} is larger than {max_element // 1024} KB", {"data": too_big})
 
     validator = schema_validator(ctx, info.tenant, info.pins[ev.schema.schemaref])
-    problems = {}
-    for i, el in enumerate(data):
-        errs = schema_errors(validator, el)
-        if errs:
-            problems[str(i)] = errs
+    problems = elements_errors(validator, data)
     if problems:
         first, errs = next(iter(problems.items()))
         raise Invalid(f"event {first} does not match schema {ev.schema.schemaref!r}: {errs[0]['path']}: "
