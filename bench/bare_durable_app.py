@@ -3,7 +3,8 @@
 ``POST /events/<tenant>/<event>`` as in ``bench/bare_app.py`` (json.loads, one LPUSH of the
 elements), and before the LPUSH one autocommitted ``INSERT ... SELECT FROM unnest`` of the
 elements into ``floor_rows`` (id, tenant, payload; a primary key and one more index) over a
-psycopg connection per thread. No auth, no validation, no admission, no coalescing: what a
+psycopg connection per thread, the ids and payloads sent as two array literals (the cheapest
+way found for the webhook's own INSERT too). No auth, no validation, no admission, no coalescing: what a
 webhook that stores its events before publishing them could at best do per request
 (``bench/durable_floor.py``).
 """
@@ -45,6 +46,12 @@ def _pg() -> psycopg.Connection:
     return conn
 
 
+def _array(texts: list[str]) -> str:
+    """A PostgreSQL text array literal, built by C-level joins (psycopg adapts a list element
+    by element in Python, several us per element)."""
+    return '{"' + '","'.join(t.replace("\\", "\\\\").replace('"', '\\"') for t in texts) + '"}'
+
+
 @app.post("/events/<tenant>/<event>")
 def events(tenant, event):
     doc = json.loads(request.get_data())
@@ -52,8 +59,8 @@ def events(tenant, event):
     if not isinstance(data, list) or not data:
         abort(400)
     texts = [json.dumps(el, separators=(",", ":")) for el in data]
-    _pg().execute("INSERT INTO floor_rows (id, tenant, payload) "
-                  "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])",
-                  ([str(uuid.uuid4()) for _ in texts], [tenant] * len(texts), texts))
+    ids = [str(uuid.uuid4()) for _ in texts]
+    _pg().execute("INSERT INTO floor_rows (id, tenant, payload) SELECT i, %s, p FROM unnest(%s::text[], %s::text[]) "
+                  "AS t(i, p)", (tenant, _array(ids), _array(texts)))
     _redis().lpush(f"bare.{tenant}.{event}", *texts)
     return jsonify(accepted=len(data))

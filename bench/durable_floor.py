@@ -52,6 +52,11 @@ def main() -> int:
                         raise RuntimeError(f"{name}: {r.non_2xx} non-2xx, {r.errors} errors; see {logdir}")
                     runs[name].append(r.requests_per_s * args.events)
                     log(f"rep {rep + 1} {name}: {r.requests_per_s * args.events:.0f} events/s")
+            # the floor really wrote its rows: at least one second of its measured rate, one payload
+            with psycopg.connect(database_url(env), autocommit=True) as conn:
+                stored = conn.execute("SELECT count(*), count(DISTINCT payload) FROM floor_rows").fetchone()
+            if stored[0] < sum(runs["bare+insert"]) or stored[1] != 1:
+                raise RuntimeError(f"bare+insert stored {stored[0]} rows ({stored[1]} payloads)")
         finally:
             for proc, _ in servers.values():
                 proc.stop()
