@@ -18,12 +18,21 @@ app = Flask("bare")
 _clients: dict[int, redis.Redis] = {}
 
 
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     pid = os.getpid()  # gunicorn forks: one pool per worker process
     client = _clients.get(pid)
     if client is None:
         client = _clients[pid] = redis.Redis.from_url(os.environ["JOBICO_REDIS_URL"])
     return client
+
+
+def elements() -> list[str]:
+    """The request's ``data`` elements as compact JSON (400 when there is no such array)."""
+    doc = json.loads(request.get_data())
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list) or not data:
+        abort(400)
+    return [json.dumps(el, separators=(",", ":")) for el in data]
 
 
 @app.get("/health")
@@ -33,9 +42,6 @@ def health():
 
 @app.post("/events/<tenant>/<event>")
 def events(tenant, event):
-    doc = json.loads(request.get_data())
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list) or not data:
-        abort(400)
-    _redis().lpush(f"bare.{tenant}.{event}", *(json.dumps(el, separators=(",", ":")) for el in data))
-    return jsonify(accepted=len(data))
+    texts = elements()
+    redis_client().lpush(f"bare.{tenant}.{event}", *texts)
+    return jsonify(accepted=len(texts))

@@ -10,17 +10,16 @@ webhook that stores its events before publishing them could at best do per reque
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import uuid
 
 import psycopg
-import redis
-from flask import Flask, abort, jsonify, request
+from flask import Flask, jsonify
+
+from bench.bare_app import elements, redis_client
 
 app = Flask("bare-durable")
-_clients: dict[int, redis.Redis] = {}
 _local = threading.local()
 TABLE = """CREATE TABLE IF NOT EXISTS floor_rows (id text PRIMARY KEY, tenant text NOT NULL,
     payload text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
@@ -29,14 +28,6 @@ CREATE INDEX IF NOT EXISTS floor_rows_tenant ON floor_rows (tenant, id)"""
 
 def database_url(env=os.environ) -> str:
     return env["JOBICO_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-
-
-def _redis() -> redis.Redis:
-    pid = os.getpid()  # gunicorn forks: one pool per worker process
-    client = _clients.get(pid)
-    if client is None:
-        client = _clients[pid] = redis.Redis.from_url(os.environ["JOBICO_REDIS_URL"])
-    return client
 
 
 def _pg() -> psycopg.Connection:
@@ -54,13 +45,9 @@ def _array(texts: list[str]) -> str:
 
 @app.post("/events/<tenant>/<event>")
 def events(tenant, event):
-    doc = json.loads(request.get_data())
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list) or not data:
-        abort(400)
-    texts = [json.dumps(el, separators=(",", ":")) for el in data]
+    texts = elements()
     ids = [str(uuid.uuid4()) for _ in texts]
     _pg().execute("INSERT INTO floor_rows (id, tenant, payload) SELECT i, %s, p FROM unnest(%s::text[], %s::text[]) "
                   "AS t(i, p)", (tenant, _array(ids), _array(texts)))
-    _redis().lpush(f"bare.{tenant}.{event}", *texts)
-    return jsonify(accepted=len(data))
+    redis_client().lpush(f"bare.{tenant}.{event}", *texts)
+    return jsonify(accepted=len(texts))

@@ -29,7 +29,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1)
     args = ap.parse_args()
     import psycopg
-    from bare_durable_app import TABLE, database_url
+
+    from bench.bare_durable_app import TABLE, database_url
     with Services() as svc:
         env = svc.env("durable")
         ctx = context(env)
