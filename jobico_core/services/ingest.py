@@ -272,7 +272,7 @@ def validated_element(ctx: Context, info, event: str, raw: bytes) -> str:
 
 
 def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None = None,
-           expect: tuple[str, bytes | None] | None = None) -> bool:
+           expect: tuple[str, bytes | None] | None = None, span: Any = None) -> bool:
     """A signed request's signature not spent yet (409; spent now when admitted), queue cap (per
     queue) and rate limit (per tenant): 429 with Retry-After. One Redis round trip. ``expect``:
     the routing counter's value the request's lookups were checked against: when it moved,
@@ -283,7 +283,7 @@ def _admit(ctx: Context, info, event: str, n: int, once: tuple[str, int] | None 
                             ctx.settings.max_queued, tasks=_tasks(ctx, n), once=once, expect=expect)
     except Exception as exc:  # redis errors
         raise _broker_unavailable(exc) from exc
-    return _verdict(ctx, info.tenant, queue, a)
+    return _verdict(ctx, info.tenant, queue, a, span)
 
 
 def _tasks(ctx: Context, n: int) -> int:
@@ -295,13 +295,16 @@ def _broker_unavailable(exc: Exception) -> Unavailable:
     return Unavailable(f"the message broker is unavailable: {exc}")
 
 
-def _verdict(ctx: Context, tenant: str, queue: str, a: ratelimit.Admission | Unavailable) -> bool:
+def _verdict(ctx: Context, tenant: str, queue: str, a: ratelimit.Admission | Unavailable, span: Any = None) -> bool:
     """``_admit``'s answer to an admission (or the error that prevented it): raises the refusal,
-    True when the routing counter moved (caches emptied), False when admitted."""
+    True when the routing counter moved (caches emptied; the request's ``jobico.admit`` ``span``
+    says so: not an error, the request is checked again by ``_accept``), False when admitted."""
     if isinstance(a, Unavailable):
         raise a
     if a.moved:
         ctx.follow_routing_generation(a.counter)
+        if span is not None and tracing.ENABLED:
+            span.set_attribute("jobico.routing_moved", True)
         return True
     if a.replayed:
         raise Conflict("signature_replayed: this signed request was already accepted (a signature is "
@@ -346,9 +349,7 @@ def _enqueue(ctx: Context, info, event: str, payloads: list[str], submitter: str
             metrics.accepted(info.tenant, len(ids))
             return ids
     with tracing.span("jobico.admit", {"jobico.events": len(payloads)}) as span:
-        moved = _admit(ctx, info, event, len(payloads), once, expect)
-        if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
-            span.set_attribute("jobico.routing_moved", True)
+        moved = _admit(ctx, info, event, len(payloads), once, expect, span)
     if moved:
         raise _RoutingMoved()
     if rows is None:
@@ -405,9 +406,7 @@ def _enqueue_together(ctx: Context, info, event: str, rows, once: tuple[str, int
         raise failed
     # the request's jobico.admit span covers the group's admission, which the leader ran
     with tracing.span_between("jobico.admit", {"jobico.events": len(rows)}, *member.admitted_ns) as span:
-        moved = _verdict(ctx, info.tenant, first.queue, admission)
-        if moved and tracing.ENABLED:  # not an error: the request is checked again (_accept)
-            span.set_attribute("jobico.routing_moved", True)
+        moved = _verdict(ctx, info.tenant, first.queue, admission, span)
     if moved:
         raise _RoutingMoved()
     if failed is not None:
