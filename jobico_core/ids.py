@@ -44,12 +44,6 @@ def uuid7s(n: int) -> list[str]:
             runs.append((_last_ms, _counter + 1, take))
             _counter += take
             left -= take
-    if n == 1:  # one id (a single-event request): formatted at once
-        ms, first, _ = runs[0]
-        rand = bytearray(os.urandom(8))
-        rand[0] = rand[0] & 0x3F | 0x80
-        r, hex_ms = rand.hex(), f"{ms & ((1 << 48) - 1):012x}"
-        return [f"{hex_ms[:8]}-{hex_ms[8:]}-{_VERSION_COUNTER[first]}-{r[:4]}-{r[4:]}"]
     # rand_b: 62 random bits after the 2 variant bits, as 2 + 6 bytes per id (the 2 first, then
     # the 6), the variant set on each first byte by one translate; then each id joined from its
     # four groups ("-".join mapped over them: no Python code per id)
